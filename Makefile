@@ -1,0 +1,47 @@
+# Two entry points for a fresh Debian/Ubuntu machine, as root: `make demo` and `make test`.
+# Each installs what it needs (Debian packages, a venv, the lab template) and is safe to re-run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAB ?= demo
+HOSTS ?= 3
+
+.PHONY: deps venv lint format template test test-unit demo demo-down clean
+
+deps:
+	./scripts/deps.sh
+
+$(BIN)/overlayctl: pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/overlayctl
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+template: deps venv
+	$(BIN)/overlayctl lab template
+
+# The whole suite: lint, unit tests, then the real lab tiers (namespaces, nspawn hosts).
+test: deps venv lint template
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -m 'not lab' $(PYTEST_ARGS)
+
+demo: deps venv template
+	./scripts/demo.sh $(LAB) $(HOSTS)
+
+demo-down: venv
+	$(BIN)/overlayctl lab down --name $(LAB)
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from overlayctl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Emulated hosts on one machine: systemd-nspawn "full" hosts and namespace-only "light" hosts."""
