@@ -47,8 +47,14 @@ PACKAGES = (
 # Installed units that stay disabled until overlayctl configures them.
 DISABLED_UNITS = ("etcd.service", "docker.service", "docker.socket", "containerd.service")
 # Units that cannot work in a container and would only mark the host "degraded".
-MASKED_UNITS = ("systemd-remount-fs.service", "e2scrub_reap.service", "apt-daily.timer",
-                "apt-daily-upgrade.timer", "fstrim.timer", "e2scrub_all.timer")
+MASKED_UNITS = (
+    "systemd-remount-fs.service",
+    "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "fstrim.timer",
+    "e2scrub_all.timer",
+)
 BUSYBOX_IMAGE = "/usr/local/share/overlayctl-lab/busybox.tar"
 BUSYBOX_IMAGE_TAG = "lab/busybox:1"
 # Bump when the customisation below changes: it is part of the cache key.
@@ -115,7 +121,10 @@ def _apt_source_entries(sources_dir: Path) -> list[tuple[str, list[str]]]:
                 continue
             for uri in fields.get("uris", "").split():
                 entries.append((uri, fields.get("suites", "").split()))
-    one_line = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    one_line = [
+        sources_dir / "sources.list",
+        *sorted((sources_dir / "sources.list.d").glob("*.list")),
+    ]
     for path in one_line:
         if not path.is_file():
             continue
@@ -204,7 +213,19 @@ def _write_busybox_image(rootfs: Path) -> None:
         (work / d).mkdir(exist_ok=True)
     target = rootfs / BUSYBOX_IMAGE.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
-    run(["tar", "-C", str(work), "--numeric-owner", "--owner=0", "--group=0", "-cf", str(target), "."])
+    run(
+        [
+            "tar",
+            "-C",
+            str(work),
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "-cf",
+            str(target),
+            ".",
+        ]
+    )
     shutil.rmtree(work)
 
 
