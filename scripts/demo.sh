@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README demo: a lab of emulated hosts, then proof that each answers over SSH with systemd up.
+# Later stages (init, verify, status) are added here as they are built.
+set -euo pipefail
+lab=${1:-demo}
+hosts=${2:-3}
+bin="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin"
+overlayctl="$bin/overlayctl"
+
+if "$overlayctl" lab list -o json | grep -q "\"name\": \"$lab\""; then
+  echo "demo: lab '$lab' already exists; showing it (remove it with: make demo-down LAB=$lab)"
+else
+  "$overlayctl" lab up --name "$lab" --hosts "$hosts"
+fi
+echo
+echo "demo: every host, over SSH from the workstation namespace with strict host key checking:"
+"$overlayctl" lab health --name "$lab"
+echo
+echo "demo: try it yourself:"
+echo "  $overlayctl lab shell --name $lab      # a shell on the lab LAN, OVERLAYCTL_INVENTORY set"
+echo "  $overlayctl lab exec --name $lab node1 -- systemctl status ssh"
+echo "  make demo-down LAB=$lab                 # remove the lab"

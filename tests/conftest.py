@@ -1,0 +1,58 @@
+"""Shared fixtures: unique names per run and the two lab tiers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from overlayctl.lab import labs, state
+
+
+def _lab_capable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _lab_capable()
+    if reason is None:
+        return
+    for item in items:
+        if "lab" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"lab tier {reason}"))
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A lab name no other run here uses (namespaces, cgroups and folders derive from it)."""
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def light_lab() -> Iterator:
+    """A LightLab on its own LAN; closed (processes killed, namespaces deleted) afterwards."""
+    from overlayctl.lab.light import LightLab
+
+    lab = LightLab(unique_name("l"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def full_lab_2() -> Iterator[state.LabState]:
+    """Two booted full hosts, shared by one test module; removed at the end of it."""
+    name = unique_name("f")
+    lab = labs.up(name, 2, "192.168.255.0/24", progress=lambda _msg: None)
+    try:
+        yield lab
+    finally:
+        labs.down(name, progress=lambda _msg: None)
