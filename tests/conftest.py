@@ -56,3 +56,17 @@ def full_lab_2() -> Iterator[state.LabState]:
         yield lab
     finally:
         labs.down(name, progress=lambda _msg: None)
+
+
+@pytest.fixture
+def local_sshd(tmp_path):
+    """A real sshd on 127.0.0.1 (a free port) that accepts a throwaway client key for root."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("needs root and openssh-server")
+    from tests.sshd import start_sshd
+
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()

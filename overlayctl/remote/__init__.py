@@ -1,0 +1,1 @@
+"""The only package that talks to hosts: SSH connections, remote files, locks, host groups."""

@@ -1,0 +1,248 @@
+"""One SSH connection to one host (fabric over paramiko), with strict host key checking.
+
+Every remote command is an argument list joined with shlex quoting; scripts are passed to
+`sh -c` with their values as positional arguments, never pasted into the script text.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shlex
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import fabric
+import invoke
+import paramiko
+
+from overlayctl.errors import OverlayctlError
+
+BACKUP_ROOT = "/var/lib/overlayctl/backup"
+
+
+class HostKeyRejected(OverlayctlError):
+    """The host's key is unknown (without --accept-new-host-keys) or differs from known_hosts."""
+
+
+class RemoteCommandFailed(OverlayctlError):
+    def __init__(self, host: str, argv: Sequence[str], code: int, stderr: str) -> None:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
+        super().__init__(f"{host}: `{shlex.join(argv)}` failed: {last}")
+        self.exit_code = code
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to reach one host."""
+
+    name: str
+    address: str
+    known_hosts: Path
+    user: str = "root"
+    port: int = 22
+    key: Path | None = None
+    sudo: bool = False
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file as found on a host; content None when absent."""
+
+    path: str
+    content: bytes | None
+    mode: int | None = None
+    owner: str | None = None
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: record unknown hosts, never changed keys.
+
+    A changed key never reaches a policy: paramiko raises BadHostKeyException before.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as out:
+                out.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class _RejectPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        raise HostKeyRejected(
+            f"{hostname}: host key not in known_hosts ({key.get_name()} "
+            f"{key.fingerprint}); check it and re-run with --accept-new-host-keys"
+        )
+
+
+class Remote:
+    """A connected host. Use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        target: SshTarget,
+        accept_new_host_keys: bool = False,
+        backup_root: str = BACKUP_ROOT,
+    ) -> None:
+        self.target = target
+        self.backup_root = backup_root
+        connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False}
+        if target.key is not None:
+            connect_kwargs["key_filename"] = str(target.key)
+        config = fabric.Config(overrides={"load_ssh_configs": False})
+        self._conn = fabric.Connection(
+            host=target.address,
+            user=target.user,
+            port=target.port,
+            config=config,
+            connect_timeout=int(target.connect_timeout),
+            connect_kwargs=connect_kwargs,
+        )
+        client = self._conn.client
+        if target.known_hosts.exists():
+            client.load_host_keys(str(target.known_hosts))
+        elif not accept_new_host_keys:
+            raise HostKeyRejected(
+                f"{target.name}: known_hosts file {target.known_hosts} is missing"
+            )
+        client.set_missing_host_key_policy(
+            _AcceptNewPolicy(target.known_hosts) if accept_new_host_keys else _RejectPolicy()
+        )
+
+    def connect(self) -> None:
+        try:
+            self._conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyRejected(
+                f"{self.target.name}: HOST KEY CHANGED for {exc.hostname} (got "
+                f"{exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. If the host "
+                f"was really reinstalled, remove its line from {self.target.known_hosts}"
+            ) from None
+        except HostKeyRejected:
+            raise
+        except (paramiko.SSHException, OSError) as exc:
+            raise OverlayctlError(
+                f"{self.target.name}: cannot connect over SSH to "
+                f"{self.target.user}@{self.target.address}:{self.target.port}: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Remote:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        check: bool = True,
+        timeout: float | None = 300,
+    ) -> RunResult:
+        """Run ARGV (quoted) on the host, as root through `sudo -n` when the inventory says so."""
+        full = (["sudo", "-n", "--"] if self.target.sudo else []) + list(argv)
+        command = shlex.join(full)
+        in_stream: io.StringIO | bool = False  # False: never read this process's own stdin
+        if stdin is not None:
+            in_stream = io.StringIO(stdin.decode() if isinstance(stdin, bytes) else stdin)
+        try:
+            result = self._conn.run(
+                command, hide=True, warn=True, timeout=timeout, in_stream=in_stream
+            )
+        except invoke.exceptions.CommandTimedOut as exc:
+            raise OverlayctlError(
+                f"{self.target.name}: `{command}` did not finish in {timeout} s"
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise OverlayctlError(f"{self.target.name}: SSH connection lost: {exc}") from None
+        out = RunResult(result.exited, result.stdout, result.stderr)
+        if check and out.code != 0:
+            raise RemoteCommandFailed(self.target.name, full, out.code, out.stderr)
+        return out
+
+    def script(self, script: str, *args: str, **kw) -> RunResult:
+        """Run a fixed shell SCRIPT with ARGS as $1.. (values never enter the script text)."""
+        return self.run(["sh", "-c", script, "sh", *args], **kw)
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, RemoteFile]:
+        """Content, mode and owner of PATHS in one round trip."""
+        if not paths:
+            return {}
+        out = self.script(_READ_FILES, *paths).stdout
+        found: dict[str, RemoteFile] = {}
+        for line, path in zip(out.splitlines(), paths, strict=True):
+            state, _, rest = line.partition(" ")
+            if state == "absent":
+                found[path] = RemoteFile(path, None)
+                continue
+            mode, owner, data = rest.split(" ", 2)  # "MODE USER:GROUP BASE64" (BASE64 may be "")
+            found[path] = RemoteFile(path, base64.b64decode(data), int(mode, 8), owner)
+        return found
+
+    def put_file(
+        self, path: str, content: bytes, mode: int = 0o644, owner: str = "root:root"
+    ) -> None:
+        """Write PATH atomically (temp file + rename in the same folder).
+
+        The first time overlayctl replaces a file, the original is kept under BACKUP_ROOT (or a
+        marker that it did not exist), so `reset` can put things back as they were.
+        """
+        backup = self.backup_root + path
+        self.script(
+            _PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
+        )
+
+
+# One line per path: "absent" or "file MODE USER:GROUP BASE64".
+_READ_FILES = r"""
+for p in "$@"; do
+  if [ -f "$p" ]; then
+    printf 'file %s ' "$(stat -c '%a %U:%G' "$p")"; base64 -w0 < "$p"; echo
+  else
+    echo absent
+  fi
+done
+"""
+
+# $1 path, $2 mode (octal), $3 owner, $4 backup path; content (base64) on stdin.
+_PUT_FILE = r"""
+set -eu
+path=$1; mode=$2; owner=$3; bak=$4
+dir=$(dirname "$path")
+mkdir -p "$dir"
+tmp="$dir/.$(basename "$path").overlayctl-tmp"
+umask 077
+base64 -d > "$tmp"
+chmod "$mode" "$tmp"
+chown "$owner" "$tmp"
+if [ ! -e "$bak" ] && [ ! -e "$bak.absent" ]; then
+  mkdir -p "$(dirname "$bak")"
+  if [ -e "$path" ]; then cp -a "$path" "$bak"; else : > "$bak.absent"; fi
+fi
+sync "$tmp" 2>/dev/null || true
+mv -f "$tmp" "$path"
+"""

@@ -1,0 +1,118 @@
+"""overlayctl.remote against a real OpenSSH server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from overlayctl.errors import Conflict
+from overlayctl.lab.sshkeys import known_hosts_line, write_keypair
+from overlayctl.remote.group import run_on_hosts
+from overlayctl.remote.lock import HostLock
+from overlayctl.remote.ssh import HostKeyRejected, Remote, RemoteCommandFailed, SshTarget
+
+pytestmark = pytest.mark.lab
+
+
+def target(sshd, **kw) -> SshTarget:
+    base = SshTarget(
+        name="local",
+        address="127.0.0.1",
+        port=sshd.port,
+        key=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+        connect_timeout=5,
+    )
+    return replace(base, **kw)
+
+
+def test_arguments_reach_the_host_exactly_as_given(local_sshd) -> None:
+    hostile = "a b; echo INJECTED $(id) `id` 'q' \"dq\" \n next"
+    with Remote(target(local_sshd)) as r:
+        assert r.run(["printf", "%s", hostile]).stdout == hostile
+        assert r.script('printf "%s|%s" "$1" "$2"', "x y", "$HOME").stdout == "x y|$HOME"
+
+
+def test_a_failing_command_names_host_and_command(local_sshd) -> None:
+    with Remote(target(local_sshd)) as r:
+        with pytest.raises(RemoteCommandFailed, match=r"local: `sh -c 'echo boom >&2; exit 3'"):
+            r.run(["sh", "-c", "echo boom >&2; exit 3"])
+        assert r.run(["false"], check=False).code == 1
+
+
+def test_unknown_host_key_is_refused_then_accepted_only_when_asked(local_sshd, tmp_path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostKeyRejected, match="--accept-new-host-keys"):
+        Remote(target(local_sshd, known_hosts=empty)).connect()
+    with Remote(target(local_sshd, known_hosts=empty), accept_new_host_keys=True) as r:
+        assert r.run(["true"]).code == 0
+    assert local_sshd.host_key_line.split()[1] in empty.read_text()
+    with Remote(target(local_sshd, known_hosts=empty)) as r:  # recorded: strict mode now passes
+        assert r.run(["true"]).code == 0
+
+
+def test_a_changed_host_key_is_refused_even_with_accept_new(local_sshd, tmp_path) -> None:
+    other = write_keypair(tmp_path / "other", "other")
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(known_hosts_line([f"[127.0.0.1]:{local_sshd.port}"], other) + "\n")
+    for accept in (False, True):
+        with pytest.raises(HostKeyRejected, match="HOST KEY CHANGED"):
+            Remote(target(local_sshd, known_hosts=wrong), accept_new_host_keys=accept).connect()
+    assert wrong.read_text().count("\n") == 1  # nothing was added
+
+
+def test_put_file_is_atomic_keeps_the_original_and_sets_mode(local_sshd, tmp_path) -> None:
+    path = tmp_path / "etc" / "thing.conf"
+    path.parent.mkdir()
+    path.write_text("original\n")
+    backups = tmp_path / "backup"
+    with Remote(target(local_sshd), backup_root=str(backups)) as r:
+        r.put_file(str(path), b"first\n", mode=0o600)
+        r.put_file(str(path), b"second\n", mode=0o640)
+        r.put_file(str(tmp_path / "new.conf"), b"")
+        files = r.read_files([str(path), str(tmp_path / "new.conf"), str(tmp_path / "none")])
+    assert path.read_text() == "second\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert (backups / str(path).lstrip("/")).read_text() == "original\n"  # the first original
+    assert (backups / (str(tmp_path / "new.conf").lstrip("/") + ".absent")).exists()
+    assert [p.name for p in path.parent.iterdir()] == ["thing.conf"]  # no temp file left
+    assert files[str(path)].content == b"second\n" and files[str(path)].mode == 0o640
+    assert files[str(path)].owner == "root:root"
+    assert files[str(tmp_path / "new.conf")].content == b""
+    assert files[str(tmp_path / "none")].content is None
+
+
+def test_a_second_lock_holder_is_refused_and_named(local_sshd, tmp_path) -> None:
+    lock_dir = str(tmp_path / "overlayctl.lock")
+    with Remote(target(local_sshd)) as r1, Remote(target(local_sshd)) as r2:
+        first = HostLock(r1, "overlayctl init", lock_dir)
+        first.acquire()
+        second = HostLock(r2, "overlayctl join", lock_dir)
+        with pytest.raises(Conflict, match=r"locked by `overlayctl init` by .*--break-lock"):
+            second.acquire()
+        second.release()  # not the holder: must not remove the other's lock
+        assert Path(lock_dir).is_dir()
+        second.acquire(break_stale=True)
+        first.release()  # no longer the holder
+        assert Path(lock_dir).is_dir()
+        second.release()
+        assert not Path(lock_dir).exists()
+
+
+def test_group_reports_each_host(local_sshd, tmp_path) -> None:
+    good = target(local_sshd, name="good")
+    bad = target(local_sshd, name="bad", port=1)
+
+    def hostname(t: SshTarget) -> str:
+        with Remote(t) as r:
+            return r.run(["echo", t.name]).stdout.strip()
+
+    result = run_on_hosts("connect", [good, bad], hostname, name=lambda t: t.name)
+    assert result.succeeded == {"good": "good"}
+    assert list(result.failed) == ["bad"]
+    assert result.failed["bad"].phase == "connect"
+    assert "bad: cannot connect over SSH" in result.failed["bad"].error
