@@ -8,6 +8,7 @@ import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab, pending
+from overlayctl.cli.render import render
 from overlayctl.errors import ExitCode, OverlayctlError
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, lab.lab):
+for command in (*pending.COMMANDS, lab.lab, render):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

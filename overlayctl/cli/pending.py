@@ -13,7 +13,6 @@ _PENDING = {
     "status": ("Show etcd members, leases and per-host agent state.", 3),
     "verify": ("Start a container per host and ping every pair across hosts.", 5),
     "plan": ("Show, per host, the diff of every file and service change init would make.", 3),
-    "render": ("Write every file overlayctl would put on each host into a local folder.", 3),
     "reset": ("Undo what init did on some or all hosts.", 5),
 }
 

@@ -1,0 +1,227 @@
+"""Inventory -> every file overlayctl puts on each host. Pure and deterministic.
+
+Python decides every value here; the Jinja2 templates (StrictUndefined) only lay them out.
+A template is looked up as ``<os>/<name>.j2`` first, then ``common/<name>.j2``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from overlayctl import hostpaths as hp
+from overlayctl.errors import BadInput
+from overlayctl.inventory_model import BACKEND_OPTIONS, Host, Inventory, flannel_defaults
+from overlayctl.paths import templates_dir
+
+# Fixed namespace so derived ids are the same on every machine and every run.
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://overlayctl.invalid/ifcfg")
+INITIAL_CLUSTER_STATE = "new"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file for one host."""
+
+    content: bytes
+    mode: int = hp.MODE_FILE
+    owner: str = hp.OWNER_ROOT
+
+
+def header(inv: Inventory) -> str:
+    """The comment line (without '#') that opens every rendered file that allows comments."""
+    return (
+        f"Managed by overlayctl for cluster {inv.cluster.name}; local changes are replaced by "
+        "the next 'overlayctl init'."
+    )
+
+
+def etcd_scheme(inv: Inventory) -> str:
+    return "https" if inv.cluster.tls else "http"
+
+
+def etcd_client_urls(inv: Inventory) -> list[str]:
+    """Every etcd member's client URL on the standard port: what the agent and tools dial."""
+    scheme = etcd_scheme(inv)
+    return [f"{scheme}://{m.address}:{hp.ETCD_CLIENT_PORT}" for m in inv.etcd_members]
+
+
+def network_config_key(inv: Inventory) -> str:
+    """The etcd key the network config JSON lives at."""
+    return f"{inv.cluster.etcd_prefix}/config"
+
+
+def network_config(inv: Inventory) -> dict[str, Any]:
+    """flannel's network config. Keys equal to flannel's defaults are left out; Backend is always
+    given (flannel itself would fall back to udp, our agent to vxlan: being explicit avoids both).
+    """
+    c = inv.cluster
+    config: dict[str, Any] = {"Network": str(c.network)}
+    default_len = flannel_defaults(c.network)[0]
+    if c.subnet_len != default_len:
+        config["SubnetLen"] = c.subnet_len
+    _, default_min, default_max = flannel_defaults(c.network, c.subnet_len)
+    if c.subnet_min != default_min:
+        config["SubnetMin"] = str(c.subnet_min)
+    if c.subnet_max != default_max:
+        config["SubnetMax"] = str(c.subnet_max)
+    backend: dict[str, Any] = {"Type": c.backend}
+    for key, value in c.backend_options:
+        spec = BACKEND_OPTIONS[c.backend][key]
+        if value != spec.default:
+            backend[spec.json_key] = value
+    config["Backend"] = backend
+    return config
+
+
+def network_config_json(inv: Inventory) -> str:
+    """The exact value written to etcd, compact like the seed's `{"Network":"172.21.0.0/16"}`."""
+    return json.dumps(network_config(inv), separators=(",", ":"))
+
+
+def agent_options(inv: Inventory, host: Host) -> list[str]:
+    """FLANNEL_OPTIONS for `host`, in the seed's order: extra options, endpoints, TLS, iface."""
+    options = [*inv.cluster.agent_options, f"--etcd-endpoints={','.join(etcd_client_urls(inv))}"]
+    if inv.cluster.tls:
+        options += [
+            f"--etcd-cafile={hp.CA_CERT}",
+            f"--etcd-certfile={hp.ETCD_CLIENT_CERT}",
+            f"--etcd-keyfile={hp.ETCD_CLIENT_KEY}",
+        ]
+    options.append(f"--iface={host.iface or host.address}")
+    if inv.cluster.ip_masq:
+        options.append("--ip-masq")
+    return options
+
+
+def ifcfg_uuid(inv: Inventory, host: Host) -> uuid.UUID:
+    """The inventory's ifcfg.uuid, else one derived from cluster, host and interface."""
+    if host.ifcfg is not None and host.ifcfg.uuid is not None:
+        return host.ifcfg.uuid
+    return uuid.uuid5(_UUID_NAMESPACE, f"{inv.cluster.name}/{host.name}/{host.iface}")
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - configuration files, not HTML
+    )
+
+
+def _template(os_family: str, template_name: str, **values: Any) -> bytes:
+    template = _environment().select_template(
+        [f"{os_family}/{template_name}.j2", f"common/{template_name}.j2"]
+    )
+    return template.render(**values).encode("utf-8")
+
+
+def _etcd_values(inv: Inventory, host: Host) -> dict[str, Any]:
+    scheme = etcd_scheme(inv)
+    ports = [hp.ETCD_CLIENT_PORT]
+    if inv.cluster.legacy_client_port:
+        ports.append(hp.ETCD_LEGACY_CLIENT_PORT)
+    security: list[tuple[str, str]] = []
+    if inv.cluster.tls:
+        security = [
+            ("ETCD_CERT_FILE", hp.ETCD_SERVER_CERT),
+            ("ETCD_KEY_FILE", hp.ETCD_SERVER_KEY),
+            ("ETCD_CLIENT_CERT_AUTH", "true"),
+            ("ETCD_TRUSTED_CA_FILE", hp.CA_CERT),
+            ("ETCD_PEER_CERT_FILE", hp.ETCD_PEER_CERT),
+            ("ETCD_PEER_KEY_FILE", hp.ETCD_PEER_KEY),
+            ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
+            ("ETCD_PEER_TRUSTED_CA_FILE", hp.CA_CERT),
+        ]
+    return {
+        "name": host.name,
+        "data_dir": hp.etcd_data_dir(host.name),
+        "listen_peer_urls": f"{scheme}://0.0.0.0:{hp.ETCD_PEER_PORT}",
+        "listen_client_urls": ",".join(f"{scheme}://0.0.0.0:{p}" for p in ports),
+        # Only this host's own address: the seed's node1 advertised node2's (a typo we cannot make).
+        "advertise_peer_urls": f"{scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
+        "advertise_client_urls": ",".join(f"{scheme}://{host.address}:{p}" for p in ports),
+        "initial_cluster": ",".join(
+            f"{m.name}={scheme}://{m.address}:{hp.ETCD_PEER_PORT}" for m in inv.etcd_members
+        ),
+        "token": inv.cluster.name,
+        "state": INITIAL_CLUSTER_STATE,
+        "security": security,
+    }
+
+
+def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[str, bytes]:
+    ifcfg, iface = host.ifcfg, host.iface
+    if ifcfg is None or iface is None:  # the inventory guarantees iface when ifcfg is given
+        raise BadInput(f"{host.label}.ifcfg: needs iface")
+    path = hp.rhel_ifcfg(iface) if os_family == "rhel" else hp.debian_interfaces(iface)
+    content = _template(
+        os_family,
+        "static-ip",
+        header=head,
+        iface=iface,
+        uuid=str(ifcfg_uuid(inv, host)),
+        address=str(host.address),
+        prefix=ifcfg.prefix,
+        gateway=str(ifcfg.gateway) if ifcfg.gateway else "",
+        defroute="yes" if ifcfg.gateway else "no",
+        dns=[str(server) for server in ifcfg.dns],
+    )
+    return path, content
+
+
+def render_host(inv: Inventory, host: Host) -> dict[str, RenderedFile]:
+    """Every file for one host: absolute remote path -> RenderedFile, sorted by path."""
+    os_family = host.os
+    if os_family is None:
+        raise BadInput(
+            f"{host.label}.os: rendering needs the OS family (rhel or debian); set it on the "
+            "host or as cluster.os"
+        )
+    head = header(inv)
+    files: dict[str, bytes] = {
+        hp.HOSTNAME: _template(os_family, "hostname", name=host.name),
+        hp.HOSTS: _template(
+            os_family,
+            "hosts",
+            header=head,
+            entries=[(str(h.address), h.name) for h in inv.hosts],
+        ),
+        hp.SYSCTL: _template(
+            os_family, "sysctl", header=head, settings=[("net.ipv4.ip_forward", "1")]
+        ),
+    }
+    if host.ifcfg is not None:
+        path, content = _static_ip(inv, host, os_family, head)
+        files[path] = content
+    if host.is_etcd:
+        files[hp.ETCD_CONF] = _template(
+            os_family, "etcd.conf", header=head, **_etcd_values(inv, host)
+        )
+        files[hp.ETCD_DROPIN] = _template(
+            os_family, "etcd-dropin", header=head, etcd_conf=hp.ETCD_CONF
+        )
+    if host.is_node:
+        files[hp.AGENT_ENV[os_family]] = _template(
+            os_family,
+            "agent.env",
+            header=head,
+            endpoints=",".join(etcd_client_urls(inv)),
+            prefix=inv.cluster.etcd_prefix,
+            options=" ".join(agent_options(inv, host)),
+        )
+    return {path: RenderedFile(files[path]) for path in sorted(files)}
+
+
+def render_hosts(inv: Inventory) -> dict[str, dict[str, RenderedFile]]:
+    """host name -> absolute remote path -> RenderedFile, for every host in inventory order."""
+    return {host.name: render_host(inv, host) for host in inv.hosts}
