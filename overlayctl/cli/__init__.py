@@ -8,7 +8,9 @@ import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab, pending
+from overlayctl.cli.init import init, plan
 from overlayctl.cli.render import render
+from overlayctl.cli.status import status
 from overlayctl.errors import ExitCode, OverlayctlError
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, lab.lab, render):
+for command in (*pending.COMMANDS, init, plan, status, render, lab.lab):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

@@ -8,11 +8,8 @@ from overlayctl.errors import ExitCode, OverlayctlError
 
 # command name -> (one-line help, the issue that builds it)
 _PENDING = {
-    "init": ("Prepare hosts, form the etcd cluster, start the agent and docker.", 3),
     "join": ("Add hosts newly listed in the inventory to a running cluster.", 5),
-    "status": ("Show etcd members, leases and per-host agent state.", 3),
     "verify": ("Start a container per host and ping every pair across hosts.", 5),
-    "plan": ("Show, per host, the diff of every file and service change init would make.", 3),
     "reset": ("Undo what init did on some or all hosts.", 5),
 }
 

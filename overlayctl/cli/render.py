@@ -6,21 +6,12 @@ from pathlib import Path
 
 import click
 
-from overlayctl.inventory import load_inventory
+from overlayctl.cli.common import inventory_option, load
 from overlayctl.render_out import render_to_dir
 
 
 @click.command()
-@click.option(
-    "-i",
-    "--inventory",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="OVERLAYCTL_INVENTORY",
-    default="cluster.yaml",
-    show_default=True,
-    show_envvar=True,
-    help="The inventory file.",
-)
+@inventory_option
 @click.option(
     "--out",
     "out_dir",
@@ -30,8 +21,6 @@ from overlayctl.render_out import render_to_dir
 )
 def render(inventory: Path, out_dir: Path) -> None:
     """Write every file overlayctl would put on each host into a local folder. No network."""
-    inv, warnings = load_inventory(inventory)
-    for warning in warnings:
-        click.echo(f"overlayctl: warning: {warning}", err=True)
+    inv = load(inventory, local_files=False)
     written = render_to_dir(inv, out_dir)
     click.echo(f"render: wrote {len(written)} files for {len(inv.hosts)} hosts under {out_dir}")

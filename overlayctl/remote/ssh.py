@@ -7,15 +7,13 @@ Every remote command is an argument list joined with shlex quoting; scripts are 
 from __future__ import annotations
 
 import base64
-import io
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import fabric
-import invoke
 import paramiko
 
 from overlayctl.errors import OverlayctlError
@@ -102,9 +100,11 @@ class Remote:
         target: SshTarget,
         accept_new_host_keys: bool = False,
         backup_root: str = BACKUP_ROOT,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.target = target
         self.backup_root = backup_root
+        self._log = log or (lambda _line: None)
         connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False}
         if target.key is not None:
             connect_kwargs["key_filename"] = str(target.key)
@@ -162,37 +162,65 @@ class Remote:
         stdin: bytes | str | None = None,
         check: bool = True,
         timeout: float | None = 300,
+        log_as: str | None = None,
     ) -> RunResult:
         """Run ARGV (quoted) on the host, as root through `sudo -n` when the inventory says so."""
         full = (["sudo", "-n", "--"] if self.target.sudo else []) + list(argv)
         command = shlex.join(full)
-        in_stream: io.StringIO | bool = False  # False: never read this process's own stdin
-        if stdin is not None:
-            in_stream = io.StringIO(stdin.decode() if isinstance(stdin, bytes) else stdin)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
         try:
-            result = self._conn.run(
-                command, hide=True, warn=True, timeout=timeout, in_stream=in_stream
-            )
-        except invoke.exceptions.CommandTimedOut as exc:
+            code, stdout, stderr = self._exec(command, data, timeout)
+        except TimeoutError as exc:
             raise OverlayctlError(
-                f"{self.target.name}: `{command}` did not finish in {timeout} s"
+                f"{self.target.name}: `{log_as or command}` did not finish in {timeout} s"
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise OverlayctlError(f"{self.target.name}: SSH connection lost: {exc}") from None
-        out = RunResult(result.exited, result.stdout, result.stderr)
+        out = RunResult(code, stdout, stderr)
+        # Commands only: file contents travel on stdin and never reach the log.
+        self._log(f"{self.target.name}: {log_as or command} -> exit {out.code}")
         if check and out.code != 0:
             raise RemoteCommandFailed(self.target.name, full, out.code, out.stderr)
         return out
 
-    def script(self, script: str, *args: str, **kw) -> RunResult:
+    def _exec(
+        self, command: str, stdin: bytes | None, timeout: float | None
+    ) -> tuple[int, str, str]:
+        """One exec channel: send STDIN whole, then read stdout and stderr until exit.
+
+        (invoke's runner feeds stdin a byte at a time with a sleep in between, which made a
+        3 KB file take seconds; a plain channel sends it in one go.)
+        """
+        self._conn.open()
+        transport = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("not connected")
+        out, err = bytearray(), bytearray()
+        with transport.open_session(timeout=self.target.connect_timeout) as chan:
+            chan.settimeout(timeout)  # each blocking read; socket.timeout is a TimeoutError
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            # paramiko buffers stderr on its own while we read stdout to its end; our commands'
+            # stderr stays far below the channel window, so this cannot stall.
+            while chunk := chan.recv(65536):
+                out += chunk
+            while chunk := chan.recv_stderr(65536):
+                err += chunk
+            code = chan.recv_exit_status()
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def script(self, script: str, *args: str, name: str = "script", **kw) -> RunResult:
         """Run a fixed shell SCRIPT with ARGS as $1.. (values never enter the script text)."""
-        return self.run(["sh", "-c", script, "sh", *args], **kw)
+        label = f"sh -c <{name}> {shlex.join(args)}"
+        return self.run(["sh", "-c", script, "sh", *args], log_as=label, **kw)
 
     def read_files(self, paths: Sequence[str]) -> dict[str, RemoteFile]:
         """Content, mode and owner of PATHS in one round trip."""
         if not paths:
             return {}
-        out = self.script(_READ_FILES, *paths).stdout
+        out = self.script(_READ_FILES, *paths, name="read-files").stdout
         found: dict[str, RemoteFile] = {}
         for line, path in zip(out.splitlines(), paths, strict=True):
             state, _, rest = line.partition(" ")

@@ -1,0 +1,139 @@
+"""etcd as a whole: wait for health, read the cluster's state, write the network config.
+
+All through `etcdctl` on one member over SSH (see etcdctl.py for why).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from overlayctl import etcdctl
+from overlayctl.errors import Conflict, OverlayctlError
+from overlayctl.inventory_model import Inventory
+from overlayctl.remote.ssh import Remote
+from overlayctl.render import etcd_client_urls, network_config, network_config_key
+
+
+@dataclass
+class MemberStatus:
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+    healthy: bool = False
+    leader: bool = False
+    db_size: int | None = None
+    version: str = ""
+    error: str = ""
+
+
+@dataclass
+class ClusterStatus:
+    members: list[MemberStatus] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)  # inventory endpoints not answering
+    network_config: dict[str, Any] | None = None
+    network_config_raw: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.members) and all(m.healthy for m in self.members) and not self.unreachable
+
+
+def _endpoint_owner(inv: Inventory, endpoint: str) -> str:
+    for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True):
+        if url == endpoint:
+            return host.name
+    return endpoint
+
+
+def health(remote: Remote, inv: Inventory) -> dict[str, etcdctl.EndpointHealth]:
+    """Health of every inventory endpoint, keyed by member name."""
+    out = remote.run(etcdctl.endpoint_health(inv), check=False, timeout=60)
+    try:
+        found = etcdctl.parse_health(out.stdout)
+    except OverlayctlError:
+        found = []
+    by_name = {_endpoint_owner(inv, h.endpoint): h for h in found}
+    for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True):
+        by_name.setdefault(host.name, etcdctl.EndpointHealth(url, False, out.stderr.strip()[-200:]))
+    return by_name
+
+
+def wait_healthy(remote: Remote, inv: Inventory, timeout: float) -> float:
+    """Poll until every member is healthy; returns the seconds it took. Names the laggards."""
+    started = time.monotonic()
+    while True:
+        state = health(remote, inv)
+        sick = {name: h for name, h in state.items() if not h.healthy}
+        if not sick:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            detail = "; ".join(
+                f"{n} ({h.endpoint}): {h.error or 'unhealthy'}" for n, h in sick.items()
+            )
+            raise OverlayctlError(f"etcd not healthy after {timeout:.0f} s: {detail}")
+        time.sleep(1)
+
+
+def status(remote: Remote, inv: Inventory) -> ClusterStatus:
+    result = ClusterStatus()
+    members = remote.run(etcdctl.member_list(inv), check=False, timeout=30)
+    if members.code != 0:
+        result.unreachable = [m.name for m in inv.etcd_members]
+        return result
+    statuses = {
+        s.endpoint: s
+        for s in etcdctl.parse_status(
+            remote.run(etcdctl.endpoint_status(inv), check=False, timeout=30).stdout or "[]"
+        )
+    }
+    healths = health(remote, inv)
+    for m in etcdctl.parse_members(members.stdout):
+        st = next((statuses[u] for u in m.client_urls if u in statuses), None)
+        hl = healths.get(m.name)
+        result.members.append(MemberStatus(
+            name=m.name, peer_urls=m.peer_urls, client_urls=m.client_urls,
+            healthy=bool(hl and hl.healthy), leader=bool(st and st.leader_id == st.member_id),
+            db_size=st.db_size if st else None, version=st.version if st else "",
+            error=hl.error if hl else "not in the inventory",
+        ))  # fmt: skip
+    listed = {m.name for m in result.members}
+    result.unreachable = [h.name for h in inv.etcd_members if h.name not in listed]
+    raw = etcdctl.parse_get(remote.run(etcdctl.get_value(inv, network_config_key(inv))).stdout)
+    result.network_config_raw = raw
+    if raw is not None:
+        try:
+            result.network_config = json.loads(raw)
+        except json.JSONDecodeError:
+            result.network_config = None
+    return result
+
+
+def ensure_network_config(remote: Remote, inv: Inventory, force: bool) -> str:
+    """Write the network config if absent; never replace a different one without FORCE.
+
+    Returns "created", "unchanged" or "replaced".
+    """
+    key = network_config_key(inv)
+    want = network_config(inv)
+    value = json.dumps(want, separators=(",", ":"))
+    current = etcdctl.parse_get(remote.run(etcdctl.get_value(inv, key)).stdout)
+    if current is not None:
+        try:
+            same = json.loads(current) == want
+        except json.JSONDecodeError:
+            same = False
+        if same:
+            return "unchanged"
+        if not force:
+            raise Conflict(
+                f"etcd key {key} holds a different network config ({current}); the inventory "
+                f"wants {value}. Re-run with --force to replace it"
+            )
+    stdin = etcdctl.txn_stdin(key, value, only_if_absent=current is None)
+    result = remote.run(etcdctl.txn(inv), stdin=stdin)
+    if not etcdctl.parse_txn_succeeded(result.stdout):
+        raise Conflict(f"etcd key {key} was written by someone else meanwhile; re-run init")
+    return "created" if current is None else "replaced"

@@ -1,0 +1,153 @@
+"""etcdctl command lines (as an operator would type them on a host) and parsers for their output.
+
+overlayctl reaches etcd through `etcdctl` on a member over SSH: it works wherever SSH works
+(jump hosts included), and `status -v` can print the exact command for an operator to re-run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from overlayctl import hostpaths
+from overlayctl.errors import OverlayctlError
+from overlayctl.inventory_model import Inventory
+from overlayctl.render import etcd_client_urls
+
+
+def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:
+    """`etcdctl` with the endpoints and, with TLS, the client certificate flags (API v3)."""
+    argv = [
+        "env",
+        "ETCDCTL_API=3",
+        "etcdctl",
+        "--endpoints=" + ",".join(endpoints or etcd_client_urls(inv)),
+    ]
+    if inv.cluster.tls:
+        argv += [
+            f"--cacert={hostpaths.CA_CERT}",
+            f"--cert={hostpaths.ETCD_CLIENT_CERT}",
+            f"--key={hostpaths.ETCD_CLIENT_KEY}",
+        ]
+    return argv
+
+
+def operator_command(inv: Inventory, *args: str) -> str:
+    """The command line an operator runs on a host, e.g. for `endpoint health`."""
+    return "ETCDCTL_API=3 " + shlex.join(base_argv(inv)[2:] + list(args))
+
+
+def member_list(inv: Inventory) -> list[str]:
+    return [*base_argv(inv), "member", "list", "-w", "json"]
+
+
+def endpoint_health(inv: Inventory) -> list[str]:
+    return [*base_argv(inv), "endpoint", "health", "-w", "json", "--command-timeout=3s"]
+
+
+def endpoint_status(inv: Inventory) -> list[str]:
+    return [*base_argv(inv), "endpoint", "status", "-w", "json", "--command-timeout=3s"]
+
+
+def get_value(inv: Inventory, key: str) -> list[str]:
+    return [*base_argv(inv), "get", key, "-w", "json"]
+
+
+def txn(inv: Inventory) -> list[str]:
+    """A transaction read from stdin (see txn_stdin)."""
+    return [*base_argv(inv), "txn", "-w", "json"]
+
+
+def txn_stdin(key: str, value: str, only_if_absent: bool) -> str:
+    """Put VALUE at KEY, only while KEY does not exist when ONLY_IF_ABSENT.
+
+    The value is written in Go's %q quoting, which etcdctl's txn reader understands; JSON string
+    escaping is compatible with it.
+    """
+    compare = f'version("{key}") = "0"\n' if only_if_absent else ""
+    return f"{compare}\nput {key} {json.dumps(value)}\n\n\n"
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    id: str
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    endpoint: str
+    healthy: bool
+    error: str
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: str
+    member_id: str
+    leader_id: str
+    db_size: int
+    version: str
+
+
+def _load(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OverlayctlError(f"etcdctl {what}: output is not JSON: {text.strip()[:200]}") from exc
+
+
+def parse_members(text: str) -> list[MemberInfo]:
+    data = _load(text, "member list")
+    return [
+        MemberInfo(
+            id=f"{m['ID']:x}",
+            name=m.get("name", ""),
+            peer_urls=m.get("peerURLs", []),
+            client_urls=m.get("clientURLs", []),
+        )
+        for m in data.get("members", [])
+    ]
+
+
+def parse_health(text: str) -> list[EndpointHealth]:
+    """`endpoint health -w json` prints a JSON list (one entry per endpoint) on stdout."""
+    out = []
+    for item in _load(text or "[]", "endpoint health"):
+        out.append(
+            EndpointHealth(
+                item.get("endpoint", ""), bool(item.get("health")), item.get("error", "")
+            )
+        )
+    return out
+
+
+def parse_status(text: str) -> list[EndpointStatus]:
+    out = []
+    for item in _load(text or "[]", "endpoint status"):
+        st = item.get("Status", {})
+        out.append(
+            EndpointStatus(
+                endpoint=item.get("Endpoint", ""),
+                member_id=f"{st.get('header', {}).get('member_id', 0):x}",
+                leader_id=f"{st.get('leader', 0):x}",
+                db_size=int(st.get("dbSize", 0)),
+                version=st.get("version", ""),
+            )
+        )
+    return out
+
+
+def parse_get(text: str) -> str | None:
+    """The value of a `get -w json`, or None when the key does not exist."""
+    kvs = _load(text, "get").get("kvs") or []
+    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+
+def parse_txn_succeeded(text: str) -> bool:
+    return bool(_load(text, "txn").get("succeeded"))

@@ -1,0 +1,126 @@
+"""What a host is like before we change it: OS family, package manager, packages, interfaces,
+runtime settings and unit states, gathered in one SSH round trip and parsed by pure code."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from overlayctl.errors import OverlayctlError
+from overlayctl.remote.ssh import Remote
+
+# $@: package names to look up (Debian and RHEL names alike; unknown names are just absent).
+_FACTS = r"""
+[ -r /etc/os-release ] && . /etc/os-release
+echo "os_id=${ID:-}"
+echo "os_like=${ID_LIKE:-}"
+echo "os_version=${VERSION_ID:-}"
+echo "arch=$(uname -m)"
+echo "hostname=$(hostname)"
+echo "python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
+for m in apt-get dnf yum; do
+  if command -v "$m" >/dev/null 2>&1; then echo "pkg_manager=$m"; break; fi
+done
+echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
+[ -d /run/systemd/system ] && echo "systemd=yes"
+for u in etcd; do
+  active=$(systemctl is-active "$u" 2>/dev/null || true)
+  enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
+  echo "unit=$u $active $enabled"
+done
+ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
+for p in "$@"; do
+  if command -v dpkg-query >/dev/null 2>&1; then
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' && echo "pkg=$p"
+  elif command -v rpm >/dev/null 2>&1; then
+    rpm -q "$p" >/dev/null 2>&1 && echo "pkg=$p"
+  fi
+done
+true
+"""
+
+
+@dataclass(frozen=True)
+class UnitState:
+    active: str  # active, inactive, failed, activating, ...
+    enabled: str  # enabled, disabled, masked, not-found (empty when unknown)
+
+
+@dataclass(frozen=True)
+class Facts:
+    os_id: str
+    os_family: str | None  # debian | rhel | None (unsupported)
+    os_version: str
+    arch: str
+    hostname: str
+    python: str
+    pkg_manager: str
+    ip_forward: bool
+    systemd: bool
+    units: dict[str, UnitState] = field(default_factory=dict)
+    addresses: dict[str, list[ipaddress.IPv4Interface]] = field(default_factory=dict)
+    packages: frozenset[str] = frozenset()
+
+    def iface_of(self, address: ipaddress.IPv4Address) -> str | None:
+        """The interface that holds ADDRESS on this host, if any."""
+        for dev, addrs in self.addresses.items():
+            if any(a.ip == address for a in addrs):
+                return dev
+        return None
+
+
+def os_family(os_id: str, os_like: str) -> str | None:
+    ids = {os_id, *os_like.split()}
+    if ids & {"debian", "ubuntu"}:
+        return "debian"
+    if ids & {"rhel", "centos", "fedora", "rocky", "almalinux"}:
+        return "rhel"
+    return None
+
+
+def parse_facts(text: str) -> Facts:
+    """Pure: the facts script's output -> Facts."""
+    values: dict[str, str] = {}
+    units: dict[str, UnitState] = {}
+    addresses: dict[str, list[ipaddress.IPv4Interface]] = {}
+    packages: set[str] = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "unit":
+            name, *state = value.split()
+            units[name] = UnitState(*[*state, "", ""][:2])
+        elif key == "addr":
+            dev, cidr = value.split()
+            addresses.setdefault(dev.split("@")[0], []).append(ipaddress.IPv4Interface(cidr))
+        elif key == "pkg":
+            packages.add(value)
+        else:
+            values[key] = value
+    return Facts(
+        os_id=values.get("os_id", ""),
+        os_family=os_family(values.get("os_id", ""), values.get("os_like", "")),
+        os_version=values.get("os_version", ""),
+        arch=values.get("arch", ""),
+        hostname=values.get("hostname", ""),
+        python=values.get("python", ""),
+        pkg_manager=values.get("pkg_manager", ""),
+        ip_forward=values.get("ip_forward") == "1",
+        systemd=values.get("systemd") == "yes",
+        units=units,
+        addresses=addresses,
+        packages=frozenset(packages),
+    )
+
+
+def gather(remote: Remote, packages: list[str]) -> Facts:
+    facts = parse_facts(remote.script(_FACTS, *packages).stdout)
+    name = remote.target.name
+    if facts.os_family is None:
+        raise OverlayctlError(f"{name}: unsupported OS {facts.os_id!r} (Debian or RHEL family)")
+    if not facts.systemd:
+        raise OverlayctlError(f"{name}: systemd is not running; overlayctl manages systemd hosts")
+    if not facts.pkg_manager:
+        raise OverlayctlError(f"{name}: no apt-get, dnf or yum found")
+    return facts

@@ -1,0 +1,153 @@
+"""`overlayctl init` and `overlayctl plan`: from an inventory to a healthy etcd cluster holding
+the overlay network config. Phases: connect+lock -> facts -> prepare -> packages -> pki -> etcd
+-> network config. Every phase plans on facts first (plan.py), so a re-run changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+from overlayctl import apply, etcd_cluster, facts, hostpaths
+from overlayctl.errors import OverlayctlError
+from overlayctl.inventory_model import Host, Inventory
+from overlayctl.pki import Member, Pki
+from overlayctl.plan import DesiredFile, HostPlan, plan_host, wanted_packages
+from overlayctl.remote.ssh import Remote
+from overlayctl.render import render_host
+from overlayctl.session import RunOptions, Session, state_dir
+
+HOST_PHASES = ("prepare", "packages", "pki", "etcd", "agent")
+
+
+@dataclass
+class InitOptions(RunOptions):
+    restart_network: bool = False
+    force: bool = False
+    etcd_timeout: float = 90.0
+
+
+@dataclass
+class InitReport:
+    plans: dict[str, HostPlan] = field(default_factory=dict)
+    changes: dict[str, int] = field(default_factory=dict)
+    network_config: str = ""
+    seconds: float = 0.0
+
+    @property
+    def total_changes(self) -> int:
+        return sum(self.changes.values()) + (self.network_config in ("created", "replaced"))
+
+
+def desired_files(inv: Inventory, host: Host, pki: Pki | None) -> dict[str, DesiredFile]:
+    """Every file HOST should have: the rendered ones and, with TLS, its certificates."""
+    files = {p: DesiredFile(f.content, f.mode, f.owner) for p, f in render_host(inv, host).items()}
+    if pki is not None:
+        content = pki.host_files(host.name if host.is_etcd else None)
+        for spec in hostpaths.PKI_FILES:
+            if spec.path in content:
+                files[spec.path] = DesiredFile(content[spec.path], spec.mode, spec.owner)
+    return files
+
+
+def _with_os(inv: Inventory, host: Host, found: facts.Facts) -> Host:
+    declared = host.os or inv.cluster.os
+    if declared and declared != found.os_family:
+        raise OverlayctlError(
+            f"{host.name}: inventory says os {declared!r} but the host runs {found.os_id!r} "
+            f"({found.os_family} family)"
+        )
+    return dataclasses.replace(host, os=found.os_family)
+
+
+def gather_plans(session: Session, pki: Pki | None, restart_network: bool) -> dict[str, HostPlan]:
+    """Facts and current files from every live host -> a HostPlan each (hosts get their OS)."""
+    inv = session.inv
+
+    def one(host: Host, remote: Remote) -> tuple[Host, HostPlan]:
+        family = host.os or inv.cluster.os or "debian"
+        both = wanted_packages(host, "debian") + wanted_packages(host, "rhel")
+        found = facts.gather(remote, sorted(set(both)))
+        host = _with_os(inv, host, found)
+        desired = desired_files(inv, host, pki)
+        current = remote.read_files(sorted(desired))
+        family = found.os_family or family
+        plan = plan_host(host, family, desired, current, found, restart_network=restart_network)
+        return host, plan
+
+    result = session.each("facts", one)
+    resolved = {h.name: h for h, _ in result.succeeded.values()}
+    session.inv = dataclasses.replace(inv, hosts=tuple(resolved.get(h.name, h) for h in inv.hosts))
+    return {name: plan for name, (_, plan) in result.succeeded.items()}
+
+
+def ensure_pki(inv: Inventory, session: Session) -> Pki | None:
+    if not inv.cluster.tls:
+        return None
+    pki = Pki(state_dir(inv), inv.cluster.name)
+    made = pki.ensure([Member(h.name, str(h.address)) for h in inv.etcd_members])
+    if made:
+        session.reporter.say(f"{'local':<12} {'pki':<9} made {', '.join(made)} in {pki.dir}")
+    return pki
+
+
+def run_init(session: Session, options: InitOptions) -> InitReport:
+    started = time.monotonic()
+    report = InitReport()
+    session.open()
+    pki = ensure_pki(session.inv, session)
+    report.plans = gather_plans(session, pki, options.restart_network)
+    report.changes = dict.fromkeys(report.plans, 0)
+    for phase in HOST_PHASES:
+
+        def one(host: Host, remote: Remote, phase: str = phase) -> int:
+            return apply.apply_phase(remote, report.plans[host.name], phase, host.os or "debian")
+
+        result = session.each(phase, one, [h for h in session.alive if h.name in report.plans])
+        for name, count in result.succeeded.items():
+            report.changes[name] += count
+            if count:
+                session.reporter.host(name, phase, f"{count} change{'s' * (count != 1)}")
+    _start_etcd(session, report, options)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> None:
+    inv = session.inv
+    members = inv.etcd_members
+    lost = [m.name for m in members if m.name not in session.remotes]
+    if lost:
+        session.reporter.say(
+            f"{'cluster':<12} {'etcd':<9} skipped: members not reachable: " + ", ".join(lost)
+        )
+        return
+    to_start = [
+        m
+        for m in members
+        if any(a.kind in ("start", "restart") for a in report.plans[m.name].actions)
+    ]
+    first = session.remotes[members[0].name]
+    if to_start:
+        running_before = any(
+            not any(a.kind == "start" for a in report.plans[m.name].actions) for m in members
+        )
+        if running_before:  # a live cluster: one member at a time, keep quorum
+            for m in to_start:
+                apply.restart_unit(session.remotes[m.name], "etcd", wait=True)
+                etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
+                report.changes[m.name] += 1
+        else:  # a new cluster: every member must start together to reach quorum
+            session.each("etcd", lambda h, r: apply.restart_unit(r, "etcd", wait=False), to_start)
+            for m in to_start:
+                report.changes[m.name] += 1
+        took = etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
+        session.reporter.say(
+            f"{'cluster':<12} {'etcd':<9} {len(members)} members healthy ({took:.1f} s after start)"
+        )
+    else:
+        etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
+    report.network_config = etcd_cluster.ensure_network_config(first, inv, options.force)
+    session.reporter.say(
+        f"{'cluster':<12} {'config':<9} {report.network_config}: {inv.cluster.etcd_prefix}/config"
+    )

@@ -1,0 +1,78 @@
+"""Presentation: plan diffs, status tables and JSON. No decisions, no I/O: text out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tabulate import tabulate
+
+from overlayctl.etcd_cluster import ClusterStatus
+from overlayctl.plan import HostPlan
+
+
+def plan_text(plans: dict[str, HostPlan]) -> str:
+    out = []
+    for name in sorted(plans):
+        plan = plans[name]
+        out.append(f"=== {name}: {plan.changes} change{'s' * (plan.changes != 1)}")
+        for change in plan.files:
+            out.append(f"--- {change.phase}: {change.kind} {change.path}")
+            out.append(change.diff().rstrip("\n"))
+        for action in plan.actions:
+            out.append(f"--- {action.phase}: {action}")
+    return "\n".join(out)
+
+
+def plan_json(plans: dict[str, HostPlan]) -> str:
+    doc = {
+        name: {
+            "changes": plan.changes,
+            "files": [
+                {"phase": c.phase, "path": c.path, "kind": c.kind, "diff": c.diff()}
+                for c in plan.files
+            ],
+            "actions": [
+                {"phase": a.phase, "kind": a.kind, "target": a.target} for a in plan.actions
+            ],
+        }
+        for name, plan in sorted(plans.items())
+    }
+    return json.dumps(doc, indent=2)
+
+
+def status_doc(status: ClusterStatus) -> dict[str, Any]:
+    return {
+        "etcd": {
+            "healthy": status.healthy,
+            "members": [
+                {"name": m.name, "peer_urls": m.peer_urls, "client_urls": m.client_urls,
+                 "leader": m.leader, "healthy": m.healthy, "db_size": m.db_size,
+                 "version": m.version, "error": m.error}
+                for m in status.members
+            ],
+            "unreachable": status.unreachable,
+        },
+        "network_config": status.network_config,
+    }  # fmt: skip
+
+
+def status_text(status: ClusterStatus) -> str:
+    rows = [
+        [m.name, "yes" if m.healthy else "NO", "*" if m.leader else "",
+         ",".join(m.client_urls), _size(m.db_size), m.version, m.error if not m.healthy else ""]
+        for m in status.members
+    ]  # fmt: skip
+    rows += [[name, "NO", "", "", "", "", "unreachable"] for name in status.unreachable]
+    table = tabulate(
+        rows, headers=["member", "healthy", "leader", "client urls", "db", "version", "error"]
+    )
+    verdict = "healthy" if status.healthy else "UNHEALTHY"
+    config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
+    return f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"

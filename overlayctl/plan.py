@@ -1,0 +1,166 @@
+"""Desired state + facts -> the changes `init` would make on one host. Pure: no I/O at all.
+
+A HostPlan lists, per phase, the files that differ (content, mode or owner) and the actions
+(package installs, hostname, sysctl, systemd) that are needed. An empty plan means a re-run
+changes nothing and restarts nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from overlayctl import hostpaths as hp
+from overlayctl.facts import Facts
+from overlayctl.inventory_model import Host
+from overlayctl.remote.ssh import RemoteFile
+
+PHASES = ("prepare", "packages", "pki", "etcd", "agent")
+
+PACKAGES = {
+    # family -> (every host, etcd members only)
+    "debian": (("iptables", "iproute2", "etcd-client"), ("etcd-server",)),
+    "rhel": (("iptables", "iproute"), ("etcd",)),
+}
+_PREPARE_PATHS = (hp.HOSTNAME, hp.HOSTS, hp.SYSCTL)
+_ETCD_PATHS = (hp.ETCD_CONF, hp.ETCD_DROPIN)
+_ETCD_PKI = {f.path for f in hp.PKI_FILES if f.etcd_only} | {hp.CA_CERT}
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    content: bytes
+    mode: int
+    owner: str  # user; the group is the user's own group
+
+    @property
+    def secret(self) -> bool:
+        return self.mode & 0o077 == 0 and self.owner != "" and self.content.startswith(b"-----")
+
+
+@dataclass(frozen=True)
+class FileChange:
+    phase: str
+    path: str
+    desired: DesiredFile
+    current: RemoteFile
+
+    @property
+    def kind(self) -> str:
+        if self.current.content is None:
+            return "create"
+        return "update" if self.current.content != self.desired.content else "attributes"
+
+    def diff(self) -> str:
+        """A unified diff, never showing a private key's content."""
+        lines = []
+        if self.kind != "create" and (self.current.mode, _user(self.current.owner)) != (
+            self.desired.mode, self.desired.owner,
+        ):  # fmt: skip
+            lines.append(
+                f"# {self.path}: mode {self.current.mode:04o} -> {self.desired.mode:04o}, "
+                f"owner {_user(self.current.owner)} -> {self.desired.owner}\n"
+            )
+        if self.kind == "attributes":
+            return "".join(lines)
+        if self.desired.secret:
+            verb = "created" if self.kind == "create" else "replaced"
+            return "".join(lines) + f"# {self.path}: private key {verb} (content not shown)\n"
+        old = (self.current.content or b"").decode(errors="replace").splitlines(keepends=True)
+        new = self.desired.content.decode(errors="replace").splitlines(keepends=True)
+        before = "/dev/null" if self.kind == "create" else f"a{self.path}"
+        diff = difflib.unified_diff(old, new, before, f"b{self.path}")
+        return "".join(lines) + "".join(d if d.endswith("\n") else d + "\n" for d in diff)
+
+
+@dataclass(frozen=True)
+class Action:
+    phase: str
+    kind: str  # install, hostname, sysctl, restart-network, daemon-reload, enable, start, restart
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.target}"
+
+
+@dataclass
+class HostPlan:
+    host: str
+    files: list[FileChange] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return len(self.files) + len(self.actions)
+
+    def in_phase(self, phase: str) -> tuple[list[FileChange], list[Action]]:
+        return (
+            [f for f in self.files if f.phase == phase],
+            [a for a in self.actions if a.phase == phase],
+        )
+
+
+def wanted_packages(host: Host, family: str) -> list[str]:
+    common, etcd_only = PACKAGES[family]
+    return list(common) + (list(etcd_only) if host.is_etcd else [])
+
+
+def phase_of(path: str) -> str:
+    if path in _PREPARE_PATHS or path.startswith((hp.RHEL_IFCFG_DIR, hp.DEBIAN_INTERFACES_DIR)):
+        return "prepare"
+    if path in _ETCD_PATHS:
+        return "etcd"
+    if path.startswith(hp.PKI_DIR + "/"):
+        return "pki"
+    return "agent"
+
+
+def plan_host(
+    host: Host,
+    family: str,
+    desired: dict[str, DesiredFile],
+    current: dict[str, RemoteFile],
+    facts: Facts,
+    *,
+    restart_network: bool = False,
+) -> HostPlan:
+    plan = HostPlan(host.name)
+    for path in sorted(desired, key=lambda p: (PHASES.index(phase_of(p)), p)):
+        want, have = desired[path], current.get(path, RemoteFile(path, None))
+        same = have.content == want.content and have.mode == want.mode
+        if not (same and _user(have.owner) == want.owner):
+            plan.files.append(FileChange(phase_of(path), path, want, have))
+    changed = {f.path for f in plan.files}
+
+    if facts.hostname != host.name:
+        plan.actions.append(Action("prepare", "hostname", host.name))
+    if not facts.ip_forward:
+        plan.actions.append(Action("prepare", "sysctl", "net.ipv4.ip_forward=1"))
+    static_ip = [p for p in changed if phase_of(p) == "prepare" and p not in _PREPARE_PATHS]
+    if static_ip and restart_network and host.iface:
+        plan.actions.append(Action("prepare", "restart-network", host.iface))
+    missing = [p for p in wanted_packages(host, family) if p not in facts.packages]
+    if missing:
+        plan.actions.append(Action("packages", "install", " ".join(missing)))
+    if host.is_etcd:
+        plan.actions += _etcd_actions(facts, changed, installing="etcd" in " ".join(missing))
+    return plan
+
+
+def _etcd_actions(facts: Facts, changed: set[str], installing: bool) -> list[Action]:
+    unit = facts.units.get("etcd")
+    active = unit is not None and unit.active == "active" and not installing
+    actions = []
+    if hp.ETCD_DROPIN in changed:
+        actions.append(Action("etcd", "daemon-reload", "systemd"))
+    if installing or unit is None or unit.enabled != "enabled":
+        actions.append(Action("etcd", "enable", "etcd"))
+    if not active:
+        actions.append(Action("etcd", "start", "etcd"))
+    elif changed & (set(_ETCD_PATHS) | _ETCD_PKI):
+        actions.append(Action("etcd", "restart", "etcd"))
+    return actions
+
+
+def _user(owner: str | None) -> str:
+    return (owner or "").split(":")[0]

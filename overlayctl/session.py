@@ -1,0 +1,158 @@
+"""A run against a cluster's hosts: connections (and locks) per host, phases run in parallel,
+and a progress/log reporter. Hosts that fail a phase leave the run; the others go on."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from overlayctl.inventory_model import Host, Inventory
+from overlayctl.remote.group import GroupResult, HostFailure, run_on_hosts
+from overlayctl.remote.lock import HostLock
+from overlayctl.remote.ssh import Remote, SshTarget
+
+T = TypeVar("T")
+
+
+def state_dir(inv: Inventory) -> Path:
+    """The cluster's local state (PKI, logs): next to the inventory, or $OVERLAYCTL_STATE_DIR."""
+    base = os.environ.get("OVERLAYCTL_STATE_DIR")
+    if base:
+        return Path(base) / inv.cluster.name
+    folder = inv.source.parent if inv.source else Path.cwd()
+    return folder / "overlayctl-state" / inv.cluster.name
+
+
+class Reporter:
+    """Progress lines for the operator, and every line plus every remote command in a log file."""
+
+    def __init__(self, log_path: Path | None, echo: Callable[[str], None] = print) -> None:
+        self.log_path = log_path
+        self.echo = echo
+        self._started = time.monotonic()
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        else:
+            self._log = None
+
+    def log(self, line: str) -> None:
+        if self._log is not None:
+            self._log.write(f"{time.monotonic() - self._started:8.2f} {line}\n")
+
+    def say(self, line: str) -> None:
+        self.echo(line)
+        self.log(line)
+
+    def host(self, host: str, phase: str, message: str) -> None:
+        self.say(f"{host:<12} {phase:<9} {message}")
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class RunOptions:
+    accept_new_host_keys: bool = False
+    parallel: int = 10
+    break_lock: bool = False
+
+
+@dataclass
+class Session:
+    inv: Inventory
+    reporter: Reporter
+    options: RunOptions
+    command: str
+    lock: bool = True
+    remotes: dict[str, Remote] = field(default_factory=dict)
+    locks: dict[str, HostLock] = field(default_factory=dict)
+    failures: list[HostFailure] = field(default_factory=list)
+
+    def target(self, host: Host) -> SshTarget:
+        ssh = self.inv.ssh
+        return SshTarget(
+            name=host.name, address=str(host.address), known_hosts=ssh.known_hosts,
+            user=ssh.user, port=ssh.port, key=ssh.key, sudo=ssh.sudo,
+        )  # fmt: skip
+
+    @property
+    def alive(self) -> list[Host]:
+        """Hosts still in the run (connected and not failed)."""
+        return [h for h in self.inv.hosts if h.name in self.remotes]
+
+    def open(self) -> None:
+        """Connect (and lock) every host; the ones that fail are reported and left out."""
+
+        def connect(host: Host) -> Remote:
+            remote = Remote(
+                self.target(host), self.options.accept_new_host_keys, log=self.reporter.log
+            )
+            remote.connect()
+            if self.lock:
+                lock = HostLock(remote, self.command)
+                try:
+                    lock.acquire(break_stale=self.options.break_lock)
+                except BaseException:
+                    remote.close()
+                    raise
+                self.locks[host.name] = lock
+            return remote
+
+        result = run_on_hosts("connect", self.inv.hosts, connect, _name, self.options.parallel)
+        self.remotes.update(result.succeeded)
+        self._drop_failed(result)
+
+    def each(
+        self, phase: str, fn: Callable[[Host, Remote], T], hosts: list[Host] | None = None
+    ) -> GroupResult[T]:
+        """FN(host, remote) on every live host (or HOSTS), in parallel; failures leave the run."""
+        todo = [h for h in (hosts if hosts is not None else self.alive) if h.name in self.remotes]
+        result = run_on_hosts(
+            phase, todo, lambda h: fn(h, self.remotes[h.name]), _name, self.options.parallel
+        )
+        self._drop_failed(result)
+        return result
+
+    def fail(self, host: str, phase: str, error: str) -> None:
+        self._drop_failed(GroupResult(phase, failed={host: HostFailure(host, phase, error)}))
+
+    def _drop_failed(self, result: GroupResult) -> None:
+        for name, failure in result.failed.items():
+            self.failures.append(failure)
+            self.reporter.host(name, failure.phase, f"FAILED: {failure.error}")
+            remote = self.remotes.pop(name, None)
+            self._release(name)
+            if remote is not None:
+                remote.close()
+
+    def _release(self, name: str) -> None:
+        lock = self.locks.pop(name, None)
+        if lock is not None:
+            try:
+                lock.release()
+            except Exception as exc:  # the connection may be gone; say so, never hide it
+                self.reporter.log(f"{name}: lock release failed: {exc}")
+
+    def close(self) -> None:
+        for name in list(self.locks):
+            self._release(name)
+        for remote in self.remotes.values():
+            remote.close()
+        self.remotes.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _name(host: Host) -> str:
+    return host.name
