@@ -1,0 +1,65 @@
+"""The one interface every data plane implements (flannel: one folder per backend).
+
+The agent's wiring knows only this class: it builds a backend for the configured type, asks it
+for the BackendData to publish in its own lease and the MTU for subnet.env, calls `setup` with
+its own lease, then feeds it remote leases through the PeerSink methods (from agent/watch.py).
+`teardown` removes what the backend created; without --cleanup-on-exit the agent leaves the
+data plane up on exit so traffic keeps flowing across an agent restart.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from agent.config import NetworkConfig
+from agent.subnets import Lease
+from agent.watch import PeerSink
+
+
+@dataclass(frozen=True)
+class ExternalInterface:
+    """The underlay interface the overlay runs over (flannel's --iface / --public-ip)."""
+
+    name: str
+    index: int
+    address: IPv4Address  # the interface's own address
+    public_ip: IPv4Address  # what peers send to (usually == address)
+    mtu: int
+
+
+class BackendError(Exception):
+    """The data plane cannot be programmed as asked (one clear line)."""
+
+
+class Backend(PeerSink, abc.ABC):
+    """A data plane. Methods are called from one thread at a time, except `stats`."""
+
+    type_name: str = ""
+
+    def __init__(self, config: NetworkConfig, iface: ExternalInterface) -> None:
+        self.config = config
+        self.iface = iface
+
+    @property
+    @abc.abstractmethod
+    def mtu(self) -> int:
+        """The MTU containers must use (FLANNEL_MTU)."""
+
+    def backend_data(self) -> dict[str, Any] | None:
+        """The BackendData published in our lease (vxlan: VNI and VtepMAC); None if none."""
+        return None
+
+    @abc.abstractmethod
+    def setup(self, own: Lease) -> None:
+        """Create and configure local devices and routes for our own lease. Idempotent."""
+
+    @abc.abstractmethod
+    def teardown(self) -> None:
+        """Remove every device, route, neighbour and fdb entry this backend created."""
+
+    def stats(self) -> dict[str, float]:
+        """Counters for /metrics (e.g. routes programmed; udp packets, bytes, drops)."""
+        return {}
