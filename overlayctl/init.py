@@ -50,7 +50,21 @@ def desired_files(inv: Inventory, host: Host, pki: Pki | None) -> dict[str, Desi
     return files
 
 
-def _with_os(inv: Inventory, host: Host, found: facts.Facts) -> Host:
+def _resolve_host(inv: Inventory, host: Host, found: facts.Facts) -> Host:
+    """HOST with its detected OS family, after checking the inventory against the facts."""
+    if found.iface_of(host.address) is None:
+        # Catches NAT set-ups where every VM answers SSH on one address but owns another
+        # (flannel #98: every node announcing Vagrant's 10.0.2.15).
+        owned = ", ".join(f"{dev} {a}" for dev, addrs in found.addresses.items() for a in addrs)
+        raise OverlayctlError(
+            f"{host.name}: address {host.address} is not on any interface of the host "
+            f"(it has: {owned or 'none'}); set hosts[].address to the underlay address"
+        )
+    holder = found.iface_of(host.address)
+    if host.iface and host.iface != holder:
+        raise OverlayctlError(
+            f"{host.name}: address {host.address} is on {holder}, not on iface {host.iface!r}"
+        )
     declared = host.os or inv.cluster.os
     if declared and declared != found.os_family:
         raise OverlayctlError(
@@ -68,7 +82,7 @@ def gather_plans(session: Session, pki: Pki | None, restart_network: bool) -> di
         family = host.os or inv.cluster.os or "debian"
         both = wanted_packages(host, "debian") + wanted_packages(host, "rhel")
         found = facts.gather(remote, sorted(set(both)))
-        host = _with_os(inv, host, found)
+        host = _resolve_host(inv, host, found)
         desired = desired_files(inv, host, pki)
         current = remote.read_files(sorted(desired))
         family = found.os_family or family

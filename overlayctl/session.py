@@ -80,6 +80,7 @@ class Session:
         return SshTarget(
             name=host.name, address=str(host.address), known_hosts=ssh.known_hosts,
             user=ssh.user, port=ssh.port, key=ssh.key, sudo=ssh.sudo,
+            jump=(ssh.jump.user or ssh.user, ssh.jump.host, ssh.jump.port) if ssh.jump else None,
         )  # fmt: skip
 
     @property

@@ -45,6 +45,7 @@ class SshTarget:
     key: Path | None = None
     sudo: bool = False
     connect_timeout: float = 10.0
+    jump: tuple[str, str, int] | None = None  # (user, host, port) of a bastion to go through
 
 
 @dataclass(frozen=True)
@@ -105,28 +106,18 @@ class Remote:
         self.target = target
         self.backup_root = backup_root
         self._log = log or (lambda _line: None)
-        connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False}
-        if target.key is not None:
-            connect_kwargs["key_filename"] = str(target.key)
-        config = fabric.Config(overrides={"load_ssh_configs": False})
-        self._conn = fabric.Connection(
-            host=target.address,
-            user=target.user,
-            port=target.port,
-            config=config,
-            connect_timeout=int(target.connect_timeout),
-            connect_kwargs=connect_kwargs,
-        )
-        client = self._conn.client
-        if target.known_hosts.exists():
-            client.load_host_keys(str(target.known_hosts))
-        elif not accept_new_host_keys:
+        if not target.known_hosts.exists() and not accept_new_host_keys:
             raise HostKeyRejected(
                 f"{target.name}: known_hosts file {target.known_hosts} is missing"
             )
-        client.set_missing_host_key_policy(
-            _AcceptNewPolicy(target.known_hosts) if accept_new_host_keys else _RejectPolicy()
-        )
+        gateway = None
+        if target.jump is not None:
+            user, host, port = target.jump
+            gateway = _connection(target, accept_new_host_keys, host=host, user=user, port=port)
+        self._conn = _connection(
+            target, accept_new_host_keys,
+            host=target.address, user=target.user, port=target.port, gateway=gateway,
+        )  # fmt: skip
 
     def connect(self) -> None:
         try:
@@ -243,6 +234,36 @@ class Remote:
         self.script(
             _PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
         )
+
+
+def _connection(
+    target: SshTarget,
+    accept_new: bool,
+    *,
+    host: str,
+    user: str,
+    port: int,
+    gateway: fabric.Connection | None = None,
+) -> fabric.Connection:
+    """A fabric connection that checks host keys strictly against the target's known_hosts."""
+    connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False}
+    if target.key is not None:
+        connect_kwargs["key_filename"] = str(target.key)
+    conn = fabric.Connection(
+        host=host,
+        user=user,
+        port=port,
+        config=fabric.Config(overrides={"load_ssh_configs": False}),
+        gateway=gateway,
+        connect_timeout=int(target.connect_timeout),
+        connect_kwargs=connect_kwargs,
+    )
+    if target.known_hosts.exists():
+        conn.client.load_host_keys(str(target.known_hosts))
+    conn.client.set_missing_host_key_policy(
+        _AcceptNewPolicy(target.known_hosts) if accept_new else _RejectPolicy()
+    )
+    return conn
 
 
 # One line per path: "absent" or "file MODE USER:GROUP BASE64".

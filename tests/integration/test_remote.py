@@ -116,3 +116,16 @@ def test_group_reports_each_host(local_sshd, tmp_path) -> None:
     assert list(result.failed) == ["bad"]
     assert result.failed["bad"].phase == "connect"
     assert "bad: cannot connect over SSH" in result.failed["bad"].error
+
+
+def test_a_jump_host_is_used_and_checked_strictly(local_sshd, tmp_path) -> None:
+    # The bastion is the same sshd: the target is then reached through a direct-tcpip channel.
+    through = target(local_sshd, jump=("root", "127.0.0.1", local_sshd.port))
+    with Remote(through) as r:
+        assert r.run(["echo", "via-jump"]).stdout == "via-jump\n"
+    empty = tmp_path / "kh"
+    empty.write_text("")
+    with pytest.raises(HostKeyRejected):
+        Remote(
+            target(local_sshd, known_hosts=empty, jump=("root", "127.0.0.1", local_sshd.port))
+        ).connect()
