@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README demo: a lab of emulated hosts, then proof that each answers over SSH with systemd up.
-# Later stages (init, verify, status) are added here as they are built.
+# Then init (etcd with TLS + the network config) and status. verify comes with the agent.
 set -euo pipefail
 lab=${1:-demo}
 hosts=${2:-3}
@@ -15,6 +15,12 @@ fi
 echo
 echo "demo: every host, over SSH from the workstation namespace with strict host key checking:"
 "$overlayctl" lab health --name "$lab"
+echo
+echo "demo: overlayctl init, run from the lab's workstation namespace:"
+"$overlayctl" lab shell --name "$lab" -- overlayctl init
+echo
+echo "demo: overlayctl status:"
+"$overlayctl" lab shell --name "$lab" -- overlayctl status -v
 echo
 echo "demo: try it yourself:"
 echo "  $overlayctl lab shell --name $lab      # a shell on the lab LAN, OVERLAYCTL_INVENTORY set"
