@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from overlayctl.etcd_cluster import ClusterStatus
 from overlayctl.plan import HostPlan
+from overlayctl.verify import PairResult, VerifyReport
 
 
 def plan_text(plans: dict[str, HostPlan]) -> str:
@@ -76,3 +77,36 @@ def _size(n: int | None) -> str:
     if n is None:
         return ""
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def verify_doc(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "pairs": [{"from": p.src, "to": p.dst, "ok": p.ok, "rtt_ms": p.rtt_ms,
+                   "mtu_ok": p.mtu_ok, "error": p.error} for p in report.pairs],
+        "hosts_failed": report.hosts_failed,
+    }  # fmt: skip
+
+
+def verify_text(report: VerifyReport) -> str:
+    """A from x to matrix: `0.42 ms` when both pings pass, else what failed."""
+    hosts = list(dict.fromkeys(p.src for p in report.pairs))
+    cell = {(p.src, p.dst): p for p in report.pairs}
+
+    def show(p: PairResult | None) -> str:
+        if p is None:
+            return "-"
+        if not p.ok:
+            return "FAIL"
+        rtt = f"{p.rtt_ms:.2f} ms" if p.rtt_ms is not None else "ok"
+        return rtt if p.mtu_ok else f"{rtt}, DF FAIL"
+
+    rows = [[src] + [show(cell.get((src, dst))) for dst in hosts] for src in hosts]
+    lines = [tabulate(rows, headers=["from \\ to", *hosts])] if rows else []
+    lines += [f"{host}: FAILED {why}" for host, why in report.hosts_failed.items()]
+    passed = sum(p.ok and p.mtu_ok for p in report.pairs)
+    lines.append(
+        f"verify: {passed}/{len(report.pairs)} pairs ok "
+        "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
+    )
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ from overlayctl.cli import lab, pending
 from overlayctl.cli.init import init, plan
 from overlayctl.cli.render import render
 from overlayctl.cli.status import status
+from overlayctl.cli.verify import verify
 from overlayctl.errors import ExitCode, OverlayctlError
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, init, plan, status, render, lab.lab):
+for command in (*pending.COMMANDS, init, plan, status, verify, render, lab.lab):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

@@ -1,0 +1,134 @@
+"""`overlayctl verify`: the seed's section 5.8 for every pair. One test container per host, then
+each container pings every other one, once plainly and once with Don't-Fragment at the largest
+size the overlay MTU allows (a wrong MTU shows there and nowhere else)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from overlayctl.errors import OverlayctlError
+from overlayctl.inventory_model import Host
+from overlayctl.remote.ssh import Remote
+from overlayctl.session import Session
+
+_RTT = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    image: str = "busybox"
+    import_from: str | None = None  # a tar on the hosts to `docker import` when the image is absent
+    count: int = 2
+    timeout_s: int = 2
+
+
+@dataclass
+class Container:
+    host: str
+    name: str
+    pid: int
+    ip: str
+    gateway: str  # the host's docker0 address
+    mtu: int
+
+
+@dataclass
+class PairResult:
+    src: str
+    dst: str
+    ok: bool
+    rtt_ms: float | None
+    mtu_ok: bool
+    error: str = ""
+
+
+@dataclass
+class VerifyReport:
+    pairs: list[PairResult] = field(default_factory=list)
+    hosts_failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            bool(self.pairs)
+            and not self.hosts_failed
+            and all(p.ok and p.mtu_ok for p in self.pairs)
+        )
+
+
+def start_container(remote: Remote, host: Host, options: VerifyOptions, tag: str) -> Container:
+    image = options.image
+    if remote.run(["docker", "image", "inspect", image], check=False).code != 0:
+        if not options.import_from:
+            raise OverlayctlError(f"{host.name}: image {image!r} is not present (no --pull here)")
+        remote.run(["docker", "import", options.import_from, image], timeout=120)
+    name = f"overlayctl-verify-{tag}"
+    remote.run(["docker", "run", "-d", "--rm", "--pull=never", "--name", name, image,
+                "sleep", "600"], timeout=120)  # fmt: skip
+    fmt = "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}}"
+    pid, ip, gateway = remote.run(["docker", "inspect", "-f", fmt, name]).stdout.split()
+    mtu = remote.run(["nsenter", "-t", pid, "-n", "cat", "/sys/class/net/eth0/mtu"]).stdout
+    return Container(host.name, name, int(pid), ip, gateway, int(mtu))
+
+
+def ping(remote: Remote, src: Container, dst: Container, options: VerifyOptions) -> PairResult:
+    """Ping from inside SRC's network namespace with the host's ping (any image works).
+
+    A container "pinging itself" pings its host's docker0 instead: the matrix's diagonal checks
+    the local bridge (and its MTU), the rest checks the overlay.
+    """
+    target = dst.gateway if src is dst else dst.ip
+    base = ["nsenter", "-t", str(src.pid), "-n", "ping", "-n", "-q", "-W", str(options.timeout_s)]
+    plain = remote.run([*base, "-c", str(options.count), target], check=False, timeout=30)
+    match = _RTT.search(plain.stdout)
+    # The largest ICMP payload that fits the overlay MTU: MTU - 20 (IPv4) - 8 (ICMP).
+    size = min(src.mtu, dst.mtu) - 28
+    df = remote.run([*base, "-c", "1", "-M", "do", "-s", str(size), target], check=False,
+                    timeout=30)  # fmt: skip
+    error = "" if plain.code == 0 else (plain.stdout.strip().splitlines() or ["?"])[-1]
+    return PairResult(src.host, dst.host, plain.code == 0,
+                      float(match.group(1)) if match else None, df.code == 0, error)  # fmt: skip
+
+
+def run_verify(session: Session, options: VerifyOptions) -> VerifyReport:
+    report = VerifyReport()
+    tag = secrets.token_hex(3)
+    session.open()
+    nodes = [h for h in session.alive if h.is_node]
+    started = session.each("verify", lambda h, r: start_container(r, h, options, tag), nodes)
+    containers = {h.name: started.succeeded[h.name] for h in nodes if h.name in started.succeeded}
+    by_ip: dict[str, list[str]] = {}
+    for c in containers.values():
+        by_ip.setdefault(c.ip, []).append(c.host)
+    clashes = {ip: names for ip, names in by_ip.items() if len(names) > 1}
+    try:
+
+        def pings(host: Host, remote: Remote) -> list[PairResult]:
+            src = containers[host.name]
+            return [ping(remote, src, dst, options) for dst in containers.values()]
+
+        if clashes:
+            # Containers on different hosts with one address: docker is not on the overlay
+            # (its default 172.17.0.0/16 everywhere); any "ping" would only reach itself.
+            for ip, names in clashes.items():
+                for name in names:
+                    others = ", ".join(n for n in names if n != name)
+                    report.hosts_failed[name] = (
+                        f"container address {ip} is also used on {others}: docker is not "
+                        "using this host's overlay subnet (--bip)"
+                    )
+        else:
+            results = session.each("verify", pings, [h for h in nodes if h.name in containers])
+            for name in containers:
+                report.pairs += results.succeeded.get(name, [])
+    finally:
+
+        def remove(host: Host, remote: Remote) -> None:
+            remote.run(["docker", "rm", "-f", containers[host.name].name], check=False)
+
+        session.each("cleanup", remove, [h for h in nodes if h.name in containers])
+    for failure in session.failures:
+        report.hosts_failed[failure.host] = f"{failure.phase}: {failure.error}"
+    return report

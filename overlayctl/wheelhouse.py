@@ -1,0 +1,122 @@
+"""The agent's offline wheelhouse: our agent as a wheel plus its dependencies, per host Python.
+
+Hosts need no package index: `init` copies the wheelhouse for the host's Python version and
+architecture (from facts) and installs it with `pip --no-index`. Dependency wheels come from the
+package index once, on a machine that reaches it (`overlayctl wheelhouse`), and are cached; the
+agent's own wheel is built from this installation at every run, without any network.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import agent
+from overlayctl.errors import EnvironmentProblem, OverlayctlError
+
+CACHE = Path(os.environ.get("OVERLAYCTL_WHEELHOUSE", "/var/cache/overlayctl/wheelhouse"))
+AGENT_DIST = "overlay_agent"
+# What the agent imports at run time (distribution names), pinned to this installation's versions
+# so hosts run exactly what was tested here.
+AGENT_REQUIREMENTS = ("click", "etcd-sdk-python", "protobuf", "grpcio", "pyroute2", "pyyaml")
+_FIXED_DATE = (2020, 1, 1, 0, 0, 0)  # reproducible zip entries
+
+
+def pinned_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in AGENT_REQUIREMENTS]
+
+
+def deps_dir(python: str, arch: str) -> Path:
+    """Cache folder for one target, keyed by the pinned requirement set."""
+    key = hashlib.sha256("\n".join(pinned_requirements()).encode()).hexdigest()[:10]
+    return CACHE / f"py{python}-{arch}-{key}"
+
+
+def download_dependencies(python: str, arch: str, progress=print) -> Path:
+    """Fetch binary wheels of the agent's dependencies for CPython PYTHON on ARCH (cached)."""
+    target = deps_dir(python, arch)
+    if (target / "complete").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    abi = "cp" + python.replace(".", "")
+    platforms = [f"manylinux_2_{m}_{arch}" for m in (17, 28, 31, 34)] + [f"manylinux2014_{arch}"]
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+            "--python-version", python, "--implementation", "cp", "--abi", abi,
+            "--abi", "abi3", "--abi", "none", "-d", str(target)]  # fmt: skip
+    for platform in platforms:
+        argv += ["--platform", platform]
+    progress(f"wheelhouse: downloading agent dependencies for Python {python} on {arch}")
+    proc = subprocess.run([*argv, *pinned_requirements()], capture_output=True, text=True,
+                          check=False, timeout=900)  # fmt: skip
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise OverlayctlError(f"wheelhouse for Python {python} {arch}: pip download failed: {last}")
+    (target / "complete").write_text("\n".join(pinned_requirements()) + "\n")
+    return target
+
+
+def find_dependencies(python: str, arch: str) -> Path:
+    """The cached dependency wheels for a host, or one clear line saying how to get them."""
+    target = deps_dir(python, arch)
+    if not (target / "complete").exists():
+        raise EnvironmentProblem(
+            f"no agent wheelhouse for Python {python} on {arch} in {CACHE}; on a machine that "
+            f"reaches the package index run: overlayctl wheelhouse --python {python} --arch {arch}"
+        )
+    return target
+
+
+def build_agent_wheel(out_dir: Path) -> Path:
+    """Our agent package as a py3-none-any wheel, built from this installation (no network).
+
+    Deterministic: same sources, same bytes (sorted entries, fixed timestamps).
+    """
+    version = agent.__version__
+    dist_info = f"{AGENT_DIST}-{version}.dist-info"
+    files: dict[str, bytes] = {}
+    root = Path(agent.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        files[f"agent/{path.relative_to(root).as_posix()}"] = path.read_bytes()
+    requires = "".join(f"Requires-Dist: {r}\n" for r in pinned_requirements())
+    files[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: overlay-agent\nVersion: {version}\n"
+        f"Summary: overlay-agent (from overlayctl)\nRequires-Python: >=3.9\n{requires}"
+    ).encode()
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: overlayctl\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\noverlay-agent = agent.main:main\n"
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        writer.writerow([name, f"sha256={digest}", len(data)])
+    writer.writerow([f"{dist_info}/RECORD", "", ""])
+    files[f"{dist_info}/RECORD"] = record.getvalue().encode()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = out_dir / f"{AGENT_DIST}-{version}-py3-none-any.whl"
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, _FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    tmp.replace(wheel)
+    return wheel
+
+
+def digest(paths: list[Path]) -> str:
+    """One fingerprint of a set of wheels: what `init` compares to skip a reinstall."""
+    h = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
