@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.subnets import LeaseDecodeError, decode_lease, subnets_dir
 from overlayctl import etcdctl
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory_model import Inventory
@@ -29,12 +30,27 @@ class MemberStatus:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class LeaseInfo:
+    subnet: str
+    public_ip: str
+    backend: str
+    expires_in_s: int | None  # None: a reservation (no TTL)
+    host: str | None  # the inventory host with that PublicIP; None: stale
+    error: str = ""  # the value could not be read as a lease
+
+    @property
+    def reservation(self) -> bool:
+        return self.expires_in_s is None and not self.error
+
+
 @dataclass
 class ClusterStatus:
     members: list[MemberStatus] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)  # inventory endpoints not answering
     network_config: dict[str, Any] | None = None
     network_config_raw: str | None = None
+    leases: list[LeaseInfo] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -108,6 +124,7 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
             result.network_config = json.loads(raw)
         except json.JSONDecodeError:
             result.network_config = None
+    result.leases = leases(remote, inv)
     return result
 
 
@@ -137,3 +154,32 @@ def ensure_network_config(remote: Remote, inv: Inventory, force: bool) -> str:
     if not etcdctl.parse_txn_succeeded(result.stdout):
         raise Conflict(f"etcd key {key} was written by someone else meanwhile; re-run init")
     return "created" if current is None else "replaced"
+
+
+def leases(remote: Remote, inv: Inventory) -> list[LeaseInfo]:
+    """Every lease and reservation under <prefix>/subnets/, with its time left and its host."""
+    prefix = subnets_dir(inv.cluster.etcd_prefix)
+    kvs = etcdctl.parse_kvs(remote.run(etcdctl.get_prefix(inv, prefix)).stdout)
+    ids = sorted({lease_id for _, _, lease_id in kvs if lease_id})
+    ttls = {}
+    if ids:
+        out = remote.run(
+            ["sh", "-c", etcdctl.TIME_TO_LIVE_SCRIPT, "sh", *etcdctl.base_argv(inv)],
+            stdin="".join(f"{i:x}\n" for i in ids),
+            check=False,
+        )
+        ttls = etcdctl.parse_ttls(out.stdout)
+    by_ip = {str(h.address): h.name for h in inv.hosts}
+    found = []
+    for key, value, lease_id in kvs:
+        try:
+            lease = decode_lease(key, value, lease_id)
+        except LeaseDecodeError as exc:
+            found.append(LeaseInfo(key.rsplit("/", 1)[-1], "", "", None, None, str(exc)))
+            continue
+        found.append(LeaseInfo(
+            subnet=str(lease.subnet), public_ip=str(lease.public_ip),
+            backend=lease.backend_type, expires_in_s=ttls.get(lease_id) if lease_id else None,
+            host=by_ip.get(str(lease.public_ip)),
+        ))  # fmt: skip
+    return found

@@ -151,3 +151,37 @@ def parse_get(text: str) -> str | None:
 
 def parse_txn_succeeded(text: str) -> bool:
     return bool(_load(text, "txn").get("succeeded"))
+
+
+def get_prefix(inv: Inventory, prefix: str) -> list[str]:
+    return [*base_argv(inv), "get", prefix, "--prefix", "-w", "json"]
+
+
+def parse_kvs(text: str) -> list[tuple[str, str, int]]:
+    """(key, value, lease id) of every key in a `get --prefix -w json`."""
+    out = []
+    for kv in _load(text, "get").get("kvs") or []:
+        key = base64.b64decode(kv["key"]).decode()
+        value = base64.b64decode(kv.get("value", "")).decode(errors="replace")
+        out.append((key, value, int(kv.get("lease", 0))))
+    return out
+
+
+# $@: the etcdctl base command; stdin: lease ids in hex, one per line. One JSON object a line.
+TIME_TO_LIVE_SCRIPT = r"""
+while read -r id; do
+  "$@" lease timetolive "$id" -w json 2>/dev/null || echo '{}'
+  echo
+done
+"""
+
+
+def parse_ttls(text: str) -> dict[int, int]:
+    """lease id -> seconds left, from the TIME_TO_LIVE_SCRIPT's output."""
+    ttls = {}
+    for line in text.splitlines():
+        if line.strip():
+            doc = _load(line, "lease timetolive")
+            if "id" in doc:
+                ttls[int(doc["id"])] = int(doc.get("ttl", -1))
+    return ttls

@@ -55,6 +55,13 @@ def status_doc(status: ClusterStatus) -> dict[str, Any]:
             "unreachable": status.unreachable,
         },
         "network_config": status.network_config,
+        "leases": [
+            {"subnet": lease.subnet, "host": lease.host, "public_ip": lease.public_ip,
+             "backend": lease.backend, "expires_in_s": lease.expires_in_s,
+             "reservation": lease.reservation, "stale": lease.host is None,
+             "error": lease.error}
+            for lease in status.leases
+        ],
     }  # fmt: skip
 
 
@@ -70,7 +77,23 @@ def status_text(status: ClusterStatus) -> str:
     )
     verdict = "healthy" if status.healthy else "UNHEALTHY"
     config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
-    return f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
+    text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
+    if status.leases:
+        rows = [[lease.subnet, lease.host or "(stale: no such host)", lease.public_ip,
+                 lease.backend, _expires(lease.expires_in_s), "yes" if lease.reservation else "",
+                 lease.error] for lease in status.leases]  # fmt: skip
+        text += "\n\n" + tabulate(
+            rows,
+            headers=["lease", "host", "public ip", "backend", "expires in", "reservation", "error"],
+        )
+    return text
+
+
+def _expires(seconds: int | None) -> str:
+    if seconds is None:
+        return "never"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return f"{hours}h{rest // 60:02d}m"
 
 
 def _size(n: int | None) -> str:
