@@ -185,3 +185,17 @@ def parse_ttls(text: str) -> dict[int, int]:
             if "id" in doc:
                 ttls[int(doc["id"])] = int(doc.get("ttl", -1))
     return ttls
+
+
+def member_add(inv: Inventory, name: str, peer_url: str, endpoints: list[str]) -> list[str]:
+    return [*base_argv(inv, endpoints), "member", "add", name, f"--peer-urls={peer_url}", "-w",
+            "json"]  # fmt: skip
+
+
+def member_remove(inv: Inventory, member_id: str, endpoints: list[str]) -> list[str]:
+    return [*base_argv(inv, endpoints), "member", "remove", member_id]
+
+
+def parse_member_add(text: str) -> str:
+    """The new member's id (hex, as `member remove` wants it)."""
+    return f"{_load(text, 'member add')['member']['ID']:x}"

@@ -28,6 +28,7 @@ for u in etcd; do
   enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
   echo "unit=$u $active $enabled"
 done
+for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
 for p in "$@"; do
   if command -v dpkg-query >/dev/null 2>&1; then
@@ -60,6 +61,7 @@ class Facts:
     units: dict[str, UnitState] = field(default_factory=dict)
     addresses: dict[str, list[ipaddress.IPv4Interface]] = field(default_factory=dict)
     packages: frozenset[str] = frozenset()
+    etcd_data_dirs: frozenset[str] = frozenset()  # etcd data dirs holding a member (bootstrapped)
 
     def iface_of(self, address: ipaddress.IPv4Address) -> str | None:
         """The interface that holds ADDRESS on this host, if any."""
@@ -84,6 +86,7 @@ def parse_facts(text: str) -> Facts:
     units: dict[str, UnitState] = {}
     addresses: dict[str, list[ipaddress.IPv4Interface]] = {}
     packages: set[str] = set()
+    data_dirs: set[str] = set()
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -96,6 +99,8 @@ def parse_facts(text: str) -> Facts:
             addresses.setdefault(dev.split("@")[0], []).append(ipaddress.IPv4Interface(cidr))
         elif key == "pkg":
             packages.add(value)
+        elif key == "etcd_data":
+            data_dirs.add(value)
         else:
             values[key] = value
     return Facts(
@@ -111,6 +116,7 @@ def parse_facts(text: str) -> Facts:
         units=units,
         addresses=addresses,
         packages=frozenset(packages),
+        etcd_data_dirs=frozenset(data_dirs),
     )
 
 

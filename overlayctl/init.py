@@ -8,7 +8,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
-from overlayctl import apply, etcd_cluster, facts, hostpaths
+from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.pki import Member, Pki
@@ -39,9 +39,12 @@ class InitReport:
         return sum(self.changes.values()) + (self.network_config in ("created", "replaced"))
 
 
-def desired_files(inv: Inventory, host: Host, pki: Pki | None) -> dict[str, DesiredFile]:
+def desired_files(
+    inv: Inventory, host: Host, pki: Pki | None, joining_with: tuple[Host, ...] | None = None
+) -> dict[str, DesiredFile]:
     """Every file HOST should have: the rendered ones and, with TLS, its certificates."""
-    files = {p: DesiredFile(f.content, f.mode, f.owner) for p, f in render_host(inv, host).items()}
+    rendered = render_host(inv, host, joining_with=joining_with)
+    files = {p: DesiredFile(f.content, f.mode, f.owner) for p, f in rendered.items()}
     if pki is not None:
         content = pki.host_files(host.name if host.is_etcd else None)
         for spec in hostpaths.PKI_FILES:
@@ -74,16 +77,25 @@ def _resolve_host(inv: Inventory, host: Host, found: facts.Facts) -> Host:
     return dataclasses.replace(host, os=found.os_family)
 
 
-def gather_plans(session: Session, pki: Pki | None, restart_network: bool) -> dict[str, HostPlan]:
-    """Facts and current files from every live host -> a HostPlan each (hosts get their OS)."""
+def gather_plans(
+    session: Session,
+    pki: Pki | None,
+    restart_network: bool,
+    joining: dict[str, tuple[Host, ...]] | None = None,
+) -> dict[str, HostPlan]:
+    """Facts and current files from every live host -> a HostPlan each (hosts get their OS).
+
+    JOINING: etcd members being added to a live cluster -> the members they join with.
+    """
     inv = session.inv
+    joining = joining or {}
 
     def one(host: Host, remote: Remote) -> tuple[Host, HostPlan]:
         family = host.os or inv.cluster.os or "debian"
         both = wanted_packages(host, "debian") + wanted_packages(host, "rhel")
         found = facts.gather(remote, sorted(set(both)))
         host = _resolve_host(inv, host, found)
-        desired = desired_files(inv, host, pki)
+        desired = desired_files(inv, host, pki, joining.get(host.name))
         current = remote.read_files(sorted(desired))
         family = found.os_family or family
         plan = plan_host(host, family, desired, current, found, restart_network=restart_network)
@@ -111,6 +123,14 @@ def run_init(session: Session, options: InitOptions) -> InitReport:
     session.open()
     pki = ensure_pki(session.inv, session)
     report.plans = gather_plans(session, pki, options.restart_network)
+    apply_plans(session, report)
+    _start_etcd(session, report, options)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def apply_plans(session: Session, report: InitReport) -> None:
+    """Every host phase in order, hosts in parallel; etcd (re)starts are left to the caller."""
     report.changes = dict.fromkeys(report.plans, 0)
     for phase in HOST_PHASES:
 
@@ -122,9 +142,6 @@ def run_init(session: Session, options: InitOptions) -> InitReport:
             report.changes[name] += count
             if count:
                 session.reporter.host(name, phase, f"{count} change{'s' * (count != 1)}")
-    _start_etcd(session, report, options)
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> None:
@@ -147,6 +164,7 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
             not any(a.kind == "start" for a in report.plans[m.name].actions) for m in members
         )
         if running_before:  # a live cluster: one member at a time, keep quorum
+            _require_members(first, inv, to_start)
             for m in to_start:
                 apply.restart_unit(session.remotes[m.name], "etcd", wait=True)
                 etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
@@ -165,3 +183,15 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
     session.reporter.say(
         f"{'cluster':<12} {'config':<9} {report.network_config}: {inv.cluster.etcd_prefix}/config"
     )
+
+
+def _require_members(first: Remote, inv: Inventory, members: list[Host]) -> None:
+    """Members to (re)start in a live cluster must already belong to it: new ones need `join`."""
+    listed = first.run(etcdctl.member_list(inv), check=False)
+    names = {m.name for m in etcdctl.parse_members(listed.stdout)} if listed.code == 0 else set()
+    for member in members:
+        if names and member.name not in names:
+            raise OverlayctlError(
+                f"{member.name} is not a member of the running etcd cluster; add it with "
+                f"`overlayctl join {member.name}`"
+            )

@@ -125,9 +125,11 @@ def plan_host(
     restart_network: bool = False,
 ) -> HostPlan:
     plan = HostPlan(host.name)
+    bootstrapped = hp.etcd_data_dir(host.name) in facts.etcd_data_dirs
     for path in sorted(desired, key=lambda p: (PHASES.index(phase_of(p)), p)):
         want, have = desired[path], current.get(path, RemoteFile(path, None))
-        same = have.content == want.content and have.mode == want.mode
+        same = _same_content(path, have.content, want.content, bootstrapped)
+        same = same and have.mode == want.mode
         if not (same and _user(have.owner) == want.owner):
             plan.files.append(FileChange(phase_of(path), path, want, have))
     changed = {f.path for f in plan.files}
@@ -160,6 +162,25 @@ def _etcd_actions(facts: Facts, changed: set[str], installing: bool) -> list[Act
     elif changed & (set(_ETCD_PATHS) | _ETCD_PKI):
         actions.append(Action("etcd", "restart", "etcd"))
     return actions
+
+
+def _same_content(path: str, have: bytes | None, want: bytes, bootstrapped: bool) -> bool:
+    """Equal, or (etcd.conf of a member whose data dir exists) equal but for ETCD_INITIAL_*.
+
+    etcd reads ETCD_INITIAL_* only when it bootstraps an empty data dir. A member that joined a
+    live cluster keeps the initial cluster it joined with; rewriting those lines later would
+    change nothing in etcd but would make every re-run report a change. Before the member has
+    data, those lines are exactly what matters, so then they must match.
+    """
+    if have == want:
+        return True
+    if path != hp.ETCD_CONF or have is None or not bootstrapped:
+        return False
+    return _without_initial(have) == _without_initial(want)
+
+
+def _without_initial(content: bytes) -> list[bytes]:
+    return [line for line in content.splitlines() if not line.startswith(b"ETCD_INITIAL_")]
 
 
 def _user(owner: str | None) -> str:

@@ -125,8 +125,12 @@ def _template(os_family: str, template_name: str, **values: Any) -> bytes:
     return template.render(**values).encode("utf-8")
 
 
-def _etcd_values(inv: Inventory, host: Host) -> dict[str, Any]:
+def _etcd_values(
+    inv: Inventory, host: Host, joining_with: tuple[Host, ...] | None
+) -> dict[str, Any]:
+    """JOINING_WITH: the members already running when HOST is added to a live cluster."""
     scheme = etcd_scheme(inv)
+    initial = inv.etcd_members if joining_with is None else (*joining_with, host)
     ports = [hp.ETCD_CLIENT_PORT]
     if inv.cluster.legacy_client_port:
         ports.append(hp.ETCD_LEGACY_CLIENT_PORT)
@@ -151,10 +155,10 @@ def _etcd_values(inv: Inventory, host: Host) -> dict[str, Any]:
         "advertise_peer_urls": f"{scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
         "advertise_client_urls": ",".join(f"{scheme}://{host.address}:{p}" for p in ports),
         "initial_cluster": ",".join(
-            f"{m.name}={scheme}://{m.address}:{hp.ETCD_PEER_PORT}" for m in inv.etcd_members
+            f"{m.name}={scheme}://{m.address}:{hp.ETCD_PEER_PORT}" for m in initial
         ),
         "token": inv.cluster.name,
-        "state": INITIAL_CLUSTER_STATE,
+        "state": INITIAL_CLUSTER_STATE if joining_with is None else "existing",
         "security": security,
     }
 
@@ -179,8 +183,14 @@ def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[s
     return path, content
 
 
-def render_host(inv: Inventory, host: Host) -> dict[str, RenderedFile]:
-    """Every file for one host: absolute remote path -> RenderedFile, sorted by path."""
+def render_host(
+    inv: Inventory, host: Host, *, joining_with: tuple[Host, ...] | None = None
+) -> dict[str, RenderedFile]:
+    """Every file for one host: absolute remote path -> RenderedFile, sorted by path.
+
+    JOINING_WITH (etcd members only): the members already running when HOST joins a live
+    cluster; its etcd.conf then says ETCD_INITIAL_CLUSTER_STATE="existing".
+    """
     os_family = host.os
     if os_family is None:
         raise BadInput(
@@ -205,7 +215,7 @@ def render_host(inv: Inventory, host: Host) -> dict[str, RenderedFile]:
         files[path] = content
     if host.is_etcd:
         files[hp.ETCD_CONF] = _template(
-            os_family, "etcd.conf", header=head, **_etcd_values(inv, host)
+            os_family, "etcd.conf", header=head, **_etcd_values(inv, host, joining_with)
         )
         files[hp.ETCD_DROPIN] = _template(
             os_family, "etcd-dropin", header=head, etcd_conf=hp.ETCD_CONF

@@ -9,6 +9,7 @@ import click
 from overlayctl import __version__
 from overlayctl.cli import lab, pending
 from overlayctl.cli.init import init, plan
+from overlayctl.cli.join import join
 from overlayctl.cli.render import render
 from overlayctl.cli.status import status
 from overlayctl.cli.verify import verify
@@ -35,7 +36,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, init, plan, status, verify, render, lab.lab):
+for command in (*pending.COMMANDS, init, join, plan, status, verify, render, lab.lab):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

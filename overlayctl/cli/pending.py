@@ -8,7 +8,6 @@ from overlayctl.errors import ExitCode, OverlayctlError
 
 # command name -> (one-line help, the issue that builds it)
 _PENDING = {
-    "join": ("Add hosts newly listed in the inventory to a running cluster.", 5),
     "reset": ("Undo what init did on some or all hosts.", 5),
 }
 

@@ -24,6 +24,7 @@ pkg_manager=apt-get
 ip_forward=1
 systemd=yes
 unit=etcd active enabled
+etcd_data=/var/lib/etcd/node1.etcd
 addr=lo 127.0.0.1/8
 addr=eth0@if3 192.168.255.154/24
 pkg=iptables
@@ -156,4 +157,31 @@ def test_a_diff_is_unified_with_paths() -> None:
         " a",
         "-c",
         "+b",
+    ]
+
+
+def test_etcd_conf_differing_only_in_bootstrap_lines_is_left_alone() -> None:
+    host = inventory().hosts[0]
+    want = desired()
+    want[hp.ETCD_CONF] = DesiredFile(
+        b'ETCD_NAME="node1"\nETCD_INITIAL_CLUSTER="node1=https://a:2380,node2=https://b:2380"\n'
+        b'ETCD_INITIAL_CLUSTER_STATE="new"\n',
+        0o644,
+        "root",
+    )
+    current = current_matching()
+    current[hp.ETCD_CONF] = RemoteFile(
+        hp.ETCD_CONF,
+        b'ETCD_NAME="node1"\nETCD_INITIAL_CLUSTER="node1=https://a:2380"\n'
+        b'ETCD_INITIAL_CLUSTER_STATE="existing"\n',
+        0o644,
+        "root:root",
+    )
+    assert plan_host(host, "debian", want, current, facts()).changes == 0
+    # before the member has data, the bootstrap lines are what counts: rewrite them
+    fresh = facts(etcd_data_dirs=frozenset())
+    assert [c.path for c in plan_host(host, "debian", want, current, fresh).files] == [hp.ETCD_CONF]
+    current[hp.ETCD_CONF] = RemoteFile(hp.ETCD_CONF, b'ETCD_NAME="other"\n', 0o644, "root:root")
+    assert [str(a) for a in plan_host(host, "debian", want, current, facts()).actions] == [
+        "restart etcd"
     ]

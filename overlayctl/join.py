@@ -1,0 +1,126 @@
+"""`overlayctl join HOST...`: bring hosts newly listed in the inventory into a running cluster.
+
+Joining hosts get every init phase; every other host gets its refreshed files (/etc/hosts, the
+agent's endpoints) without any etcd restart. New etcd members are added one at a time: `member
+add` on the live cluster, then the new member starts with ETCD_INITIAL_CLUSTER_STATE=existing and
+must become healthy; if it does not, it is removed again, so the cluster is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from overlayctl import apply, etcd_cluster, etcdctl, hostpaths
+from overlayctl.errors import BadInput, OverlayctlError
+from overlayctl.init import InitOptions, InitReport, apply_plans, ensure_pki, gather_plans
+from overlayctl.inventory_model import Host, Inventory
+from overlayctl.remote.ssh import Remote
+from overlayctl.render import etcd_client_urls, etcd_scheme
+from overlayctl.session import Session
+
+
+def check_names(inv: Inventory, names: list[str]) -> None:
+    known = {h.name for h in inv.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInput(f"join: {', '.join(unknown)} not in the inventory; add them there first")
+    joining = set(names)
+    if any(inv.host(n).is_etcd for n in names) and not [
+        m for m in inv.etcd_members if m.name not in joining
+    ]:
+        raise BadInput("join: no running etcd member would be left to join; use `init`")
+
+
+def run_join(session: Session, names: list[str], options: InitOptions) -> InitReport:
+    started = time.monotonic()
+    inv = session.inv
+    check_names(inv, names)
+    new_members = [inv.host(n) for n in names if inv.host(n).is_etcd]
+    live = _members_inv(inv, [m for m in inv.etcd_members if m.name not in names])
+    joining: dict[str, tuple[Host, ...]] = {}
+    members = live.etcd_members
+    for m in new_members:
+        joining[m.name] = members
+        members = (*members, m)
+
+    session.open()
+    first = session.remotes.get(live.etcd_members[0].name)
+    if first is None:
+        raise OverlayctlError(f"join: etcd member {live.etcd_members[0].name} is not reachable")
+    etcd_cluster.wait_healthy(first, live, options.etcd_timeout)
+    report = InitReport()
+    pki = ensure_pki(inv, session)
+    report.plans = gather_plans(session, pki, restart_network=False, joining=joining)
+    for name, plan in report.plans.items():
+        if name not in names and any(a.kind in ("start", "restart") for a in plan.actions):
+            session.reporter.host(name, "etcd", "needs an etcd restart: run `overlayctl init`")
+    apply_plans(session, report)
+    running = list(live.etcd_members)
+    for member in new_members:
+        remote = session.remotes.get(member.name)
+        if remote is None:
+            raise OverlayctlError(f"join: {member.name} failed before etcd; nothing was added")
+        _add_member(session, first, remote, member, running=running, options=options)
+        running.append(member)
+        report.changes[member.name] += 1
+    report.network_config = etcd_cluster.ensure_network_config(first, inv, force=False)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _member_add(
+    first: Remote, live: Inventory, member: Host, peer_url: str, endpoints: list[str]
+) -> str:
+    """`member add`, retried while etcd calls the cluster unhealthy.
+
+    etcd refuses reconfiguration until every member has been connected for a few seconds
+    (its strict reconfig check), which is the case right after the cluster was started.
+    """
+    argv = etcdctl.member_add(live, member.name, peer_url, endpoints)
+    deadline = time.monotonic() + 30
+    while True:
+        result = first.run(argv, check=False)
+        if result.code == 0:
+            return result.stdout
+        if "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
+            last = (result.stderr.strip().splitlines() or ["?"])[-1]
+            raise OverlayctlError(f"join: etcd refused to add {member.name}: {last}")
+        time.sleep(1)
+
+
+def _members_inv(inv: Inventory, members: list[Host]) -> Inventory:
+    names = {m.name for m in members}
+    return dataclasses.replace(
+        inv, hosts=tuple(h for h in inv.hosts if not h.is_etcd or h.name in names)
+    )
+
+
+def _add_member(
+    session: Session,
+    first: Remote,
+    remote: Remote,
+    member: Host,
+    *,
+    running: list[Host],
+    options: InitOptions,
+) -> None:
+    """Add MEMBER to the cluster of RUNNING members, or leave that cluster exactly as it was."""
+    live = _members_inv(session.inv, running)
+    peer_url = f"{etcd_scheme(live)}://{member.address}:{hostpaths.ETCD_PEER_PORT}"
+    endpoints = etcd_client_urls(live)
+    member_id = etcdctl.parse_member_add(_member_add(first, live, member, peer_url, endpoints))
+    session.reporter.host(member.name, "etcd", f"added as member {member_id}; starting")
+    grown = _members_inv(session.inv, [*running, member])
+    try:
+        apply.restart_unit(remote, "etcd", wait=True)
+        took = etcd_cluster.wait_healthy(first, grown, options.etcd_timeout)
+    except OverlayctlError as exc:
+        first.run(etcdctl.member_remove(live, member_id, endpoints), check=False)
+        remote.run(["systemctl", "stop", "etcd"], check=False)
+        remote.run(["rm", "-rf", hostpaths.etcd_data_dir(member.name)], check=False)
+        raise OverlayctlError(
+            f"join: {member.name} could not join etcd ({exc}); it was removed again and the "
+            "cluster is as it was"
+        ) from None
+    session.reporter.host(member.name, "etcd", f"joined, cluster healthy ({took:.1f} s)")
