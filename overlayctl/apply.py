@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from overlayctl import agent_phase
 from overlayctl.errors import OverlayctlError
 from overlayctl.plan import Action, HostPlan
 from overlayctl.remote.ssh import Remote, RemoteCommandFailed
@@ -11,10 +13,18 @@ from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 _APT = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]
 
 
-def apply_phase(remote: Remote, plan: HostPlan, phase: str, family: str) -> int:
+@dataclass(frozen=True)
+class ApplyContext:
+    family: str  # debian | rhel
+    bundle: agent_phase.AgentBundle | None = None  # the agent wheels for this host's Python
+    docker_mode: str = "dropin"
+
+
+def apply_phase(remote: Remote, plan: HostPlan, phase: str, ctx: ApplyContext) -> int:
     """Write the phase's files, then run its actions; returns how many changes were made.
 
-    etcd's start/restart are not run here: the cluster is started as a whole (see etcd_phase).
+    etcd's start/restart are not run here: the cluster is started as a whole (init.py). The
+    docker phase ends by checking that docker0 holds the lease's .1, fixing it if not.
     """
     files, actions = plan.in_phase(phase)
     for change in files:
@@ -22,33 +32,35 @@ def apply_phase(remote: Remote, plan: HostPlan, phase: str, family: str) -> int:
         remote.put_file(change.path, want.content, want.mode, f"{want.owner}:{want.owner}")
     done = len(files)
     for action in actions:
-        if action.kind in ("start", "restart"):
+        if action.kind in ("start", "restart") and action.target == "etcd":
             continue
-        _ACTIONS[action.kind](remote, action, family)
+        _ACTIONS[action.kind](remote, action, ctx)
         done += 1
+    if phase == "docker" and ctx.bundle is not None:
+        done += agent_phase.ensure_bip(remote, ctx.family, ctx.docker_mode)
     return done
 
 
-def _hostname(remote: Remote, action: Action, _family: str) -> None:
+def _hostname(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
     if remote.run(["hostnamectl", "set-hostname", action.target], check=False).code != 0:
         remote.run(["hostname", action.target])
 
 
-def _sysctl(remote: Remote, action: Action, _family: str) -> None:
+def _sysctl(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
     remote.run(["sysctl", "-w", action.target])
 
 
-def _restart_network(remote: Remote, action: Action, family: str) -> None:
-    if family == "debian":
+def _restart_network(remote: Remote, action: Action, ctx: ApplyContext) -> None:
+    if ctx.family == "debian":
         remote.run(["sh", "-c", 'ifdown "$1"; ifup "$1"', "sh", action.target])
     else:
         remote.run(["nmcli", "connection", "reload"])
         remote.run(["nmcli", "device", "reapply", action.target])
 
 
-def _install(remote: Remote, action: Action, family: str) -> None:
+def _install(remote: Remote, action: Action, ctx: ApplyContext) -> None:
     packages = action.target.split()
-    if family == "debian":
+    if ctx.family == "debian":
         install = [*_APT, "install", "--no-install-recommends", *packages]
         try:
             remote.run(install, timeout=1200)
@@ -61,21 +73,37 @@ def _install(remote: Remote, action: Action, family: str) -> None:
     remote.run([manager, "-y", "install", *packages], timeout=1200)
 
 
-def _systemctl(*verb: str) -> Callable[[Remote, Action, str], None]:
-    def run(remote: Remote, action: Action, _family: str) -> None:
+def _systemctl(*verb: str) -> Callable[[Remote, Action, ApplyContext], None]:
+    def run(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
         target = [] if action.kind == "daemon-reload" else [action.target]
         remote.run(["systemctl", *verb, *target])
 
     return run
 
 
-_ACTIONS: dict[str, Callable[[Remote, Action, str], None]] = {
+def _install_agent(remote: Remote, _action: Action, ctx: ApplyContext) -> None:
+    if ctx.bundle is None:
+        raise OverlayctlError(f"{remote.target.name}: no agent wheelhouse for this host")
+    agent_phase.install_agent(remote, ctx.bundle)
+
+
+def _start(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
+    if action.target == "overlay-agent":
+        agent_phase.restart_agent(remote)
+    else:
+        remote.run(["systemctl", "restart", action.target], timeout=180)
+
+
+_ACTIONS: dict[str, Callable[[Remote, Action, ApplyContext], None]] = {
     "hostname": _hostname,
     "sysctl": _sysctl,
     "restart-network": _restart_network,
     "install": _install,
+    "install-agent": _install_agent,
     "daemon-reload": _systemctl("daemon-reload"),
     "enable": _systemctl("enable"),
+    "start": _start,
+    "restart": _start,
 }
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from overlayctl import hostpaths
 from overlayctl.errors import OverlayctlError
 from overlayctl.remote.ssh import Remote
 
-# $@: package names to look up (Debian and RHEL names alike; unknown names are just absent).
+# $1: the agent's digest file; then the package names to look up (Debian and RHEL names alike;
+# unknown names are just absent).
 _FACTS = r"""
+digest_file=$1; shift
 [ -r /etc/os-release ] && . /etc/os-release
 echo "os_id=${ID:-}"
 echo "os_like=${ID_LIKE:-}"
@@ -23,12 +26,13 @@ for m in apt-get dnf yum; do
 done
 echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
 [ -d /run/systemd/system ] && echo "systemd=yes"
-for u in etcd; do
+for u in etcd overlay-agent docker; do
   active=$(systemctl is-active "$u" 2>/dev/null || true)
   enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
   echo "unit=$u $active $enabled"
 done
 for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
+echo "agent_digest=$(cat "$digest_file" 2>/dev/null)"
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
 for p in "$@"; do
   if command -v dpkg-query >/dev/null 2>&1; then
@@ -62,6 +66,7 @@ class Facts:
     addresses: dict[str, list[ipaddress.IPv4Interface]] = field(default_factory=dict)
     packages: frozenset[str] = frozenset()
     etcd_data_dirs: frozenset[str] = frozenset()  # etcd data dirs holding a member (bootstrapped)
+    agent_digest: str = ""  # fingerprint of the agent wheelhouse installed ("" if none)
 
     def iface_of(self, address: ipaddress.IPv4Address) -> str | None:
         """The interface that holds ADDRESS on this host, if any."""
@@ -117,11 +122,14 @@ def parse_facts(text: str) -> Facts:
         addresses=addresses,
         packages=frozenset(packages),
         etcd_data_dirs=frozenset(data_dirs),
+        agent_digest=values.get("agent_digest", ""),
     )
 
 
 def gather(remote: Remote, packages: list[str]) -> Facts:
-    facts = parse_facts(remote.script(_FACTS, *packages).stdout)
+    facts = parse_facts(
+        remote.script(_FACTS, hostpaths.AGENT_DIGEST, *packages, name="facts").stdout
+    )
     name = remote.target.name
     if facts.os_family is None:
         raise OverlayctlError(f"{name}: unsupported OS {facts.os_id!r} (Debian or RHEL family)")

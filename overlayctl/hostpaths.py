@@ -36,8 +36,20 @@ AGENT_ENV = {
     "rhel": "/etc/sysconfig/flanneld",
     "debian": "/etc/default/overlay-agent",
 }
+AGENT_UNIT = "/etc/systemd/system/overlay-agent.service"
+AGENT_HOME = "/opt/overlay-agent"  # venv/ and wheelhouse/ live here
+AGENT_VENV = f"{AGENT_HOME}/venv"
+AGENT_BIN = f"{AGENT_VENV}/bin/overlay-agent"
+AGENT_WHEELHOUSE = f"{AGENT_HOME}/wheelhouse"
+AGENT_DIGEST = f"{AGENT_HOME}/wheelhouse.sha256"  # fingerprint of what is installed
+AGENT_HEALTHZ_PORT = 8471  # on 127.0.0.1 only: /healthz, /readyz, /metrics
 SUBNET_ENV = "/run/flannel/subnet.env"
 DOCKER_OPTS_ENV = "/run/flannel/docker"
+
+# --- docker ---------------------------------------------------------------------------------------
+# A drop-in, never an edit of the vendor unit: dockerd gets $DOCKER_NETWORK_OPTIONS from the agent.
+DOCKER_DROPIN = "/etc/systemd/system/docker.service.d/overlayctl.conf"
+DOCKERD = {"debian": "/usr/sbin/dockerd", "rhel": "/usr/bin/dockerd"}
 
 # --- PKI (written by the PKI phase; referenced by etcd.conf and the agent's options) ------------
 PKI_DIR = "/etc/overlayctl/pki"

@@ -5,10 +5,13 @@ the overlay network config. Phases: connect+lock -> facts -> prepare -> packages
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths
+from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
+from overlayctl.agent_phase import AgentBundle
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.pki import Member, Pki
@@ -17,7 +20,9 @@ from overlayctl.remote.ssh import Remote
 from overlayctl.render import render_host
 from overlayctl.session import RunOptions, Session, state_dir
 
-HOST_PHASES = ("prepare", "packages", "pki", "etcd", "agent")
+# Before the etcd cluster is (re)started, and after it holds the network config.
+ETCD_PHASES = ("prepare", "packages", "pki", "etcd")
+AGENT_PHASES = ("agent", "docker")
 
 
 @dataclass
@@ -27,9 +32,30 @@ class InitOptions(RunOptions):
     etcd_timeout: float = 90.0
 
 
+class Bundles:
+    """The agent wheelhouse per (Python version, architecture), made once per run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, str], AgentBundle] = {}
+        self._agent_wheel: Path | None = None
+
+    def get(self, python: str, arch: str) -> AgentBundle:
+        with self._lock:
+            if (python, arch) not in self._made:
+                if self._agent_wheel is None:
+                    self._agent_wheel = wheelhouse.build_agent_wheel(self.folder)
+                deps = sorted(wheelhouse.find_dependencies(python, arch).glob("*.whl"))
+                wheels = (*deps, self._agent_wheel)
+                self._made[python, arch] = AgentBundle(wheels, wheelhouse.digest(list(wheels)))
+            return self._made[python, arch]
+
+
 @dataclass
 class InitReport:
     plans: dict[str, HostPlan] = field(default_factory=dict)
+    bundles: dict[str, AgentBundle] = field(default_factory=dict)
     changes: dict[str, int] = field(default_factory=dict)
     network_config: str = ""
     seconds: float = 0.0
@@ -82,13 +108,16 @@ def gather_plans(
     pki: Pki | None,
     restart_network: bool,
     joining: dict[str, tuple[Host, ...]] | None = None,
+    report: InitReport | None = None,
 ) -> dict[str, HostPlan]:
     """Facts and current files from every live host -> a HostPlan each (hosts get their OS).
 
     JOINING: etcd members being added to a live cluster -> the members they join with.
+    REPORT: where to keep each node host's agent bundle for the apply step.
     """
     inv = session.inv
     joining = joining or {}
+    bundles = Bundles(state_dir(inv) / "wheels")
 
     def one(host: Host, remote: Remote) -> tuple[Host, HostPlan]:
         family = host.os or inv.cluster.os or "debian"
@@ -98,7 +127,11 @@ def gather_plans(
         desired = desired_files(inv, host, pki, joining.get(host.name))
         current = remote.read_files(sorted(desired))
         family = found.os_family or family
-        plan = plan_host(host, family, desired, current, found, restart_network=restart_network)
+        bundle = bundles.get(found.python, found.arch) if host.is_node else None
+        if bundle is not None and report is not None:
+            report.bundles[host.name] = bundle
+        plan = plan_host(host, family, desired, current, found, restart_network=restart_network,
+                         agent_digest=bundle.digest if bundle else None)  # fmt: skip
         return host, plan
 
     result = session.each("facts", one)
@@ -122,20 +155,24 @@ def run_init(session: Session, options: InitOptions) -> InitReport:
     report = InitReport()
     session.open()
     pki = ensure_pki(session.inv, session)
-    report.plans = gather_plans(session, pki, options.restart_network)
-    apply_plans(session, report)
+    report.plans = gather_plans(session, pki, options.restart_network, report=report)
+    report.changes = dict.fromkeys(report.plans, 0)
+    apply_plans(session, report, ETCD_PHASES)
     _start_etcd(session, report, options)
+    apply_plans(session, report, AGENT_PHASES)
     report.seconds = time.monotonic() - started
     return report
 
 
-def apply_plans(session: Session, report: InitReport) -> None:
-    """Every host phase in order, hosts in parallel; etcd (re)starts are left to the caller."""
-    report.changes = dict.fromkeys(report.plans, 0)
-    for phase in HOST_PHASES:
+def apply_plans(session: Session, report: InitReport, phases: tuple[str, ...]) -> None:
+    """PHASES in order, hosts in parallel; etcd (re)starts are left to the caller."""
+    for phase in phases:
 
         def one(host: Host, remote: Remote, phase: str = phase) -> int:
-            return apply.apply_phase(remote, report.plans[host.name], phase, host.os or "debian")
+            ctx = apply.ApplyContext(family=host.os or "debian",
+                                     bundle=report.bundles.get(host.name),
+                                     docker_mode=session.inv.cluster.docker_mode)  # fmt: skip
+            return apply.apply_phase(remote, report.plans[host.name], phase, ctx)
 
         result = session.each(phase, one, [h for h in session.alive if h.name in report.plans])
         for name, count in result.succeeded.items():

@@ -13,7 +13,15 @@ import time
 
 from overlayctl import apply, etcd_cluster, etcdctl, hostpaths
 from overlayctl.errors import BadInput, OverlayctlError
-from overlayctl.init import InitOptions, InitReport, apply_plans, ensure_pki, gather_plans
+from overlayctl.init import (
+    AGENT_PHASES,
+    ETCD_PHASES,
+    InitOptions,
+    InitReport,
+    apply_plans,
+    ensure_pki,
+    gather_plans,
+)
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.ssh import Remote
 from overlayctl.render import etcd_client_urls, etcd_scheme
@@ -51,11 +59,13 @@ def run_join(session: Session, names: list[str], options: InitOptions) -> InitRe
     etcd_cluster.wait_healthy(first, live, options.etcd_timeout)
     report = InitReport()
     pki = ensure_pki(inv, session)
-    report.plans = gather_plans(session, pki, restart_network=False, joining=joining)
+    report.plans = gather_plans(session, pki, restart_network=False, joining=joining,
+                                report=report)  # fmt: skip
+    report.changes = dict.fromkeys(report.plans, 0)
     for name, plan in report.plans.items():
         if name not in names and any(a.kind in ("start", "restart") for a in plan.actions):
             session.reporter.host(name, "etcd", "needs an etcd restart: run `overlayctl init`")
-    apply_plans(session, report)
+    apply_plans(session, report, ETCD_PHASES)
     running = list(live.etcd_members)
     for member in new_members:
         remote = session.remotes.get(member.name)
@@ -65,6 +75,7 @@ def run_join(session: Session, names: list[str], options: InitOptions) -> InitRe
         running.append(member)
         report.changes[member.name] += 1
     report.network_config = etcd_cluster.ensure_network_config(first, inv, force=False)
+    apply_plans(session, report, AGENT_PHASES)
     report.seconds = time.monotonic() - started
     return report
 

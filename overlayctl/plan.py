@@ -15,16 +15,26 @@ from overlayctl.facts import Facts
 from overlayctl.inventory_model import Host
 from overlayctl.remote.ssh import RemoteFile
 
-PHASES = ("prepare", "packages", "pki", "etcd", "agent")
+PHASES = ("prepare", "packages", "pki", "etcd", "agent", "docker")
 
 PACKAGES = {
-    # family -> (every host, etcd members only)
-    "debian": (("iptables", "iproute2", "etcd-client"), ("etcd-server",)),
-    "rhel": (("iptables", "iproute"), ("etcd",)),
+    # family -> role ("all", "etcd", "node") -> packages
+    "debian": {
+        "all": ("iptables", "iproute2", "etcd-client", "iputils-ping"),
+        "etcd": ("etcd-server",),
+        "node": ("python3", "python3-venv", "docker.io"),
+    },
+    "rhel": {
+        "all": ("iptables", "iproute", "iputils"),
+        "etcd": ("etcd",),
+        "node": ("python3", "docker"),
+    },
 }
 _PREPARE_PATHS = (hp.HOSTNAME, hp.HOSTS, hp.SYSCTL)
 _ETCD_PATHS = (hp.ETCD_CONF, hp.ETCD_DROPIN)
 _ETCD_PKI = {f.path for f in hp.PKI_FILES if f.etcd_only} | {hp.CA_CERT}
+_AGENT_PATHS = {hp.AGENT_UNIT, *hp.AGENT_ENV.values()}
+_CLIENT_PKI = {hp.CA_CERT, hp.ETCD_CLIENT_CERT, hp.ETCD_CLIENT_KEY}
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,12 @@ class HostPlan:
 
 
 def wanted_packages(host: Host, family: str) -> list[str]:
-    common, etcd_only = PACKAGES[family]
-    return list(common) + (list(etcd_only) if host.is_etcd else [])
+    roles = PACKAGES[family]
+    return [
+        *roles["all"],
+        *(roles["etcd"] if host.is_etcd else ()),
+        *(roles["node"] if host.is_node else ()),
+    ]
 
 
 def phase_of(path: str) -> str:
@@ -112,6 +126,8 @@ def phase_of(path: str) -> str:
         return "etcd"
     if path.startswith(hp.PKI_DIR + "/"):
         return "pki"
+    if path == hp.DOCKER_DROPIN:
+        return "docker"
     return "agent"
 
 
@@ -123,7 +139,9 @@ def plan_host(
     facts: Facts,
     *,
     restart_network: bool = False,
+    agent_digest: str | None = None,
 ) -> HostPlan:
+    """AGENT_DIGEST: the fingerprint of the agent wheelhouse to have installed (node hosts)."""
     plan = HostPlan(host.name)
     bootstrapped = hp.etcd_data_dir(host.name) in facts.etcd_data_dirs
     for path in sorted(desired, key=lambda p: (PHASES.index(phase_of(p)), p)):
@@ -144,23 +162,47 @@ def plan_host(
     missing = [p for p in wanted_packages(host, family) if p not in facts.packages]
     if missing:
         plan.actions.append(Action("packages", "install", " ".join(missing)))
+    installing = " ".join(missing)
     if host.is_etcd:
-        plan.actions += _etcd_actions(facts, changed, installing="etcd" in " ".join(missing))
+        plan.actions += _service_actions(
+            "etcd", "etcd", facts, reload=hp.ETCD_DROPIN in changed,
+            restart=bool(changed & (set(_ETCD_PATHS) | _ETCD_PKI)),
+            fresh="etcd" in installing,
+        )  # fmt: skip
+    if host.is_node and agent_digest is not None:
+        install = facts.agent_digest != agent_digest
+        if install:
+            plan.actions.append(Action("agent", "install-agent", agent_digest[:12]))
+        plan.actions += _service_actions(
+            "agent", "overlay-agent", facts, reload=hp.AGENT_UNIT in changed,
+            restart=install or bool(changed & (_AGENT_PATHS | _CLIENT_PKI)),
+            fresh=not facts.agent_digest,
+        )  # fmt: skip
+        plan.actions += _service_actions(
+            "docker", "docker", facts, reload=hp.DOCKER_DROPIN in changed,
+            restart=hp.DOCKER_DROPIN in changed, fresh="docker" in installing,
+        )  # fmt: skip
     return plan
 
 
-def _etcd_actions(facts: Facts, changed: set[str], installing: bool) -> list[Action]:
-    unit = facts.units.get("etcd")
-    active = unit is not None and unit.active == "active" and not installing
+def _service_actions(
+    phase: str, unit: str, facts: Facts, *, reload: bool, restart: bool, fresh: bool
+) -> list[Action]:
+    """daemon-reload / enable / start or restart UNIT, each only when needed.
+
+    FRESH: the unit's package is being installed in this run (facts predate it).
+    """
+    state = facts.units.get(unit)
+    active = state is not None and state.active == "active" and not fresh
     actions = []
-    if hp.ETCD_DROPIN in changed:
-        actions.append(Action("etcd", "daemon-reload", "systemd"))
-    if installing or unit is None or unit.enabled != "enabled":
-        actions.append(Action("etcd", "enable", "etcd"))
+    if reload:
+        actions.append(Action(phase, "daemon-reload", "systemd"))
+    if fresh or state is None or state.enabled != "enabled":
+        actions.append(Action(phase, "enable", unit))
     if not active:
-        actions.append(Action("etcd", "start", "etcd"))
-    elif changed & (set(_ETCD_PATHS) | _ETCD_PKI):
-        actions.append(Action("etcd", "restart", "etcd"))
+        actions.append(Action(phase, "start", unit))
+    elif restart:
+        actions.append(Action(phase, "restart", unit))
     return actions
 
 

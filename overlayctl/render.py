@@ -229,6 +229,16 @@ def render_host(
             prefix=inv.cluster.etcd_prefix,
             options=" ".join(agent_options(inv, host)),
         )
+        files[hp.AGENT_UNIT] = _template(
+            os_family, "overlay-agent.service", header=head, agent_bin=hp.AGENT_BIN,
+            env_file=hp.AGENT_ENV[os_family], local_etcd=host.is_etcd,
+            healthz_port=hp.AGENT_HEALTHZ_PORT,
+        )  # fmt: skip
+        if inv.cluster.docker_mode == "dropin":
+            files[hp.DOCKER_DROPIN] = _template(
+                os_family, "docker-dropin", header=head, docker_opts=hp.DOCKER_OPTS_ENV,
+                dockerd=hp.DOCKERD[os_family],
+            )  # fmt: skip
     return {path: RenderedFile(files[path]) for path in sorted(files)}
 
 

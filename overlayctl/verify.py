@@ -69,8 +69,12 @@ def start_container(remote: Remote, host: Host, options: VerifyOptions, tag: str
                 "sleep", "600"], timeout=120)  # fmt: skip
     fmt = "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}}"
     pid, ip, gateway = remote.run(["docker", "inspect", "-f", fmt, name]).stdout.split()
-    mtu = remote.run(["nsenter", "-t", pid, "-n", "cat", "/sys/class/net/eth0/mtu"]).stdout
-    return Container(host.name, name, int(pid), ip, gateway, int(mtu))
+    # Ask netlink inside the container's namespace: /sys would still be the host's.
+    link = remote.run(["nsenter", "-t", pid, "-n", "ip", "-o", "link", "show", "eth0"]).stdout
+    mtu = re.search(r" mtu (\d+)", link)
+    if mtu is None:
+        raise OverlayctlError(f"{host.name}: no MTU for the test container's eth0: {link!r}")
+    return Container(host.name, name, int(pid), ip, gateway, int(mtu.group(1)))
 
 
 def ping(remote: Remote, src: Container, dst: Container, options: VerifyOptions) -> PairResult:

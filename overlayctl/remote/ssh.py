@@ -207,6 +207,22 @@ class Remote:
         label = f"sh -c <{name}> {shlex.join(args)}"
         return self.run(["sh", "-c", script, "sh", *args], log_as=label, **kw)
 
+    def upload(self, files: Sequence[Path], remote_dir: str) -> None:
+        """Copy FILES into a new REMOTE_DIR (0700) over SFTP, as the login user.
+
+        The folder must not exist yet: one made by someone else could hold their files.
+        """
+        sftp = self._conn.sftp()
+        try:
+            sftp.mkdir(remote_dir, mode=0o700)
+        except OSError as exc:
+            raise OverlayctlError(
+                f"{self.target.name}: cannot create {remote_dir}: {exc}"
+            ) from None
+        for path in files:
+            sftp.put(str(path), f"{remote_dir}/{path.name}")
+        self._log(f"{self.target.name}: sftp {len(files)} files -> {remote_dir}")
+
     def read_files(self, paths: Sequence[str]) -> dict[str, RemoteFile]:
         """Content, mode and owner of PATHS in one round trip."""
         if not paths:

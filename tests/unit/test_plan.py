@@ -31,6 +31,10 @@ pkg=iptables
 pkg=iproute2
 pkg=etcd-client
 pkg=etcd-server
+pkg=iputils-ping
+pkg=python3
+pkg=python3-venv
+pkg=docker.io
 """
 
 
@@ -119,7 +123,9 @@ def test_fresh_host_installs_enables_and_starts() -> None:
         ("etcd", "start"),
     ]
     install = next(a for a in plan.actions if a.kind == "install")
-    assert install.target == "iproute2 etcd-client etcd-server"
+    assert install.target == (
+        "iproute2 etcd-client iputils-ping etcd-server python3 python3-venv docker.io"
+    )
     assert [c.kind for c in plan.files] == ["create"] * 3
     assert [c.phase for c in plan.files] == ["prepare", "pki", "etcd"]
 
@@ -184,4 +190,24 @@ def test_etcd_conf_differing_only_in_bootstrap_lines_is_left_alone() -> None:
     current[hp.ETCD_CONF] = RemoteFile(hp.ETCD_CONF, b'ETCD_NAME="other"\n', 0o644, "root:root")
     assert [str(a) for a in plan_host(host, "debian", want, current, facts()).actions] == [
         "restart etcd"
+    ]
+
+
+def test_agent_and_docker_follow_the_wheelhouse_and_their_files() -> None:
+    host = inventory().hosts[0]
+    running = facts(agent_digest="abc", units={
+        "etcd": UnitState("active", "enabled"), "overlay-agent": UnitState("active", "enabled"),
+        "docker": UnitState("active", "enabled")})  # fmt: skip
+    same = plan_host(host, "debian", desired(), current_matching(), running, agent_digest="abc")
+    assert same.changes == 0
+    new = plan_host(host, "debian", desired(), current_matching(), running, agent_digest="def")
+    assert [str(a) for a in new.actions] == ["install-agent def", "restart overlay-agent"]
+    bare = facts(units={"etcd": UnitState("active", "enabled")})
+    first = plan_host(host, "debian", desired(), current_matching(), bare, agent_digest="abc")
+    assert [(a.phase, str(a)) for a in first.actions] == [
+        ("agent", "install-agent abc"),
+        ("agent", "enable overlay-agent"),
+        ("agent", "start overlay-agent"),
+        ("docker", "enable docker"),
+        ("docker", "start docker"),
     ]

@@ -1,0 +1,137 @@
+"""Acting for the agent and docker phases: install the agent offline, wait until it is ready,
+and make docker's bridge follow the lease (a drop-in, or the seed's ExecStart edit)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from overlayctl import hostpaths as hp
+from overlayctl.errors import OverlayctlError
+from overlayctl.remote.ssh import Remote
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """The wheels one host installs (agent + dependencies for its Python) and their digest."""
+
+    wheels: tuple[Path, ...]
+    digest: str
+
+
+# $1 upload dir, $2 AGENT_HOME, $3 digest; stdin: sha256sum lines of the uploaded wheels
+_INSTALL = r"""
+set -eu
+src=$1; home=$2; digest=$3
+(cd "$src" && sha256sum --check --quiet --strict -)
+mkdir -p "$home"
+rm -rf "$home/wheelhouse"
+mkdir "$home/wheelhouse"
+cp "$src"/*.whl "$home/wheelhouse/"
+[ -x "$home/venv/bin/pip" ] || python3 -m venv "$home/venv"
+"$home/venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
+  --find-links "$home/wheelhouse" --force-reinstall overlay-agent
+printf '%s\n' "$digest" > "$home/wheelhouse.sha256"
+rm -rf "$src"
+"""
+
+# $1 port, $2 seconds: poll /readyz until it answers 200; print the last answer.
+_READY = r"""
+import sys, time, urllib.request, urllib.error
+url = "http://127.0.0.1:%s/readyz" % sys.argv[1]
+deadline = time.monotonic() + float(sys.argv[2])
+last = "no answer"
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            print(answer.read().decode()); sys.exit(0)
+    except urllib.error.HTTPError as exc:
+        last = exc.read().decode()
+    except OSError as exc:
+        last = str(exc)
+    time.sleep(0.5)
+print(last); sys.exit(1)
+"""
+
+
+def install_agent(remote: Remote, bundle: AgentBundle) -> None:
+    """Upload into a fresh private folder, check every wheel's hash as root, then install."""
+    upload = f"/tmp/overlayctl-agent-{secrets.token_hex(8)}"  # noqa: S108 - made 0700, must be new
+    remote.upload(list(bundle.wheels), upload)
+    sums = "".join(
+        f"{hashlib.sha256(w.read_bytes()).hexdigest()}  {w.name}\n" for w in bundle.wheels
+    )
+    remote.script(_INSTALL, upload, hp.AGENT_HOME, bundle.digest, name="install-agent",
+                  stdin=sums, timeout=600)  # fmt: skip
+
+
+def restart_agent(remote: Remote, timeout: float = 90) -> None:
+    """Restart the agent (Type=notify: returns once it has written subnet.env), then /readyz."""
+    remote.run(["systemctl", "restart", "overlay-agent"], timeout=timeout + 30)
+    ready = remote.run(["python3", "-c", _READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout)],
+                       check=False, timeout=timeout + 30)  # fmt: skip
+    if ready.code != 0:
+        raise OverlayctlError(
+            f"{remote.target.name}: overlay-agent not ready: {ready.stdout.strip()[:300]}"
+        )
+
+
+def read_env(remote: Remote, path: str) -> dict[str, str]:
+    text = (remote.read_files([path])[path].content or b"").decode()
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def docker0(remote: Remote) -> str | None:
+    out = remote.run(["ip", "-4", "-o", "addr", "show", "dev", "docker0"], check=False).stdout
+    match = re.search(r"inet (\S+)", out)
+    return match.group(1) if match else None
+
+
+def ensure_bip(remote: Remote, family: str, mode: str) -> int:
+    """Make docker0 hold the lease's .1 (FLANNEL_SUBNET); returns the changes made (0 to 2)."""
+    lease = read_env(remote, hp.SUBNET_ENV).get("FLANNEL_SUBNET")
+    if not lease:
+        raise OverlayctlError(f"{remote.target.name}: {hp.SUBNET_ENV} has no FLANNEL_SUBNET")
+    changes = 0
+    if mode == "execstart":
+        changes += _edit_execstart(remote, family)
+    if docker0(remote) != lease:
+        remote.run(["systemctl", "restart", "docker"], timeout=180)
+        changes += 1
+    have = docker0(remote)
+    if have != lease:
+        raise OverlayctlError(
+            f"{remote.target.name}: docker0 has {have or 'no address'}, the lease is {lease}"
+        )
+    return changes
+
+
+def _edit_execstart(remote: Remote, family: str) -> int:
+    """The seed's section 5.7: dockerd's ExecStart in docker's own unit gets the flags."""
+    opts = read_env(remote, hp.DOCKER_OPTS_ENV)
+    flags = [
+        opts[k] for k in ("DOCKER_OPT_BIP", "DOCKER_OPT_IPMASQ", "DOCKER_OPT_MTU") if opts.get(k)
+    ]
+    unit_path = remote.run(["systemctl", "show", "-p", "FragmentPath", "--value", "docker"])
+    path = unit_path.stdout.strip()
+    current = remote.read_files([path])[path]
+    if current.content is None:
+        raise OverlayctlError(f"{remote.target.name}: docker's unit {path} not found")
+    exec_start = shlex.join([hp.DOCKERD[family], "-H", "fd://",
+                             "--containerd=/run/containerd/containerd.sock", *flags])  # fmt: skip
+    lines = current.content.decode().splitlines(keepends=True)
+    new = [f"ExecStart={exec_start}\n" if ln.startswith("ExecStart=/") else ln for ln in lines]
+    if new == lines:
+        return 0
+    remote.put_file(path, "".join(new).encode(), current.mode or 0o644, "root:root")
+    remote.run(["systemctl", "daemon-reload"])
+    return 1
