@@ -13,6 +13,7 @@ from overlayctl.cli.join import join
 from overlayctl.cli.render import render
 from overlayctl.cli.status import status
 from overlayctl.cli.verify import verify
+from overlayctl.cli.wheelhouse import wheelhouse
 from overlayctl.errors import ExitCode, OverlayctlError
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, init, join, plan, status, verify, render, lab.lab):
+for command in (*pending.COMMANDS, init, join, plan, status, verify, render, lab.lab, wheelhouse):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]
