@@ -8,6 +8,7 @@ from typing import Any
 from tabulate import tabulate
 
 from overlayctl.etcd_cluster import ClusterStatus
+from overlayctl.host_status import HostStatus
 from overlayctl.plan import HostPlan
 from overlayctl.verify import PairResult, VerifyReport
 
@@ -42,8 +43,9 @@ def plan_json(plans: dict[str, HostPlan]) -> str:
     return json.dumps(doc, indent=2)
 
 
-def status_doc(status: ClusterStatus) -> dict[str, Any]:
+def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]:
     return {
+        "healthy": status.healthy and all(h.healthy for h in hosts),
         "etcd": {
             "healthy": status.healthy,
             "members": [
@@ -62,10 +64,16 @@ def status_doc(status: ClusterStatus) -> dict[str, Any]:
              "error": lease.error}
             for lease in status.leases
         ],
+        "hosts": [
+            {"name": h.name, "agent_active": h.agent_active, "agent_ready": h.agent_ready,
+             "lease": h.lease, "docker0": h.docker0, "bip_ok": h.bip_ok, "mtu": h.mtu,
+             "missing_routes": h.missing_routes, "error": h.error}
+            for h in hosts
+        ],
     }  # fmt: skip
 
 
-def status_text(status: ClusterStatus) -> str:
+def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     rows = [
         [m.name, "yes" if m.healthy else "NO", "*" if m.leader else "",
          ",".join(m.client_urls), _size(m.db_size), m.version, m.error if not m.healthy else ""]
@@ -86,7 +94,29 @@ def status_text(status: ClusterStatus) -> str:
             rows,
             headers=["lease", "host", "public ip", "backend", "expires in", "reservation", "error"],
         )
+    if hosts:
+        rows = [[h.name, _yes(h.agent_active), _yes(h.agent_ready), h.lease, h.docker0,
+                 _yes(h.bip_ok), h.mtu or "", ", ".join(h.missing_routes) or "", h.error]
+                for h in hosts]  # fmt: skip
+        text += "\n\n" + tabulate(
+            rows,
+            headers=[
+                "host",
+                "agent",
+                "ready",
+                "lease",
+                "docker0",
+                "bip ok",
+                "mtu",
+                "missing routes",
+                "error",
+            ],
+        )
     return text
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
 
 
 def _expires(seconds: int | None) -> str:

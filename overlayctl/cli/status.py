@@ -30,19 +30,21 @@ from overlayctl.status import cluster_status
 def status(
     inventory: Path, accept_new_host_keys: bool, parallel: int, output: str, verbose: bool
 ) -> None:
-    """etcd members, leader, health, DB size, and the network config; exit 1 when unhealthy."""
+    """etcd members and health, the network config, leases, and each host's agent and docker.
+
+    Exit 1 when anything is unhealthy."""
     inv = load(inventory)
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
     with open_session(inv, "status", options, lock=False) as session:
-        result = cluster_status(session)
+        result, hosts = cluster_status(session)
         session.reporter.close()
     if output == "json":
-        click.echo(json.dumps(status_doc(result), indent=2))
+        click.echo(json.dumps(status_doc(result, hosts), indent=2))
     else:
-        click.echo(status_text(result))
+        click.echo(status_text(result, hosts))
     if verbose:
         click.echo("\nOn any member, as root:")
         for args in (("endpoint", "health"), ("member", "list", "-w", "table")):
             click.echo("  " + etcdctl.operator_command(inv, *args))
-    if not result.healthy or session.failures:
+    if not result.healthy or session.failures or not all(h.healthy for h in hosts):
         sys.exit(ExitCode.FAILED)
