@@ -1,0 +1,183 @@
+"""flannel's iptables rules: FLANNEL-FWD (filter) and, with --ip-masq, FLANNEL-POSTRTG (nat).
+
+Same chains, rule specs and comments as flanneld, so a host moving between flanneld and
+overlay-agent never ends up with duplicates:
+
+- filter FORWARD jumps to FLANNEL-FWD, which accepts traffic from and to the Network (docker
+  sets the FORWARD policy to DROP; without these cross-host traffic dies, flannel #609);
+- nat POSTROUTING jumps to FLANNEL-POSTRTG: no NAT inside the Network (own subnet -> Network,
+  Network -> own subnet), none for outside -> own subnet, MASQUERADE Network -> outside except
+  multicast, and MASQUERADE outside -> Network (the host itself talking to remote containers).
+
+Runs the ``iptables`` found on PATH (whatever backend it is: nft or legacy) with argument
+lists, never a shell. Idempotent: ``-C`` before adding, chains created only when missing, the
+jump inserted once; a chain whose content differs (an old subnet) is rebuilt. ``teardown``
+removes the jumps and both chains.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+log = logging.getLogger(__name__)
+
+FORWARD_CHAIN = "FLANNEL-FWD"
+MASQ_CHAIN = "FLANNEL-POSTRTG"
+FORWARD_COMMENT = "flanneld forward"
+MASQ_COMMENT = "flanneld masq"
+MULTICAST = "224.0.0.0/4"
+
+
+class IptablesError(Exception):
+    """An iptables command failed (the message has the command and its stderr)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: TABLE, CHAIN and the rule spec after the chain name."""
+
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+
+
+def _comment(text: str) -> tuple[str, ...]:
+    return ("-m", "comment", "--comment", text)
+
+
+def forward_rules(network: IPv4Network) -> tuple[Rule, list[Rule]]:
+    """The FORWARD jump and the FLANNEL-FWD rules for NETWORK."""
+    net = str(network)
+    jump = Rule("filter", "FORWARD", (*_comment(FORWARD_COMMENT), "-j", FORWARD_CHAIN))
+    body = [
+        Rule("filter", FORWARD_CHAIN, ("-s", net, *_comment(FORWARD_COMMENT), "-j", "ACCEPT")),
+        Rule("filter", FORWARD_CHAIN, ("-d", net, *_comment(FORWARD_COMMENT), "-j", "ACCEPT")),
+    ]
+    return jump, body
+
+
+def masq_rules(
+    network: IPv4Network, subnet: IPv4Network, random_fully: bool = False
+) -> tuple[Rule, list[Rule]]:
+    """The POSTROUTING jump and the FLANNEL-POSTRTG rules for NETWORK and our SUBNET."""
+    net, own = str(network), str(subnet)
+    masq = ("-j", "MASQUERADE", "--random-fully") if random_fully else ("-j", "MASQUERADE")
+    tag = _comment(MASQ_COMMENT)
+    jump = Rule("nat", "POSTROUTING", (*tag, "-j", MASQ_CHAIN))
+    specs = [
+        ("-s", own, "-d", net, *tag, "-j", "RETURN"),  # inside the overlay: no NAT
+        ("-s", net, "-d", own, *tag, "-j", "RETURN"),
+        ("!", "-s", net, "-d", own, *tag, "-j", "RETURN"),  # outside -> our containers
+        ("-s", net, "!", "-d", MULTICAST, *tag, *masq),  # containers -> outside
+        ("!", "-s", net, "-d", net, *tag, *masq),  # this host -> remote containers
+    ]
+    return jump, [Rule("nat", MASQ_CHAIN, spec) for spec in specs]
+
+
+class Iptables:
+    """Runs one ``iptables`` binary (the one on PATH unless given) with the xtables lock."""
+
+    def __init__(self, binary: str | None = None, timeout: float = 30.0) -> None:
+        found = binary or shutil.which("iptables")
+        if not found:
+            raise IptablesError("iptables not found on PATH")
+        self.binary = found
+        self.timeout = timeout
+
+    def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, "-w", "5", *args]
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=self.timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+        return proc
+
+    def exists(self, rule: Rule) -> bool:
+        return (
+            self.run(["-t", rule.table, "-C", rule.chain, *rule.spec], check=False).returncode == 0
+        )
+
+    def chain_exists(self, table: str, chain: str) -> bool:
+        return self.run(["-t", table, "-S", chain], check=False).returncode == 0
+
+    def chain_rule_count(self, table: str, chain: str) -> int:
+        listing = self.run(["-t", table, "-S", chain]).stdout.splitlines()
+        return sum(1 for line in listing if line.startswith("-A "))
+
+    def ensure_chain(self, table: str, chain: str, rules: Sequence[Rule]) -> bool:
+        """CHAIN holds exactly RULES (in order); True if anything had to change."""
+        if not self.chain_exists(table, chain):
+            self.run(["-t", table, "-N", chain])
+        elif self.chain_rule_count(table, chain) == len(rules) and all(
+            self.exists(r) for r in rules
+        ):
+            return False
+        else:
+            self.run(["-t", table, "-F", chain])  # wrong content (an old subnet): rebuild
+        for rule in rules:
+            self.run(["-t", table, "-A", rule.chain, *rule.spec])
+        return True
+
+    def ensure_jump(self, rule: Rule) -> bool:
+        """The jump from a built-in chain, inserted first, once."""
+        if self.exists(rule):
+            return False
+        self.run(["-t", rule.table, "-I", rule.chain, "1", *rule.spec])
+        return True
+
+    def delete_all(self, rule: Rule, limit: int = 100) -> int:
+        """Delete every copy of RULE (bounded); how many there were."""
+        count = 0
+        while count < limit and self.exists(rule):
+            self.run(["-t", rule.table, "-D", rule.chain, *rule.spec])
+            count += 1
+        return count
+
+    def delete_chain(self, table: str, chain: str) -> bool:
+        if not self.chain_exists(table, chain):
+            return False
+        self.run(["-t", table, "-F", chain])
+        self.run(["-t", table, "-X", chain])
+        return True
+
+
+class FlannelRules:
+    """flannel's forward and masquerade rules for one Network and our own subnet."""
+
+    def __init__(
+        self,
+        network: IPv4Network,
+        subnet: IPv4Network,
+        ip_masq: bool,
+        iptables: Iptables | None = None,
+        random_fully: bool = False,
+    ) -> None:
+        self.ipt = iptables or Iptables()
+        self.forward = forward_rules(network)
+        self.masq = masq_rules(network, subnet, random_fully)
+        self.ip_masq = ip_masq
+
+    def _sets(self) -> list[tuple[Rule, list[Rule]]]:
+        return [self.forward, self.masq] if self.ip_masq else [self.forward]
+
+    def ensure(self) -> bool:
+        """Create whatever is missing (chains before jumps); True if anything changed."""
+        changed = False
+        for jump, body in self._sets():
+            changed |= self.ipt.ensure_chain(jump.table, body[0].chain, body)
+            changed |= self.ipt.ensure_jump(jump)
+        if changed:
+            log.info("iptables: flannel rules programmed (ip-masq %s)", self.ip_masq)
+        return changed
+
+    def teardown(self) -> None:
+        """Remove the jumps and the chains (both, even if ip-masq was off: a previous run's)."""
+        for jump, body in (self.forward, self.masq):
+            self.ipt.delete_all(jump)
+            self.ipt.delete_chain(jump.table, body[0].chain)

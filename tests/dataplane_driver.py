@@ -1,0 +1,402 @@
+"""Run one data-plane backend inside a light lab host, driven through files; and its controller.
+
+A process cannot move its threads into another network namespace, so each host runs this file
+(``main``): it builds the backend from a JSON spec (argv[1]), writes ``ready.json`` (BackendData,
+MTU), then polls ``peers.json``: ``{"generation": n, "peers": [lease...], "resync": bool}``. The
+first generation goes through ``sync_peers`` (the agent's first snapshot), later ones through
+add/replace/remove_peer; ``resync`` runs setup + sync_peers again. Each generation ends with
+``applied.json`` (generation, warnings/errors, stats). SIGTERM stops it, with ``"teardown"``
+removing the data plane and iptables rules first.
+
+:class:`Cluster` is the test side: hosts with a ``docker0`` bridge at the leased .1 and one
+"container" namespace each, drivers started and stopped by PID, pings between containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+POLL = 0.05
+
+
+# -- the driver (runs inside a host) -------------------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _lease(item: dict[str, Any]) -> Any:
+    from ipaddress import IPv4Address, IPv4Network
+
+    from agent.subnets import Lease
+
+    return Lease(
+        subnet=IPv4Network(item["subnet"]),
+        public_ip=IPv4Address(item["PublicIP"]),
+        backend_type=item["BackendType"],
+        backend_data=item.get("BackendData"),
+    )
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _apply_changes(backend: Any, current: dict[Any, Any], wanted: dict[Any, Any]) -> list[str]:
+    """What the agent's watcher does with events: remove, add, replace; errors as lines."""
+    from agent.backends import BackendError
+
+    errors = []
+    for subnet in [s for s in current if s not in wanted]:
+        backend.remove_peer(current[subnet])
+    for subnet, lease in wanted.items():
+        try:
+            if subnet not in current:
+                backend.add_peer(lease)
+            elif not current[subnet].same_attrs(lease):
+                backend.replace_peer(current[subnet], lease)
+        except BackendError as exc:
+            errors.append(f"BackendError: {exc}")
+    return errors
+
+
+def main(argv: list[str]) -> int:
+    """The driver: see the module docstring."""
+    sys.path.insert(0, str(ROOT))
+    from ipaddress import IPv4Network
+
+    from agent.backends import make_backend
+    from agent.config import parse_config
+    from agent.iface import choose_interface
+    from agent.iptables import FlannelRules
+    from agent.subnets import Lease
+
+    spec = json.loads(argv[1])
+    workdir = Path(spec["dir"])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+
+    config = parse_config(json.dumps(spec["config"]))
+    iface = choose_interface(
+        spec.get("iface", []), spec.get("iface_regex", []), spec.get("public_ip")
+    )
+    backend = make_backend(config, iface)
+    data = backend.backend_data()
+    own = Lease(IPv4Network(spec["subnet"]), iface.public_ip, config.backend_type, data)
+    backend.setup(own)
+    rules = None
+    if spec.get("iptables"):
+        rules = FlannelRules(config.network, own.subnet, bool(spec.get("ip_masq")))
+        rules.ensure()
+    _write(
+        workdir / "ready.json",
+        {
+            "backend_data": data,
+            "mtu": backend.mtu,
+            "iface": iface.name,
+            "pid": os.getpid(),
+            "public_ip": str(iface.public_ip),
+        },
+    )
+    current: dict[Any, Any] = {}
+    generation = -1
+    try:
+        while not stopping:
+            peers_file = workdir / "peers.json"
+            request = json.loads(peers_file.read_text()) if peers_file.exists() else None
+            if request is None or request["generation"] == generation:
+                time.sleep(POLL)
+                continue
+            collect.lines = errors = []
+            wanted = {lease.subnet: lease for lease in map(_lease, request["peers"])}
+            if generation < 0 or request.get("resync"):
+                if request.get("resync"):
+                    backend.setup(own)
+                    if rules is not None:
+                        rules.ensure()
+                backend.sync_peers(list(wanted.values()))
+            else:
+                errors += _apply_changes(backend, current, wanted)
+            current = wanted
+            generation = request["generation"]
+            _write(
+                workdir / "applied.json",
+                {"generation": generation, "errors": errors, "stats": backend.stats()},
+            )
+    finally:
+        if spec.get("teardown"):
+            backend.teardown()
+            if rules is not None:
+                rules.teardown()
+        elif hasattr(backend, "stop"):
+            backend.stop()
+        _write(workdir / "stopped.json", {"teardown": bool(spec.get("teardown"))})
+    return 0
+
+
+# -- the controller (runs in the test) -----------------------------------------------------------
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`ip ARGS` from the machine; every call here names a lab namespace with -n."""
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll PREDICATE (bounded in time) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(POLL)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Node:
+    """One lab host with its subnet, container namespace and driver."""
+
+    def __init__(self, host: Any, number: int, network: str, container_ns: str) -> None:
+        self.host = host
+        self.number = number
+        prefix = network.split(".")
+        self.subnet = f"{prefix[0]}.{prefix[1]}.{number}.0/24"
+        self.gateway = f"{prefix[0]}.{prefix[1]}.{number}.1"
+        self.container_ip = f"{prefix[0]}.{prefix[1]}.{number}.2"
+        self.container_ns = container_ns
+        self.dir = Path(host.base) / "driver"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready: dict[str, Any] = {}
+        self.generation = 0
+
+    def lease(self, backend_type: str) -> dict[str, Any]:
+        return {
+            "subnet": self.subnet,
+            "PublicIP": self.ready.get("public_ip", self.host.address),
+            "BackendType": backend_type,
+            "BackendData": self.ready.get("backend_data"),
+        }
+
+    def read(self, name: str) -> dict[str, Any] | None:
+        path = self.dir / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+class Cluster:
+    """N hosts of LAB, each with a container on a bridge, running BACKEND through the driver."""
+
+    def __init__(
+        self,
+        lab: Any,
+        backend: str,
+        count: int = 3,
+        network: str = "10.5.0.0/16",
+        forward_policy: str = "DROP",  # what docker sets; the agent's FLANNEL-FWD must cope
+    ):
+        self.lab = lab
+        self.forward_policy = forward_policy
+        self.backend = backend
+        self.network = network
+        self.config: dict[str, Any] = {"Network": network, "Backend": {"Type": backend}}
+        self.nodes: list[Node] = []
+        for number in range(1, count + 1):
+            host = lab.add_host(f"h{number}")
+            node = Node(host, number, network, f"{lab.name}-c{number}")
+            self.nodes.append(node)
+            self._plumb(node)
+
+    def _plumb(self, node: Node) -> None:
+        hns, cns = node.host.netns, node.container_ns
+        ip("netns", "add", cns)
+        ip("-n", cns, "link", "set", "lo", "up")
+        ip("-n", hns, "link", "add", "docker0", "type", "bridge")
+        ip("-n", hns, "addr", "add", f"{node.gateway}/24", "dev", "docker0")
+        ip("-n", hns, "link", "set", "docker0", "up")
+        ip("-n", hns, "link", "add", "vc0", "type", "veth", "peer", "name", "eth0", "netns", cns)
+        ip("-n", hns, "link", "set", "vc0", "master", "docker0", "up")
+        ip("-n", cns, "addr", "add", f"{node.container_ip}/24", "dev", "eth0")
+        ip("-n", cns, "link", "set", "eth0", "up")
+        ip("-n", cns, "route", "add", "default", "via", node.gateway)
+        node.host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        node.host.run(["iptables", "-P", "FORWARD", self.forward_policy])
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def start(self, node: Node, **options: Any) -> dict[str, Any]:
+        """Start NODE's driver (options go into its spec) and wait for ready.json."""
+        node.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("ready.json", "applied.json", "peers.json", "stopped.json"):
+            (node.dir / name).unlink(missing_ok=True)
+        node.generation = 0
+        spec = {"config": self.config, "subnet": node.subnet, "dir": str(node.dir)}
+        spec.update({"iptables": True, "ip_masq": True, "teardown": True})
+        spec.update(options)
+        log = (node.dir / "driver.log").open("ab")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        node.proc = node.host.popen(
+            [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+
+        def ready() -> dict[str, Any] | None:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise RuntimeError(f"driver on {node.host.name} exited: {self.log(node)}")
+            return node.read("ready.json")
+
+        node.ready = wait_for(ready, 20, f"the driver on {node.host.name}")
+        return node.ready
+
+    def start_all(self, **options: Any) -> None:
+        for node in self.nodes:
+            self.start(node, **options)
+
+    def log(self, node: Node) -> str:
+        path = node.dir / "driver.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+    def publish(self, node: Node, peers: list[dict[str, Any]], resync: bool = False) -> dict:
+        """Hand NODE's driver a new set of peer leases; wait until it applied them."""
+        node.generation += 1
+        request = {"generation": node.generation, "peers": peers, "resync": resync}
+        _write(node.dir / "peers.json", request)
+
+        def applied() -> dict[str, Any] | None:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise RuntimeError(f"driver on {node.host.name} exited: {self.log(node)}")
+            got = node.read("applied.json")
+            return got if got and got["generation"] == node.generation else None
+
+        return wait_for(applied, 20, f"{node.host.name} to apply generation {node.generation}")
+
+    def mesh(self, resync: bool = False) -> list[dict[str, Any]]:
+        """Every node gets every other node's lease."""
+        return [
+            self.publish(n, [o.lease(self.backend) for o in self.nodes if o is not n], resync)
+            for n in self.nodes
+        ]
+
+    def stop(self, node: Node, timeout: float = 15) -> None:
+        """SIGTERM the driver (by PID) and wait for it; SIGKILL if it hangs."""
+        proc, node.proc = node.proc, None
+        if proc is None:
+            return
+        child = _child_of(proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child or proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in (child, proc.pid):
+                if pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+            raise RuntimeError(
+                f"driver on {node.host.name} ignored SIGTERM: {self.log(node)}"
+            ) from None
+
+    def close(self) -> None:
+        """Stop every driver and delete the container namespaces (the lab deletes the hosts)."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                self.stop(node, timeout=5)
+            ip("netns", "delete", node.container_ns, check=False)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def ping_procs(self, pairs: list[tuple[Node, str]], count: int = 2) -> list[bool]:
+        """Ping each (from node's container, to address) pair in parallel; True = all answered."""
+        procs = [
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    src.container_ns,
+                    "ping",
+                    "-n",
+                    "-q",
+                    "-c",
+                    str(count),
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "2",
+                    dst,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for src, dst in pairs
+        ]
+        results = []
+        for proc in procs:
+            try:
+                results.append(proc.wait(timeout=15) == 0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                results.append(False)
+        return results
+
+    def ping_failures(self) -> list[str]:
+        """Every container pings every other: the pairs that failed."""
+        pairs = [(a, b.container_ip) for a in self.nodes for b in self.nodes if a is not b]
+        ok = self.ping_procs(pairs)
+        return [
+            f"{a.host.name} -> {dst}" for (a, dst), good in zip(pairs, ok, strict=True) if not good
+        ]
+
+    def routes(self, node: Node) -> list[str]:
+        out = ip("-n", node.host.netns, "-4", "route", "show", "table", "main").stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def run(self, node: Node, *argv: str) -> str:
+        return node.host.run(list(argv)).stdout
+
+
+def _child_of(pid: int) -> int | None:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        children = path.read_text().split()
+        if children:
+            return int(children[0])
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
