@@ -13,7 +13,6 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # inventory, arguments or files are invalid; nothing was touched
     ENVIRONMENT = 3  # this machine cannot run the command (not root, not Linux, a tool missing)
     CONFLICT = 4  # another run holds the lock, a lab of that name exists, a config differs
-    NOT_IMPLEMENTED = 5  # the command is listed but not built yet
 
 
 class OverlayctlError(Exception):

@@ -7,10 +7,11 @@ import sys
 import click
 
 from overlayctl import __version__
-from overlayctl.cli import lab, pending
+from overlayctl.cli import lab
 from overlayctl.cli.init import init, plan
 from overlayctl.cli.join import join
 from overlayctl.cli.render import render
+from overlayctl.cli.reset import reset
 from overlayctl.cli.status import status
 from overlayctl.cli.verify import verify
 from overlayctl.cli.wheelhouse import wheelhouse
@@ -37,7 +38,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (*pending.COMMANDS, init, join, plan, status, verify, render, lab.lab, wheelhouse):
+for command in (init, join, plan, status, verify, render, reset, lab.lab, wheelhouse):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

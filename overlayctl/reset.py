@@ -1,0 +1,155 @@
+"""`overlayctl reset [HOST...]`: undo what init did, host by host, the etcd cluster last.
+
+Per host: the agent is stopped and disabled and its data plane removed (flannel devices, routes
+into the Network, the FLANNEL-* iptables chains), its lease deleted (reservations are kept),
+every file overlayctl replaced is put back from /var/lib/overlayctl/backup (files it created
+are removed), docker restarted on its own bridge, and, for an etcd member, the member removed
+from the cluster (refused when that would break quorum, unless --force) and its data wiped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+
+from agent.subnets import subnet_key
+from overlayctl import etcd_cluster, etcdctl
+from overlayctl import hostpaths as hp
+from overlayctl.errors import BadInput, OverlayctlError
+from overlayctl.inventory_model import Host, Inventory
+from overlayctl.remote.ssh import BACKUP_ROOT, Remote
+from overlayctl.render import etcd_scheme, network_config_key
+from overlayctl.session import Session
+
+# $1: the overlay Network, from the inventory.
+_DATAPLANE = r"""
+import ipaddress, shlex, subprocess, sys
+net = ipaddress.ip_network(sys.argv[1])
+def run(*args):
+    return subprocess.run(args, capture_output=True, text=True).stdout
+for line in run("ip", "-o", "link", "show").splitlines():
+    name = line.split(": ")[1].split("@")[0]
+    if name == "flannel0" or name.startswith("flannel."):
+        run("ip", "link", "delete", name)
+for line in run("ip", "-4", "route", "show").splitlines():
+    dst = line.split()[0]
+    if dst != "default" and "docker0" not in line and ipaddress.ip_network(dst).subnet_of(net):
+        run("ip", "route", "delete", dst)
+for table, parent, chain in (("filter", "FORWARD", "FLANNEL-FWD"),
+                             ("nat", "POSTROUTING", "FLANNEL-POSTRTG")):
+    for rule in run("iptables", "-t", table, "-S", parent).splitlines():
+        words = shlex.split(rule)
+        if words[-2:] == ["-j", chain]:
+            run("iptables", "-t", table, "-D", *words[1:])
+    run("iptables", "-t", table, "-F", chain)
+    run("iptables", "-t", table, "-X", chain)
+"""
+
+# $1 backup root. Put back what overlayctl replaced, remove what it created.
+_RESTORE = r"""
+set -eu
+root=$1
+[ -d "$root" ] || exit 0
+find "$root" -type f | while read -r saved; do
+  target=${saved#"$root"}
+  case "$target" in
+    *.absent) rm -f "${target%.absent}" ;;
+    *) cp -a "$saved" "$target" ;;
+  esac
+done
+rm -rf "$root"
+"""
+
+
+@dataclass
+class ResetReport:
+    done: dict[str, list[str]] = field(default_factory=dict)  # host -> what was undone
+
+
+def targets(inv: Inventory, names: list[str]) -> list[Host]:
+    known = {h.name: h for h in inv.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInput(f"reset: {', '.join(unknown)} not in the inventory")
+    return [known[n] for n in names] if names else list(inv.hosts)
+
+
+def _quorum_check(inv: Inventory, status: etcd_cluster.ClusterStatus, leaving: list[Host]) -> None:
+    """Removing LEAVING must leave a majority of the remaining members healthy."""
+    names = {h.name for h in leaving}
+    remaining = [m for m in status.members if m.name not in names]
+    healthy = sum(m.healthy for m in remaining)
+    if remaining and healthy < len(remaining) // 2 + 1:
+        raise OverlayctlError(
+            f"reset: removing {', '.join(sorted(names))} leaves {healthy} healthy of "
+            f"{len(remaining)} etcd members, below quorum; re-run with --force to do it anyway"
+        )
+
+
+def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
+    inv = session.inv
+    leaving = targets(inv, names)
+    whole = len(leaving) == len(inv.hosts)
+    report = ResetReport()
+    session.open()
+    staying = [m for m in inv.etcd_members if m.name not in {h.name for h in leaving}]
+    anchor = next((session.remotes[m.name] for m in (staying or inv.etcd_members)
+                   if m.name in session.remotes), None)  # fmt: skip
+    status = etcd_cluster.status(anchor, inv) if anchor else etcd_cluster.ClusterStatus()
+    if not whole and not force:
+        _quorum_check(inv, status, [h for h in leaving if h.is_etcd])
+    leases = status.leases
+
+    def undo(host: Host, remote: Remote) -> list[str]:
+        steps = []
+        if host.is_node:
+            remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False)
+            remote.run(["python3", "-c", _DATAPLANE, str(inv.cluster.network)], check=False)
+            steps.append("agent stopped, data plane removed")
+            if anchor is not None:
+                for lease in leases:
+                    if lease.host == host.name and not lease.reservation and not lease.error:
+                        key = subnet_key(inv.cluster.etcd_prefix, IPv4Network(lease.subnet))
+                        anchor.run([*etcdctl.base_argv(inv), "del", key], check=False)
+                        steps.append(f"lease {lease.subnet} deleted")
+        remote.script(_RESTORE, BACKUP_ROOT, name="restore")
+        remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
+        remote.run(["systemctl", "daemon-reload"])
+        remote.run(["sh", "-c", "hostname -F /etc/hostname"], check=False)
+        steps.append("files restored")
+        if host.is_node and remote.run(["systemctl", "is-active", "docker"], check=False).code == 0:
+            remote.run(["systemctl", "restart", "docker"], check=False, timeout=180)
+            steps.append("docker restarted on its own bridge")
+        return steps
+
+    # Members leaving a cluster that stays are removed from it before their files go.
+    if not whole and anchor is not None:
+        for host in leaving:
+            member = next((m for m in status.members if m.name == host.name), None)
+            if host.is_etcd and member is not None:
+                _remove_member(anchor, inv, staying, host)
+                report.done.setdefault(host.name, []).append("etcd member removed")
+    result = session.each("reset", undo, [h for h in leaving if h.name in session.remotes])
+    for name, steps in result.succeeded.items():
+        report.done.setdefault(name, []).extend(steps)
+    for host in leaving:
+        if host.is_etcd and host.name in session.remotes:
+            remote = session.remotes[host.name]
+            remote.run(["systemctl", "disable", "--now", "etcd"], check=False)
+            remote.run(["rm", "-rf", hp.etcd_data_dir(host.name)])
+            report.done.setdefault(host.name, []).append("etcd stopped, data removed")
+    if whole:
+        report.done.setdefault("cluster", []).append(
+            f"etcd cluster gone; {network_config_key(inv)} went with it"
+        )
+    return report
+
+
+def _remove_member(anchor: Remote, inv: Inventory, staying: list[Host], host: Host) -> None:
+    listed = etcdctl.parse_members(anchor.run(etcdctl.member_list(inv)).stdout)
+    member = next((m for m in listed if m.name == host.name), None)
+    if member is None:
+        return
+    scheme = etcd_scheme(inv)
+    endpoints = [f"{scheme}://{m.address}:{hp.ETCD_CLIENT_PORT}" for m in staying]
+    anchor.run(etcdctl.member_remove(inv, member.id, endpoints))
