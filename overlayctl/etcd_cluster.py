@@ -5,6 +5,7 @@ All through `etcdctl` on one member over SSH (see etcdctl.py for why).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 from agent.subnets import LeaseDecodeError, decode_lease, subnets_dir
 from overlayctl import etcdctl
 from overlayctl.errors import Conflict, OverlayctlError
-from overlayctl.inventory_model import Inventory
+from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.ssh import Remote
 from overlayctl.render import etcd_client_urls, network_config, network_config_key
 
@@ -55,6 +56,14 @@ class ClusterStatus:
     @property
     def healthy(self) -> bool:
         return bool(self.members) and all(m.healthy for m in self.members) and not self.unreachable
+
+
+def with_members(inv: Inventory, members: list[Host] | tuple[Host, ...]) -> Inventory:
+    """INV as a cluster of only MEMBERS sees it: other hosts keep their roles but not etcd."""
+    names = {m.name for m in members}
+    return dataclasses.replace(
+        inv, hosts=tuple(h for h in inv.hosts if not h.is_etcd or h.name in names)
+    )
 
 
 def _endpoint_owner(inv: Inventory, endpoint: str) -> str:

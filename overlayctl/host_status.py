@@ -18,7 +18,7 @@ try:
     print(urllib.request.urlopen("http://127.0.0.1:%s/readyz" % sys.argv[1], timeout=2).status)
 except Exception as exc:
     print(getattr(exc, "code", 0))' "$1")"
-. "$2" 2>/dev/null && echo "lease=$FLANNEL_SUBNET" && echo "mtu=$FLANNEL_MTU"
+if [ -r "$2" ]; then . "$2"; echo "lease=$FLANNEL_SUBNET"; echo "mtu=$FLANNEL_MTU"; fi
 echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
 ip -4 route show | sed 's/^/route=/'
 """

@@ -8,11 +8,11 @@ must become healthy; if it does not, it is removed again, so the cluster is left
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from overlayctl import apply, etcd_cluster, etcdctl, hostpaths
 from overlayctl.errors import BadInput, OverlayctlError
+from overlayctl.etcd_cluster import with_members
 from overlayctl.init import (
     AGENT_PHASES,
     ETCD_PHASES,
@@ -45,7 +45,7 @@ def run_join(session: Session, names: list[str], options: InitOptions) -> InitRe
     inv = session.inv
     check_names(inv, names)
     new_members = [inv.host(n) for n in names if inv.host(n).is_etcd]
-    live = _members_inv(inv, [m for m in inv.etcd_members if m.name not in names])
+    live = with_members(inv, [m for m in inv.etcd_members if m.name not in names])
     joining: dict[str, tuple[Host, ...]] = {}
     members = live.etcd_members
     for m in new_members:
@@ -100,13 +100,6 @@ def _member_add(
         time.sleep(1)
 
 
-def _members_inv(inv: Inventory, members: list[Host]) -> Inventory:
-    names = {m.name for m in members}
-    return dataclasses.replace(
-        inv, hosts=tuple(h for h in inv.hosts if not h.is_etcd or h.name in names)
-    )
-
-
 def _add_member(
     session: Session,
     first: Remote,
@@ -117,12 +110,12 @@ def _add_member(
     options: InitOptions,
 ) -> None:
     """Add MEMBER to the cluster of RUNNING members, or leave that cluster exactly as it was."""
-    live = _members_inv(session.inv, running)
+    live = with_members(session.inv, running)
     peer_url = f"{etcd_scheme(live)}://{member.address}:{hostpaths.ETCD_PEER_PORT}"
     endpoints = etcd_client_urls(live)
     member_id = etcdctl.parse_member_add(_member_add(first, live, member, peer_url, endpoints))
     session.reporter.host(member.name, "etcd", f"added as member {member_id}; starting")
-    grown = _members_inv(session.inv, [*running, member])
+    grown = with_members(session.inv, [*running, member])
     try:
         apply.restart_unit(remote, "etcd", wait=True)
         took = etcd_cluster.wait_healthy(first, grown, options.etcd_timeout)

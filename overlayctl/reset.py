@@ -16,9 +16,10 @@ from agent.subnets import subnet_key
 from overlayctl import etcd_cluster, etcdctl
 from overlayctl import hostpaths as hp
 from overlayctl.errors import BadInput, OverlayctlError
+from overlayctl.etcd_cluster import with_members
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.ssh import BACKUP_ROOT, Remote
-from overlayctl.render import etcd_scheme, network_config_key
+from overlayctl.render import etcd_client_urls, network_config_key
 from overlayctl.session import Session
 
 # $1: the overlay Network, from the inventory.
@@ -53,11 +54,22 @@ root=$1
 find "$root" -type f | while read -r saved; do
   target=${saved#"$root"}
   case "$target" in
-    *.absent) rm -f "${target%.absent}" ;;
+    *.absent) rm -f "${target%.absent}"; rmdir "$(dirname "$target")" 2>/dev/null || true ;;
     *) cp -a "$saved" "$target" ;;
   esac
 done
 rm -rf "$root"
+"""
+
+
+# docker keeps the default bridge's last address in its network store even without --bip.
+# Forget it (only when no user-defined network lives there) so docker0 gets its own again.
+_DOCKER_OWN_BRIDGE = r"""
+custom=$(docker network ls --filter type=custom -q 2>/dev/null)
+systemctl stop docker docker.socket
+ip link delete docker0 2>/dev/null || true
+[ -z "$custom" ] && rm -f /var/lib/docker/network/files/local-kv.db
+systemctl start docker
 """
 
 
@@ -99,6 +111,8 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
     if not whole and not force:
         _quorum_check(inv, status, [h for h in leaving if h.is_etcd])
     leases = status.leases
+    # After members leave, talk only to the ones that stay (a removed member may still answer).
+    etcd_inv = with_members(inv, staying) if staying and not whole else inv
 
     def undo(host: Host, remote: Remote) -> list[str]:
         steps = []
@@ -110,15 +124,20 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
                 for lease in leases:
                     if lease.host == host.name and not lease.reservation and not lease.error:
                         key = subnet_key(inv.cluster.etcd_prefix, IPv4Network(lease.subnet))
-                        anchor.run([*etcdctl.base_argv(inv), "del", key], check=False)
-                        steps.append(f"lease {lease.subnet} deleted")
+                        out = anchor.run([*etcdctl.base_argv(etcd_inv), "del", key])
+                        if out.stdout.strip() == "1":
+                            steps.append(f"lease {lease.subnet} deleted")
         remote.script(_RESTORE, BACKUP_ROOT, name="restore")
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
+        remote.run(["rmdir", "--ignore-fail-on-non-empty", hp.PKI_DIR.rsplit("/", 1)[0]],
+                   check=False)  # fmt: skip
         remote.run(["systemctl", "daemon-reload"])
         remote.run(["sh", "-c", "hostname -F /etc/hostname"], check=False)
         steps.append("files restored")
         if host.is_node and remote.run(["systemctl", "is-active", "docker"], check=False).code == 0:
-            remote.run(["systemctl", "restart", "docker"], check=False, timeout=180)
+            # docker keeps an existing docker0's address: remove the bridge so that it makes
+            # its own again.
+            remote.script(_DOCKER_OWN_BRIDGE, name="docker-own-bridge", check=False, timeout=300)
             steps.append("docker restarted on its own bridge")
         return steps
 
@@ -127,7 +146,7 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
         for host in leaving:
             member = next((m for m in status.members if m.name == host.name), None)
             if host.is_etcd and member is not None:
-                _remove_member(anchor, inv, staying, host)
+                _remove_member(anchor, inv, etcd_inv, host)
                 report.done.setdefault(host.name, []).append("etcd member removed")
     result = session.each("reset", undo, [h for h in leaving if h.name in session.remotes])
     for name, steps in result.succeeded.items():
@@ -145,11 +164,8 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
     return report
 
 
-def _remove_member(anchor: Remote, inv: Inventory, staying: list[Host], host: Host) -> None:
+def _remove_member(anchor: Remote, inv: Inventory, staying: Inventory, host: Host) -> None:
     listed = etcdctl.parse_members(anchor.run(etcdctl.member_list(inv)).stdout)
     member = next((m for m in listed if m.name == host.name), None)
-    if member is None:
-        return
-    scheme = etcd_scheme(inv)
-    endpoints = [f"{scheme}://{m.address}:{hp.ETCD_CLIENT_PORT}" for m in staying]
-    anchor.run(etcdctl.member_remove(inv, member.id, endpoints))
+    if member is not None:
+        anchor.run(etcdctl.member_remove(staying, member.id, etcd_client_urls(staying)))

@@ -84,6 +84,14 @@ def health(name: str, output: str) -> None:
         sys.exit(1)
 
 
+@lab.command()
+@_NAME
+@click.argument("host")
+def reboot(name: str, host: str) -> None:
+    """Power HOST off and boot it again, as a reboot would."""
+    labs.restart_host(name, host, progress=click.echo)
+
+
 @lab.command(context_settings={"ignore_unknown_options": True})
 @_NAME
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)

@@ -245,6 +245,18 @@ def _teardown(lab: LabState) -> None:
     shutil.rmtree(lab.dir)
 
 
+def restart_host(name: str, host_name: str, progress=print) -> HostHealth:
+    """Power a host off and boot it again (its disk, network and keys stay): a reboot."""
+    lab = existing(name)
+    host = lab.host(host_name)
+    full.stop(host)
+    host.pid = full.boot(host, full.host_dir(lab.dir, host.name) / "console.log")
+    lab.save()
+    health = _wait_host(lab, host, time.monotonic() + BOOT_TIMEOUT_S)
+    progress(f"lab: {host.name} rebooted, systemd {health.system_state}")
+    return health
+
+
 def exec_on_host(name: str, host: str, argv: list[str]) -> int:
     """Run ARGV on a lab host over SSH from the workstation namespace; returns its exit code."""
     lab = existing(name)

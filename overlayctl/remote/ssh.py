@@ -26,9 +26,9 @@ class HostKeyRejected(OverlayctlError):
 
 
 class RemoteCommandFailed(OverlayctlError):
-    def __init__(self, host: str, argv: Sequence[str], code: int, stderr: str) -> None:
+    def __init__(self, host: str, command: str, code: int, stderr: str) -> None:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
-        super().__init__(f"{host}: `{shlex.join(argv)}` failed: {last}")
+        super().__init__(f"{host}: `{command}` failed: {last}")
         self.exit_code = code
         self.stderr = stderr
 
@@ -171,7 +171,7 @@ class Remote:
         # Commands only: file contents travel on stdin and never reach the log.
         self._log(f"{self.target.name}: {log_as or command} -> exit {out.code}")
         if check and out.code != 0:
-            raise RemoteCommandFailed(self.target.name, full, out.code, out.stderr)
+            raise RemoteCommandFailed(self.target.name, log_as or command, out.code, out.stderr)
         return out
 
     def _exec(
