@@ -1,0 +1,122 @@
+"""The whole runbook on full lab hosts: init -> verify (N x N, DF at the MTU) -> status, then an
+agent restart, a reboot, a join and a reset, for vxlan; and the seed's udp backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from overlayctl.lab import labs, state
+from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
+from tests.conftest import unique_name
+from tests.e2e.test_init_etcd import cli, on
+
+pytestmark = [pytest.mark.lab, pytest.mark.full]
+IMAGE = ("--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
+
+
+def make_lab(hosts: int, backend: str) -> tuple[state.LabState, Path, Path]:
+    """A lab, an inventory of its first 3 hosts and one of all hosts."""
+    lab = labs.up(unique_name("r"), hosts, "192.168.255.0/24", progress=lambda _m: None)
+    doc = yaml.safe_load(lab.inventory.read_text())
+    doc["cluster"]["backend"] = backend
+    three, every = lab.dir / "three.yaml", lab.dir / "every.yaml"
+    three.write_text(yaml.safe_dump({**doc, "hosts": doc["hosts"][:3]}))
+    every.write_text(yaml.safe_dump(doc))
+    return lab, three, every
+
+
+def verify(lab: state.LabState, inventory: Path) -> dict:
+    result = cli(lab, "verify", "-i", str(inventory), "-o", "json", *IMAGE)
+    return json.loads(result.stdout)
+
+
+def status(lab: state.LabState, inventory: Path) -> dict:
+    return json.loads(cli(lab, "status", "-i", str(inventory), "-o", "json").stdout)
+
+
+def leases(doc: dict) -> dict[str, str]:
+    return {lease["host"]: lease["subnet"] for lease in doc["leases"]}
+
+
+@pytest.fixture(scope="module")
+def vxlan() -> Iterator[tuple[state.LabState, Path, Path]]:
+    lab, three, every = make_lab(4, "vxlan")
+    try:
+        first = cli(lab, "init", "-i", str(three))
+        assert first.returncode == 0, first.stdout + first.stderr
+        yield lab, three, every
+    finally:
+        labs.down(lab.name, progress=lambda _m: None)
+
+
+def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:
+    lab, three, _ = vxlan
+    report = verify(lab, three)
+    assert report["ok"], report
+    assert len(report["pairs"]) == 9
+    assert all(p["ok"] and p["mtu_ok"] for p in report["pairs"])
+    doc = status(lab, three)
+    assert doc["healthy"] and doc["etcd"]["healthy"]
+    assert sorted(leases(doc)) == ["node1", "node2", "node3"]
+    assert all(h["agent_ready"] and h["bip_ok"] and h["mtu"] == 1450 for h in doc["hosts"])
+    assert "init: 0 changes on 3 hosts" in cli(lab, "init", "-i", str(three)).stdout
+
+
+def test_agent_restart_keeps_lease_and_docker(vxlan) -> None:
+    lab, three, _ = vxlan
+    before = leases(status(lab, three))
+    docker_pid = on(lab, "node2", "systemctl show -p MainPID --value docker").stdout
+    assert on(lab, "node2", "systemctl restart overlay-agent").returncode == 0
+    after = status(lab, three)
+    assert leases(after) == before
+    assert on(lab, "node2", "systemctl show -p MainPID --value docker").stdout == docker_pid
+    assert verify(lab, three)["ok"]
+
+
+def test_reboot_brings_agent_and_docker_back_on_the_same_bip(vxlan) -> None:
+    lab, three, _ = vxlan
+    before = leases(status(lab, three))
+    labs.restart_host(lab.name, "node2", progress=lambda _m: None)
+    doc = status(lab, three)
+    assert leases(doc) == before
+    node2 = next(h for h in doc["hosts"] if h["name"] == "node2")
+    assert node2["agent_ready"] and node2["bip_ok"]
+    assert node2["docker0"].startswith(before["node2"].split("/")[0].rsplit(".", 1)[0])
+    assert verify(lab, three)["ok"]
+
+
+def test_join_a_fourth_host_then_reset_it(vxlan) -> None:
+    lab, three, every = vxlan
+    joined = cli(lab, "join", "-i", str(every), "node4")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    report = verify(lab, every)
+    assert report["ok"] and len(report["pairs"]) == 16, report
+    assert "node4" in leases(status(lab, every))
+
+    gone = cli(lab, "reset", "-i", str(every), "node4")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "node4" not in leases(status(lab, three))
+    assert on(lab, "node4", "ip link show flannel.1").returncode != 0
+    assert on(lab, "node4", "test -e /etc/systemd/system/overlay-agent.service").returncode == 1
+    assert verify(lab, three)["ok"]
+
+
+def test_udp_like_the_seed() -> None:
+    lab, three, _ = make_lab(3, "udp")
+    try:
+        result = cli(lab, "init", "-i", str(three))
+        assert result.returncode == 0, result.stdout + result.stderr
+        env = on(lab, "node1", "cat /run/flannel/subnet.env").stdout
+        assert "FLANNEL_MTU=1472\n" in env
+        opts = on(lab, "node1", "cat /run/flannel/docker").stdout
+        assert "--mtu=1472" in opts and "--ip-masq=true" in opts
+        report = verify(lab, three)
+        assert report["ok"] and len(report["pairs"]) == 9, report
+        assert on(lab, "node1", "ip -o link show flannel0").returncode == 0
+    finally:
+        labs.down(lab.name, progress=lambda _m: None)
