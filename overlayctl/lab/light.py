@@ -1,8 +1,8 @@
 """Light lab hosts: a network namespace plus private mount, UTS and PID namespaces, no systemd.
 
 A light host starts in about a tenth of a second, so agent and data-plane tests can use many.
-Each has its own /etc, /var/lib, /var/log and /root (overlays over the machine's), a fresh /run
-and /tmp, a read-only /proc/sys except /proc/sys/net, and its own hostname. Its PID 1 is a small
+Each has its own /etc, /var/lib, /var/log, /root and /tmp (overlays over the machine's: what is
+there stays visible, what a host writes stays its own), a fresh /run, a read-only /proc/sys except /proc/sys/net, and its own hostname. Its PID 1 is a small
 shell that reaps children; killing it ends everything in the host.
 """
 
@@ -25,14 +25,13 @@ from overlayctl.lab.system import require_root_linux, require_tools
 _INIT = r"""
 set -eu
 base=$1; name=$2
-for d in etc var/lib var/log root; do
+for d in etc var/lib var/log root tmp; do
   n=$(echo "$d" | tr / _)
   mkdir -p "$base/$n.upper" "$base/$n.work"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$base/$n.upper,workdir=$base/$n.work" "/$d"
 done
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /run/netns /run/sshd "$base/tmp"
-mount --bind "$base/tmp" /tmp
+mkdir -p /run/netns /run/sshd
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 mount --bind /proc/sys/net /proc/sys/net
