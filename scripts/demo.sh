@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README demo: a lab of emulated hosts, then proof that each answers over SSH with systemd up.
-# Then init (etcd with TLS + the network config) and status. verify comes with the agent.
+# Then the whole runbook: init (etcd with TLS, the network config, the agent, docker's bip),
+# verify (every container pings every other) and status.
 set -euo pipefail
 lab=${1:-demo}
 hosts=${2:-3}
@@ -18,6 +19,10 @@ echo "demo: every host, over SSH from the workstation namespace with strict host
 echo
 echo "demo: overlayctl init, run from the lab's workstation namespace:"
 "$overlayctl" lab shell --name "$lab" -- overlayctl init
+echo
+echo "demo: overlayctl verify: every container pings every other, also with DF at the MTU:"
+"$overlayctl" lab shell --name "$lab" -- overlayctl verify \
+  --image lab/busybox:1 --import-from /usr/local/share/overlayctl-lab/busybox.tar
 echo
 echo "demo: overlayctl status:"
 "$overlayctl" lab shell --name "$lab" -- overlayctl status -v

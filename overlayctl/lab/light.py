@@ -2,8 +2,9 @@
 
 A light host starts in about a tenth of a second, so agent and data-plane tests can use many.
 Each has its own /etc, /var/lib, /var/log, /root and /tmp (overlays over the machine's: what is
-there stays visible, what a host writes stays its own), a fresh /run, a read-only /proc/sys except /proc/sys/net, and its own hostname. Its PID 1 is a small
-shell that reaps children; killing it ends everything in the host.
+there stays visible, what a host writes stays its own), a fresh /run, a read-only /proc/sys
+except /proc/sys/net, and its own hostname. Its PID 1 is a small shell that reaps children;
+killing it ends everything in the host.
 """
 
 from __future__ import annotations
