@@ -57,6 +57,17 @@ class ClusterStatus:
     def healthy(self) -> bool:
         return bool(self.members) and all(m.healthy for m in self.members) and not self.unreachable
 
+    @property
+    def quorum(self) -> bool:
+        """A majority of the members is healthy: etcd still answers, writes included."""
+        return sum(m.healthy for m in self.members) > len(self.members) // 2
+
+    @property
+    def verdict(self) -> str:
+        if self.healthy:
+            return "healthy"
+        return "degraded" if self.quorum else "unavailable"
+
 
 def with_members(inv: Inventory, members: list[Host] | tuple[Host, ...]) -> Inventory:
     """INV as a cluster of only MEMBERS sees it: other hosts keep their roles but not etcd."""
@@ -86,13 +97,21 @@ def health(remote: Remote, inv: Inventory) -> dict[str, etcdctl.EndpointHealth]:
     return by_name
 
 
-def wait_healthy(remote: Remote, inv: Inventory, timeout: float) -> float:
-    """Poll until every member is healthy; returns the seconds it took. Names the laggards."""
+def wait_healthy(
+    remote: Remote,
+    inv: Inventory,
+    timeout: float,
+    quorum_only: bool = False,
+    required: tuple[str, ...] = (),
+) -> float:
+    """Poll until every member (QUORUM_ONLY: a majority, and the REQUIRED ones) is healthy;
+    returns the seconds it took. Names the laggards when it gives up."""
     started = time.monotonic()
     while True:
         state = health(remote, inv)
         sick = {name: h for name, h in state.items() if not h.healthy}
-        if not sick:
+        majority = len(sick) < len(state) - len(state) // 2
+        if not sick or (quorum_only and majority and not sick.keys() & set(required)):
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
             detail = "; ".join(

@@ -190,16 +190,10 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
             f"{'cluster':<12} {'etcd':<9} skipped: members not reachable: " + ", ".join(lost)
         )
         return
-    to_start = [
-        m
-        for m in members
-        if any(a.kind in ("start", "restart") for a in report.plans[m.name].actions)
-    ]
+    to_start = [m for m in members if report.plans[m.name].wants("etcd", "start", "restart")]
     first = session.remotes[members[0].name]
     if to_start:
-        running_before = any(
-            not any(a.kind == "start" for a in report.plans[m.name].actions) for m in members
-        )
+        running_before = any(not report.plans[m.name].wants("etcd", "start") for m in members)
         if running_before:  # a live cluster: one member at a time, keep quorum
             _require_members(first, inv, to_start)
             for m in to_start:

@@ -56,14 +56,15 @@ def run_join(session: Session, names: list[str], options: InitOptions) -> InitRe
     first = session.remotes.get(live.etcd_members[0].name)
     if first is None:
         raise OverlayctlError(f"join: etcd member {live.etcd_members[0].name} is not reachable")
-    etcd_cluster.wait_healthy(first, live, options.etcd_timeout)
+    # A cluster with one member down still takes new hosts (and members) while it has quorum.
+    etcd_cluster.wait_healthy(first, live, options.etcd_timeout, quorum_only=True)
     report = InitReport()
     pki = ensure_pki(inv, session)
     report.plans = gather_plans(session, pki, restart_network=False, joining=joining,
                                 report=report)  # fmt: skip
     report.changes = dict.fromkeys(report.plans, 0)
     for name, plan in report.plans.items():
-        if name not in names and any(a.kind in ("start", "restart") for a in plan.actions):
+        if name not in names and plan.wants("etcd", "start", "restart"):
             session.reporter.host(name, "etcd", "needs an etcd restart: run `overlayctl init`")
     apply_plans(session, report, ETCD_PHASES)
     running = list(live.etcd_members)
@@ -118,7 +119,9 @@ def _add_member(
     grown = with_members(session.inv, [*running, member])
     try:
         apply.restart_unit(remote, "etcd", wait=True)
-        took = etcd_cluster.wait_healthy(first, grown, options.etcd_timeout)
+        took = etcd_cluster.wait_healthy(
+            first, grown, options.etcd_timeout, quorum_only=True, required=(member.name,)
+        )
     except OverlayctlError as exc:
         first.run(etcdctl.member_remove(live, member_id, endpoints), check=False)
         remote.run(["systemctl", "stop", "etcd"], check=False)

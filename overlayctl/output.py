@@ -48,6 +48,8 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
         "healthy": status.healthy and all(h.healthy for h in hosts),
         "etcd": {
             "healthy": status.healthy,
+            "state": status.verdict,  # healthy | degraded (quorum held) | unavailable
+            "quorum": status.quorum,
             "members": [
                 {"name": m.name, "peer_urls": m.peer_urls, "client_urls": m.client_urls,
                  "leader": m.leader, "healthy": m.healthy, "db_size": m.db_size,
@@ -83,7 +85,12 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     table = tabulate(
         rows, headers=["member", "healthy", "leader", "client urls", "db", "version", "error"]
     )
-    verdict = "healthy" if status.healthy else "UNHEALTHY"
+    healthy = sum(m.healthy for m in status.members)
+    verdict = {
+        "healthy": "healthy",
+        "degraded": f"DEGRADED: quorum held, {healthy} of {len(status.members)} members healthy",
+        "unavailable": f"UNAVAILABLE: no quorum, {healthy} of {len(status.members)} healthy",
+    }[status.verdict]
     config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
     text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
     if status.leases:

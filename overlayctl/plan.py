@@ -24,10 +24,12 @@ PACKAGES = {
         "etcd": ("etcd-server",),
         "node": ("python3", "python3-venv", "docker.io"),
     },
+    # etcd: EPEL (RHEL 9 has none); docker-ce: Docker's repository (the seed's dockerd). Plain
+    # "docker" would be podman-docker on EL9. overlayctl adds no repositories (see README).
     "rhel": {
         "all": ("iptables", "iproute", "iputils"),
         "etcd": ("etcd",),
-        "node": ("python3", "docker"),
+        "node": ("python3", "docker-ce"),
     },
 }
 _PREPARE_PATHS = (hp.HOSTNAME, hp.HOSTS, hp.SYSCTL)
@@ -86,7 +88,8 @@ class FileChange:
 @dataclass(frozen=True)
 class Action:
     phase: str
-    kind: str  # install, hostname, sysctl, restart-network, daemon-reload, enable, start, restart
+    kind: str  # install, hostname, sysctl, restart-network, reload (firewalld), add-service,
+    # daemon-reload, enable, start, restart
     target: str
 
     def __str__(self) -> str:
@@ -102,6 +105,10 @@ class HostPlan:
     @property
     def changes(self) -> int:
         return len(self.files) + len(self.actions)
+
+    def wants(self, unit: str, *kinds: str) -> bool:
+        """Whether the plan has a KINDS action (e.g. "start", "restart") for UNIT."""
+        return any(a.kind in kinds and a.target == unit for a in self.actions)
 
     def in_phase(self, phase: str) -> tuple[list[FileChange], list[Action]]:
         return (
@@ -119,8 +126,16 @@ def wanted_packages(host: Host, family: str) -> list[str]:
     ]
 
 
+def _static_ip(path: str) -> bool:
+    return path.startswith((hp.RHEL_IFCFG_DIR, hp.DEBIAN_INTERFACES_DIR))
+
+
+def _firewalld(path: str) -> bool:
+    return path.startswith(hp.FIREWALLD_DIR + "/")
+
+
 def phase_of(path: str) -> str:
-    if path in _PREPARE_PATHS or path.startswith((hp.RHEL_IFCFG_DIR, hp.DEBIAN_INTERFACES_DIR)):
+    if path in _PREPARE_PATHS or _static_ip(path) or _firewalld(path):
         return "prepare"
     if path in _ETCD_PATHS:
         return "etcd"
@@ -143,6 +158,8 @@ def plan_host(
 ) -> HostPlan:
     """AGENT_DIGEST: the fingerprint of the agent wheelhouse to have installed (node hosts)."""
     plan = HostPlan(host.name)
+    if facts.firewalld is None:  # firewalld files only where firewalld is active
+        desired = {p: f for p, f in desired.items() if not _firewalld(p)}
     bootstrapped = hp.etcd_data_dir(host.name) in facts.etcd_data_dirs
     for path in sorted(desired, key=lambda p: (PHASES.index(phase_of(p)), p)):
         want, have = desired[path], current.get(path, RemoteFile(path, None))
@@ -156,9 +173,9 @@ def plan_host(
         plan.actions.append(Action("prepare", "hostname", host.name))
     if not facts.ip_forward:
         plan.actions.append(Action("prepare", "sysctl", "net.ipv4.ip_forward=1"))
-    static_ip = [p for p in changed if phase_of(p) == "prepare" and p not in _PREPARE_PATHS]
-    if static_ip and restart_network and host.iface:
+    if any(_static_ip(p) for p in changed) and restart_network and host.iface:
         plan.actions.append(Action("prepare", "restart-network", host.iface))
+    plan.actions += _firewalld_actions(host, desired, changed, facts)
     missing = [p for p in wanted_packages(host, family) if p not in facts.packages]
     if missing:
         plan.actions.append(Action("packages", "install", " ".join(missing)))
@@ -183,6 +200,27 @@ def plan_host(
             restart=hp.DOCKER_DROPIN in changed, fresh="docker" in installing,
         )  # fmt: skip
     return plan
+
+
+def _firewalld_actions(
+    host: Host, desired: dict[str, DesiredFile], changed: set[str], facts: Facts
+) -> list[Action]:
+    """Reload firewalld when its files changed (so it knows them), then enable every service of
+    ours that the zone of the host's underlay interface does not have yet (permanent + runtime).
+    """
+    fw = facts.firewalld
+    if fw is None:
+        return []
+    actions = []
+    if any(_firewalld(p) for p in changed):
+        actions.append(Action("prepare", "reload", "firewalld"))
+    zone = fw.zone_of(facts.iface_of(host.address))
+    prefix, suffix = f"{hp.FIREWALLD_DIR}/services/", ".xml"
+    for path in sorted(p for p in desired if p.startswith(prefix)):
+        service = path.removeprefix(prefix).removesuffix(suffix)
+        if service not in fw.services.get(zone, frozenset()):
+            actions.append(Action("prepare", "add-service", f"{service} zone={zone}"))
+    return actions
 
 
 def _service_actions(

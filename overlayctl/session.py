@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from overlayctl.errors import Conflict
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.group import GroupResult, HostFailure, run_on_hosts
 from overlayctl.remote.lock import HostLock
@@ -89,26 +90,37 @@ class Session:
         return [h for h in self.inv.hosts if h.name in self.remotes]
 
     def open(self) -> None:
-        """Connect (and lock) every host; the ones that fail are reported and left out."""
+        """Connect (and lock) every host; the ones that fail are reported and left out.
+
+        The first reachable host's lock is taken alone, before any other: it is the cluster's
+        lock. Of two runs started together, the second is then refused there and touches
+        nothing, instead of both holding some hosts and both failing.
+        """
 
         def connect(host: Host) -> Remote:
             remote = Remote(
                 self.target(host), self.options.accept_new_host_keys, log=self.reporter.log
             )
             remote.connect()
-            if self.lock:
-                lock = HostLock(remote, self.command)
-                try:
-                    lock.acquire(break_stale=self.options.break_lock)
-                except BaseException:
-                    remote.close()
-                    raise
-                self.locks[host.name] = lock
             return remote
 
         result = run_on_hosts("connect", self.inv.hosts, connect, _name, self.options.parallel)
         self.remotes.update(result.succeeded)
         self._drop_failed(result)
+        if not self.lock or not self.alive:
+            return
+        first, *rest = self.alive
+        try:
+            self._lock(first, self.remotes[first.name])
+        except Conflict:
+            self.close()
+            raise
+        self.each("lock", self._lock, rest)
+
+    def _lock(self, host: Host, remote: Remote) -> None:
+        lock = HostLock(remote, self.command)
+        lock.acquire(break_stale=self.options.break_lock)
+        self.locks[host.name] = lock
 
     def each(
         self, phase: str, fn: Callable[[Host, Remote], T], hosts: list[Host] | None = None
