@@ -70,7 +70,30 @@ def _install(remote: Remote, action: Action, ctx: ApplyContext) -> None:
             remote.run(install, timeout=1200)
         return
     manager = "dnf" if remote.run(["sh", "-c", "command -v dnf"], check=False).code == 0 else "yum"
-    remote.run([manager, "-y", "install", *packages], timeout=1200)
+    try:
+        remote.run([manager, "-y", "install", *packages], timeout=1200)
+    except RemoteCommandFailed as exc:
+        hints = "".join(f"; {hint}" for name, hint in _RHEL_REPOS.items() if name in packages)
+        raise OverlayctlError(f"{exc}{hints}") from None
+
+
+# Where the RHEL-family packages that are not in BaseOS/AppStream come from (see README).
+_RHEL_REPOS = {
+    "etcd": "etcd comes from EPEL (Rocky/Alma: dnf install epel-release)",
+    "docker-ce": "docker-ce comes from Docker's repository (dnf config-manager --add-repo "
+    "https://download.docker.com/linux/centos/docker-ce.repo)",
+}
+
+
+def _firewalld_reload(remote: Remote, _action: Action, _ctx: ApplyContext) -> None:
+    remote.run(["firewall-cmd", "--reload"], timeout=120)
+
+
+def _add_service(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
+    """`add-service SERVICE zone=ZONE`: in the permanent config and at once in the runtime."""
+    service, zone = action.target.split(" zone=")
+    for scope in (["--permanent"], []):
+        remote.run(["firewall-cmd", *scope, f"--zone={zone}", f"--add-service={service}"])
 
 
 def _systemctl(*verb: str) -> Callable[[Remote, Action, ApplyContext], None]:
@@ -99,6 +122,8 @@ _ACTIONS: dict[str, Callable[[Remote, Action, ApplyContext], None]] = {
     "sysctl": _sysctl,
     "restart-network": _restart_network,
     "install": _install,
+    "reload": _firewalld_reload,
+    "add-service": _add_service,
     "install-agent": _install_agent,
     "daemon-reload": _systemctl("daemon-reload"),
     "enable": _systemctl("enable"),

@@ -11,7 +11,9 @@ from overlayctl.errors import OverlayctlError
 from overlayctl.remote.ssh import Remote
 
 # $1: the agent's digest file; then the package names to look up (Debian and RHEL names alike;
-# unknown names are just absent).
+# unknown names are just absent; on RHEL a name counts when an installed package provides it, e.g.
+# iptables by iptables-nft on EL9). firewalld, when active: the default zone, the runtime zone of
+# each interface and the permanent services of each zone.
 _FACTS = r"""
 digest_file=$1; shift
 [ -r /etc/os-release ] && . /etc/os-release
@@ -26,11 +28,19 @@ for m in apt-get dnf yum; do
 done
 echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
 [ -d /run/systemd/system ] && echo "systemd=yes"
-for u in etcd overlay-agent docker; do
+for u in etcd overlay-agent docker firewalld; do
   active=$(systemctl is-active "$u" 2>/dev/null || true)
   enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
   echo "unit=$u $active $enabled"
 done
+if [ "$(systemctl is-active firewalld 2>/dev/null)" = active ] &&
+   command -v firewall-cmd >/dev/null 2>&1; then
+  echo "fw_default_zone=$(firewall-cmd --get-default-zone 2>/dev/null)"
+  firewall-cmd --get-active-zones 2>/dev/null | awk '/^[^ \t]/ {z=$1}
+    /^[ \t]+interfaces:/ {for (i = 2; i <= NF; i++) print "fw_iface=" $i " " z}'
+  firewall-cmd --permanent --list-all-zones 2>/dev/null | awk '/^[^ \t]/ {z=$1}
+    /^[ \t]+services:/ {for (i = 2; i <= NF; i++) print "fw_service=" z " " $i}'
+fi
 for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
 echo "agent_digest=$(cat "$digest_file" 2>/dev/null)"
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
@@ -38,7 +48,7 @@ for p in "$@"; do
   if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' && echo "pkg=$p"
   elif command -v rpm >/dev/null 2>&1; then
-    rpm -q "$p" >/dev/null 2>&1 && echo "pkg=$p"
+    rpm -q --whatprovides "$p" >/dev/null 2>&1 && echo "pkg=$p"
   fi
 done
 true
@@ -49,6 +59,19 @@ true
 class UnitState:
     active: str  # active, inactive, failed, activating, ...
     enabled: str  # enabled, disabled, masked, not-found (empty when unknown)
+
+
+@dataclass(frozen=True)
+class Firewalld:
+    """firewalld's state on a host where it is active."""
+
+    default_zone: str
+    zones: dict[str, str] = field(default_factory=dict)  # interface -> zone (runtime)
+    services: dict[str, frozenset[str]] = field(default_factory=dict)  # zone -> permanent ones
+
+    def zone_of(self, iface: str | None) -> str:
+        """The zone traffic arriving on IFACE is in: its own, else the default zone."""
+        return self.zones.get(iface or "", self.default_zone)
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,7 @@ class Facts:
     packages: frozenset[str] = frozenset()
     etcd_data_dirs: frozenset[str] = frozenset()  # etcd data dirs holding a member (bootstrapped)
     agent_digest: str = ""  # fingerprint of the agent wheelhouse installed ("" if none)
+    firewalld: Firewalld | None = None  # None: firewalld is not active
 
     def iface_of(self, address: ipaddress.IPv4Address) -> str | None:
         """The interface that holds ADDRESS on this host, if any."""
@@ -92,6 +116,8 @@ def parse_facts(text: str) -> Facts:
     addresses: dict[str, list[ipaddress.IPv4Interface]] = {}
     packages: set[str] = set()
     data_dirs: set[str] = set()
+    fw_zones: dict[str, str] = {}
+    fw_services: dict[str, set[str]] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -106,6 +132,12 @@ def parse_facts(text: str) -> Facts:
             packages.add(value)
         elif key == "etcd_data":
             data_dirs.add(value)
+        elif key == "fw_iface":
+            iface, zone = value.split()
+            fw_zones[iface] = zone
+        elif key == "fw_service":
+            zone, service = value.split()
+            fw_services.setdefault(zone, set()).add(service)
         else:
             values[key] = value
     return Facts(
@@ -123,6 +155,13 @@ def parse_facts(text: str) -> Facts:
         packages=frozenset(packages),
         etcd_data_dirs=frozenset(data_dirs),
         agent_digest=values.get("agent_digest", ""),
+        firewalld=Firewalld(
+            values["fw_default_zone"],
+            fw_zones,
+            {zone: frozenset(names) for zone, names in fw_services.items()},
+        )
+        if values.get("fw_default_zone")
+        else None,
     )
 
 

@@ -51,6 +51,25 @@ DOCKER_OPTS_ENV = "/run/flannel/docker"
 DOCKER_DROPIN = "/etc/systemd/system/docker.service.d/overlayctl.conf"
 DOCKERD = {"debian": "/usr/sbin/dockerd", "rhel": "/usr/bin/dockerd"}
 
+# --- firewalld (RHEL family; written and enabled only where firewalld is active) ---------------
+# Services are added to the zone of the underlay interface; the zone takes the overlay Network as
+# its source, so traffic from and to containers on other hosts is accepted and forwarded.
+FIREWALLD_DIR = "/etc/firewalld"
+FIREWALLD_ETCD = "overlayctl-etcd"  # service: etcd clients and peers (etcd members)
+FIREWALLD_NODE = "overlayctl-node"  # service: the backend's data port (node hosts)
+FIREWALLD_ZONE = "overlayctl"  # zone: source = the overlay Network, target ACCEPT (node hosts)
+
+
+def firewalld_service(name: str) -> str:
+    """A firewalld service definition overlayctl writes."""
+    return f"{FIREWALLD_DIR}/services/{name}.xml"
+
+
+def firewalld_zone(name: str) -> str:
+    """A firewalld zone definition overlayctl writes."""
+    return f"{FIREWALLD_DIR}/zones/{name}.xml"
+
+
 # --- PKI (written by the PKI phase; referenced by etcd.conf and the agent's options) ------------
 PKI_DIR = "/etc/overlayctl/pki"
 CA_CERT = f"{PKI_DIR}/ca.crt"

@@ -183,6 +183,57 @@ def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[s
     return path, content
 
 
+def firewalld_ports(inv: Inventory, host: Host) -> dict[str, list[tuple[str, str]]]:
+    """overlayctl's firewalld services for HOST -> their (protocol, port) pairs.
+
+    etcd members: clients and peers (2379-2380/tcp, and 4001/tcp with legacy_client_port).
+    Node hosts: the backend's data port (vxlan 8472/udp, udp 8285/udp, or the configured port;
+    host-gw none). The agent's health port listens on 127.0.0.1 only and needs no rule.
+    """
+    services: dict[str, list[tuple[str, str]]] = {}
+    if host.is_etcd:
+        ports = [("tcp", f"{hp.ETCD_CLIENT_PORT}-{hp.ETCD_PEER_PORT}")]
+        if inv.cluster.legacy_client_port:
+            ports.append(("tcp", str(hp.ETCD_LEGACY_CLIENT_PORT)))
+        services[hp.FIREWALLD_ETCD] = ports
+    if host.is_node:
+        options = dict(inv.cluster.backend_options)
+        specs = BACKEND_OPTIONS[inv.cluster.backend]
+        port = options.get("port", specs["port"].default) if "port" in specs else None
+        services[hp.FIREWALLD_NODE] = [] if port is None else [("udp", str(port))]
+    return services
+
+
+def _firewalld(inv: Inventory, host: Host, head: str) -> dict[str, bytes]:
+    """The firewalld service definitions for HOST and, on node hosts, the overlay's zone."""
+    head = head.replace("--", "- -")  # not allowed inside an XML comment
+    cluster, backend = inv.cluster.name, inv.cluster.backend
+    what = {
+        hp.FIREWALLD_ETCD: f"etcd of overlayctl cluster {cluster}: clients and peers.",
+        hp.FIREWALLD_NODE: f"The {backend} data port of overlayctl cluster {cluster}"
+        + (" (host-gw needs none)." if backend == "host-gw" else "."),
+    }
+    files = {
+        hp.firewalld_service(name): _template(
+            "rhel",
+            "firewalld-service",
+            header=head,
+            short=name,
+            description=what[name],
+            ports=ports,
+        )
+        for name, ports in firewalld_ports(inv, host).items()
+    }
+    if host.is_node:
+        files[hp.firewalld_zone(hp.FIREWALLD_ZONE)] = _template(
+            "rhel", "firewalld-zone", header=head, short=hp.FIREWALLD_ZONE,
+            description=f"The overlay Network of overlayctl cluster {cluster}: traffic from "
+            "containers on every host, accepted and forwarded.",
+            source=str(inv.cluster.network),
+        )  # fmt: skip
+    return files
+
+
 def render_host(
     inv: Inventory, host: Host, *, joining_with: tuple[Host, ...] | None = None
 ) -> dict[str, RenderedFile]:
@@ -213,6 +264,8 @@ def render_host(
     if host.ifcfg is not None:
         path, content = _static_ip(inv, host, os_family, head)
         files[path] = content
+    if os_family == "rhel":
+        files.update(_firewalld(inv, host, head))
     if host.is_etcd:
         files[hp.ETCD_CONF] = _template(
             os_family, "etcd.conf", header=head, **_etcd_values(inv, host, joining_with)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
 from agent.subnets import subnet_key
-from overlayctl import etcd_cluster, etcdctl
+from overlayctl import etcd_cluster, etcdctl, firewalld
 from overlayctl import hostpaths as hp
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.etcd_cluster import with_members
@@ -127,6 +127,7 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
                         out = anchor.run([*etcdctl.base_argv(etcd_inv), "del", key])
                         if out.stdout.strip() == "1":
                             steps.append(f"lease {lease.subnet} deleted")
+        firewalld.reset(remote)  # before its service files go (RHEL hosts; no-op elsewhere)
         remote.script(_RESTORE, BACKUP_ROOT, name="restore")
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
         remote.run(["rmdir", "--ignore-fail-on-non-empty", hp.PKI_DIR.rsplit("/", 1)[0]],

@@ -9,6 +9,7 @@ import click
 from overlayctl import __version__
 from overlayctl.cli import lab
 from overlayctl.cli.init import init, plan
+from overlayctl.cli.inventory import inventory
 from overlayctl.cli.join import join
 from overlayctl.cli.render import render
 from overlayctl.cli.reset import reset
@@ -38,7 +39,7 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (init, join, plan, status, verify, render, reset, lab.lab, wheelhouse):
+for command in (init, join, plan, status, verify, render, reset, lab.lab, wheelhouse, inventory):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

@@ -1,7 +1,8 @@
 """Rendering: the seed runbook's files, goldens, determinism, modes, and typos that cannot happen.
 
-Set OVERLAYCTL_UPDATE_GOLDENS=1 to rewrite tests/golden/debian-tls from the renderer (then review
-the diff). The seed goldens are never rewritten: they were copied by hand from the runbook.
+Set OVERLAYCTL_UPDATE_GOLDENS=1 to rewrite tests/golden/debian-tls and rhel-tls from the renderer
+(then review the diff). The seed goldens are never rewritten: they were copied by hand from the
+runbook.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from overlayctl.render_out import render_to_dir
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SEED = GOLDEN / "seed"
 DEBIAN = GOLDEN / "debian-tls"
+RHEL = GOLDEN / "rhel-tls"
 NOT_RENDERED = {"cluster.yaml", "README.md"}
 HEADER = b"# Managed by overlayctl for cluster "
 
@@ -87,8 +89,19 @@ def seed() -> Inventory:
     return load_inventory(SEED / "cluster.yaml")[0]
 
 
-# Our agent's unit: the runbook's flanneld came with its own from the flannel package.
-SEED_ADDED_FILES = {f"{h}/etc/systemd/system/overlay-agent.service" for h in ("node1", "node2")}
+# Our agent's unit: the runbook's flanneld came with its own from the flannel package. firewalld:
+# the runbook turned the firewall off; overlayctl opens its ports instead (RHEL hosts).
+SEED_ADDED_FILES = {
+    f"{h}{path}"
+    for h in ("node1", "node2")
+    for path in (
+        hp.AGENT_UNIT,
+        hp.firewalld_service(hp.FIREWALLD_ETCD),
+        hp.firewalld_service(hp.FIREWALLD_NODE),
+        hp.firewalld_zone(hp.FIREWALLD_ZONE),
+    )
+}
+XML_HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n'
 
 
 def test_seed_renders_the_runbook_files(seed: Inventory, tmp_path: Path) -> None:
@@ -104,12 +117,14 @@ def test_seed_additions_are_exactly_the_documented_ones(seed: Inventory, tmp_pat
     got = rendered_tree(seed, tmp_path)
     for path, content in got.items():
         lines = content.splitlines(keepends=True)
+        head = b"Managed by overlayctl for cluster seed; local changes are replaced by the next "
+        head += b"'overlayctl init'."
         if path.endswith(("/etc/hostname", "/config")):
             assert not content.startswith(b"#"), path
+        elif path.endswith(".xml"):
+            assert lines[:2] == [XML_HEAD, b"<!-- " + head + b" -->\n"], path
         else:
-            assert lines[0] == HEADER + b"seed; local changes are replaced by the next " + (
-                b"'overlayctl init'.\n"
-            ), path
+            assert lines[0] == b"# " + head + b"\n", path
         if path.endswith(hp.ETCD_CONF):
             values = env_values(content)
             assert {k: values[k] for k in SEED_ADDED_ETCD} == SEED_ADDED_ETCD
@@ -124,18 +139,19 @@ def test_seed_network_config(seed: Inventory) -> None:
     assert network_config_json(seed) == '{"Network":"172.21.0.0/16","Backend":{"Type":"udp"}}'
 
 
-# --- the debian TLS goldens ---------------------------------------------------------------------
+# --- the debian and RHEL TLS goldens -------------------------------------------------------------
 
 
-def test_debian_tls_goldens(tmp_path: Path) -> None:
-    inv, _ = load_inventory(DEBIAN / "cluster.yaml")
+@pytest.mark.parametrize("golden", [DEBIAN, RHEL], ids=lambda p: p.name)
+def test_tls_goldens(golden: Path, tmp_path: Path) -> None:
+    inv, _ = load_inventory(golden / "cluster.yaml")
     got = rendered_tree(inv, tmp_path)
     if os.environ.get("OVERLAYCTL_UPDATE_GOLDENS") == "1":
         for path, content in got.items():
-            target = DEBIAN / path
+            target = golden / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-    want = tree(DEBIAN)
+    want = tree(golden)
     assert sorted(got) == sorted(want)
     for path, content in want.items():
         assert got[path] == content, path
@@ -316,7 +332,7 @@ def test_render_cli_writes_files_with_modes(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("overlayctl: warning: hosts: 2 etcd members")
-    assert "wrote 17 files for 2 hosts" in result.stdout
+    assert "wrote 23 files for 2 hosts" in result.stdout
     hosts_file = out / "node1" / "etc" / "hosts"
     assert stat.S_IMODE(hosts_file.stat().st_mode) == 0o644
     assert (out / "_etcd" / "atomic.io" / "network" / "config").read_text() == network_config_json(
