@@ -27,10 +27,12 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The lab's root filesystem, and the agent's wheels for the lab hosts' Python (Debian 12: 3.11).
+# The lab's root filesystem, and the agent's wheels for the hosts' Python (Debian 12: 3.11;
+# RHEL 9: 3.9, which a test installs the agent on).
 template: deps venv
 	$(BIN)/overlayctl lab template
 	$(BIN)/overlayctl wheelhouse --python 3.11
+	$(BIN)/overlayctl wheelhouse --python 3.9
 
 # The whole suite: lint, unit tests, then the real lab tiers (namespaces, nspawn hosts).
 test: deps venv lint template

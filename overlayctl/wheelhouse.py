@@ -54,12 +54,20 @@ def download_dependencies(python: str, arch: str, progress=print) -> Path:
     for platform in platforms:
         argv += ["--platform", platform]
     progress(f"wheelhouse: downloading agent dependencies for Python {python} on {arch}")
-    proc = subprocess.run([*argv, *pinned_requirements()], capture_output=True, text=True,
-                          check=False, timeout=900)  # fmt: skip
-    if proc.returncode != 0:
+    # The versions tested here first; an older Python (RHEL 9's 3.9) may need older releases.
+    for requirements in (pinned_requirements(), list(AGENT_REQUIREMENTS)):
+        for stale in target.glob("*.whl"):
+            stale.unlink()
+        proc = subprocess.run([*argv, *requirements], capture_output=True, text=True,
+                              check=False, timeout=900)  # fmt: skip
+        if proc.returncode == 0:
+            break
+        progress(f"wheelhouse: {' '.join(requirements)} not available for Python {python}")
+    else:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise OverlayctlError(f"wheelhouse for Python {python} {arch}: pip download failed: {last}")
-    (target / "complete").write_text("\n".join(pinned_requirements()) + "\n")
+    got = sorted(p.name for p in target.glob("*.whl"))
+    (target / "complete").write_text("\n".join(got) + "\n")
     return target
 
 
@@ -85,7 +93,8 @@ def build_agent_wheel(out_dir: Path) -> Path:
     root = Path(agent.__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
         files[f"agent/{path.relative_to(root).as_posix()}"] = path.read_bytes()
-    requires = "".join(f"Requires-Dist: {r}\n" for r in pinned_requirements())
+    # Names only: the wheelhouse copied next to it decides the versions (pip --no-index).
+    requires = "".join(f"Requires-Dist: {r}\n" for r in AGENT_REQUIREMENTS)
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: overlay-agent\nVersion: {version}\n"
         f"Summary: overlay-agent (from overlayctl)\nRequires-Python: >=3.9\n{requires}"

@@ -14,7 +14,7 @@ import pytest
 
 from overlayctl.lab import labs, state
 from tests.e2e.test_init_etcd import OVERLAYCTL, cli, on
-from tests.e2e.test_runbook import leases, make_lab, status, verify
+from tests.e2e.test_runbook import initialised, leases, status, verify
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 ETCDCTL = (
@@ -25,13 +25,8 @@ ETCDCTL = (
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[state.LabState, Path, Path]]:
-    lab, three, every = make_lab(4, "vxlan")
-    try:
-        first = cli(lab, "init", "-i", str(three))
-        assert first.returncode == 0, first.stdout + first.stderr
-        yield lab, three, every
-    finally:
-        labs.down(lab.name, progress=lambda _m: None)
+    with initialised(4, "vxlan") as lab_and_inventories:
+        yield lab_and_inventories
 
 
 def until(check, what: str, timeout: float = 30.0, every: float = 0.5):

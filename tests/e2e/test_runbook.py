@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,22 @@ def leases(doc: dict) -> dict[str, str]:
     return {lease["host"]: lease["subnet"] for lease in doc["leases"]}
 
 
-@pytest.fixture(scope="module")
-def vxlan() -> Iterator[tuple[state.LabState, Path, Path]]:
-    lab, three, every = make_lab(4, "vxlan")
+@contextmanager
+def initialised(hosts: int, backend: str) -> Iterator[tuple[state.LabState, Path, Path]]:
+    """make_lab, then `init` on its first 3 hosts; the lab is removed afterwards."""
+    lab, three, every = make_lab(hosts, backend)
     try:
         first = cli(lab, "init", "-i", str(three))
         assert first.returncode == 0, first.stdout + first.stderr
         yield lab, three, every
     finally:
         labs.down(lab.name, progress=lambda _m: None)
+
+
+@pytest.fixture(scope="module")
+def vxlan() -> Iterator[tuple[state.LabState, Path, Path]]:
+    with initialised(4, "vxlan") as cluster:
+        yield cluster
 
 
 def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:
@@ -107,10 +115,7 @@ def test_join_a_fourth_host_then_reset_it(vxlan) -> None:
 
 
 def test_udp_like_the_seed() -> None:
-    lab, three, _ = make_lab(3, "udp")
-    try:
-        result = cli(lab, "init", "-i", str(three))
-        assert result.returncode == 0, result.stdout + result.stderr
+    with initialised(3, "udp") as (lab, three, _):
         env = on(lab, "node1", "cat /run/flannel/subnet.env").stdout
         assert "FLANNEL_MTU=1472\n" in env
         opts = on(lab, "node1", "cat /run/flannel/docker").stdout
@@ -118,5 +123,3 @@ def test_udp_like_the_seed() -> None:
         report = verify(lab, three)
         assert report["ok"] and len(report["pairs"]) == 9, report
         assert on(lab, "node1", "ip -o link show flannel0").returncode == 0
-    finally:
-        labs.down(lab.name, progress=lambda _m: None)
