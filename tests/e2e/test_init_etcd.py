@@ -142,8 +142,8 @@ def test_a_run_holding_the_lock_is_named_and_can_be_broken(initialised) -> None:
         f"mkdir /var/lock/overlayctl.lock && echo '{holder}' > /var/lock/overlayctl.lock/holder",
     )
     refused = cli(initialised, "init")
-    assert refused.returncode == 1
-    assert "node1" in refused.stdout and "alice@ws9 (pid 4242)" in refused.stdout
+    assert refused.returncode == 4  # a conflict: nothing was done anywhere
+    assert "node1: locked by `overlayctl init` by alice@ws9 (pid 4242)" in refused.stderr
     assert cli(initialised, "init", "--break-lock").returncode == 0
     assert on(initialised, "node1", "test -e /var/lock/overlayctl.lock").returncode == 1
 
