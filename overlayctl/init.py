@@ -30,6 +30,7 @@ class InitOptions(RunOptions):
     restart_network: bool = False
     force: bool = False
     etcd_timeout: float = 90.0
+    renew_certificates: bool = False  # `certs rotate`: new member and client certs, same CA
 
 
 class Bundles:
@@ -140,11 +141,12 @@ def gather_plans(
     return {name: plan for name, (_, plan) in result.succeeded.items()}
 
 
-def ensure_pki(inv: Inventory, session: Session) -> Pki | None:
+def ensure_pki(inv: Inventory, session: Session, renew_leaves: bool = False) -> Pki | None:
     if not inv.cluster.tls:
         return None
     pki = Pki(state_dir(inv), inv.cluster.name)
-    made = pki.ensure([Member(h.name, str(h.address)) for h in inv.etcd_members])
+    members = [Member(h.name, str(h.address)) for h in inv.etcd_members]
+    made = pki.ensure(members, renew_leaves=renew_leaves)
     if made:
         session.reporter.say(f"{'local':<12} {'pki':<9} made {', '.join(made)} in {pki.dir}")
     return pki
@@ -154,7 +156,7 @@ def run_init(session: Session, options: InitOptions) -> InitReport:
     started = time.monotonic()
     report = InitReport()
     session.open()
-    pki = ensure_pki(session.inv, session)
+    pki = ensure_pki(session.inv, session, renew_leaves=options.renew_certificates)
     report.plans = gather_plans(session, pki, options.restart_network, report=report)
     report.changes = dict.fromkeys(report.plans, 0)
     apply_plans(session, report, ETCD_PHASES)

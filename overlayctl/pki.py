@@ -57,10 +57,16 @@ class Pki:
     def __init__(self, state_dir: Path, cluster: str) -> None:
         self.dir = state_dir / "pki"
         self.cluster = cluster
+        self._renew = False
 
     # -- public ------------------------------------------------------------------------------
-    def ensure(self, members: list[Member]) -> list[str]:
-        """Create or renew what is needed; returns the names of the files (re)made."""
+    def ensure(self, members: list[Member], renew_leaves: bool = False) -> list[str]:
+        """Create or renew what is needed; returns the names of the files (re)made.
+
+        RENEW_LEAVES: make every member and client certificate again (same CA), as
+        `certs rotate` does; hosts keep trusting the CA, so they accept old and new alike.
+        """
+        self._renew = renew_leaves
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
         made: list[str] = []
@@ -127,7 +133,7 @@ class Pki:
         ca_cert, ca_key = ca
         name, sans = leaf.name, leaf.sans
         cert_path = self.dir / f"{name}.crt"
-        if cert_path.exists() and (self.dir / f"{name}.key").exists():
+        if cert_path.exists() and (self.dir / f"{name}.key").exists() and not self._renew:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             if _still_good(cert, ca_cert, sans):
                 return

@@ -8,6 +8,7 @@ import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab
+from overlayctl.cli.etcd import certs, etcd
 from overlayctl.cli.init import init, plan
 from overlayctl.cli.inventory import inventory
 from overlayctl.cli.join import join
@@ -39,7 +40,20 @@ def main() -> None:
     """Bring up etcd, a flannel-compatible overlay network and docker on a set of hosts over SSH."""
 
 
-for command in (init, join, plan, status, verify, render, reset, lab.lab, wheelhouse, inventory):
+for command in (
+    init,
+    join,
+    plan,
+    status,
+    verify,
+    render,
+    reset,
+    lab.lab,
+    wheelhouse,
+    inventory,
+    etcd,
+    certs,
+):
     main.add_command(command)
 
 __all__ = ["ExitCode", "main"]

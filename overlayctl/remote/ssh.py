@@ -223,6 +223,11 @@ class Remote:
             sftp.put(str(path), f"{remote_dir}/{path.name}")
         self._log(f"{self.target.name}: sftp {len(files)} files -> {remote_dir}")
 
+    def download(self, remote_path: str, local: Path) -> None:
+        """Copy REMOTE_PATH to LOCAL over SFTP (as the login user)."""
+        self._conn.sftp().get(remote_path, str(local))
+        self._log(f"{self.target.name}: sftp {remote_path} -> {local}")
+
     def read_files(self, paths: Sequence[str]) -> dict[str, RemoteFile]:
         """Content, mode and owner of PATHS in one round trip."""
         if not paths:
