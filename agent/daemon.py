@@ -354,6 +354,7 @@ class Agent:
             SerialSink(backend, self._lock),
             own,
             on_own_event=leases.poke,
+            own_public_ip=leases.public_ip,
         )
         self.watcher.start()
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Optional
 
 from agent.config import NetworkConfig
 from agent.etcd import EtcdClient, EtcdError, EtcdLeaseNotFound, WatchEvent, WatchStream
@@ -41,7 +41,7 @@ DEFAULT_CHECK_INTERVAL = 30.0
 DEFAULT_CONFLICT_INTERVAL = 300.0
 MIN_CHECK_GAP = 0.5  # never check our key more often than this, whatever pokes us
 
-ChangeCallback = Callable[[Lease | None, Lease | None], None]
+ChangeCallback = Callable[[Optional[Lease], Optional[Lease]], None]
 
 
 class LeaseError(Exception):

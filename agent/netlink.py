@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from socket import AF_INET
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2.iproute import IPRoute  # not `from pyroute2`: see agent/light_imports.py
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.backends.base import BackendError

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from agent import __version__
 from agent.etcd_types import parse_endpoint
@@ -104,7 +103,7 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
+        if isinstance(value, (int, float)):
             seconds = float(value)
         else:
             try:
@@ -176,6 +175,8 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
         text = Path(value).read_text(encoding="utf-8")
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value}: {exc.strerror}", ctx, param) from exc
+    import yaml  # noqa: PLC0415 - only for --config-file: 2 MB less RSS for every agent
+
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from agent.etcd import EtcdClient, EtcdCompacted, EtcdError, KeyValue, WatchEvent, WatchStream
 from agent.subnets import Lease, LeaseDecodeError, decode_lease, subnets_dir
@@ -74,6 +74,7 @@ class SubnetWatcher:
         own_subnet: Callable[[], IPv4Network | None] = lambda: None,
         *,
         on_own_event: Callable[[], None] | None = None,
+        own_public_ip: IPv4Address | None = None,
         poll_timeout: float = 0.5,
         backoff: Backoff | None = None,
     ) -> None:
@@ -82,6 +83,9 @@ class SubnetWatcher:
         self.sink = sink
         self.own_subnet = own_subnet
         self.on_own_event = on_own_event
+        # A lease with our PublicIP is never a peer: while we move to a new subnet, its watch
+        # event can arrive before own_subnet() knows it (a route to ourselves otherwise).
+        self.own_public_ip = own_public_ip
         self.poll_timeout = poll_timeout
         self.backoff = backoff or Backoff()
         self.peers: dict[str, Lease] = {}  # key -> last good lease (remote only)
@@ -141,6 +145,8 @@ class SubnetWatcher:
     # -- reconcile -----------------------------------------------------------------------------
 
     def _is_own(self, key: str, lease: Lease | None = None) -> bool:
+        if lease is not None and lease.public_ip == self.own_public_ip:
+            return True
         own = self.own_subnet()
         if own is None:
             return False
