@@ -36,7 +36,7 @@ def pinned_requirements() -> list[str]:
 
 def deps_dir(python: str, arch: str) -> Path:
     """Cache folder for one target, keyed by the pinned requirement set."""
-    key = hashlib.sha256("\n".join(pinned_requirements()).encode()).hexdigest()[:10]
+    key = hashlib.sha256("\n".join([*pinned_requirements(), "pip"]).encode()).hexdigest()[:10]
     return CACHE / f"py{python}-{arch}-{key}"
 
 
@@ -55,7 +55,8 @@ def download_dependencies(python: str, arch: str, progress=print) -> Path:
         argv += ["--platform", platform]
     progress(f"wheelhouse: downloading agent dependencies for Python {python} on {arch}")
     # The versions tested here first; an older Python (RHEL 9's 3.9) may need older releases.
-    for requirements in (pinned_requirements(), list(AGENT_REQUIREMENTS)):
+    # pip itself comes along: hosts run it from its wheel in a venv made --without-pip.
+    for requirements in ([*pinned_requirements(), "pip"], [*AGENT_REQUIREMENTS, "pip"]):
         for stale in target.glob("*.whl"):
             stale.unlink()
         proc = subprocess.run([*argv, *requirements], capture_output=True, text=True,
