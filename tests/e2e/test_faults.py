@@ -116,11 +116,13 @@ def test_etcd_data_lost_every_host_gets_its_subnet_back(cluster) -> None:
 
 def test_ssh_lost_mid_init_reports_the_phase_then_a_rerun_converges(cluster) -> None:
     lab, _, every = cluster
-    # Work for init on node3 (the agent is reinstalled), and node3's sshd cut off 3 s in.
+    # Work for init on node3 (the agent is reinstalled); node3's sshd is cut off the moment the
+    # agent's upload folder appears there, i.e. in the middle of init's agent phase.
     on(lab, "node3", "rm /opt/overlay-agent/wheelhouse.sha256")
     cut = (
-        "nohup sh -c 'sleep 3; iptables -I INPUT -p tcp --dport 22 "
-        "-j REJECT --reject-with tcp-reset' >/dev/null 2>&1 &"
+        "nohup sh -c 'for i in $(seq 1 600); do ls -d /tmp/overlayctl-agent-* >/dev/null 2>&1 "
+        "&& break; sleep 0.05; done; "
+        "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset' >/dev/null 2>&1 &"
     )
     on(lab, "node3", cut)
     broken = cli(lab, "init", "-i", str(every))
@@ -146,7 +148,8 @@ def test_two_inits_at_once_the_second_is_refused(cluster) -> None:
     on(lab, "node2", "rm /opt/overlay-agent/wheelhouse.sha256")  # the first run has work
     env_argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, "init", "-i", str(every)]
     first = subprocess.Popen(env_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    until(lambda: on(lab, "node1", "test -d /var/lock/overlayctl.lock").returncode == 0,
+          "the first run holds the cluster lock", 60, 0.1)  # fmt: skip
     second = cli(lab, "init", "-i", str(every))
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
