@@ -28,9 +28,12 @@ DEFAULT_BACKEND = "vxlan"
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "vxlan": {"VNI": 1, "Port": 8472, "GBP": False, "DirectRouting": False, "Learning": False},
     "host-gw": {},
-    "udp": {"Port": 8285},
+    # Batching (ours, opt-in, both ends must agree): TUN offloads and one datagram per
+    # super-packet instead of flannel's one IPv4 packet per datagram; see agent/backends/udp.py.
+    "udp": {"Port": 8285, "Batching": False},
 }
 _BACKEND_INTS = {"VNI", "Port", "MTU"}
+_BACKEND_BOOLS = {"Batching"}
 _TOP_KEYS = (
     "Network",
     "SubnetLen",
@@ -107,7 +110,7 @@ def _ip4(value: Any, name: str) -> IPv4Address | None:
 
 
 def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise ConfigError(f"invalid {name} {value!r}: not an integer")
     return int(value)
 
@@ -155,6 +158,8 @@ def _backend(raw: Any) -> tuple[str, Mapping[str, Any]]:
     options.update(folded)
     for key in _BACKEND_INTS & options.keys():
         options[key] = _int(options[key], f"Backend.{key}")
+    for key in _BACKEND_BOOLS & options.keys():
+        options[key] = _bool(options[key], f"Backend.{key}")
     if "Port" in options and not 0 <= options["Port"] <= 65535:
         raise ConfigError(f"invalid Backend.Port {options['Port']}")
     if "VNI" in options and not 0 <= options["VNI"] < (1 << 24):
@@ -194,7 +199,7 @@ def _subnet_range(
         elif value not in network:
             raise ConfigError(f"{name} is not in the range of the Network")
         bounds.append(value)
-    for name, value in zip(("SubnetMin", "SubnetMax"), bounds, strict=True):
+    for name, value in zip(("SubnetMin", "SubnetMax"), bounds):
         if int(value) % size:
             raise ConfigError(f"{name} is not on a SubnetLen boundary: {value}")
     if bounds[0] > bounds[1]:

@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -46,6 +47,8 @@ from tests.dataplane_driver import Cluster, ip  # noqa: E402
 PORT = 5201
 BACKENDS = ("vxlan", "host-gw", "udp")
 PATHS = ("host-lan", "host-vxlan", "veth", "kernel-vxlan", *BACKENDS)
+# Only on request (--paths): the udp backend in flannel's format next to a --udp-options one.
+EXTRA_PATHS = ("udp-flannel",)
 
 
 def _in_ns(ns: str, *argv: str) -> list[str]:
@@ -139,8 +142,9 @@ def underlay(stack: contextlib.ExitStack) -> dict[str, Path]:
     }
 
 
-def _containers(stack: contextlib.ExitStack, backend: str) -> Cluster:
+def _containers(stack: contextlib.ExitStack, backend: str, options: dict | None = None) -> Cluster:
     cluster = Cluster(_lab(stack), backend, count=2, forward_policy="ACCEPT")
+    cluster.config["Backend"].update(options or {})
     stack.callback(cluster.close)
     return cluster
 
@@ -166,9 +170,10 @@ def by_hand(stack: contextlib.ExitStack) -> dict[str, Path]:
     return {"veth": _path(bare), "kernel-vxlan": _path(kvx)}
 
 
-def agent_backend(stack: contextlib.ExitStack, name: str) -> Path:
-    """Container to container over overlay-agent's NAME backend (no iptables: same path)."""
-    cluster = _containers(stack, name)
+def agent_backend(stack: contextlib.ExitStack, name: str, options: dict | None = None) -> Path:
+    """Container to container over overlay-agent's NAME backend (no iptables: same path),
+    OPTIONS added to its config's Backend object."""
+    cluster = _containers(stack, name, options)
     cluster.start_all(iptables=False)
     cluster.mesh()
     if cluster.ping_failures():
@@ -197,25 +202,56 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--udp-options",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="extra Backend keys for the udp path, e.g. '{\"Batching\": true}'",
+    )
+    parser.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help="comma-separated paths to measure (default: all but udp-flannel, the udp backend "
+        "without --udp-options for comparison); ratios need both of their paths",
+    )
     args = parser.parse_args(argv)
+    wanted = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(wanted) - set(PATHS + EXTRA_PATHS))
+    if unknown:
+        parser.error(f"unknown paths {unknown}: choose from {', '.join(PATHS + EXTRA_PATHS)}")
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
 
     with contextlib.ExitStack() as stack:
-        paths = underlay(stack)
-        paths.update(by_hand(stack))
+        paths: dict[str, Path] = {}
+        if {"host-lan", "host-vxlan"} & set(wanted):
+            paths.update(underlay(stack))
+        if {"veth", "kernel-vxlan"} & set(wanted):
+            paths.update(by_hand(stack))
         for name in BACKENDS:
-            paths[name] = agent_backend(stack, name)
+            if name in wanted:
+                options = args.udp_options if name == "udp" else None
+                paths[name] = agent_backend(stack, name, options)
+        if "udp-flannel" in wanted:
+            paths["udp-flannel"] = agent_backend(stack, "udp")
+        paths = {name: paths[name] for name in PATHS + EXTRA_PATHS if name in wanted}
         results = measure_all(paths, args.runs, args.seconds)
 
-    print(f"{'path':<14} {'runs (Gbit/s)':<26} {'median':>8} {'RTT ms':>8}")
-    for name in PATHS:
-        row = results[name]
+    print(f"{'path':<14} {'runs (Gbit/s)':<26} {'min':>6} {'median':>7} {'max':>6} {'RTT ms':>7}")
+    for name, row in results.items():
         runs = " ".join(f"{g:.2f}" for g in row["gbps"])
-        print(f"{name:<14} {runs:<26} {row['median']:>8.2f} {row['rtt_ms']:>8.3f}")
+        print(
+            f"{name:<14} {runs:<26} {min(row['gbps']):>6.2f} {row['median']:>7.2f} "
+            f"{max(row['gbps']):>6.2f} {row['rtt_ms']:>7.3f}"
+        )
+    if args.udp_options:
+        print(f"udp Backend options: {json.dumps(args.udp_options)}")
 
     def ratio(a: str, b: str) -> float:
+        if a not in results or b not in results:
+            return float("nan")
         return round(results[a]["median"] / results[b]["median"], 3)
 
     ratios = {
@@ -232,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         f"against the host-to-host underlay: vxlan/host-vxlan {ratio('vxlan', 'host-vxlan')}   "
         f"host-gw/host-lan {ratio('host-gw', 'host-lan')}"
     )
-    summary: dict[str, float] = dict(ratios)
-    for name in PATHS:
+    summary: dict[str, float] = {k: v for k, v in ratios.items() if not math.isnan(v)}
+    for name in results:
         key = name.replace("-", "_").replace("host_gw", "hostgw")
         summary[f"{key}_gbps"] = round(results[name]["median"], 3)
         summary[f"{key}_rtt_ms"] = round(results[name]["rtt_ms"], 3)

@@ -10,12 +10,17 @@ into one preallocated buffer, then sleeping in poll() on the source and a wake-u
 TUN -> the destination's subnet (integer mask, one dict lookup) -> sendto(PublicIP, port);
 socket -> write to the TUN. Packets for subnets without a lease are dropped and counted.
 Nothing is logged or allocated per packet beyond the small objects Python itself creates.
+
+``Batching: true`` (opt-in, ours, both ends must have it; see agent/backends/udp_offload.py
+and udp_batch.py): the TUN hands over TCP super-packets of up to 64 KiB (TSO), each sent as
+one UDP_SEGMENT train of MTU-sized datagrams with a 2-byte header and read back with UDP_GRO,
+so one Python iteration moves up to 46 packets' worth. One thread serves both directions
+(udp_forward.py). Containers see the same MTU; a Batching end still reads flannel's format,
+but a flannel-format end drops what a Batching end sends.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import select
@@ -27,6 +32,8 @@ from ipaddress import IPv4Interface, IPv4Network
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
+from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step
+from agent.backends.udp_offload import open_socket, open_tun
 from agent.config import NetworkConfig
 from agent.netlink import SCOPE_LINK, Netlink, PeerTable, subnet_zero
 from agent.subnets import Lease
@@ -35,43 +42,12 @@ log = logging.getLogger(__name__)
 
 DEVICE = "flannel0"
 ENCAP_OVERHEAD = 28  # IPv4 + UDP headers
-TUNSETIFF = 0x400454CA
-TUNSETPERSIST = 0x400454CB
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
 TXQUEUELEN = 5000
-SOCKET_BUFFER = 8 << 20
 BUFFER_SIZE = 65536
 BATCH = 256  # packets per drain round before the stop flag is looked at again
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 _IPV4_DST = struct.Struct("!I")
 # Counter slots (one list per direction, written only by its own thread).
-PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR = range(4)
-
-
-def open_tun(name: str) -> int:
-    """A non-blocking fd on TUN NAME (IFF_TUN | IFF_NO_PI), created or re-attached.
-
-    The device is made persistent: it keeps its address and routes while the agent restarts
-    (like the other backends' kernel state); ``teardown`` deletes it.
-    """
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
-        fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    except OSError as exc:
-        os.close(fd)
-        hint = " (another process holds it)" if exc.errno == errno.EBUSY else ""
-        raise BackendError(f"udp: cannot open TUN device {name}: {exc.strerror}{hint}") from exc
-    return fd
-
-
-def _set_buffer(sock: socket.socket, force: int, plain: int) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)  # beyond rmem_max (root)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
 
 
 class UdpBackend(PeerTable, Backend):
@@ -82,13 +58,14 @@ class UdpBackend(PeerTable, Backend):
     def __init__(self, config: NetworkConfig, iface: ExternalInterface) -> None:
         super().__init__(config, iface)
         self.port = int(config.backend.get("Port", 8285)) or 8285
+        self.batching = bool(config.backend.get("Batching", False))
         self.own: Lease | None = None
         self.peers: dict[IPv4Network, Lease] = {}
         self.refused = 0
         self.mask = (0xFFFFFFFF << (32 - config.subnet_len)) & 0xFFFFFFFF
         self.next_hop: dict[int, tuple[str, int]] = {}  # subnet as int -> (PublicIP, port)
         self.tx = [0, 0, 0, 0]  # TUN -> UDP
-        self.rx = [0, 0, 0, 0]  # UDP -> TUN
+        self.rx = [0, 0, 0, 0, 0]  # UDP -> TUN
         self._tun: int | None = None
         self._sock: socket.socket | None = None
         self._wake: tuple[int, int] | None = None
@@ -104,7 +81,7 @@ class UdpBackend(PeerTable, Backend):
     def setup(self, own: Lease) -> None:
         self.own = own
         if self._tun is None:
-            self._tun = open_tun(DEVICE)
+            self._tun = open_tun(DEVICE, offload=self.batching)
         address = IPv4Interface(f"{subnet_zero(own.subnet)}/{self.config.network.prefixlen}")
         try:
             with Netlink() as nl:
@@ -118,31 +95,23 @@ class UdpBackend(PeerTable, Backend):
         except NetlinkError as exc:
             raise BackendError(f"udp: cannot configure {DEVICE}: {exc}") from exc
         if self._sock is None:
-            self._sock = self._open_socket()
+            segment = self.iface.mtu - ENCAP_OVERHEAD if self.batching else None
+            self._sock = open_socket(str(self.iface.address), self.port, segment)
         if not self._threads:
             self._start()
-
-    def _open_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
-            _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
-            sock.bind((str(self.iface.address), self.port))
-        except OSError as exc:
-            sock.close()
-            raise BackendError(
-                f"udp: cannot bind {self.iface.address}:{self.port}: {exc.strerror}"
-            ) from exc
-        sock.setblocking(False)
-        return sock
 
     def _start(self) -> None:
         self._stop.clear()
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._threads = [
-            threading.Thread(target=self._tun_to_udp, name="udp-tx", daemon=True),
-            threading.Thread(target=self._udp_to_tun, name="udp-rx", daemon=True),
-        ]
+        if self.batching:
+            self._threads = [
+                threading.Thread(target=self._forward_batched, name="udp-fwd", daemon=True)
+            ]
+        else:
+            self._threads = [
+                threading.Thread(target=self._tun_to_udp, name="udp-tx", daemon=True),
+                threading.Thread(target=self._udp_to_tun, name="udp-rx", daemon=True),
+            ]
         for thread in self._threads:
             thread.start()
 
@@ -193,13 +162,16 @@ class UdpBackend(PeerTable, Backend):
             out[f"{prefix}_bytes"] = counters[BYTES]
             out[f"{prefix}_drops_error"] = counters[DROP_ERROR]
         out["tx_drops_unknown_subnet"] = self.tx[DROP_UNKNOWN]
+        if self.batching:  # super-packets that came in pieces (no GRO on the way)
+            out["rx_reassembled"] = self.rx[REASSEMBLED]
         return out
 
     # -- forwarding ------------------------------------------------------------------------------
 
-    def _poller(self, fd: int) -> select.poll:
+    def _poller(self, *fds: int) -> select.poll:
         poller = select.poll()
-        poller.register(fd, select.POLLIN)
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
         if self._wake is not None:
             poller.register(self._wake[0], select.POLLIN)
         return poller
@@ -280,3 +252,39 @@ class UdpBackend(PeerTable, Backend):
             counters[PACKETS] += packets
             counters[BYTES] += nbytes
             counters[DROP_ERROR] += errors
+
+    # -- forwarding with Batching (agent/backends/udp_forward.py) ----------------------------
+
+    def _forward_batched(self) -> None:
+        """One thread for both directions: poll() the TUN, the socket and the wake-up pipe,
+        then move from each ready source until it is empty (at most BATCH at a time), and
+        send what waits for a train before sleeping again. Measured: one thread 3.2-3.7
+        Gbit/s against 2.4-2.8 with a thread per direction (they hand the GIL to each
+        other on every system call); draining until EAGAIN 2.8-3.5 CPU-s per GB against
+        4.1 for one step per poll()."""
+        tun, sock = self._tun, self._sock
+        if tun is None or sock is None:
+            return
+        tx, flush = tun_to_udp_step(
+            tun,
+            sock,
+            segment=self.iface.mtu - ENCAP_OVERHEAD,
+            mask=self.mask,
+            routes=self.next_hop,
+            counters=self.tx,
+        )
+        steps = {tun: tx, sock.fileno(): udp_to_tun_step(tun, sock, self.rx)}
+        poller = self._poller(*steps)
+        poll, stop, get = poller.poll, self._stop, steps.get
+        while not stop.is_set():
+            for fd, _events in poll(1000):
+                step = get(fd)
+                if step is None:
+                    continue
+                for _ in range(BATCH):
+                    moved = step()
+                    if moved != MOVED:
+                        break
+                if moved == FAILED:
+                    stop.wait(0.1)  # the device or socket is failing: do not spin
+            flush()

@@ -1,0 +1,101 @@
+"""The udp backend's opt-in Batching mode on light lab hosts: TSO super-packets over UDP GSO.
+
+Same topology as test_dataplane_backends.py (docker0 bridge, one container per host, the
+backend run through tests/dataplane_driver.py with flannel's iptables rules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.dataplane_driver import Cluster
+
+pytestmark = pytest.mark.lab
+
+BATCHING = {"Type": "udp", "Batching": True}
+
+
+def _tcp_transfer(cluster: Cluster, megabytes: int = 50) -> None:
+    """iperf3 sends MEGABYTES over TCP from the first container to the second."""
+    client, server = cluster.nodes[0], cluster.nodes[1]
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", server.container_ns, "iperf3", "-s", "-1", "-p", "5299"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        argv = ["iperf3", "-c", server.container_ip, "-p", "5299", "-n", f"{megabytes}M"]
+        done = subprocess.run(
+            ["ip", "netns", "exec", client.container_ns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-500:] + done.stderr[-500:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_batching_carries_pings_and_tcp_super_packets(light_lab) -> None:
+    with Cluster(light_lab, "udp") as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all()
+        assert {n.ready["mtu"] for n in cluster.nodes} == {1472}  # containers see no change
+        assert [a["errors"] for a in cluster.mesh()] == [[], [], []]
+        assert cluster.ping_failures() == []
+        _tcp_transfer(cluster)
+        sender, receiver = (cluster.publish(n, [])["stats"] for n in cluster.nodes[:2])
+        # TSO: far fewer, far bigger packets than the 1472-byte MTU allows.
+        assert sender["tx_bytes"] > 50e6 and sender["tx_bytes"] / sender["tx_packets"] > 8000
+        assert receiver["rx_bytes"] > 50e6 and receiver["rx_packets"] < sender["tx_packets"] * 1.1
+        assert sender["tx_drops_error"] + receiver["rx_drops_error"] < 20
+        for node in cluster.nodes:
+            cluster.stop(node)
+            assert "flannel0" not in cluster.run(node, "ip", "-o", "link", "show")
+
+
+def test_batching_and_plain_ends_do_not_agree(light_lab) -> None:
+    """Batching is an agreement: a flannel-format peer cannot read its datagrams (and says
+    so in its error counter), while the Batching end still reads flannel's."""
+    with Cluster(light_lab, "udp", count=2) as cluster:
+        plain, batching = cluster.nodes
+        cluster.start(plain)
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start(batching)
+        cluster.mesh()
+        assert cluster.ping_procs([(plain, batching.container_ip)], count=1) == [False]
+        plain_stats = cluster.publish(plain, [batching.lease("udp")])["stats"]
+        batching_stats = cluster.publish(batching, [plain.lease("udp")])["stats"]
+        assert batching_stats["rx_packets"] >= 1  # the echo request arrived and was answered
+        assert plain_stats["rx_drops_error"] >= 1 and plain_stats["rx_packets"] == 0
+
+
+def test_restart_without_batching_turns_the_offloads_off(light_lab) -> None:
+    """flannel0 is persistent: after a Batching run it must not keep handing out
+    super-packets to the flannel-format forwarder that takes over."""
+    with Cluster(light_lab, "udp", count=2) as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all(teardown=False)
+        cluster.mesh()
+        _tcp_transfer(cluster, megabytes=10)
+        for node in cluster.nodes:
+            cluster.stop(node)
+        cluster.config["Backend"] = {"Type": "udp"}
+        cluster.start_all()
+        cluster.mesh()
+        assert cluster.ping_failures() == []
+        _tcp_transfer(cluster, megabytes=10)
+        stats = cluster.publish(cluster.nodes[0], [cluster.nodes[1].lease("udp")])["stats"]
+        assert stats["tx_bytes"] > 5e6, stats
+        assert stats["tx_bytes"] / stats["tx_packets"] <= 1472
+        assert "rx_reassembled" not in stats

@@ -1,0 +1,22 @@
+"""The udp backend's opt-in Batching key in the network config (agent/config.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import ConfigError, parse_config
+
+
+def _udp(backend: str) -> dict:
+    return dict(parse_config('{"Network": "10.1.0.0/16", "Backend": ' + backend + "}").backend)
+
+
+def test_batching_is_off_by_default_and_opt_in_case_insensitively() -> None:
+    assert _udp('{"Type": "udp"}') == {"Port": 8285, "Batching": False}
+    assert _udp('{"type": "udp", "batching": true}')["Batching"] is True
+
+
+@pytest.mark.parametrize("value", ['"true"', "1", "null"])
+def test_batching_must_be_a_boolean(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid Backend\.Batching"):
+        _udp('{"Type": "udp", "Batching": ' + value + "}")
