@@ -33,7 +33,11 @@ BACKEND_OPTIONS: dict[str, dict[str, BackendOption]] = {
         "port": BackendOption("Port", int, 1, 65535, 8472),
         "direct_routing": BackendOption("DirectRouting", bool, 0, 1, False),
     },
-    "udp": {"port": BackendOption("Port", int, 1, 65535, 8285)},
+    "udp": {
+        "port": BackendOption("Port", int, 1, 65535, 8285),
+        # ours, opt-in, every host must agree: see the agent's udp backend
+        "batching": BackendOption("Batching", bool, 0, 1, False),
+    },
     "host-gw": {},
 }
 

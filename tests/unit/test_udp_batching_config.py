@@ -20,3 +20,22 @@ def test_batching_is_off_by_default_and_opt_in_case_insensitively() -> None:
 def test_batching_must_be_a_boolean(value: str) -> None:
     with pytest.raises(ConfigError, match=r"invalid Backend\.Batching"):
         _udp('{"Type": "udp", "Batching": ' + value + "}")
+
+
+def test_the_inventory_can_turn_batching_on_for_every_host() -> None:
+    from pathlib import Path
+
+    from agent.config import parse_config
+    from overlayctl.inventory import parse_inventory
+    from overlayctl.render import network_config_json
+
+    doc = {
+        "cluster": {"name": "t", "network": "172.21.0.0/16", "backend": "udp",
+                    "backend_options": {"batching": True}, "os": "debian"},
+        "hosts": [{"name": "a", "address": "10.9.0.1"}],
+    }  # fmt: skip
+    inv, _ = parse_inventory(doc, Path("/nonexistent"))
+    assert network_config_json(inv) == (
+        '{"Network":"172.21.0.0/16","Backend":{"Type":"udp","Batching":true}}'
+    )
+    assert parse_config(network_config_json(inv)).backend["Batching"] is True
