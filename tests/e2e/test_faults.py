@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from overlayctl.lab import labs, state
-from tests.e2e.test_init_etcd import OVERLAYCTL, cli, on
 from tests.e2e.test_runbook import initialised, leases, status, verify
+from tests.labtools import OVERLAYCTL, cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 ETCDCTL = (

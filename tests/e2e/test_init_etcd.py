@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from overlayctl.lab import labs, state
-from tests.conftest import unique_name
+from overlayctl.lab import state
+from tests.labtools import cli, full_lab, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
-OVERLAYCTL = str(Path(sys.executable).parent / "overlayctl")
 CA = "/etc/overlayctl/pki/ca.crt"
 CLIENT = ("--cert=/etc/overlayctl/pki/etcd-client.crt", "--key=/etc/overlayctl/pki/etcd-client.key")
 
 
 @pytest.fixture(scope="module")
 def lab3() -> Iterator[state.LabState]:
-    name = unique_name("i")
-    lab = labs.up(name, 3, "192.168.255.0/24", progress=lambda _m: None)
-    try:
+    with full_lab(3, "i") as lab:
         yield lab
-    finally:
-        labs.down(name, progress=lambda _m: None)
-
-
-def cli(lab: state.LabState, *args: str) -> subprocess.CompletedProcess[str]:
-    """overlayctl run from the lab's workstation namespace, as an operator would."""
-    env = {**os.environ, "OVERLAYCTL_INVENTORY": str(lab.inventory)}
-    argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
-
-
-def on(lab: state.LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    argv = labs.ssh_argv(lab, lab.host(host), command)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def endpoints(lab: state.LabState, scheme: str = "https") -> str:

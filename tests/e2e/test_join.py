@@ -11,7 +11,7 @@ import yaml
 
 from overlayctl.lab import labs, state
 from tests.conftest import unique_name
-from tests.e2e.test_init_etcd import cli, on
+from tests.labtools import cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 

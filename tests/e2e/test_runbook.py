@@ -14,7 +14,7 @@ import yaml
 from overlayctl.lab import labs, state
 from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
 from tests.conftest import unique_name
-from tests.e2e.test_init_etcd import cli, on
+from tests.labtools import cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 IMAGE = ("--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)

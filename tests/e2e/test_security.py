@@ -9,44 +9,24 @@ SSH client key. File modes of the keys are checked locally and on the hosts.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from overlayctl.lab import labs, state
-from tests.conftest import unique_name
+from overlayctl.lab import state
+from tests.labtools import cli, full_lab, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
-OVERLAYCTL = str(Path(sys.executable).parent / "overlayctl")
 PEM_BODY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\n(.*?)\n-----END", re.S)
-
-
-def cli(lab: state.LabState, *args: str) -> subprocess.CompletedProcess[str]:
-    """overlayctl from the lab's workstation namespace, as an operator would run it."""
-    env = {**os.environ, "OVERLAYCTL_INVENTORY": str(lab.inventory)}
-    argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
-
-
-def on(lab: state.LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
-    argv = labs.ssh_argv(lab, lab.host(host), command)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="module")
 def lab2() -> Iterator[state.LabState]:
-    name = unique_name("sec")
-    lab = labs.up(name, 2, "192.168.255.0/24", progress=lambda _m: None)
-    try:
+    with full_lab(2, "sec") as lab:
         yield lab
-    finally:
-        labs.down(name, progress=lambda _m: None)
 
 
 @pytest.fixture(scope="module")
