@@ -166,17 +166,6 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll PREDICATE (bounded in time) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-
 class Node:
     """One lab host with its subnet, container namespace and driver."""
 
@@ -271,6 +260,8 @@ class Cluster:
                 raise RuntimeError(f"driver on {node.host.name} exited: {self.log(node)}")
             return node.read("ready.json")
 
+        from tests.polling import wait_for
+
         node.ready = wait_for(ready, 20, f"the driver on {node.host.name}")
         return node.ready
 
@@ -293,6 +284,8 @@ class Cluster:
                 raise RuntimeError(f"driver on {node.host.name} exited: {self.log(node)}")
             got = node.read("applied.json")
             return got if got and got["generation"] == node.generation else None
+
+        from tests.polling import wait_for
 
         return wait_for(applied, 20, f"{node.host.name} to apply generation {node.generation}")
 

@@ -6,7 +6,6 @@ One 4-host lab (3 etcd members), traffic checked with `verify` before and after 
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from overlayctl.lab import labs, state
 from tests.e2e.test_runbook import initialised, leases, status, verify
 from tests.labtools import OVERLAYCTL, cli, on
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 ETCDCTL = (
@@ -27,16 +27,6 @@ ETCDCTL = (
 def cluster() -> Iterator[tuple[state.LabState, Path, Path]]:
     with initialised(4, "vxlan") as lab_and_inventories:
         yield lab_and_inventories
-
-
-def until(check, what: str, timeout: float = 30.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what} not within {timeout} s")
 
 
 def agent_pid(lab: state.LabState, host: str) -> str:
@@ -58,7 +48,7 @@ def test_one_member_down_degrades_but_the_cluster_works_and_grows(cluster) -> No
     assert joined.returncode == 0, joined.stdout + joined.stderr
     assert verify(lab, every)["ok"]
     on(lab, "node3", "systemctl start etcd")
-    until(lambda: status(lab, every)["etcd"]["healthy"], "etcd healthy again")
+    wait_for(lambda: status(lab, every)["etcd"]["healthy"], 30, "etcd healthy again", 0.5)
 
 
 def test_all_of_etcd_restarted_agents_resume_without_restarting(cluster) -> None:
@@ -69,16 +59,18 @@ def test_all_of_etcd_restarted_agents_resume_without_restarting(cluster) -> None
                 for h in ("node1", "node2", "node3")]  # fmt: skip
     for proc in restarts:
         assert proc.wait(timeout=120) == 0
-    until(lambda: status(lab, every)["etcd"]["healthy"], "etcd healthy after the restart")
+    wait_for(
+        lambda: status(lab, every)["etcd"]["healthy"], 30, "etcd healthy after the restart", 0.5
+    )
     # Still watching: a lease written now (a reservation for a host that does not exist) is
     # routed by every agent, and unrouted once deleted.
     key = "/coreos.com/network/subnets/172.21.250.0-24"
     value = '{"PublicIP":"192.168.255.200","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:fa"}}'  # noqa: E501
     assert on(lab, "node1", f"{ETCDCTL} put {key} '{value}'").returncode == 0
     for host in pids:
-        until(lambda h=host: route(lab, h, "172.21.250.0/24"), f"{host} routes the new lease")
+        wait_for(lambda h=host: route(lab, h, "172.21.250.0/24"), 30, f"{host} routes it", 0.5)
     on(lab, "node1", f"{ETCDCTL} del {key}")
-    until(lambda: not route(lab, "node2", "172.21.250.0/24"), "route removed")
+    wait_for(lambda: not route(lab, "node2", "172.21.250.0/24"), 30, "route removed", 0.5)
     assert {h: agent_pid(lab, h) for h in pids} == pids
     assert leases(status(lab, every)) == before
     assert verify(lab, every)["ok"]
@@ -93,7 +85,7 @@ def test_an_agent_killed_comes_back_on_its_subnet_and_peers_keep_its_route(clust
     watcher = subprocess.Popen(labs.ssh_argv(lab, lab.host("node1"), watch),
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
     on(lab, "node2", f"kill -9 {pid}")
-    until(lambda: agent_pid(lab, "node2") not in ("0", pid), "systemd restarts the agent", 30)
+    wait_for(lambda: agent_pid(lab, "node2") not in ("0", pid), 30, "agent restarted", 0.5)
     out, _ = watcher.communicate(timeout=60)
     assert "MISSING" not in out  # node1 never dropped the route to node2's subnet
     assert leases(status(lab, every)) == before
@@ -108,7 +100,7 @@ def test_etcd_data_lost_every_host_gets_its_subnet_back(cluster) -> None:
     again = cli(lab, "init", "-i", str(every))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "created: /coreos.com/network/config" in again.stdout
-    until(lambda: leases(status(lab, every)) == before, "every lease back as before", 90, 2)
+    wait_for(lambda: leases(status(lab, every)) == before, 90, "every lease back", 2)
     doc = status(lab, every)
     assert all(h["bip_ok"] for h in doc["hosts"])  # docker kept its bip
     assert verify(lab, every)["ok"]
@@ -148,8 +140,8 @@ def test_two_inits_at_once_the_second_is_refused(cluster) -> None:
     on(lab, "node2", "rm /opt/overlay-agent/wheelhouse.sha256")  # the first run has work
     env_argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, "init", "-i", str(every)]
     first = subprocess.Popen(env_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    until(lambda: on(lab, "node1", "test -d /var/lock/overlayctl.lock").returncode == 0,
-          "the first run holds the cluster lock", 60, 0.1)  # fmt: skip
+    wait_for(lambda: on(lab, "node1", "test -d /var/lock/overlayctl.lock").returncode == 0,
+             60, "the first run holds the cluster lock", 0.1)  # fmt: skip
     second = cli(lab, "init", "-i", str(every))
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err

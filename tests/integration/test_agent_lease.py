@@ -6,7 +6,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
@@ -16,20 +16,11 @@ from agent.etcd import EtcdClient, EtcdUnavailable
 from agent.lease import LeaseError, LeaseManager, list_leases
 from agent.subnets import Lease, encode_lease_value, subnet_key
 from tests.integration.conftest import EtcdServer
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
 VXLAN = {"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:01"}
-
-
-def wait_for(check: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def config(text: str = '{"Network": "10.1.0.0/16", "Backend": {"Type": "vxlan"}}') -> NetworkConfig:

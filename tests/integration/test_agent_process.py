@@ -28,6 +28,7 @@ from agent.backends.base import Backend, ExternalInterface
 from agent.etcd import EtcdClient
 from agent.subnets import Lease
 from tests.integration.conftest import EtcdServer, free_port
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -88,16 +89,6 @@ class FakeBackend(Backend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

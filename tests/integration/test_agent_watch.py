@@ -13,6 +13,7 @@ from agent.etcd import EtcdClient
 from agent.subnets import Lease, encode_lease_value, subnet_key
 from agent.watch import Backoff, PeerSink, SubnetWatcher
 from tests.integration.conftest import EtcdServer
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -53,15 +54,6 @@ class RecordingSink(PeerSink):
     def subnets(self) -> set[str]:
         with self.lock:
             return {str(s) for s in self.peers}
-
-
-def wait_for(check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def put_lease(client: EtcdClient, prefix: str, subnet: str, ip: str, mac: str = "aa:00") -> None:
