@@ -26,7 +26,7 @@ from typing import Any
 from agent import __version__
 from agent.backends import Backend, BackendError, ExternalInterface
 from agent.config import NetworkConfig, config_key, wait_for_config
-from agent.etcd import EtcdClient
+from agent.etcd import EtcdClientBase, client_class
 from agent.files import SubnetEnv, read_previous_subnet, write_docker_opts, write_subnet_env
 from agent.lease import LeaseManager
 from agent.logs import event
@@ -37,7 +37,6 @@ from agent.server import HealthServer, Metric
 from agent.subnets import Lease
 from agent.watch import SubnetWatcher
 from agent.wiring import (
-    CountingEtcdClient,
     InterfaceChooser,
     SerialSink,
     default_backend_factory,
@@ -69,7 +68,7 @@ class Agent:
         self._wake = threading.Event()
         self._lease_changed = threading.Event()
         self._lock = threading.Lock()  # serialises every backend call
-        self.client: CountingEtcdClient | None = None
+        self.client: EtcdClientBase | None = None
         self.config: NetworkConfig | None = None
         self.backend: Backend | None = None
         self.rules: RulesKeeper | None = None
@@ -185,7 +184,7 @@ class Agent:
             public_ip=iface.public_ip, mtu=iface.mtu,
         )  # fmt: skip
         try:
-            self.client = CountingEtcdClient(
+            self.client = client_class(opts.etcd_transport)(
                 list(opts.etcd_endpoints),
                 ca_file=opts.etcd_cafile,
                 cert_file=opts.etcd_certfile,
@@ -223,7 +222,7 @@ class Agent:
 
     def _start_lease(
         self,
-        client: EtcdClient,
+        client: EtcdClientBase,
         config: NetworkConfig,
         backend: Backend,
         data: dict[str, Any] | None,
@@ -295,7 +294,7 @@ class Agent:
             event(log, logging.INFO, "ready", subnet=lease.subnet, file=self.opts.subnet_file)
         return True
 
-    def _need(self) -> tuple[EtcdClient, NetworkConfig, Backend, LeaseManager]:
+    def _need(self) -> tuple[EtcdClientBase, NetworkConfig, Backend, LeaseManager]:
         """The parts built once the config is known."""
         if self.client is None or self.config is None or self.backend is None:
             raise RuntimeError("the agent has no config yet")

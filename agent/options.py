@@ -41,6 +41,7 @@ class AgentOptions:
     etcd_keyfile: str | None = None
     etcd_username: str | None = None
     etcd_password: str | None = field(default=None, repr=False)
+    etcd_transport: str = "http"
     ifaces: tuple[str, ...] = ()
     iface_regexes: tuple[str, ...] = ()
     public_ip: IPv4Address | None = None
@@ -259,6 +260,14 @@ _ENV_HELP = "Every option can also be set as FLANNELD_<NAME> (e.g. FLANNELD_ETCD
     help="File holding the etcd password.",
 )
 @click.option(
+    "--etcd-transport",
+    type=click.Choice(["http", "grpc"]),
+    default="http",
+    show_default=True,
+    envvar="OVERLAY_AGENT_ETCD_TRANSPORT",
+    help="etcd's JSON gateway (standard library) or gRPC (the pyetcd library).",
+)
+@click.option(
     "--iface", multiple=True, callback=_split_commas, help="Interface name or IP (repeatable)."
 )
 @click.option("--iface-regex", multiple=True, callback=_regexes, help="Interface regex (repeat).")
@@ -370,6 +379,7 @@ def command(**kw: Any) -> tuple[AgentOptions, list[str]]:
         etcd_keyfile=kw["etcd_keyfile"],
         etcd_username=kw["etcd_username"],
         etcd_password=password,
+        etcd_transport=kw["etcd_transport"],
         ifaces=kw["iface"],
         iface_regexes=kw["iface_regex"],
         public_ip=kw["public_ip"],

@@ -13,11 +13,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from agent.backends import Backend, ExternalInterface, make_backend
 from agent.config import NetworkConfig
-from agent.etcd import EtcdClient, EtcdError
 from agent.subnets import Lease
 from agent.watch import PeerSink
 
@@ -25,7 +24,6 @@ log = logging.getLogger("agent")
 
 TEST_BACKEND_ENV = "OVERLAY_AGENT_TEST_BACKEND"
 TEST_IFACE_ENV = "OVERLAY_AGENT_TEST_IFACE"
-T = TypeVar("T")
 
 
 class InterfaceChooser(Protocol):
@@ -37,19 +35,6 @@ class InterfaceChooser(Protocol):
         regexes: Sequence[str] = (),
         public_ip: str | None = None,
     ) -> ExternalInterface: ...
-
-
-class CountingEtcdClient(EtcdClient):
-    """An EtcdClient that counts failed calls (for /metrics)."""
-
-    errors = 0
-
-    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        try:
-            return super()._call(what, fn)
-        except EtcdError:
-            self.errors += 1
-            raise
 
 
 class SerialSink(PeerSink):

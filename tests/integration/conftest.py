@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.etcd import EtcdClient, EtcdError
+from agent.etcd import EtcdClient, EtcdClientBase, EtcdError, client_class
 
 ETCD_BIN = os.environ.get("ETCD_BIN") or (
     "/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else shutil.which("etcd")
@@ -122,7 +122,7 @@ class EtcdServer:
         self.stop()
         self.start()
 
-    def client(self, **kwargs: object) -> EtcdClient:
+    def client(self, transport: str = "http", **kwargs: object) -> EtcdClientBase:
         tls = self.tls or {}
         opts: dict[str, object] = {
             "ca_file": tls.get("ca"),
@@ -131,7 +131,7 @@ class EtcdServer:
             "timeout": 3.0,
         }
         opts.update(kwargs)
-        return EtcdClient([self.url], **opts)  # type: ignore[arg-type]
+        return client_class(transport)([self.url], **opts)  # type: ignore[arg-type]
 
 
 def _require_etcd() -> None:

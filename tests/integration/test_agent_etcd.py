@@ -1,9 +1,13 @@
-"""agent.etcd against a real etcd: key/values, leases, watch, failover, TLS and auth."""
+"""agent.etcd against a real etcd: key/values, leases, watch, failover, TLS and auth.
+
+Every test runs once per transport (the JSON gateway and gRPC): both must behave the same.
+"""
 
 from __future__ import annotations
 
 import datetime
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +17,33 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.etcd import (
+    TRANSPORTS,
     EtcdAuthError,
-    EtcdClient,
+    EtcdClientBase,
     EtcdCompacted,
     EtcdError,
     EtcdLeaseNotFound,
     EtcdUnavailable,
+    client_class,
 )
 from tests.integration.conftest import EtcdServer, free_port
 
 pytestmark = pytest.mark.lab
 
 
-def test_kv_create_replace_delete(etcd: EtcdClient, prefix: str) -> None:
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def etcd(etcd_server: EtcdServer, transport: str) -> Iterator[EtcdClientBase]:
+    """A client of the shared etcd over TRANSPORT."""
+    with etcd_server.client(transport) as cli:
+        yield cli
+
+
+def test_kv_create_replace_delete(etcd: EtcdClientBase, prefix: str) -> None:
     key = f"{prefix}/k"
     assert etcd.get(key) is None
     assert etcd.create(key, b"one")
@@ -40,7 +58,7 @@ def test_kv_create_replace_delete(etcd: EtcdClient, prefix: str) -> None:
     assert etcd.delete(key) and not etcd.delete(key)
 
 
-def test_lease_grant_refresh_revoke(etcd: EtcdClient, prefix: str) -> None:
+def test_lease_grant_refresh_revoke(etcd: EtcdClientBase, prefix: str) -> None:
     lease_id, ttl = etcd.lease_grant(30)
     assert ttl == 30
     assert etcd.create(f"{prefix}/l", b"v", lease_id=lease_id)
@@ -56,7 +74,7 @@ def test_lease_grant_refresh_revoke(etcd: EtcdClient, prefix: str) -> None:
         etcd.create(f"{prefix}/m", b"v", lease_id=lease_id)
 
 
-def test_watch_events_and_compaction(etcd: EtcdClient, prefix: str) -> None:
+def test_watch_events_and_compaction(etcd: EtcdClientBase, prefix: str) -> None:
     _, start = etcd.get_prefix(prefix)
     with etcd.watch_prefix(prefix + "/", start + 1) as stream:
         etcd.put(f"{prefix}/a", b"1")
@@ -77,21 +95,24 @@ def test_watch_events_and_compaction(etcd: EtcdClient, prefix: str) -> None:
         stream.get(timeout=5)
 
 
-def test_status_and_members(etcd: EtcdClient) -> None:
+def test_status_and_members(etcd: EtcdClientBase) -> None:
     status = etcd.status()
     assert status["version"].startswith("3.")
     members = etcd.members()
     assert len(members) == 1 and members[0]["client_urls"]
 
 
-def test_failover_to_the_next_endpoint(etcd_server: EtcdServer, prefix: str) -> None:
+def test_failover_to_the_next_endpoint(
+    etcd_server: EtcdServer, prefix: str, transport: str
+) -> None:
+    client = client_class(transport)
     dead = f"http://127.0.0.1:{free_port()}"
-    with EtcdClient([dead, etcd_server.url], timeout=2) as cli:
+    with client([dead, etcd_server.url], timeout=2) as cli:
         cli.put(f"{prefix}/f", b"ok")
         assert cli.current_endpoint == etcd_server.url
         assert cli.get(f"{prefix}/f").value == b"ok"  # type: ignore[union-attr]
     with (
-        EtcdClient([dead, f"http://127.0.0.1:{free_port()}"], timeout=2) as cli,
+        client([dead, f"http://127.0.0.1:{free_port()}"], timeout=2) as cli,
         pytest.raises(EtcdUnavailable, match="every endpoint"),
     ):
         cli.get("/x")
@@ -149,22 +170,23 @@ def make_pki(directory: Path) -> dict[str, str]:
     return files
 
 
-def test_tls_client_certs_required(tmp_path: Path) -> None:
+def test_tls_client_certs_required(tmp_path: Path, transport: str) -> None:
+    client = client_class(transport)
     tls = make_pki(tmp_path / "pki")
     server = EtcdServer(tmp_path / "etcd-tls", tls=tls)
     server.workdir.mkdir()
     server.start()
     try:
-        with server.client() as cli:
+        with server.client(transport) as cli:
             cli.put("/tls/k", b"secure")
             assert cli.get("/tls/k").value == b"secure"  # type: ignore[union-attr]
         with (
-            EtcdClient([server.url], ca_file=tls["ca"], timeout=2) as certless,
+            client([server.url], ca_file=tls["ca"], timeout=2) as certless,
             pytest.raises(EtcdError),
         ):
             certless.get("/tls/k")
         with (
-            EtcdClient([server.url.replace("https", "http")], timeout=2) as plain,
+            client([server.url.replace("https", "http")], timeout=2) as plain,
             pytest.raises(EtcdError),
         ):
             plain.get("/tls/k")
@@ -172,7 +194,7 @@ def test_tls_client_certs_required(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_user_password(own_etcd: EtcdServer) -> None:
+def test_user_password(own_etcd: EtcdServer, transport: str) -> None:
     def etcdctl(*args: str) -> None:
         subprocess.run(
             ["etcdctl", f"--endpoints={own_etcd.url}", *args],
@@ -184,10 +206,10 @@ def test_user_password(own_etcd: EtcdServer) -> None:
     etcdctl("user", "add", "root", "--new-user-password=s3cret", "--interactive=false")
     etcdctl("auth", "enable")
     secret = "s3cret"  # noqa: S105 - a throwaway etcd
-    with own_etcd.client(username="root", password=secret) as cli:
+    with own_etcd.client(transport, username="root", password=secret) as cli:
         cli.put("/auth/k", b"v")
         assert cli.get("/auth/k").value == b"v"  # type: ignore[union-attr]
-    with own_etcd.client() as anonymous, pytest.raises(EtcdAuthError):
+    with own_etcd.client(transport) as anonymous, pytest.raises(EtcdAuthError):
         anonymous.put("/auth/k", b"nope")
     with pytest.raises(EtcdAuthError):
-        own_etcd.client(username="root", password=secret[::-1]).get("/auth/k")
+        own_etcd.client(transport, username="root", password=secret[::-1]).get("/auth/k")

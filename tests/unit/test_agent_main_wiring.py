@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent.etcd import EtcdClient, EtcdUnavailable
+from agent.etcd import EtcdClientBase, EtcdUnavailable, client_class
 from agent.iptables import FORWARD_CHAIN, MASQ_CHAIN
 from agent.logs import LogfmtFormatter, event, format_fields, setup_logging
 from agent.rules import RulesKeeper, _Rules
 from agent.subnets import Lease
 from agent.watch import PeerSink
-from agent.wiring import CountingEtcdClient, SerialSink, load_hook
+from agent.wiring import SerialSink, load_hook
 
 NET = IPv4Network("10.5.0.0/16")
 SUB = IPv4Network("10.5.3.0/24")
@@ -80,15 +80,16 @@ def test_serial_sink_holds_the_lock() -> None:
     assert not lock.locked()
 
 
-def test_counting_client_counts_failures() -> None:
-    client = CountingEtcdClient(["http://127.0.0.1:1"], timeout=0.5)
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_client_counts_failures(transport: str) -> None:
+    client = client_class(transport)(["http://127.0.0.1:1"], timeout=0.5)
     try:
         with pytest.raises(EtcdUnavailable):
             client.get("/x")
         assert client.errors == 1
     finally:
         client.close()
-    assert isinstance(client, EtcdClient)
+    assert isinstance(client, EtcdClientBase) and client.transport == transport
 
 
 def test_load_hook() -> None:
