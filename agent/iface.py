@@ -127,16 +127,16 @@ def read_links() -> tuple[list[LinkInfo], int | None]:
 
     links = []
     with Netlink() as nl:
-        for msg in nl.ipr.link("dump"):
-            index = msg["index"]
+        for link in nl.links():
+            index = link["index"]
             links.append(
                 LinkInfo(
-                    name=msg.get("IFLA_IFNAME"),
+                    name=link["name"],
                     index=index,
-                    mtu=msg.get("IFLA_MTU"),
+                    mtu=link["mtu"],
                     addresses=tuple(nl.addresses(index)),
-                    loopback=bool(msg["flags"] & IFF_LOOPBACK),
-                    up=bool(msg["flags"] & 1),
+                    loopback=bool(link["flags"] & IFF_LOOPBACK),
+                    up=link["up"],
                 )
             )
         default = nl.default_route_oif()

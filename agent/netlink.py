@@ -1,9 +1,10 @@
-"""Small pyroute2 helpers shared by the data planes (no shelling out to `ip`).
+"""The kernel objects the data planes program, over rtnetlink (no shelling out to `ip`).
 
 Everything acts on the network namespace of the calling process: a :class:`Netlink` opens one
 rtnetlink socket there (open one per batch of changes, they are cheap). Creation is idempotent
 ("replace" semantics) and deletion of something already gone is not an error, so a backend can
-re-run its whole programming after a restart without special cases.
+re-run its whole programming after a restart without special cases. The messages themselves are
+built and parsed by agent/rtnl.py.
 
 The bottom of the module holds the little peer bookkeeping every backend shares.
 """
@@ -12,18 +13,20 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from socket import AF_INET
+from socket import AF_INET, AF_UNSPEC
 from typing import Any
 
-from pyroute2.iproute import IPRoute  # not `from pyroute2`: see agent/light_imports.py
-from pyroute2.netlink.exceptions import NetlinkError
-
+from agent import rtnl
 from agent.backends.base import BackendError
 from agent.config import NetworkConfig
+from agent.rtnl import NetlinkError, as_ipv4, as_mac, as_text, as_u32, attributes
 from agent.subnets import Lease
+
+__all__ = ["Neighbour", "Netlink", "NetlinkError", "PeerTable", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,26 @@ PROTO_BOOT = 3  # what `ip route add` and flannel's netlink library use
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 RTNH_F_ONLINK = 0x04
+RTN_UNICAST = 1
+SCOPE_UNIVERSE = 0
 SCOPE_LINK = 253
+SCOPE_NOWHERE = 255
 _GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
+
+# rtattr types (linux/if_link.h, if_addr.h, rtnetlink.h, neighbour.h)
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_TXQLEN, IFLA_LINKINFO = 1, 3, 4, 13, 18
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+NDA_DST, NDA_LLADDR = 1, 2
+# IFLA_VXLAN_* we set and read back: name -> (type, encoder, decoder)
+_VXLAN: dict[str, tuple[int, Callable[[int, Any], bytes], Callable[[bytes], Any]]] = {
+    "IFLA_VXLAN_ID": (1, rtnl.u32, as_u32),
+    "IFLA_VXLAN_LINK": (3, rtnl.u32, as_u32),
+    "IFLA_VXLAN_LOCAL": (4, rtnl.ipv4, lambda raw: str(as_ipv4(raw))),
+    "IFLA_VXLAN_LEARNING": (7, rtnl.u8, lambda raw: raw[0]),
+    "IFLA_VXLAN_PORT": (15, rtnl.be16, lambda raw: struct.unpack("!H", raw[:2])[0]),
+}
 
 
 @dataclass(frozen=True)
@@ -54,48 +75,85 @@ class Neighbour:
     mac: str
 
 
+def _link_facts(payload: bytes) -> dict[str, Any]:
+    _, _, index, flags, _ = rtnl.IFINFOMSG.unpack_from(payload)
+    attrs = attributes(payload, rtnl.IFINFOMSG.size)
+    info = attributes(attrs[IFLA_LINKINFO]) if IFLA_LINKINFO in attrs else {}
+    kind = as_text(info.get(IFLA_INFO_KIND))
+    data: dict[str, Any] = {}
+    if kind == "vxlan" and IFLA_INFO_DATA in info:
+        raw_data = attributes(info[IFLA_INFO_DATA])
+        data = {n: dec(raw_data[t]) for n, (t, _, dec) in _VXLAN.items() if t in raw_data}
+    return {
+        "name": as_text(attrs.get(IFLA_IFNAME)),
+        "index": index,
+        "flags": flags,
+        "mac": as_mac(attrs.get(IFLA_ADDRESS)),
+        "mtu": as_u32(attrs.get(IFLA_MTU)),
+        "txqlen": as_u32(attrs.get(IFLA_TXQLEN)),
+        "kind": kind,
+        "data": data,
+        "up": bool(flags & rtnl.IFF_UP),
+    }
+
+
 class Netlink:
     """An rtnetlink socket in the current network namespace. Use as a context manager."""
 
     def __init__(self) -> None:
-        self.ipr = IPRoute()
+        self.rt = rtnl.RtnlSocket()
 
     def __enter__(self) -> Netlink:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.ipr.close()
+        self.rt.close()
 
     # -- links -----------------------------------------------------------------------------------
 
+    def links(self) -> list[dict[str, Any]]:
+        """Facts about every link (see :meth:`link`), plus ``name`` and ``flags``."""
+        body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
+        return [_link_facts(p) for k, p in self.rt.dump(rtnl.RTM_GETLINK, body, "links")
+                if k == rtnl.RTM_NEWLINK]  # fmt: skip
+
     def link_index(self, name: str) -> int | None:
         """The index of link NAME, or None."""
-        found = self.ipr.link_lookup(ifname=name)
-        return int(found[0]) if found else None
+        found = self.link(name)
+        return int(found["index"]) if found else None
 
     def link(self, name: str) -> dict[str, Any] | None:
         """Facts about link NAME: index, mac, mtu, txqlen, kind, data (IFLA_INFO_DATA), up."""
+        body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + rtnl.text(IFLA_IFNAME, name)
         try:
-            msg = self.ipr.link("get", ifname=name)[0]
+            replies = self.rt.get(rtnl.RTM_GETLINK, body, f"link {name}")
         except NetlinkError as exc:
             if exc.code in _GONE:
                 return None
             raise
-        info = msg.get("IFLA_LINKINFO")
-        data = info.get("IFLA_INFO_DATA") if info is not None else None
-        return {
-            "index": msg["index"],
-            "mac": msg.get("IFLA_ADDRESS"),
-            "mtu": msg.get("IFLA_MTU"),
-            "txqlen": msg.get("IFLA_TXQLEN"),
-            "kind": info.get("IFLA_INFO_KIND") if info is not None else None,
-            "data": dict(data["attrs"]) if data is not None else {},
-            "up": bool(msg["flags"] & 1),
-        }
+        return _link_facts(replies[0][1]) if replies else None
 
-    def create_link(self, name: str, kind: str, **attrs: Any) -> int:
-        """Create link NAME of KIND (pyroute2 attribute names) and return its index."""
-        self.ipr.link("add", ifname=name, kind=kind, **attrs)
+    def create_link(self, name: str, kind: str, *, mtu: int | None = None, **data: Any) -> int:
+        """Create link NAME of KIND and return its index.
+
+        For ``vxlan``, DATA takes vxlan_id, vxlan_port, vxlan_local, vxlan_link and
+        vxlan_learning (the IFLA_VXLAN_* attributes).
+        """
+        info_data = b""
+        for key, value in data.items():
+            spec = _VXLAN.get(f"IFLA_{key.upper()}") if kind == "vxlan" else None
+            if spec is None:
+                raise ValueError(f"link attribute {key} is not supported for kind {kind}")
+            info_data += spec[1](spec[0], value)
+        linkinfo = rtnl.attr(IFLA_INFO_KIND, kind.encode())
+        if info_data:
+            linkinfo += rtnl.attr(IFLA_INFO_DATA, info_data)
+        body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + rtnl.text(IFLA_IFNAME, name)
+        if mtu is not None:
+            body += rtnl.u32(IFLA_MTU, mtu)
+        body += rtnl.attr(IFLA_LINKINFO, linkinfo)
+        flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+        self.rt.request(rtnl.RTM_NEWLINK, body, flags, f"create {kind} link {name}")
         index = self.link_index(name)
         if index is None:
             raise BackendError(f"link {name} vanished right after it was created")
@@ -106,50 +164,56 @@ class Netlink:
         index = self.link_index(name)
         if index is None:
             return False
-        try:
-            self.ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code in _GONE:
-                return False
-            raise
-        return True
+        body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, index, 0, 0)
+        return self._ignore_gone(rtnl.RTM_DELLINK, body, 0, f"delete link {name}")
 
     def set_link(
         self, index: int, *, mtu: int | None = None, txqlen: int | None = None, up: bool = True
     ) -> None:
         """Set MTU and/or txqueuelen, and bring the link up (or down)."""
-        attrs: dict[str, Any] = {"state": "up" if up else "down"}
+        flags = rtnl.IFF_UP if up else 0
+        body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, index, flags, rtnl.IFF_UP)
         if mtu is not None:
-            attrs["mtu"] = mtu
+            body += rtnl.u32(IFLA_MTU, mtu)
         if txqlen is not None:
-            attrs["txqlen"] = txqlen
-        self.ipr.link("set", index=index, **attrs)
+            body += rtnl.u32(IFLA_TXQLEN, txqlen)
+        self.rt.request(rtnl.RTM_NEWLINK, body, 0, f"set link {index}")
 
     # -- addresses -------------------------------------------------------------------------------
 
     def addresses(self, index: int) -> list[IPv4Interface]:
         """The IPv4 addresses on link INDEX (with their prefix)."""
-        return [
-            IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
-            for msg in self.ipr.addr("dump", index=index, family=AF_INET)
-        ]
+        found = []
+        body = rtnl.IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)
+        for kind, payload in self.rt.dump(rtnl.RTM_GETADDR, body, "addresses"):
+            family, prefixlen, _, _, ifindex = rtnl.IFADDRMSG.unpack_from(payload)
+            if kind != rtnl.RTM_NEWADDR or family != AF_INET or ifindex != index:
+                continue
+            attrs = attributes(payload, rtnl.IFADDRMSG.size)
+            address = as_ipv4(attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL))
+            if address is not None:
+                found.append(IPv4Interface(f"{address}/{prefixlen}"))
+        return found
+
+    @staticmethod
+    def _address(index: int, address: IPv4Interface) -> bytes:
+        return (
+            rtnl.IFADDRMSG.pack(AF_INET, address.network.prefixlen, 0, SCOPE_UNIVERSE, index)
+            + rtnl.ipv4(IFA_LOCAL, address.ip)
+            + rtnl.ipv4(IFA_ADDRESS, address.ip)
+        )
 
     def ensure_only_address(self, index: int, address: IPv4Interface) -> None:
         """Make ADDRESS the only IPv4 address of link INDEX (an old lease's one goes)."""
         present = self.addresses(index)
         for other in present:
             if other != address:
-                self._ignore_gone(
-                    self.ipr.addr,
-                    "del",
-                    index=index,
-                    address=str(other.ip),
-                    prefixlen=other.network.prefixlen,
-                )
+                body = self._address(index, other)
+                self._ignore_gone(rtnl.RTM_DELADDR, body, 0, f"delete address {other}")
         if address not in present:
-            self.ipr.addr(
-                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
+            body = self._address(index, address)
+            flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+            self.rt.request(rtnl.RTM_NEWADDR, body, flags, f"add address {address}")
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -163,48 +227,49 @@ class Netlink:
         scope: int | None = None,
     ) -> None:
         """Add or replace the main-table route to DST (``ip route replace``)."""
-        attrs: dict[str, Any] = {
-            "dst": str(dst),
-            "oif": oif,
-            "table": MAIN_TABLE,
-            "proto": PROTO_BOOT,
-        }
+        header = rtnl.RTMSG.pack(
+            AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, PROTO_BOOT,
+            SCOPE_UNIVERSE if scope is None else scope, RTN_UNICAST,
+            RTNH_F_ONLINK if onlink else 0,
+        )  # fmt: skip
+        body = header + rtnl.ipv4(RTA_DST, dst.network_address) + rtnl.u32(RTA_OIF, oif)
         if gateway is not None:
-            attrs["gateway"] = str(gateway)
-        if onlink:
-            attrs["flags"] = RTNH_F_ONLINK
-        if scope is not None:
-            attrs["scope"] = scope
-        self.ipr.route("replace", **attrs)
+            body += rtnl.ipv4(RTA_GATEWAY, gateway)
+        flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+        self.rt.request(rtnl.RTM_NEWROUTE, body, flags, f"route {dst}")
 
     def delete_route(
         self, dst: IPv4Network, oif: int | None = None, gateway: IPv4Address | None = None
     ) -> bool:
         """Delete the main-table route to DST (matching OIF and GATEWAY if given)."""
-        attrs: dict[str, Any] = {"dst": str(dst), "table": MAIN_TABLE}
+        header = rtnl.RTMSG.pack(AF_INET, dst.prefixlen, 0, 0, MAIN_TABLE, 0, SCOPE_NOWHERE, 0, 0)
+        body = header + rtnl.ipv4(RTA_DST, dst.network_address)
         if oif is not None:
-            attrs["oif"] = oif
+            body += rtnl.u32(RTA_OIF, oif)
         if gateway is not None:
-            attrs["gateway"] = str(gateway)
-        return self._ignore_gone(self.ipr.route, "del", **attrs)
+            body += rtnl.ipv4(RTA_GATEWAY, gateway)
+        return self._ignore_gone(rtnl.RTM_DELROUTE, body, 0, f"delete route {dst}")
 
     def routes(self, oif: int | None = None) -> list[Route]:
         """IPv4 routes of the main table (only those through OIF if given)."""
-        query: dict[str, Any] = {"family": AF_INET, "table": MAIN_TABLE}
-        if oif is not None:
-            query["oif"] = oif
         found = []
-        for msg in self.ipr.route("dump", **query):
-            if msg.get("RTA_TABLE", msg["table"]) != MAIN_TABLE:
+        body = rtnl.RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        for kind, payload in self.rt.dump(rtnl.RTM_GETROUTE, body, "routes"):
+            family, dst_len, _, _, table, _, _, _, flags = rtnl.RTMSG.unpack_from(payload)
+            attrs = attributes(payload, rtnl.RTMSG.size)
+            table = as_u32(attrs.get(RTA_TABLE)) or table
+            route_oif = as_u32(attrs.get(RTA_OIF))
+            if kind != rtnl.RTM_NEWROUTE or family != AF_INET or table != MAIN_TABLE:
                 continue
-            dst = msg.get("RTA_DST") or "0.0.0.0"  # noqa: S104 - the default route
-            gateway = msg.get("RTA_GATEWAY")
+            if oif is not None and route_oif != oif:
+                continue
+            dst = as_ipv4(attrs.get(RTA_DST)) or IPv4Address(0)
             found.append(
                 Route(
-                    dst=IPv4Network(f"{dst}/{msg['dst_len']}"),
-                    gateway=IPv4Address(gateway) if gateway else None,
-                    oif=msg.get("RTA_OIF"),
-                    onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+                    dst=IPv4Network(f"{dst}/{dst_len}"),
+                    gateway=as_ipv4(attrs.get(RTA_GATEWAY)),
+                    oif=route_oif,
+                    onlink=bool(flags & RTNH_F_ONLINK),
                 )
             )
         return found
@@ -218,43 +283,55 @@ class Netlink:
 
     # -- neighbours and fdb ----------------------------------------------------------------------
 
+    @staticmethod
+    def _neigh(family: int, index: int, ip: IPv4Address, mac: str | None, flags: int) -> bytes:
+        body = rtnl.NDMSG.pack(family, index, NUD_PERMANENT, flags, 0)
+        if mac is not None:
+            body += rtnl.mac(NDA_LLADDR, mac)
+        return body + rtnl.ipv4(NDA_DST, ip)
+
+    def _neighbours(self, family: int, index: int) -> Iterator[Neighbour]:
+        body = rtnl.NDMSG.pack(family, 0, 0, 0, 0)
+        for kind, payload in self.rt.dump(rtnl.RTM_GETNEIGH, body, "neighbours"):
+            msg_family, ifindex, state, _, _ = rtnl.NDMSG.unpack_from(payload)
+            if kind != rtnl.RTM_NEWNEIGH or msg_family != family or ifindex != index:
+                continue
+            attrs = attributes(payload, rtnl.NDMSG.size)
+            ip, lladdr = as_ipv4(attrs.get(NDA_DST)), as_mac(attrs.get(NDA_LLADDR))
+            if ip is not None and lladdr and (family == rtnl.AF_BRIDGE or state & NUD_PERMANENT):
+                yield Neighbour(ip, lladdr)
+
     def replace_neighbour(self, index: int, ip: IPv4Address, mac: str) -> None:
         """A permanent ARP entry IP -> MAC on link INDEX (``ip neigh replace ... permanent``)."""
-        self.ipr.neigh("replace", ifindex=index, dst=str(ip), lladdr=mac, state=NUD_PERMANENT)
+        body = self._neigh(AF_INET, index, ip, mac, 0)
+        flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+        self.rt.request(rtnl.RTM_NEWNEIGH, body, flags, f"neighbour {ip}")
 
     def delete_neighbour(self, index: int, ip: IPv4Address) -> bool:
-        return self._ignore_gone(self.ipr.neigh, "del", ifindex=index, dst=str(ip))
+        body = self._neigh(AF_INET, index, ip, None, 0)
+        return self._ignore_gone(rtnl.RTM_DELNEIGH, body, 0, f"delete neighbour {ip}")
 
     def neighbours(self, index: int) -> list[Neighbour]:
         """Permanent IPv4 neighbours of link INDEX."""
-        return [
-            Neighbour(IPv4Address(msg.get("NDA_DST")), str(msg.get("NDA_LLADDR")))
-            for msg in self.ipr.neigh("dump", ifindex=index, family=AF_INET)
-            if msg["state"] & NUD_PERMANENT and msg.get("NDA_DST") and msg.get("NDA_LLADDR")
-        ]
+        return list(self._neighbours(AF_INET, index))
 
     def replace_fdb(self, index: int, mac: str, dst: IPv4Address) -> None:
         """A permanent fdb entry MAC -> remote DST on vxlan link INDEX (``bridge fdb replace``)."""
-        self.ipr.fdb(
-            "replace", ifindex=index, lladdr=mac, dst=str(dst), state=NUD_PERMANENT, flags=NTF_SELF
-        )
+        body = self._neigh(rtnl.AF_BRIDGE, index, dst, mac, NTF_SELF)
+        flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+        self.rt.request(rtnl.RTM_NEWNEIGH, body, flags, f"fdb {mac} -> {dst}")
 
     def delete_fdb(self, index: int, mac: str, dst: IPv4Address) -> bool:
-        return self._ignore_gone(self.ipr.fdb, "del", ifindex=index, lladdr=mac, dst=str(dst))
+        body = self._neigh(rtnl.AF_BRIDGE, index, dst, mac, NTF_SELF)
+        return self._ignore_gone(rtnl.RTM_DELNEIGH, body, 0, f"delete fdb {mac}")
 
     def fdb_entries(self, index: int) -> list[Neighbour]:
         """The fdb entries with a remote IPv4 destination on vxlan link INDEX."""
-        found = []
-        for msg in self.ipr.fdb("dump", ifindex=index):
-            dst = msg.get("NDA_DST")
-            if msg["ifindex"] == index and dst and "." in str(dst):
-                found.append(Neighbour(IPv4Address(dst), str(msg.get("NDA_LLADDR"))))
-        return found
+        return list(self._neighbours(rtnl.AF_BRIDGE, index))
 
-    @staticmethod
-    def _ignore_gone(method: Any, *args: Any, **kwargs: Any) -> bool:
+    def _ignore_gone(self, msg_type: int, body: bytes, flags: int, what: str) -> bool:
         try:
-            method(*args, **kwargs)
+            self.rt.request(msg_type, body, flags, what)
         except NetlinkError as exc:
             if exc.code in _GONE:
                 return False

@@ -29,13 +29,11 @@ import struct
 import threading
 from ipaddress import IPv4Interface, IPv4Network
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step
 from agent.backends.udp_offload import open_socket, open_tun
 from agent.config import NetworkConfig
-from agent.netlink import SCOPE_LINK, Netlink, PeerTable, subnet_zero
+from agent.netlink import SCOPE_LINK, Netlink, NetlinkError, PeerTable, subnet_zero
 from agent.subnets import Lease
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,9 @@ import logging
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.config import NetworkConfig
-from agent.netlink import Netlink, PeerTable, stale_routes, subnet_zero
+from agent.netlink import Netlink, NetlinkError, PeerTable, stale_routes, subnet_zero
 from agent.subnets import Lease
 
 log = logging.getLogger(__name__)
