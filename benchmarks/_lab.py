@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,3 +129,27 @@ def goal_rows(rows: list[tuple[str, float | None, str, float | None]]) -> str:
             verdict = "n/a" if shown == "n/a" else ("ok" if value <= goal else "MISSED")
         lines.append(f"{name:<34} {shown:>10} {unit:<6} {goal_text:>8} {verdict}")
     return "\n".join(lines)
+
+
+def host_style_agent(workdir: Path, python: str = "/usr/bin/python3") -> str:
+    """overlay-agent installed the way `overlayctl init` installs it on a host; its path.
+
+    The host's Python (Debian's, not this checkout's development venv), a venv made
+    --without-pip, the agent wheel and its pinned wheelhouse unpacked by the same program
+    (overlayctl.agent_phase.UNPACK_WHEELS), then byte-compiled, as after its first start.
+    """
+    from overlayctl import wheelhouse  # noqa: PLC0415 - benchmarks set sys.path first
+    from overlayctl.agent_phase import UNPACK_WHEELS  # noqa: PLC0415
+
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    deps = sorted(wheelhouse.find_dependencies(version, os.uname().machine).glob("*.whl"))
+    wheels = [*deps, wheelhouse.build_agent_wheel(workdir / "wheels")]
+    venv = workdir / "venv"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv_python = str(venv / "bin" / "python")
+    subprocess.run([venv_python, "-c", UNPACK_WHEELS, str(venv), *map(str, wheels)], check=True)
+    subprocess.run([venv_python, "-m", "compileall", "-q", "-j0", str(venv / "lib")], check=True)
+    return str(venv / "bin" / "overlay-agent")

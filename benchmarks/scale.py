@@ -32,6 +32,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
@@ -43,6 +44,7 @@ from _lab import (  # sets sys.path for the imports below
     child_pid,
     cpu_seconds,
     goal_rows,
+    host_style_agent,
     interrupt_on_sigterm,
     percentile,
     proc_status_kb,
@@ -55,7 +57,7 @@ from overlayctl.lab.light import LightHost, LightLab
 from tests.conftest import unique_name
 from tests.integration.conftest import ETCD_BIN
 
-AGENT = str(Path(sys.executable).parent / "overlay-agent")
+DEV_AGENT = str(Path(sys.executable).parent / "overlay-agent")
 PREFIX = "/coreos.com/network"
 NETWORK = "10.6.0.0/16"
 LAN = IPv4Network("10.240.0.0/16")
@@ -71,8 +73,9 @@ def lan_address(index: int) -> str:
 class Scale:
     """The lab, etcd, the agents and what was measured on them."""
 
-    def __init__(self, lab: LightLab) -> None:
+    def __init__(self, lab: LightLab, agent: str) -> None:
         self.lab = lab
+        self.agent = agent  # the overlay-agent script to run
         self.procs: list[subprocess.Popen] = []  # nsenter processes, killed by PID at the end
         self.agents: dict[str, int] = {}  # host name -> agent PID (as seen from here)
         self.etcd: LightHost | None = None
@@ -133,7 +136,7 @@ class Scale:
 
     def launch(self, host: LightHost) -> subprocess.Popen:
         argv = [
-            AGENT, f"--etcd-endpoints={self.url}", "--iface=eth0",
+            self.agent, f"--etcd-endpoints={self.url}", "--iface=eth0",
             f"--subnet-file={host.base / 'subnet.env'}",
             f"--docker-opts-file={host.base / 'docker'}", f"--healthz-port={HEALTHZ_PORT}",
         ]  # fmt: skip
@@ -371,15 +374,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on the ready wait")
     parser.add_argument("--route-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--agent-install",
+        choices=("host", "dev"),
+        default="host",
+        help="host: the agent as `overlayctl init` installs it (the host's python3, a venv of the "
+        "agent wheelhouse); dev: this checkout's development venv",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or not ETCD_BIN:
         print("needs root and an etcd binary", file=sys.stderr)
         return 2
     if not 1 <= args.agents <= 250:
         parser.error("--agents must be 1..250 (one /24 each in a /16 Network)")
-    with interrupt_on_sigterm():
+    with interrupt_on_sigterm(), tempfile.TemporaryDirectory(dir="/var/tmp") as work:
+        agent = DEV_AGENT
+        if args.agent_install == "host":
+            agent = host_style_agent(Path(work))
+        print(f"scale: agent {agent} ({args.agent_install} install)", flush=True)
         lab = LightLab(unique_name("sc"), subnet=str(LAN))
-        scale = Scale(lab)
+        scale = Scale(lab, agent)
         try:
             result = report(measure(args, scale), args.idle)
         except Timeout as exc:

@@ -23,6 +23,25 @@ class AgentBundle:
     digest: str
 
 
+# Run by a venv's python: unpack WHEELS (argv[2:]) into its site-packages and write the
+# overlay-agent script, which names FINAL (argv[1]) as its venv (the venv is renamed after).
+UNPACK_WHEELS = r"""
+import pathlib, sys, sysconfig, zipfile
+final, wheels = sys.argv[1], sys.argv[2:]
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+for wheel in wheels:
+    if pathlib.Path(wheel).name.startswith("pip-"):
+        continue
+    with zipfile.ZipFile(wheel) as zf:
+        if any(".data/" in name for name in zf.namelist()):
+            sys.exit(wheel + ": wheels with .data/ folders are not supported here")
+        zf.extractall(site)
+script = pathlib.Path(sys.prefix) / "bin" / "overlay-agent"
+script.write_text("#!" + final + "/bin/python\nimport sys\nfrom agent.main import main\n"
+                  "sys.exit(main())\n")
+script.chmod(0o755)
+"""
+
 # $1 upload dir, $2 AGENT_HOME, $3 digest; stdin: sha256sum lines of the uploaded wheels.
 # The wheelhouse holds exactly one version of each distribution, so there is nothing to resolve:
 # a fresh venv (without pip) gets every wheel unpacked into it by the small program below (no
@@ -38,26 +57,12 @@ mkdir "$home/wheelhouse"
 cp "$src"/*.whl "$home/wheelhouse/"
 python3 -m venv --without-pip "$home/venv.new"
 "$home/venv.new/bin/python" - "$home/venv" "$home"/wheelhouse/*.whl <<'PY'
-import pathlib, sys, sysconfig, zipfile
-final, wheels = sys.argv[1], sys.argv[2:]
-site = pathlib.Path(sysconfig.get_paths()["purelib"])
-for wheel in wheels:
-    if pathlib.Path(wheel).name.startswith("pip-"):
-        continue
-    with zipfile.ZipFile(wheel) as zf:
-        if any(".data/" in name for name in zf.namelist()):
-            sys.exit(wheel + ": wheels with .data/ folders are not supported here")
-        zf.extractall(site)
-script = pathlib.Path(sys.prefix) / "bin" / "overlay-agent"
-script.write_text("#!" + final + "/bin/python\nimport sys\nfrom agent.main import main\n"
-                  "sys.exit(main())\n")
-script.chmod(0o755)
-PY
+{unpack}PY
 [ -d "$home/venv" ] && mv "$home/venv" "$home/venv.old"
 mv "$home/venv.new" "$home/venv"
 rm -rf "$home/venv.old" "$src"
 printf '%s\n' "$digest" > "$home/wheelhouse.sha256"
-"""
+""".replace("{unpack}", UNPACK_WHEELS.lstrip("\n"))
 
 # $1 port, $2 seconds: poll /readyz until it answers 200; print the last answer.
 _READY = r"""
