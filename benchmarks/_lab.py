@@ -96,10 +96,11 @@ def proc_status_kb(pid: int, field: str) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of PID so far, in seconds."""
+    """CPU seconds of PID so far: its utime + stime and its waited-for children's (the agent's
+    iptables runs, for one)."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], pct: float) -> float:
