@@ -4,8 +4,9 @@ Why not the gRPC library: importing grpc, protobuf and asyncio and opening a cha
 every agent ~0.25 CPU-s and ~15 MB before it has done anything; with a hundred agents starting
 on a small host that is most of the start-up time (benchmarks/scale.py). etcd serves the same
 API as JSON over the client port (etcd 3.4 and later: ``/v3/kv/range``, ``/v3/watch``, ...),
-so ``http.client`` + ``ssl`` + ``json`` do the same job. Bytes are base64 and 64-bit integers
-are strings in that JSON; streams (watch, lease keep-alive) are one JSON object per line.
+so a small HTTP/1.1 client (agent/httpwire.py), ``ssl`` and ``json`` do the same job. Bytes
+are base64 and 64-bit integers are strings in that JSON; streams (watch, lease keep-alive) are
+one JSON object per line.
 
 Each endpoint keeps a small pool of keep-alive connections for unary calls; every watch has
 its own connection and reader thread, with TCP keep-alive probes so a dead peer breaks the
@@ -16,14 +17,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.etcd_base import EtcdClientBase, classify
 from agent.etcd_types import (
@@ -36,12 +35,18 @@ from agent.etcd_types import (
     WatchEvent,
     WatchStream,
 )
+from agent.httpwire import ClosedWithoutAnswer, Connection, Response
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 4
 _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+# A pooled connection the server closed while idle fails like this: send again, once, fresh.
+_STALE = (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
+_NETWORK_ERRORS = (OSError,)  # socket, TLS and protocol errors (agent.httpwire.HttpError)
 
 
 def b64(data: bytes | str) -> str:
@@ -100,7 +105,7 @@ class Gateway:
         self.endpoint = endpoint
         self.timeout = client.timeout
         self.context = client.ssl_context() if endpoint.secure else None
-        self._pool: list[http.client.HTTPConnection] = []
+        self._pool: list[Connection] = []
         self._lock = threading.Lock()
         self.token = ""
         user, password = client.credentials()
@@ -108,16 +113,8 @@ class Gateway:
             reply = self.post("/v3/auth/authenticate", {"name": user, "password": password})
             self.token = str(reply.get("token", ""))
 
-    def connect(self, timeout: float | None) -> http.client.HTTPConnection:
-        ep = self.endpoint
-        conn: http.client.HTTPConnection
-        if self.context is not None:
-            conn = http.client.HTTPSConnection(
-                ep.host, ep.port, timeout=timeout, context=self.context
-            )
-        else:
-            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=timeout)
-        return conn
+    def connect(self, timeout: float | None) -> Connection:
+        return Connection(self.endpoint.host, self.endpoint.port, timeout, self.context)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -127,19 +124,20 @@ class Gateway:
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One unary call; a stale pooled connection is replaced once."""
-        payload = json.dumps(body)
+        payload = json.dumps(body).encode()
         for attempt in range(2):
             with self._lock:
                 conn = self._pool.pop() if self._pool else None
             reused = conn is not None
             conn = conn or self.connect(self.timeout)
             try:
-                conn.request("POST", path, payload, self._headers())
-                resp = conn.getresponse()
+                resp = conn.request("POST", path, payload, self._headers())
                 data = resp.read()
             except _NETWORK_ERRORS as exc:
                 conn.close()
-                stale = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError))
+                stale = isinstance(
+                    exc, (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
+                )
                 if reused and stale and attempt == 0:
                     continue  # the server closed an idle connection: once more, fresh
                 raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -153,21 +151,18 @@ class Gateway:
             return reply if isinstance(reply, dict) else {}
         raise EtcdUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _give_back(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+    def _give_back(self, conn: Connection, resp: Response) -> None:
         with self._lock:
             if resp.will_close or len(self._pool) >= POOL_SIZE:
                 conn.close()
             else:
                 self._pool.append(conn)
 
-    def open_stream(
-        self, path: str, body: dict[str, Any]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def open_stream(self, path: str, body: dict[str, Any]) -> tuple[Connection, Response]:
         """A streaming call on its own connection: (connection, response)."""
         conn = self.connect(self.timeout)
         try:
-            conn.request("POST", path, json.dumps(body), self._headers())
-            resp = conn.getresponse()
+            resp = conn.request("POST", path, json.dumps(body).encode(), self._headers())
             if resp.status != 200:
                 raise _reply_error(resp.status, resp.read())
         except _NETWORK_ERRORS as exc:
@@ -185,7 +180,7 @@ class Gateway:
             conn.close()
 
 
-def read_message(resp: http.client.HTTPResponse) -> dict[str, Any] | None:
+def read_message(resp: Response) -> dict[str, Any] | None:
     """The next ``result`` of a gateway stream, None at its end; errors become EtcdError."""
     line = resp.readline()
     if not line:
@@ -216,6 +211,8 @@ class HttpEtcdClient(EtcdClientBase):
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verify the server against the CA (or the system's); present our client cert."""
+        import ssl  # noqa: PLC0415 - only https endpoints pay for it
+
         ca_file, cert_file, key_file = self._tls_files
         context = ssl.create_default_context(cafile=ca_file)
         if cert_file and key_file:
@@ -347,7 +344,7 @@ class HttpEtcdClient(EtcdClientBase):
         if start_revision:
             create["start_revision"] = str(start_revision)
 
-        def start(gw: Gateway) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        def start(gw: Gateway) -> tuple[Connection, Response]:
             conn, resp = gw.open_stream("/v3/watch", {"create_request": create})
             try:
                 first = read_message(resp)  # "created", or the refusal of a compacted start
@@ -410,8 +407,8 @@ class _WatchReader:
 
     def __init__(
         self,
-        conn: http.client.HTTPConnection,
-        resp: http.client.HTTPResponse,
+        conn: Connection,
+        resp: Response,
         callback: Callable[[list[WatchEvent] | EtcdError], None] | None,
     ) -> None:
         self.conn = conn

@@ -1,4 +1,4 @@
-"""The agent's small HTTP server: ``/healthz``, ``/readyz`` and ``/metrics`` (stdlib only).
+"""The agent's small HTTP server: ``/healthz``, ``/readyz`` and ``/metrics`` (plain sockets).
 
 The server knows nothing about the agent: it asks three callables for the answers.
 ``/readyz`` answers 503 with a JSON reason until the agent is ready, then 200.
@@ -8,6 +8,7 @@ Port 0 means no server at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,8 +16,9 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from agent.httpwire import read_head
 
 log = logging.getLogger(__name__)
 
@@ -75,59 +77,16 @@ def format_metrics(metrics: Iterable[Metric]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "overlay-agent"
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        try:
-            if path == "/healthz":
-                ok, body = self.server.agent_health()
-                self._send(200 if ok else 503, "text/plain; charset=utf-8", body + "\n")
-            elif path == "/readyz":
-                ok, reason = self.server.agent_ready()
-                self._send(200 if ok else 503, "application/json", json.dumps(reason) + "\n")
-            elif path == "/metrics":
-                text = format_metrics(self.server.agent_metrics())
-                self._send(200, METRICS_CONTENT_TYPE, text)
-            else:
-                self._send(404, "text/plain; charset=utf-8", "not found\n")
-        except Exception:
-            log.exception("http %s failed", path)
-            self._send(500, "text/plain; charset=utf-8", "internal error\n")
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _send(self, code: int, ctype: str, body: str) -> None:
-        data = body.encode("utf-8")
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s", format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    agent_health: Callable[[], tuple[bool, str]]
-    agent_ready: Callable[[], tuple[bool, dict[str, Any]]]
-    agent_metrics: Callable[[], Iterable[Metric]]
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}  # fmt: skip
+MAX_CLIENTS = 16  # concurrent connections; more are closed at once
+CLIENT_TIMEOUT_S = 5.0
 
 
 class HealthServer:
-    """Serves the three endpoints in a daemon thread; :meth:`stop` closes the socket."""
+    """Serves the three endpoints (GET and HEAD, one request per connection) from a daemon
+    thread; :meth:`stop` closes the socket. Each connection gets its own short-lived thread,
+    at most MAX_CLIENTS at a time, and CLIENT_TIMEOUT_S to send its request."""
 
     def __init__(
         self,
@@ -140,38 +99,97 @@ class HealthServer:
     ) -> None:
         self.host = host
         self.port = port
-        self._callbacks = (health, ready, metrics)
-        self._server: _Server | None = None
+        self._health, self._ready, self._metrics = health, ready, metrics
+        self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
 
     @property
     def address(self) -> tuple[str, int] | None:
         """The bound (host, port), or None when not serving."""
-        if self._server is None:
+        if self._sock is None:
             return None
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
         """Bind and serve (OSError if the address is taken); nothing when port is 0."""
-        if self.port == 0 or self._server is not None:
+        if self.port == 0 or self._sock is not None:
             return
-        cls = _Server6 if ":" in self.host else _Server
-        server = cls((self.host, self.port), _Handler)
-        server.agent_health, server.agent_ready, server.agent_metrics = self._callbacks
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-        )
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(MAX_CLIENTS)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept, args=(sock,), name="http", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop serving and close the socket."""
-        server, self._server = self._server, None
-        if server is None:
+        sock, self._sock = self._sock, None
+        if sock is None:
             return
-        server.shutdown()
-        server.server_close()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+        sock.close()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # closed by stop()
+            if not self._slots.acquire(blocking=False):
+                conn.close()  # too many at once: a health probe will retry
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), name="http-client", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(CLIENT_TIMEOUT_S)
+            with conn, conn.makefile("rb") as reader:
+                head = read_head(reader)
+                if head is None:
+                    return
+                method, _, rest = head[0].partition(" ")
+                path = rest.split(" ", 1)[0].split("?", 1)[0].rstrip("/") or "/"
+                code, ctype, body = self._answer(method, path)
+                data = body.encode("utf-8")
+                lines = [
+                    f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}", "Server: overlay-agent",
+                    f"Content-Type: {ctype}", f"Content-Length: {len(data)}", "Connection: close",
+                ]  # fmt: skip
+                reply = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                conn.sendall(reply if method == "HEAD" else reply + data)
+        except OSError as exc:
+            log.debug("http client: %s", exc)
+        finally:
+            self._slots.release()
+
+    def _answer(self, method: str, path: str) -> tuple[int, str, str]:
+        text = "text/plain; charset=utf-8"
+        if method not in ("GET", "HEAD"):
+            return 405, text, "method not allowed\n"
+        try:
+            if path == "/healthz":
+                ok, body = self._health()
+                return (200 if ok else 503), text, body + "\n"
+            if path == "/readyz":
+                ok, reason = self._ready()
+                return (200 if ok else 503), "application/json", json.dumps(reason) + "\n"
+            if path == "/metrics":
+                return 200, METRICS_CONTENT_TYPE, format_metrics(self._metrics())
+        except Exception:
+            log.exception("http %s failed", path)
+            return 500, text, "internal error\n"
+        return 404, text, "not found\n"

@@ -1,0 +1,180 @@
+"""The little HTTP/1.1 the agent speaks, on plain sockets: a client for etcd's JSON gateway and
+the framing its health server needs.
+
+Why not http.client / http.server: together with the email package they pull in, they are ~15 %
+of the agent's start-up CPU, for a handful of JSON requests and three GET endpoints. What is
+here: request and status lines, headers (bounded in count and size), bodies by Content-Length
+or chunked transfer coding (etcd's streams), keep-alive on the client side.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+MAX_LINE = 16 * 1024
+MAX_HEADERS = 100
+MAX_BODY = 64 * 1024 * 1024  # a full etcd range reply stays far below this
+
+
+class HttpError(OSError):
+    """The peer broke the protocol or the connection (an OSError, like socket errors)."""
+
+
+class ClosedWithoutAnswer(HttpError):
+    """The server closed the connection before answering (e.g. an idle keep-alive timed out)."""
+
+
+def read_line(reader: Any) -> bytes:
+    """One CRLF-terminated line from a buffered reader, bounded; b"" at EOF."""
+    line = reader.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise HttpError("HTTP line too long")
+    return line
+
+
+def read_head(reader: Any) -> tuple[str, dict[str, str]] | None:
+    """The start line and the headers (names lower-cased); None at a clean EOF."""
+    first = read_line(reader)
+    if not first:
+        return None
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        line = read_line(reader)
+        if not line:
+            raise HttpError("connection closed inside the HTTP header")
+        if line in (b"\r\n", b"\n"):
+            return first.decode("latin-1").strip(), headers
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            raise HttpError(f"malformed HTTP header line {line[:40]!r}")
+        headers[name.strip().lower()] = value.strip()
+    raise HttpError("too many HTTP header lines")
+
+
+class Response:
+    """A response's status and headers; the body is read with :meth:`read` or
+    :meth:`readline` (chunked or sized, transparently)."""
+
+    def __init__(self, reader: Any, status: int, headers: dict[str, str]) -> None:
+        self._reader = reader
+        self.status = status
+        self.headers = headers
+        self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        self._left = int(length) if length and length.isdigit() and not self.chunked else None
+        if self._left is not None and self._left > MAX_BODY:
+            raise HttpError(f"HTTP body of {self._left} bytes is too large")
+        self._chunk_left = 0
+        self._buffer = b""
+        self.done = self._left == 0
+        self.will_close = headers.get("connection", "").lower() == "close" or (
+            self._left is None and not self.chunked
+        )
+
+    def _next_chunk(self) -> bytes:
+        """The rest of the body's next piece; b"" at its end."""
+        if self.done:
+            return b""
+        if not self.chunked:
+            if self._left is None:  # until the server closes
+                data = self._reader.read1(65536)
+                self.done = not data
+                return data
+            data = self._reader.read(min(self._left, 65536))
+            if not data:
+                raise HttpError("connection closed inside the HTTP body")
+            self._left -= len(data)
+            self.done = self._left == 0
+            return data
+        if self._chunk_left == 0:
+            size_line = read_line(self._reader)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise HttpError(f"bad chunk size {size_line[:20]!r}") from exc
+            if size == 0:
+                while read_line(self._reader) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return b""
+            self._chunk_left = size
+        data = self._reader.read(min(self._chunk_left, 65536))
+        if not data:
+            raise HttpError("connection closed inside an HTTP chunk")
+        self._chunk_left -= len(data)
+        if self._chunk_left == 0:
+            read_line(self._reader)  # the CRLF after the chunk
+        return data
+
+    def read(self) -> bytes:
+        """The whole (rest of the) body."""
+        parts = [self._buffer]
+        self._buffer = b""
+        size = len(parts[0])
+        while not self.done:
+            data = self._next_chunk()
+            size += len(data)
+            if size > MAX_BODY:
+                raise HttpError("HTTP body too large")
+            parts.append(data)
+        return b"".join(parts)
+
+    def readline(self) -> bytes:
+        """The body's next line (with its newline); b"" at the end of the body."""
+        while b"\n" not in self._buffer and not self.done:
+            self._buffer += self._next_chunk()
+            if len(self._buffer) > MAX_BODY:
+                raise HttpError("HTTP stream line too long")
+        line, sep, rest = self._buffer.partition(b"\n")
+        self._buffer = rest
+        return line + sep
+
+
+class Connection:
+    """One client connection (TLS if ``context``); requests go one after the other."""
+
+    def __init__(self, host: str, port: int, timeout: float | None, context: Any = None) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.context = context
+        self.sock: socket.socket | None = None
+        self._reader: Any = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.context is not None:
+            try:
+                sock = self.context.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+        self._reader = sock.makefile("rb")
+        return sock
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Response:
+        """Send a request with BODY and read the response's head."""
+        sock = self.sock or self._connect()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        head = read_head(self._reader)
+        if head is None:
+            raise ClosedWithoutAnswer("the server closed the connection without an answer")
+        status_line, reply_headers = head
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise HttpError(f"not an HTTP status line: {status_line[:60]!r}")
+        return Response(self._reader, int(parts[1]), reply_headers)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        if sock is not None:
+            sock.close()
