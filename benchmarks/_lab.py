@@ -95,12 +95,18 @@ def proc_status_kb(pid: int, field: str) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of PID so far: its utime + stime and its waited-for children's (the agent's
-    iptables runs, for one)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of PID so far, its waited-for children's included (the
+    agent's iptables runs, for one)."""
     with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        fields = [int(f) for f in fh.read().rsplit(")", 1)[1].split()[11:15]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[2]) / tick, (fields[1] + fields[3]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of PID so far (see :func:`cpu_split`)."""
+    return sum(cpu_split(pid))
 
 
 def percentile(values: list[float], pct: float) -> float:

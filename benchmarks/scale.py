@@ -43,6 +43,7 @@ from _lab import (  # sets sys.path for the imports below
     Timeout,
     child_pid,
     cpu_seconds,
+    cpu_split,
     goal_rows,
     host_style_agent,
     interrupt_on_sigterm,
@@ -253,7 +254,9 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
         print(f"scale: only {len(ready)} of {n} agents ready within {args.timeout} s")
     for host, proc in zip(hosts, launched, strict=True):
         scale.agents[host.name] = child_pid(proc.pid)
-    start_cpu = [cpu_seconds(pid) for pid in scale.agents.values()]
+    split = [cpu_split(pid) for pid in scale.agents.values()]
+    start_cpu = [user + system for user, system in split]
+    start_sys = [system for _, system in split]
     phases = [log_phases(h) for h in hosts if h.name in ready]
     imports = [p["start"] - start_wall for p in phases if "start" in p]
     control = [p["ready"] - p["config"] for p in phases if {"ready", "config"} <= p.keys()]
@@ -266,8 +269,8 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
     return {
         "n": n, "spawn_s": spawn_s, "all_ready": all_ready, "ready_times": ready_times,
         "started": started, "etcd_cpu": etcd_cpu, "not_ready": not_ready, "dups": dups,
-        "start_cpu": start_cpu, "imports": imports, "control": control, "load": load,
-        "hosts": hosts, "ready": ready,
+        "start_cpu": start_cpu, "start_sys": start_sys, "imports": imports, "control": control,
+        "load": load, "hosts": hosts, "ready": ready,
     }  # fmt: skip
 
 
@@ -330,7 +333,8 @@ def report(m: dict, idle: float) -> dict:
     print()
     print(f"load average before the start: {m['load']:.1f} on {os.cpu_count()} cores")
     print(f"agents started in {m['spawn_s']:.2f} s (the clock starts before the first one)")
-    print(f"per agent until ready: CPU {cpu_med:.2f} s (median; {n} agents = "
+    print(f"per agent until ready: CPU {cpu_med:.2f} s (median, of which system "
+          f"{statistics.median(m['start_sys']):.2f} s; {n} agents = "
           f"{cpu_med * n / (os.cpu_count() or 1):.0f} s on {os.cpu_count()} cores); "
           f"process start to first log line p50 {percentile(m['imports'], 50):.2f} s; "
           f"config read to ready p50 {percentile(m['control'], 50):.2f} s, "
