@@ -8,26 +8,30 @@ so a small HTTP/1.1 client (agent/httpwire.py), ``ssl`` and ``json`` do the same
 are base64 and 64-bit integers are strings in that JSON; streams (watch, lease keep-alive) are
 one JSON object per line.
 
-Each endpoint keeps a small pool of keep-alive connections for unary calls; every watch has
-its own connection and reader thread, with TCP keep-alive probes so a dead peer breaks the
-stream within ~25 s (the gRPC transport pings for the same reason).
+Each endpoint keeps a small pool of keep-alive connections for unary calls; every watch has its
+own connection and reader thread, with TCP keep-alive probes so a dead peer breaks the stream
+within ~25 s (the gRPC transport pings for the same reason). Those wire parts, and etcd's JSON
+encodings, are in agent/etcd_gateway.py.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
-import logging
-import socket
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.etcd_base import EtcdClientBase, classify
+from agent.etcd_base import EtcdClientBase
+from agent.etcd_gateway import (
+    Gateway,
+    WatchReader,
+    b64,
+    decode_kv,
+    enable_keepalive,
+    prefix_end,
+    raise_if_canceled,
+    read_message,
+    revision_of,
+)
 from agent.etcd_types import (
-    Endpoint,
-    EtcdCompacted,
     EtcdError,
     EtcdLeaseNotFound,
     EtcdUnavailable,
@@ -35,173 +39,10 @@ from agent.etcd_types import (
     WatchEvent,
     WatchStream,
 )
-from agent.httpwire import ClosedWithoutAnswer, Connection, Response
+from agent.httpwire import Connection, Response
 
 if TYPE_CHECKING:
     import ssl
-
-log = logging.getLogger(__name__)
-
-POOL_SIZE = 4
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-# A pooled connection the server closed while idle fails like this: send again, once, fresh.
-_STALE = (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
-_NETWORK_ERRORS = (OSError,)  # socket, TLS and protocol errors (agent.httpwire.HttpError)
-
-
-def b64(data: bytes | str) -> str:
-    """The gateway's form of a bytes field."""
-    raw = data.encode() if isinstance(data, str) else data
-    return base64.b64encode(raw).decode("ascii")
-
-
-def unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
-
-
-def prefix_end(prefix: str) -> str:
-    """The range end that selects every key starting with ``prefix`` (etcd's rule)."""
-    raw = bytearray(prefix.encode())
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return b64(bytes(raw[: i + 1]))
-    return b64(b"\0")  # all keys
-
-
-def _kv(raw: dict[str, Any]) -> KeyValue:
-    return KeyValue(
-        key=unb64(raw.get("key")).decode("utf-8", "replace"),
-        value=unb64(raw.get("value")),
-        create_revision=int(raw.get("create_revision", 0)),
-        mod_revision=int(raw.get("mod_revision", 0)),
-        version=int(raw.get("version", 0)),
-        lease_id=int(raw.get("lease", 0)),
-    )
-
-
-def _revision(reply: dict[str, Any]) -> int:
-    return int(reply.get("header", {}).get("revision", 0))
-
-
-def _reply_error(status: int, body: bytes) -> EtcdError:
-    """Our exception for a non-200 gateway reply."""
-    try:
-        reply = json.loads(body)
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        text = body[:200].decode("utf-8", "replace").strip()
-        return EtcdError(f"HTTP {status} from the etcd gateway: {text or 'no body'}")
-    details = str(reply.get("message") or reply.get("error") or f"HTTP {status}")
-    code = reply.get("code")
-    return classify(code if isinstance(code, int) else None, details)
-
-
-class Gateway:
-    """One endpoint: TLS context, auth token and a pool of keep-alive connections."""
-
-    def __init__(self, client: HttpEtcdClient, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.timeout = client.timeout
-        self.context = client.ssl_context() if endpoint.secure else None
-        self._pool: list[Connection] = []
-        self._lock = threading.Lock()
-        self.token = ""
-        user, password = client.credentials()
-        if user:
-            reply = self.post("/v3/auth/authenticate", {"name": user, "password": password})
-            self.token = str(reply.get("token", ""))
-
-    def connect(self, timeout: float | None) -> Connection:
-        return Connection(self.endpoint.host, self.endpoint.port, timeout, self.context)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = self.token
-        return headers
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One unary call; a stale pooled connection is replaced once."""
-        payload = json.dumps(body).encode()
-        for attempt in range(2):
-            with self._lock:
-                conn = self._pool.pop() if self._pool else None
-            reused = conn is not None
-            conn = conn or self.connect(self.timeout)
-            try:
-                resp = conn.request("POST", path, payload, self._headers())
-                data = resp.read()
-            except _NETWORK_ERRORS as exc:
-                conn.close()
-                stale = isinstance(
-                    exc, (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
-                )
-                if reused and stale and attempt == 0:
-                    continue  # the server closed an idle connection: once more, fresh
-                raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            self._give_back(conn, resp)
-            if resp.status != 200:
-                raise _reply_error(resp.status, data)
-            try:
-                reply = json.loads(data)
-            except ValueError as exc:
-                raise EtcdError(f"etcd gateway sent non-JSON: {data[:80]!r}") from exc
-            return reply if isinstance(reply, dict) else {}
-        raise EtcdUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
-
-    def _give_back(self, conn: Connection, resp: Response) -> None:
-        with self._lock:
-            if resp.will_close or len(self._pool) >= POOL_SIZE:
-                conn.close()
-            else:
-                self._pool.append(conn)
-
-    def open_stream(self, path: str, body: dict[str, Any]) -> tuple[Connection, Response]:
-        """A streaming call on its own connection: (connection, response)."""
-        conn = self.connect(self.timeout)
-        try:
-            resp = conn.request("POST", path, json.dumps(body).encode(), self._headers())
-            if resp.status != 200:
-                raise _reply_error(resp.status, resp.read())
-        except _NETWORK_ERRORS as exc:
-            conn.close()
-            raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        except EtcdError:
-            conn.close()
-            raise
-        return conn, resp
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, []
-        for conn in pool:
-            conn.close()
-
-
-def read_message(resp: Response) -> dict[str, Any] | None:
-    """The next ``result`` of a gateway stream, None at its end; errors become EtcdError."""
-    line = resp.readline()
-    if not line:
-        return None
-    try:
-        message = json.loads(line)
-    except ValueError as exc:
-        raise EtcdError(f"etcd gateway stream sent non-JSON: {line[:80]!r}") from exc
-    if "error" in message:
-        err = message["error"]
-        code = err.get("grpc_code", err.get("code"))
-        raise classify(code if isinstance(code, int) else None, str(err.get("message", err)))
-    return message.get("result", {})
-
-
-def _enable_keepalive(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in _KEEPALIVE:
-        option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class HttpEtcdClient(EtcdClientBase):
@@ -219,11 +60,10 @@ class HttpEtcdClient(EtcdClientBase):
             context.load_cert_chain(cert_file, key_file)
         return context
 
-    def credentials(self) -> tuple[str | None, str | None]:
-        return self._auth
-
     def _open(self, index: int) -> Gateway:
-        return Gateway(self, self.endpoints[index])
+        endpoint = self.endpoints[index]
+        context = self.ssl_context() if endpoint.secure else None
+        return Gateway(endpoint, self.timeout, context, self._auth)
 
     def _close_session(self, session: Any) -> None:
         session.close()
@@ -237,18 +77,18 @@ class HttpEtcdClient(EtcdClientBase):
         """The key, or None."""
         reply = self._post("get", "/v3/kv/range", {"key": b64(key)})
         kvs = reply.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return decode_kv(kvs[0]) if kvs else None
 
     def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         """All keys under ``prefix`` (sorted by key) and the revision of that snapshot."""
         body = {"key": b64(prefix), "range_end": prefix_end(prefix)}
         reply = self._post("get_prefix", "/v3/kv/range", body)
-        return [_kv(kv) for kv in reply.get("kvs") or []], _revision(reply)
+        return [decode_kv(kv) for kv in reply.get("kvs") or []], revision_of(reply)
 
     def put(self, key: str, value: bytes | str, lease_id: int = 0) -> int:
         """Write unconditionally; returns the new revision."""
         body = {"key": b64(key), "value": b64(value), "lease": str(lease_id)}
-        return _revision(self._post("put", "/v3/kv/put", body))
+        return revision_of(self._post("put", "/v3/kv/put", body))
 
     def _txn(self, what: str, compare: dict[str, Any], success: dict[str, Any]) -> bool:
         body = {"compare": [compare], "success": [success], "failure": []}
@@ -303,7 +143,7 @@ class HttpEtcdClient(EtcdClientBase):
             conn, resp = gw.open_stream("/v3/lease/keepalive", {"ID": str(lease_id)})
             try:
                 message = read_message(resp) or {}
-            except _NETWORK_ERRORS as exc:
+            except OSError as exc:  # socket, TLS and protocol errors
                 raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 conn.close()
@@ -350,11 +190,11 @@ class HttpEtcdClient(EtcdClientBase):
                 first = read_message(resp)  # "created", or the refusal of a compacted start
                 if first is None:
                     raise EtcdUnavailable("watch stream closed by the server")
-                _raise_if_canceled(first)
+                raise_if_canceled(first)
                 if conn.sock is not None:
                     conn.sock.settimeout(None)  # idle watches are normal; keep-alive probes
-                    _enable_keepalive(conn.sock)
-            except _NETWORK_ERRORS as exc:
+                    enable_keepalive(conn.sock)
+            except OSError as exc:  # socket, TLS and protocol errors
                 conn.close()
                 raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
             except EtcdError:
@@ -363,7 +203,7 @@ class HttpEtcdClient(EtcdClientBase):
             return conn, resp
 
         conn, resp = self._call("watch", start)
-        return _WatchReader(conn, resp, callback).stream
+        return WatchReader(conn, resp, callback).stream
 
     # -- cluster -----------------------------------------------------------------------------
 
@@ -391,70 +231,3 @@ class HttpEtcdClient(EtcdClientBase):
             }
             for m in reply.get("members") or []
         ]
-
-
-def _raise_if_canceled(message: dict[str, Any]) -> None:
-    if not message.get("canceled"):
-        return
-    compact = int(message.get("compact_revision", 0))
-    if compact:
-        raise EtcdCompacted(compact)
-    raise EtcdError(f"watch canceled by etcd: {message.get('cancel_reason', 'no reason given')}")
-
-
-class _WatchReader:
-    """The reader thread of one watch: events to a stream or a callback, then one error."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        resp: Response,
-        callback: Callable[[list[WatchEvent] | EtcdError], None] | None,
-    ) -> None:
-        self.conn = conn
-        self.resp = resp
-        self.callback = callback
-        self.cancelled = threading.Event()
-        self.stream = WatchStream()
-        self.stream._cancel = self.cancel
-        threading.Thread(target=self.run, name="etcd-watch", daemon=True).start()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-        sock = self.conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed; the reader closes the rest
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def deliver(self, item: list[WatchEvent] | EtcdError) -> None:
-        if self.callback is None:
-            self.stream._deliver(item)
-            return
-        try:
-            self.callback(item)
-        except Exception:  # the watcher's bug must not look like a broken stream
-            log.exception("etcd watch callback failed")
-
-    def run(self) -> None:
-        error: EtcdError
-        try:
-            while True:
-                message = read_message(self.resp)
-                if message is None:
-                    error = EtcdUnavailable("watch stream closed by the server")
-                    break
-                _raise_if_canceled(message)
-                events = [
-                    WatchEvent(
-                        "delete" if e.get("type") == "DELETE" else "put", _kv(e.get("kv", {}))
-                    )
-                    for e in message.get("events") or []
-                ]
-                self.deliver(events)
-        except EtcdError as exc:
-            error = exc
-        except Exception as exc:  # a broken or cancelled stream fails in many ways
-            error = EtcdUnavailable(f"watch stream broken: {type(exc).__name__}: {exc}")
-        if not self.cancelled.is_set():
-            self.deliver(error)
-        self.conn.close()

@@ -1,5 +1,5 @@
 """The agent's two hand-written wire formats, without a kernel or an etcd: rtnetlink
-attributes (agent/rtnl.py) and the etcd JSON gateway's encodings and errors (agent/etcd_http.py).
+attributes (agent/rtnl.py) and the etcd JSON gateway's encodings and errors (agent/etcd_gateway.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from agent import rtnl
-from agent.etcd_http import _reply_error, b64, prefix_end, unb64
+from agent.etcd_gateway import b64, prefix_end, reply_error, unb64
 from agent.etcd_types import (
     EtcdAuthError,
     EtcdCompacted,
@@ -94,5 +94,5 @@ def test_bytes_fields_round_trip() -> None:
     ],
 )
 def test_gateway_errors_map_to_our_exceptions(status: int, body: bytes, kind: type) -> None:
-    err = _reply_error(status, body)
+    err = reply_error(status, body)
     assert type(err) is kind
