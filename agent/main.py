@@ -22,20 +22,17 @@ PROG = "overlay-agent"
 
 def parse_args(argv: Sequence[str]) -> tuple[AgentOptions, list[str]] | int:
     """The options, or an exit status (0 after --help/--version, 2 for a bad option)."""
-    import click  # noqa: PLC0415 - see the module docstring
-
-    from agent.options import command, normalize_argv  # noqa: PLC0415
+    from agent.options import UsageError, normalize_argv, parse  # noqa: PLC0415
 
     try:
-        result = command.main(normalize_argv(argv), prog_name=PROG, standalone_mode=False)
-    except click.ClickException as exc:
-        message = " ".join(exc.format_message().split())
-        click.echo(f"{PROG}: error: {message}", err=True)
+        result = parse(normalize_argv(argv), PROG)
+    except UsageError as exc:
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"{PROG}: error: {message}\n")
         return 2
-    except click.Abort:
-        return 1
-    if isinstance(result, int):  # --help and --version
-        return result
+    if isinstance(result, str):  # --help and --version
+        sys.stdout.write(result + "\n")
+        return 0
     return result
 
 

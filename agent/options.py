@@ -4,30 +4,45 @@ Precedence (highest first): command line, ``FLANNELD_<NAME>`` env (``FLANNEL_ETC
 and ``FLANNEL_ETCD_PREFIX`` of the seed's /etc/sysconfig/flanneld as fallbacks), the
 ``--config-file`` (KEY=VALUE lines or a YAML/JSON mapping of the same names), the defaults.
 Go-style spellings flanneld accepts are accepted too: ``-iface=eth0`` and ``--ip-masq=true``.
+
+No Click: importing it and building the command cost every agent ~0.03 CPU-s at start. The
+words are read here as Click read them, with its messages; argparse lays out --help.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-import click
-
 from agent import __version__
-from agent.etcd_types import parse_endpoint
 from agent.files import DEFAULT_DOCKER_FILE, DEFAULT_SUBNET_FILE, parse_env
 from agent.logs import LEVELS
+from agent.option_types import (
+    BOOL_STATES,
+    IntRange,
+    UsageError,
+    boolean,
+    choice,
+    duration,
+    endpoints,
+    existing_file,
+    ip_address,
+    regexes,
+    split_commas,
+)
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/coreos.com/network"
-BOOL_FLAGS = ("ip-masq", "cleanup-on-exit", "logtostderr", "iptables-forward-rules")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DESCRIPTION = (
+    "Lease a subnet in etcd, program the overlay data plane, write /run/flannel/subnet.env."
+)
+_ENV_HELP = "Every option can also be set as FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS)."
 
 
 @dataclass(frozen=True)
@@ -80,102 +95,13 @@ class AgentOptions:
         }
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration (``24h``, ``1h30m``, ``90s``, ``500ms``) or a number."""
-    value = text.strip().lower()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(value):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not value or pos != len(value):
-        raise ValueError(f"{text!r} is not a duration (e.g. 24h, 90m, 3600s)")
-    return total
-
-
-class Duration(click.ParamType):
-    """A Go-style duration in seconds, > 0."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            try:
-                seconds = parse_duration(str(value))
-            except ValueError as exc:
-                self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} must be above zero", param, ctx)
-        return seconds
-
-
-class IPAddress(click.ParamType):
-    """An IP address (IPv4 only unless ``v6``)."""
-
-    name = "ip"
-
-    def __init__(self, v6: bool = False) -> None:
-        self.v6 = v6
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            addr = ipaddress.ip_address(str(value).strip())
-        except ValueError:
-            self.fail(f"{value!r} is not an IP address", param, ctx)
-        if not self.v6 and addr.version != 4:
-            self.fail(f"{value!r} is not an IPv4 address", param, ctx)
-        return addr
-
-
-def _endpoints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    urls = tuple(u.strip() for u in str(value).split(",") if u.strip())
-    if not urls:
-        raise click.BadParameter("no endpoint given", ctx, param)
-    for url in urls:
-        try:
-            parse_endpoint(url)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx, param) from exc
-    return urls
-
-
-def _split_commas(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else list(value or ())
-    return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
-
-
-def _regexes(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
-    items = (value,) if isinstance(value, str) else tuple(value or ())
-    for item in items:
-        try:
-            re.compile(item)
-        except re.error as exc:
-            raise click.BadParameter(f"{item!r} is not a regular expression: {exc}") from exc
-    return items
-
-
-def _config_key(key: str) -> str:
-    name = str(key).strip().lstrip("-").lower().replace("-", "_")
-    for prefix in ("flanneld_", "flannel_"):
-        name = name.removeprefix(prefix)
-    return name
-
-
-def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Read the file into Click's default_map (below flags and env, above the defaults)."""
-    if not value:
-        return
+def _read_config(value: Any) -> dict[str, Any]:
+    """The --config-file's options by name; its keys are flag or env names (``ip-masq``,
+    ``FLANNELD_IP_MASQ``)."""
     try:
         text = Path(value).read_text(encoding="utf-8")
     except OSError as exc:
-        raise click.BadParameter(f"cannot read {value}: {exc.strerror}", ctx, param) from exc
+        raise ValueError(f"cannot read {value}: {exc.strerror}") from exc
     import yaml  # noqa: PLC0415 - only for --config-file: 2 MB less RSS for every agent
 
     try:
@@ -185,23 +111,107 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     if not isinstance(data, dict):
         data = parse_env(text)
         if not data and text.strip():
-            raise click.BadParameter(
-                f"{value}: expected KEY=VALUE lines or a YAML/JSON mapping", ctx, param
-            )
-    params = {p.name: p for p in ctx.command.params if p.name and p.expose_value}
-    defaults: dict[str, Any] = {}
+            raise ValueError(f"{value}: expected KEY=VALUE lines or a YAML/JSON mapping")
+    config: dict[str, Any] = {}
     for key, raw in data.items():
-        name = _config_key(key)
-        target = params.get(name)
-        if target is None:
-            raise click.BadParameter(f"{value}: unknown option {key!r}", ctx, param)
-        wrap = getattr(target, "multiple", False) and not isinstance(raw, list)
-        defaults[name] = [raw] if wrap else raw
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+        name = str(key).strip().lstrip("-").lower().replace("-", "_")
+        name = name.removeprefix("flanneld_").removeprefix("flannel_")
+        if name not in _SETTINGS:
+            raise ValueError(f"{value}: unknown option {key!r}")
+        config[name] = raw
+    return config
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One option. ``flags``: its spellings, ``/``-separated (``--no-<name>`` turns a flag
+    off); its name (``FLANNELD_<NAME>``, config key) is the first long flag's. --help shows
+    the default of those taking a value, unless None or empty."""
+
+    flags: str
+    convert: Callable[[Any], Any] = str
+    default: Any = None
+    help: str | None = None  # None: not in --help
+    metavar: str = "TEXT"
+    env: tuple[str, ...] = ()  # looked at before FLANNELD_<NAME>
+    multiple: bool = False  # repeatable
+    eager: bool = False  # --help, --version, --config-file: acted on first, as given
+
+    @property
+    def flag(self) -> bool:
+        """Takes no value: ``--x`` is true, ``--no-x`` false."""
+        return self.convert is boolean
+
+    @property
+    def names(self) -> list[str]:
+        return self.flags.split("/")
+
+    @property
+    def name(self) -> str:
+        return next(f for f in self.names if f.startswith("--"))[2:].replace("-", "_")
+
+    @property
+    def hint(self) -> str:
+        return " / ".join(repr(f) for f in self.names if not f.startswith("--no-"))
+
+
+# fmt: off
+_OPTIONS = (
+    _Option("--version", boolean, eager=True, help="Show the version and exit."),
+    _Option("--config-file", _read_config, eager=True,
+            help="KEY=VALUE or YAML/JSON file with these options (names as the flags)."),
+    _Option("--etcd-endpoints", endpoints, DEFAULT_ENDPOINTS, "Comma-separated etcd client URLs.",
+            env=("FLANNELD_ETCD_ENDPOINTS", "FLANNEL_ETCD_ENDPOINTS")),
+    _Option("--etcd-prefix", str, DEFAULT_PREFIX, "etcd prefix holding config and subnets/.",
+            env=("FLANNELD_ETCD_PREFIX", "FLANNEL_ETCD_PREFIX")),
+    _Option("--etcd-cafile", existing_file, None, "etcd CA file.", "FILE"),
+    _Option("--etcd-certfile", existing_file, None, "Client cert.", "FILE"),
+    _Option("--etcd-keyfile", existing_file, None, "Client key.", "FILE"),
+    _Option("--etcd-username", str, None, "etcd user (with a password)."),
+    _Option("--etcd-password", str, None, "etcd password (better: env or --etcd-password-file)."),
+    _Option("--etcd-password-file", existing_file, None, "File holding the etcd password.", "FILE"),
+    _Option("--etcd-transport", choice("http", "grpc"), "http",
+            "etcd's JSON gateway (standard library) or gRPC (the pyetcd library).", "[http|grpc]",
+            env=("OVERLAY_AGENT_ETCD_TRANSPORT",)),
+    _Option("--iface", split_commas, [], "Interface name or IP (repeatable).", multiple=True),
+    _Option("--iface-regex", regexes, [], "Interface regex (repeat).", multiple=True),
+    _Option("--public-ip", partial(ip_address, v6=False), None,
+            "IP peers use to reach this host.", "IP"),
+    _Option("--subnet-file", str, str(DEFAULT_SUBNET_FILE), "subnet.env path."),
+    _Option("--docker-opts-file", str, str(DEFAULT_DOCKER_FILE), "DOCKER_NETWORK_OPTIONS file."),
+    _Option("--ip-masq/--no-ip-masq", boolean, False, "Masquerade traffic leaving Network."),
+    _Option("--iptables-forward-rules/--no-iptables-forward-rules", boolean, True,
+            "Accept the Network in FORWARD (chain FLANNEL-FWD).  [default: on]"),
+    _Option("--iptables-resync", duration, "5s", "How often to re-check the iptables rules.",
+            "DURATION"),
+    _Option("--subnet-lease-renew-margin", IntRange(0), 60,
+            "Minutes before expiry to renew the lease.", "INTEGER"),
+    _Option("--subnet-lease-ttl", duration, "24h", "Lease TTL.", "DURATION"),
+    _Option("--healthz-ip", ip_address, "127.0.0.1",
+            "Address of the HTTP server (flannel: 0.0.0.0).", "IP"),
+    _Option("--healthz-port", IntRange(0, 65535), 0,
+            "Port of /healthz, /readyz, /metrics (0 = off).", "INTEGER"),
+    _Option("--cleanup-on-exit/--no-cleanup-on-exit", boolean, False,
+            "On exit remove the data plane and revoke the lease (default: keep both)."),
+    _Option("--log-level", choice(*LEVELS, any_case=True), "info",
+            "Log threshold (logs: key=value lines on stderr).", f"[{'|'.join(LEVELS)}]"),
+    _Option("--config-poll-interval", duration, "10s",
+            "How often to re-read a missing or invalid <prefix>/config.", "DURATION"),
+    _Option("--conflict-check-interval", duration, "5m",
+            "How often to look for duplicate subnets and PublicIPs among all leases.", "DURATION"),
+    _Option("--logtostderr/--no-logtostderr", boolean),  # flanneld's: accepted, reported ignored
+    _Option("--log_dir/--log-dir"),
+    _Option("-h/--help", boolean, eager=True, help="Show this message and exit."),
+)
+# fmt: on
+_BY_NAME = {opt.name: opt for opt in _OPTIONS}
+_SETTINGS = {name: opt for name, opt in _BY_NAME.items() if not opt.eager}  # config file keys
+_FLAGS = {flag: opt for opt in _OPTIONS for flag in opt.names}
+BOOL_FLAGS = tuple(flag[5:] for flag in _FLAGS if flag.startswith("--no-"))
 
 
 def normalize_argv(args: Sequence[str]) -> list[str]:
-    """Go flag spellings to Click's: ``-iface=x`` -> ``--iface=x``, ``--ip-masq=false`` ->
+    """Go flag spellings to the parser's: ``-iface=x`` -> ``--iface=x``, ``--ip-masq=false`` ->
     ``--no-ip-masq``. Everything after ``--`` is left alone."""
     out: list[str] = []
     for i, given in enumerate(args):
@@ -209,192 +219,164 @@ def normalize_argv(args: Sequence[str]) -> list[str]:
             return out + list(args[i:])
         arg = "-" + given if re.match(r"^-[a-z][a-z0-9_-]+", given) else given
         name, eq, value = arg[2:].partition("=")
-        if arg.startswith("--") and eq and name in BOOL_FLAGS:
-            truth = value.strip().lower()
-            if truth in ("1", "t", "true", "yes", "y", "on"):
-                arg = f"--{name}"
-            elif truth in ("0", "f", "false", "no", "n", "off", ""):
-                arg = f"--no-{name}"
+        state = BOOL_STATES.get(value.strip().lower())
+        if arg.startswith("--") and eq and name in BOOL_FLAGS and state is not None:
+            arg = f"--{name}" if state else f"--no-{name}"
         out.append(arg)
     return out
 
 
-_ENV_HELP = "Every option can also be set as FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS)."
+def _read_args(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The options given, by name in the order first given (a repeatable one's: the list),
+    and the other words. Read as Click read them: an option's value is the next word,
+    whatever it looks like; ``--`` ends the options."""
+    given: dict[str, Any] = {}
+    extra: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            extra += words
+            break
+        if len(word) < 2 or not word.startswith("-"):
+            extra.append(word)
+            continue
+        flag, eq, value = word.partition("=")
+        opt = _FLAGS.get(flag)
+        if opt is None:
+            raise _no_such_option(flag)
+        if opt.flag and eq:
+            raise UsageError(f"Option {flag!r} does not take a value.")
+        if opt.flag:
+            value = not flag.startswith("--no-")
+        elif not eq:
+            value = next(words, None)
+            if value is None:
+                raise UsageError(f"Option {flag!r} requires an argument.")
+        given[opt.name] = [*given.get(opt.name, []), value] if opt.multiple else value
+    return given, extra
 
 
-@click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FLANNELD"},
-    epilog=_ENV_HELP,
-)
-@click.version_option(__version__, prog_name="overlay-agent")
-@click.option(
-    "--config-file",
-    is_eager=True,
-    expose_value=False,
-    callback=_load_config_file,
-    help="KEY=VALUE or YAML/JSON file with these options (names as the flags).",
-)
-@click.option(
-    "--etcd-endpoints",
-    default=DEFAULT_ENDPOINTS,
-    show_default=True,
-    envvar=["FLANNELD_ETCD_ENDPOINTS", "FLANNEL_ETCD_ENDPOINTS"],
-    callback=_endpoints,
-    help="Comma-separated etcd client URLs.",
-)
-@click.option(
-    "--etcd-prefix",
-    default=DEFAULT_PREFIX,
-    show_default=True,
-    envvar=["FLANNELD_ETCD_PREFIX", "FLANNEL_ETCD_PREFIX"],
-    help="etcd prefix holding config and subnets/.",
-)
-@click.option("--etcd-cafile", type=click.Path(exists=True, dir_okay=False), help="etcd CA file.")
-@click.option("--etcd-certfile", type=click.Path(exists=True, dir_okay=False), help="Client cert.")
-@click.option("--etcd-keyfile", type=click.Path(exists=True, dir_okay=False), help="Client key.")
-@click.option("--etcd-username", help="etcd user (with a password).")
-@click.option("--etcd-password", help="etcd password (better: env or --etcd-password-file).")
-@click.option(
-    "--etcd-password-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="File holding the etcd password.",
-)
-@click.option(
-    "--etcd-transport",
-    type=click.Choice(["http", "grpc"]),
-    default="http",
-    show_default=True,
-    envvar="OVERLAY_AGENT_ETCD_TRANSPORT",
-    help="etcd's JSON gateway (standard library) or gRPC (the pyetcd library).",
-)
-@click.option(
-    "--iface", multiple=True, callback=_split_commas, help="Interface name or IP (repeatable)."
-)
-@click.option("--iface-regex", multiple=True, callback=_regexes, help="Interface regex (repeat).")
-@click.option("--public-ip", type=IPAddress(), help="IP peers use to reach this host.")
-@click.option(
-    "--subnet-file", default=str(DEFAULT_SUBNET_FILE), show_default=True, help="subnet.env path."
-)
-@click.option(
-    "--docker-opts-file",
-    default=str(DEFAULT_DOCKER_FILE),
-    show_default=True,
-    help="DOCKER_NETWORK_OPTIONS file.",
-)
-@click.option("--ip-masq/--no-ip-masq", default=False, help="Masquerade traffic leaving Network.")
-@click.option(
-    "--iptables-forward-rules/--no-iptables-forward-rules",
-    default=True,
-    help="Accept the Network in FORWARD (chain FLANNEL-FWD).  [default: on]",
-)
-@click.option(
-    "--iptables-resync",
-    type=Duration(),
-    default="5s",
-    show_default=True,
-    help="How often to re-check the iptables rules.",
-)
-@click.option(
-    "--subnet-lease-renew-margin",
-    type=click.IntRange(min=0),
-    default=60,
-    show_default=True,
-    help="Minutes before expiry to renew the lease.",
-)
-@click.option(
-    "--subnet-lease-ttl", type=Duration(), default="24h", show_default=True, help="Lease TTL."
-)
-@click.option(
-    "--healthz-ip",
-    type=IPAddress(v6=True),
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the HTTP server (flannel: 0.0.0.0).",
-)
-@click.option(
-    "--healthz-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Port of /healthz, /readyz, /metrics (0 = off).",
-)
-@click.option(
-    "--cleanup-on-exit/--no-cleanup-on-exit",
-    default=False,
-    help="On exit remove the data plane and revoke the lease (default: keep both).",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log threshold (logs: key=value lines on stderr).",
-)
-@click.option(
-    "--config-poll-interval",
-    type=Duration(),
-    default="10s",
-    show_default=True,
-    help="How often to re-read a missing or invalid <prefix>/config.",
-)
-@click.option(
-    "--conflict-check-interval",
-    type=Duration(),
-    default="5m",
-    show_default=True,
-    help="How often to look for duplicate subnets and PublicIPs among all leases.",
-)
-@click.option("--logtostderr/--no-logtostderr", default=None, hidden=True)
-@click.option("--log_dir", "--log-dir", "log_dir", default=None, hidden=True)
-def command(**kw: Any) -> tuple[AgentOptions, list[str]]:
-    """Lease a subnet in etcd, program the overlay data plane, write /run/flannel/subnet.env."""
-    ignored = [f"--{n}" for n in ("logtostderr", "log_dir") if kw[n] is not None]
+def _no_such_option(flag: str) -> UsageError:
+    message = f"No such option {flag!r}."
+    if flag.startswith("--"):
+        from difflib import get_close_matches  # noqa: PLC0415 - only for this error
+
+        close = sorted(get_close_matches(flag, [f for f in _FLAGS if f.startswith("--")]))
+        if len(close) == 1:
+            message += f" Did you mean {close[0]!r}?"
+        elif close:
+            message += f" (Did you mean one of: {', '.join(map(repr, close))}?)"
+    return UsageError(message)
+
+
+def _resolve(opt: _Option, given: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The option's value, converted: from the command line, else the env, else the config
+    file, else its default. Empty env variables and empty config keys count as unset."""
+    envs = (*opt.env, f"FLANNELD_{opt.name.upper()}")
+    env = next((os.environ[name] for name in envs if os.environ.get(name)), None)
+    if opt.name in given:
+        value = given[opt.name]
+    elif env is not None:
+        value = env.split() if opt.multiple else env
+    elif config.get(opt.name) is not None:
+        value = config[opt.name]
+        value = [value] if opt.multiple and not isinstance(value, list) else value
+    else:
+        value = opt.default
+    try:
+        return None if value is None else opt.convert(value)
+    except ValueError as exc:
+        raise UsageError(f"Invalid value for {opt.hint}: {exc}") from exc
+
+
+def _help(prog: str) -> str:
+    """The text of --help, laid out by argparse (imported for --help only)."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [OPTIONS]",
+        description=_DESCRIPTION,
+        epilog=_ENV_HELP,
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34, width=78),
+        add_help=False,
+    )
+    group = parser.add_argument_group("Options")
+    for opt in _OPTIONS:
+        if opt.help is None:  # --logtostderr, --log_dir
+            continue
+        text = opt.help
+        if opt.default not in (None, []) and not opt.flag:
+            bounds = f"; {opt.convert}" if isinstance(opt.convert, IntRange) else ""
+            text += f"  [default: {opt.default}{bounds}]"
+        how = {"action": "store_true"} if opt.flag else {"metavar": opt.metavar}
+        group.add_argument(*opt.names, help=text, **how)
+    return parser.format_help().rstrip("\n")
+
+
+def parse(args: Sequence[str], prog: str) -> tuple[AgentOptions, list[str]] | str:
+    """The options and the ignored flanneld flags given (``--logtostderr``, ``--log_dir``),
+    or the text --help or --version asks for. `args` come through :func:`normalize_argv`.
+
+    A bad option, env value or config file raises :class:`UsageError`; when there are several,
+    the one Click reported: the command line's words, then --help, --version and
+    --config-file as given (then FLANNELD_CONFIG_FILE), the values (those given first, as
+    given), the extra words, the checks across options.
+    """
+    given, extra = _read_args(args)
+    config: dict[str, Any] = {}
+    eager = [name for name in given if _BY_NAME[name].eager]
+    for name in eager if "config_file" in eager else [*eager, "config_file"]:
+        if name == "help":
+            return _help(prog)
+        if name == "version":
+            return f"{prog}, version {__version__}"
+        config = _resolve(_BY_NAME[name], given, {}) or {}
+    rank = {name: i for i, name in enumerate(given)}
+    order = sorted(_SETTINGS.values(), key=lambda opt: rank.get(opt.name, len(rank)))
+    values = {opt.name: _resolve(opt, given, config) for opt in order}
+    if extra:
+        s = "s" if len(extra) > 1 else ""
+        raise UsageError(f"Got unexpected extra argument{s} ({' '.join(extra)})")
+    ignored = [f"--{name}" for name in ("logtostderr", "log_dir") if values[name] is not None]
+    return _agent_options(values), ignored
+
+
+def _agent_options(kw: dict[str, Any]) -> AgentOptions:
+    """The options, after the checks across them."""
     password = kw["etcd_password"]
     if kw["etcd_password_file"]:
         password = Path(kw["etcd_password_file"]).read_text(encoding="utf-8").strip()
-    if bool(kw["etcd_username"]) != bool(password):
-        raise click.BadParameter(
-            "--etcd-username and a password must be given together", param_hint="--etcd-username"
-        )
-    if bool(kw["etcd_certfile"]) != bool(kw["etcd_keyfile"]):
-        raise click.BadParameter(
-            "--etcd-certfile and --etcd-keyfile must be given together",
-            param_hint="--etcd-certfile",
-        )
     ttl = int(kw["subnet_lease_ttl"])
     margin = kw["subnet_lease_renew_margin"] * 60.0
-    if margin >= ttl:
-        raise click.BadParameter(
-            f"{kw['subnet_lease_renew_margin']} minutes is not below the lease TTL ({ttl}s)",
-            param_hint="--subnet-lease-renew-margin",
-        )
     prefix = str(kw["etcd_prefix"]).strip()
+    if bool(kw["etcd_username"]) != bool(password):
+        raise _invalid("--etcd-username", "--etcd-username and a password must be given together")
+    if bool(kw["etcd_certfile"]) != bool(kw["etcd_keyfile"]):
+        raise _invalid(
+            "--etcd-certfile", "--etcd-certfile and --etcd-keyfile must be given together"
+        )
+    if margin >= ttl:
+        minutes = kw["subnet_lease_renew_margin"]
+        raise _invalid(
+            "--subnet-lease-renew-margin", f"{minutes} minutes is not below the lease TTL ({ttl}s)"
+        )
     if not prefix.startswith("/"):
-        raise click.BadParameter(f"{prefix!r} must start with /", param_hint="--etcd-prefix")
-    opts = AgentOptions(
-        etcd_endpoints=kw["etcd_endpoints"],
-        etcd_prefix=prefix.rstrip("/") or "/",
-        etcd_cafile=kw["etcd_cafile"],
-        etcd_certfile=kw["etcd_certfile"],
-        etcd_keyfile=kw["etcd_keyfile"],
-        etcd_username=kw["etcd_username"],
-        etcd_password=password,
-        etcd_transport=kw["etcd_transport"],
-        ifaces=kw["iface"],
-        iface_regexes=kw["iface_regex"],
-        public_ip=kw["public_ip"],
-        subnet_file=Path(kw["subnet_file"]),
-        docker_opts_file=Path(kw["docker_opts_file"]),
-        ip_masq=kw["ip_masq"],
-        iptables_forward_rules=kw["iptables_forward_rules"],
-        iptables_resync=kw["iptables_resync"],
-        renew_margin=margin,
-        lease_ttl=ttl,
-        healthz_ip=str(kw["healthz_ip"]),
-        healthz_port=kw["healthz_port"],
-        cleanup_on_exit=kw["cleanup_on_exit"],
-        log_level=kw["log_level"].lower(),
-        config_poll_interval=kw["config_poll_interval"],
-        conflict_check_interval=kw["conflict_check_interval"],
-    )
-    return opts, ignored
+        raise _invalid("--etcd-prefix", f"{prefix!r} must start with /")
+    fixed = {
+        "etcd_prefix": prefix.rstrip("/") or "/",
+        "etcd_password": password,
+        "ifaces": kw["iface"],
+        "iface_regexes": kw["iface_regex"],
+        "renew_margin": margin,
+        "lease_ttl": ttl,
+        "subnet_file": Path(kw["subnet_file"]),
+        "docker_opts_file": Path(kw["docker_opts_file"]),
+        "healthz_ip": str(kw["healthz_ip"]),
+    }
+    same = {f.name: kw[f.name] for f in fields(AgentOptions) if f.name in kw}  # e.g. ip_masq
+    return AgentOptions(**{**same, **fixed})
+
+
+def _invalid(flag: str, message: str) -> UsageError:
+    return UsageError(f"Invalid value for {flag}: {message}")

@@ -26,7 +26,7 @@ CACHE = Path(os.environ.get("OVERLAYCTL_WHEELHOUSE", "/var/cache/overlayctl/whee
 AGENT_DIST = "overlay_agent"
 # What the agent imports at run time (distribution names), pinned to this installation's versions
 # so hosts run exactly what was tested here.
-AGENT_REQUIREMENTS = ("click", "etcd-sdk-python", "protobuf", "grpcio", "pyyaml")
+AGENT_REQUIREMENTS = ("etcd-sdk-python", "protobuf", "grpcio", "pyyaml")
 _FIXED_DATE = (2020, 1, 1, 0, 0, 0)  # reproducible zip entries
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.main import main, parse_args
-from agent.options import AgentOptions, normalize_argv, parse_duration
+from agent.option_types import parse_duration
+from agent.options import AgentOptions, normalize_argv
 
 WORD = "s3cret"
 ENV_NAMES = (
