@@ -351,7 +351,7 @@ def report(m: dict, idle: float) -> dict:
         f"p99 {percentile(m['from_start'], 99):.3f} s; missing on {m['missing'] or 'none'}"
     )
     print(f"RSS median {rss_med:.1f} MB: {statistics.median(m['anon']):.1f} MB anonymous (heap, "
-          "stacks), the rest file pages (python, grpc and other shared libraries)")  # fmt: skip
+          "stacks), the rest file pages (the interpreter and shared libraries)")  # fmt: skip
     print(
         f"idle {idle:g} s: CPU per agent median {statistics.median(m['cpu']):.2f} %, max "
         f"{max(m['cpu']):.2f} % of one core; etcd calls {m['idle_req'] / n:.2f} per agent"
