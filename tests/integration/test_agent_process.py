@@ -268,12 +268,14 @@ def test_restart_keeps_the_subnet_and_cleanup_revokes(
     assert again.fake()["teardown"] == 1
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_peers_followed_and_deleted_lease_reacquired(
-    agents: Callable[..., AgentProc], etcd: EtcdClient, prefix: str
+    agents: Callable[..., AgentProc], etcd: EtcdClient, prefix: str, transport: str
 ) -> None:
+    """Leases, both watches and the re-acquire, once per etcd transport of the agent."""
     etcd.put(prefix + "/config", CONFIG)
-    a = agents("a", "--public-ip=10.99.0.3").start()
-    b = agents("b", "--public-ip=10.99.0.4").start()
+    a = agents("a", "--public-ip=10.99.0.3", f"--etcd-transport={transport}").start()
+    b = agents("b", "--public-ip=10.99.0.4", f"--etcd-transport={transport}").start()
     a.wait_ready()
     b.wait_ready()
     keys = lease_keys(etcd, prefix)
