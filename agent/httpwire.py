@@ -158,7 +158,8 @@ class Connection:
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Response:
         """Send a request with BODY and read the response's head."""
         sock = self.sock or self._connect()
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
