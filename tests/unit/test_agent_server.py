@@ -213,3 +213,20 @@ def test_port_zero_serves_nothing(agent: Agent) -> None:
     server.start()
     assert server.address is None
     server.stop()
+
+
+def test_idle_clients_do_not_block_answers_and_other_methods_are_refused(
+    served: tuple[Agent, int],
+) -> None:
+    import socket
+
+    _, port = served
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(3)]
+    try:
+        assert _get(port, "/healthz")[0] == 200  # while three clients send nothing
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+            conn.sendall(b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.1 405 ")
+    finally:
+        for sock in idle:
+            sock.close()
