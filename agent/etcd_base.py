@@ -111,7 +111,15 @@ class EtcdClientBase:
         raise NotImplementedError
 
     def _close_session(self, session: Any) -> None:
-        """Release what ``_open`` made."""
+        """Release what ``_open`` made (both transports' sessions have ``close``)."""
+        session.close()
+
+    def _keepalive_once(self, session: Any, lease_id: int) -> int:
+        """One lease keep-alive on SESSION: the new TTL, 0 or less if the lease is gone."""
+        raise NotImplementedError
+
+    def _revoke_once(self, session: Any, lease_id: int) -> None:
+        """Revoke the lease on SESSION (EtcdLeaseNotFound if it does not exist)."""
         raise NotImplementedError
 
     def _translate(self, exc: BaseException) -> EtcdError:
@@ -176,6 +184,23 @@ class EtcdClientBase:
                 return result
         self._current = (start + 1) % count
         raise EtcdUnavailable(f"etcd {what} failed on every endpoint: " + "; ".join(errors))
+
+    # -- lease calls whose meaning both transports share ------------------------------------
+
+    def lease_refresh(self, lease_id: int) -> int:
+        """Keep the lease alive once; returns the new TTL. EtcdLeaseNotFound if it is gone."""
+        ttl = self._call("lease refresh", lambda session: self._keepalive_once(session, lease_id))
+        if ttl <= 0:
+            raise EtcdLeaseNotFound(f"etcd lease {lease_id:x} not found (expired or revoked)")
+        return ttl
+
+    def lease_revoke(self, lease_id: int) -> bool:
+        """Revoke the lease (its keys are deleted); False if it did not exist."""
+        try:
+            self._call("lease revoke", lambda session: self._revoke_once(session, lease_id))
+        except EtcdLeaseNotFound:
+            return False
+        return True
 
     def close(self) -> None:
         """Close every session."""

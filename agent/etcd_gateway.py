@@ -10,7 +10,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent.etcd_base import classify
@@ -83,6 +83,19 @@ def reply_error(status: int, body: bytes) -> EtcdError:
     return classify(code if isinstance(code, int) else None, details)
 
 
+@contextlib.contextmanager
+def closed_on_error(conn: Connection) -> Iterator[None]:
+    """Close CONN if the block fails; socket, TLS and protocol errors become EtcdUnavailable."""
+    try:
+        yield
+    except _NETWORK_ERRORS as exc:
+        conn.close()
+        raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except EtcdError:
+        conn.close()
+        raise
+
+
 class Gateway:
     """One endpoint: TLS context, auth token and a pool of keep-alive connections."""
 
@@ -152,16 +165,10 @@ class Gateway:
     def open_stream(self, path: str, body: dict[str, Any]) -> tuple[Connection, Response]:
         """A streaming call on its own connection: (connection, response)."""
         conn = self.connect(self.timeout)
-        try:
+        with closed_on_error(conn):
             resp = conn.request("POST", path, json.dumps(body).encode(), self._headers())
             if resp.status != 200:
                 raise reply_error(resp.status, resp.read())
-        except _NETWORK_ERRORS as exc:
-            conn.close()
-            raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        except EtcdError:
-            conn.close()
-            raise
         return conn, resp
 
     def close(self) -> None:

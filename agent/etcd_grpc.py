@@ -20,7 +20,6 @@ from agent.etcd_base import EtcdClientBase, classify
 from agent.etcd_types import (
     EtcdCompacted,
     EtcdError,
-    EtcdLeaseNotFound,
     EtcdUnavailable,
     KeyValue,
     WatchEvent,
@@ -117,9 +116,6 @@ class GrpcEtcdClient(EtcdClientBase):
         cli.call_credentials = None
         return cli
 
-    def _close_session(self, session: Any) -> None:
-        session.close()
-
     # -- key/value ---------------------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
@@ -190,26 +186,17 @@ class GrpcEtcdClient(EtcdClientBase):
         lease = self._call("lease grant", lambda c: c.lease(int(ttl)))
         return int(lease.id), int(lease.ttl)
 
-    def lease_refresh(self, lease_id: int) -> int:
-        """Keep the lease alive once; returns the new TTL. EtcdLeaseNotFound if it is gone."""
-        responses = self._call("lease refresh", lambda c: list(c.refresh_lease(lease_id)))
-        ttl = int(responses[0].TTL) if responses else 0
-        if ttl <= 0:
-            raise EtcdLeaseNotFound(f"etcd lease {lease_id:x} not found (expired or revoked)")
-        return ttl
+    def _keepalive_once(self, session: Any, lease_id: int) -> int:
+        responses = list(session.refresh_lease(lease_id))
+        return int(responses[0].TTL) if responses else 0
 
     def lease_ttl(self, lease_id: int) -> int:
         """Remaining TTL in seconds, -1 if the lease does not exist."""
         info = self._call("lease ttl", lambda c: c.get_lease_info(lease_id))
         return int(info.TTL)
 
-    def lease_revoke(self, lease_id: int) -> bool:
-        """Revoke the lease (its keys are deleted); False if it did not exist."""
-        try:
-            self._call("lease revoke", lambda c: c.revoke_lease(lease_id))
-        except EtcdLeaseNotFound:
-            return False
-        return True
+    def _revoke_once(self, session: Any, lease_id: int) -> None:
+        session.revoke_lease(lease_id)
 
     # -- watch -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from agent.etcd_gateway import (
     Gateway,
     WatchReader,
     b64,
+    closed_on_error,
     decode_kv,
     enable_keepalive,
     prefix_end,
@@ -33,7 +34,6 @@ from agent.etcd_gateway import (
 )
 from agent.etcd_types import (
     EtcdError,
-    EtcdLeaseNotFound,
     EtcdUnavailable,
     KeyValue,
     WatchEvent,
@@ -64,9 +64,6 @@ class HttpEtcdClient(EtcdClientBase):
         endpoint = self.endpoints[index]
         context = self.ssl_context() if endpoint.secure else None
         return Gateway(endpoint, self.timeout, context, self._auth)
-
-    def _close_session(self, session: Any) -> None:
-        session.close()
 
     def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(what, lambda gw: gw.post(path, body))
@@ -136,36 +133,20 @@ class HttpEtcdClient(EtcdClientBase):
             raise EtcdError(f"etcd lease grant: {reply['error']}")
         return int(reply.get("ID", 0)), int(reply.get("TTL", 0))
 
-    def lease_refresh(self, lease_id: int) -> int:
-        """Keep the lease alive once; returns the new TTL. EtcdLeaseNotFound if it is gone."""
-
-        def once(gw: Gateway) -> int:
-            conn, resp = gw.open_stream("/v3/lease/keepalive", {"ID": str(lease_id)})
-            try:
-                message = read_message(resp) or {}
-            except OSError as exc:  # socket, TLS and protocol errors
-                raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            finally:
-                conn.close()
-            return int(message.get("TTL", 0))
-
-        ttl = self._call("lease refresh", once)
-        if ttl <= 0:
-            raise EtcdLeaseNotFound(f"etcd lease {lease_id:x} not found (expired or revoked)")
-        return ttl
+    def _keepalive_once(self, session: Gateway, lease_id: int) -> int:
+        conn, resp = session.open_stream("/v3/lease/keepalive", {"ID": str(lease_id)})
+        with closed_on_error(conn):
+            message = read_message(resp) or {}
+        conn.close()  # one answer is all we want from this stream
+        return int(message.get("TTL", 0))
 
     def lease_ttl(self, lease_id: int) -> int:
         """Remaining TTL in seconds, -1 if the lease does not exist."""
         reply = self._post("lease ttl", "/v3/lease/timetolive", {"ID": str(lease_id)})
         return int(reply.get("TTL", -1))
 
-    def lease_revoke(self, lease_id: int) -> bool:
-        """Revoke the lease (its keys are deleted); False if it did not exist."""
-        try:
-            self._post("lease revoke", "/v3/lease/revoke", {"ID": str(lease_id)})
-        except EtcdLeaseNotFound:
-            return False
-        return True
+    def _revoke_once(self, session: Gateway, lease_id: int) -> None:
+        session.post("/v3/lease/revoke", {"ID": str(lease_id)})
 
     # -- watch -------------------------------------------------------------------------------
 
@@ -186,7 +167,7 @@ class HttpEtcdClient(EtcdClientBase):
 
         def start(gw: Gateway) -> tuple[Connection, Response]:
             conn, resp = gw.open_stream("/v3/watch", {"create_request": create})
-            try:
+            with closed_on_error(conn):
                 first = read_message(resp)  # "created", or the refusal of a compacted start
                 if first is None:
                     raise EtcdUnavailable("watch stream closed by the server")
@@ -194,12 +175,6 @@ class HttpEtcdClient(EtcdClientBase):
                 if conn.sock is not None:
                     conn.sock.settimeout(None)  # idle watches are normal; keep-alive probes
                     enable_keepalive(conn.sock)
-            except OSError as exc:  # socket, TLS and protocol errors
-                conn.close()
-                raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            except EtcdError:
-                conn.close()
-                raise
             return conn, resp
 
         conn, resp = self._call("watch", start)

@@ -145,15 +145,14 @@ def host_style_agent(workdir: Path, python: str = "/usr/bin/python3") -> str:
     --without-pip, the agent wheel and its pinned wheelhouse unpacked by the same program
     (overlayctl.agent_phase.UNPACK_WHEELS), then byte-compiled, as after its first start.
     """
-    from overlayctl import wheelhouse  # noqa: PLC0415 - benchmarks set sys.path first
-    from overlayctl.agent_phase import UNPACK_WHEELS  # noqa: PLC0415
+    from overlayctl.agent_phase import UNPACK_WHEELS  # noqa: PLC0415 - sys.path set first
+    from overlayctl.init import Bundles  # noqa: PLC0415
 
     version = subprocess.run(
         [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    deps = sorted(wheelhouse.find_dependencies(version, os.uname().machine).glob("*.whl"))
-    wheels = [*deps, wheelhouse.build_agent_wheel(workdir / "wheels")]
+    wheels = Bundles(workdir / "wheels").get(version, os.uname().machine).wheels
     venv = workdir / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
     venv_python = str(venv / "bin" / "python")

@@ -107,7 +107,7 @@ class Scale:
         proc = self.etcd.run(argv, timeout=30, check=check)
         return proc.stdout if proc.returncode == 0 else ""
 
-    def grpc_started(self) -> dict[str, float]:
+    def etcd_counters(self) -> dict[str, float]:
         """etcd's grpc_server_started_total per method (unary calls and streams opened), and
         its own CPU seconds under ``ETCD_CPU``."""
         assert self.etcd is not None
@@ -242,7 +242,7 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
     hosts = scale.add_hosts(n)
     print(f"scale: {n + 1} light hosts up in {time.monotonic() - setup:.1f} s; "
           f"starting {n} agents at once", flush=True)  # fmt: skip
-    before = scale.grpc_started()
+    before = scale.etcd_counters()
     load = os.getloadavg()[0]
     start_wall = time.time()
     launched = [scale.launch(host) for host in hosts]
@@ -261,7 +261,7 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
     imports = [p["start"] - start_wall for p in phases if "start" in p]
     control = [p["ready"] - p["config"] for p in phases if {"ready", "config"} <= p.keys()]
     time.sleep(2)  # let the watches settle before counting
-    after = scale.grpc_started()
+    after = scale.etcd_counters()
     started = {m: after.get(m, 0) - before.get(m, 0) for m in after}
     etcd_cpu = started.pop(ETCD_CPU, float("nan"))  # includes the 2 s settle
     not_ready = [h.name for h in hosts if h.name in ready and not scale.readyz(h)]
@@ -314,11 +314,11 @@ def measure_idle(args: argparse.Namespace, scale: Scale) -> dict:
     pids = list(scale.agents.values())
     rss = [proc_status_kb(pid, "VmRSS") / 1024 for pid in pids]
     anon = [proc_status_kb(pid, "RssAnon") / 1024 for pid in pids]
-    idle_before = scale.grpc_started()
+    idle_before = scale.etcd_counters()
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     time.sleep(args.idle)
     cpu = [(cpu_seconds(pid) - cpu0[pid]) / args.idle * 100 for pid in pids]
-    idle_after = scale.grpc_started()
+    idle_after = scale.etcd_counters()
     idle_req = sum(v - idle_before.get(k, 0) for k, v in idle_after.items() if k != ETCD_CPU)
     return {"rss": rss, "anon": anon, "cpu": cpu, "idle_req": idle_req}
 
