@@ -424,7 +424,7 @@ class PeerTable:
             raise BackendError(f"{self.type_name}: not routing {lease.subnet}: {reason}")
         try:
             self._install(nl, lease, self.peers.get(lease.subnet))
-        except NetlinkError as exc:  # e.g. the kernel rejects the next hop: skip this one
+        except OSError as exc:  # e.g. the kernel rejects the next hop (NetlinkError): skip it
             self.refused += 1
             log.warning("%s: cannot program %s: %s", self.type_name, lease.subnet, exc)
             raise BackendError(f"{self.type_name}: cannot program {lease.subnet}: {exc}") from exc

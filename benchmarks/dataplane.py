@@ -142,8 +142,21 @@ def underlay(stack: contextlib.ExitStack) -> dict[str, Path]:
     }
 
 
-def _containers(stack: contextlib.ExitStack, backend: str, options: dict | None = None) -> Cluster:
-    cluster = Cluster(_lab(stack), backend, count=2, forward_policy="ACCEPT")
+def host_python() -> str:
+    """The interpreter `overlayctl init` runs the agent with on a Debian host (the system
+    python3, not this checkout's development venv: its build alone changes the udp backend's
+    speed by ~15 %), or this one if the machine has none."""
+    system = "/usr/bin/python3"
+    return system if os.access(system, os.X_OK) else sys.executable
+
+
+def _containers(
+    stack: contextlib.ExitStack,
+    backend: str,
+    options: dict | None = None,
+    python: str = sys.executable,
+) -> Cluster:
+    cluster = Cluster(_lab(stack), backend, count=2, forward_policy="ACCEPT", python=python)
     cluster.config["Backend"].update(options or {})
     stack.callback(cluster.close)
     return cluster
@@ -170,10 +183,12 @@ def by_hand(stack: contextlib.ExitStack) -> dict[str, Path]:
     return {"veth": _path(bare), "kernel-vxlan": _path(kvx)}
 
 
-def agent_backend(stack: contextlib.ExitStack, name: str, options: dict | None = None) -> Path:
+def agent_backend(
+    stack: contextlib.ExitStack, name: str, options: dict | None = None, python: str = ""
+) -> Path:
     """Container to container over overlay-agent's NAME backend (no iptables: same path),
-    OPTIONS added to its config's Backend object."""
-    cluster = _containers(stack, name, options)
+    OPTIONS added to its config's Backend object, the backend run by PYTHON."""
+    cluster = _containers(stack, name, options, python or sys.executable)
     cluster.start_all(iptables=False)
     cluster.mesh()
     if cluster.ping_failures():
@@ -215,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated paths to measure (default: all but udp-flannel, the udp backend "
         "without --udp-options for comparison); ratios need both of their paths",
     )
+    parser.add_argument(
+        "--agent-python",
+        default=host_python(),
+        metavar="PATH",
+        help="the interpreter that runs the agent's backends (default: the system python3, "
+        "as on a host; the udp backend's forwarding is Python)",
+    )
     args = parser.parse_args(argv)
     wanted = [p for p in args.paths.split(",") if p]
     unknown = sorted(set(wanted) - set(PATHS + EXTRA_PATHS))
@@ -233,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in BACKENDS:
             if name in wanted:
                 options = args.udp_options if name == "udp" else None
-                paths[name] = agent_backend(stack, name, options)
+                paths[name] = agent_backend(stack, name, options, args.agent_python)
         if "udp-flannel" in wanted:
-            paths["udp-flannel"] = agent_backend(stack, "udp")
+            paths["udp-flannel"] = agent_backend(stack, "udp", python=args.agent_python)
         paths = {name: paths[name] for name in PATHS + EXTRA_PATHS if name in wanted}
         results = measure_all(paths, args.runs, args.seconds)
 
@@ -246,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14} {runs:<26} {min(row['gbps']):>6.2f} {row['median']:>7.2f} "
             f"{max(row['gbps']):>6.2f} {row['rtt_ms']:>7.3f}"
         )
+    version = subprocess.run(
+        [args.agent_python, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    print(f"agent interpreter: {args.agent_python} (Python {version})")
     if args.udp_options:
         print(f"udp Backend options: {json.dumps(args.udp_options)}")
 

@@ -205,8 +205,11 @@ class Cluster:
         count: int = 3,
         network: str = "10.5.0.0/16",
         forward_policy: str = "DROP",  # what docker sets; the agent's FLANNEL-FWD must cope
+        *,
+        python: str = sys.executable,  # runs the driver, and so the backend
     ):
         self.lab = lab
+        self.python = python
         self.forward_policy = forward_policy
         self.backend = backend
         self.network = network
@@ -247,7 +250,7 @@ class Cluster:
         log = (node.dir / "driver.log").open("ab")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         node.proc = node.host.popen(
-            [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
+            [self.python, str(Path(__file__).resolve()), json.dumps(spec)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

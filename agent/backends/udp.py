@@ -13,10 +13,12 @@ Nothing is logged or allocated per packet beyond the small objects Python itself
 
 ``Batching: true`` (opt-in, ours, both ends must have it; see agent/backends/udp_offload.py
 and udp_batch.py): the TUN hands over TCP super-packets of up to 64 KiB (TSO), each sent as
-one UDP_SEGMENT train of MTU-sized datagrams with a 2-byte header and read back with UDP_GRO,
-so one Python iteration moves up to 46 packets' worth. One thread serves both directions
-(udp_forward.py). Containers see the same MTU; a Batching end still reads flannel's format,
-but a flannel-format end drops what a Batching end sends.
+one UDP_SEGMENT train of MTU-sized datagrams (one 6-byte head per train, marks checked and
+removed per train) and read back with UDP_GRO, so one Python iteration moves up to 45
+packets' worth. TUN -> UDP runs in a thread, UDP -> TUN in a worker process
+(udp_worker.py), so the two directions do not share one GIL. Containers see the same MTU; a
+Batching end still reads flannel's format, but a flannel-format end drops what a Batching end
+sends.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ import socket
 import struct
 import threading
 from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step
-from agent.backends.udp_offload import open_socket, open_tun
+from agent.backends.udp_batch import MIN_SEGMENT
+from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step
+from agent.backends.udp_offload import open_sender, open_socket, open_tun
+from agent.backends.udp_worker import RxWorker
 from agent.config import NetworkConfig
 from agent.netlink import SCOPE_LINK, Netlink, NetlinkError, PeerTable, subnet_zero
 from agent.subnets import Lease
@@ -61,7 +66,9 @@ class UdpBackend(PeerTable, Backend):
         self.peers: dict[IPv4Network, Lease] = {}
         self.refused = 0
         self.mask = (0xFFFFFFFF << (32 - config.subnet_len)) & 0xFFFFFFFF
-        self.next_hop: dict[int, tuple[str, int]] = {}  # subnet as int -> (PublicIP, port)
+        # subnet as int -> (PublicIP, port); with Batching -> the socket connected to it
+        self.next_hop: dict[int, Any] = {}
+        self._senders: dict[str, socket.socket] = {}  # Batching: PublicIP -> its socket
         self.tx = [0, 0, 0, 0]  # TUN -> UDP
         self.rx = [0, 0, 0, 0, 0]  # UDP -> TUN
         self._tun: int | None = None
@@ -69,6 +76,7 @@ class UdpBackend(PeerTable, Backend):
         self._wake: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._worker: RxWorker | None = None  # Batching: UDP -> TUN in its own process
 
     @property
     def mtu(self) -> int:
@@ -78,6 +86,11 @@ class UdpBackend(PeerTable, Backend):
 
     def setup(self, own: Lease) -> None:
         self.own = own
+        if self.batching and self.mtu < MIN_SEGMENT:
+            raise BackendError(
+                f"udp: Batching needs an interface MTU of at least {MIN_SEGMENT + ENCAP_OVERHEAD}"
+                f" ({self.iface.name} has {self.iface.mtu})"
+            )
         if self._tun is None:
             self._tun = open_tun(DEVICE, offload=self.batching)
         address = IPv4Interface(f"{subnet_zero(own.subnet)}/{self.config.network.prefixlen}")
@@ -93,7 +106,7 @@ class UdpBackend(PeerTable, Backend):
         except NetlinkError as exc:
             raise BackendError(f"udp: cannot configure {DEVICE}: {exc}") from exc
         if self._sock is None:
-            segment = self.iface.mtu - ENCAP_OVERHEAD if self.batching else None
+            segment = self.mtu if self.batching else None
             self._sock = open_socket(str(self.iface.address), self.port, segment)
         if not self._threads:
             self._start()
@@ -102,6 +115,9 @@ class UdpBackend(PeerTable, Backend):
         self._stop.clear()
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.batching:
+            if self._worker is None:
+                self._worker = RxWorker(self._tun, self._sock)
+            self._worker.start()
             self._threads = [
                 threading.Thread(target=self._forward_batched, name="udp-fwd", daemon=True)
             ]
@@ -121,6 +137,8 @@ class UdpBackend(PeerTable, Backend):
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        if self._worker is not None:
+            self._worker.stop()
         if self._wake is not None:
             for fd in self._wake:
                 os.close(fd)
@@ -129,6 +147,9 @@ class UdpBackend(PeerTable, Backend):
     def teardown(self) -> None:
         """Stop forwarding, close the socket and the TUN fd, delete flannel0."""
         self.stop()
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -139,29 +160,50 @@ class UdpBackend(PeerTable, Backend):
             nl.delete_link(DEVICE)  # persistent: it stays until deleted
         self.peers.clear()
         self.next_hop.clear()
+        self._close_unused_senders()
 
     # -- peers (PeerTable hooks): the forwarding table ---------------------------------------------
 
     def _install(self, nl: Netlink, lease: Lease, old: Lease | None) -> None:
-        self.next_hop[int(lease.subnet.network_address)] = (str(lease.public_ip), self.port)
+        address = str(lease.public_ip)
+        if not self.batching:
+            self.next_hop[int(lease.subnet.network_address)] = (address, self.port)
+            return
+        sender = self._senders.get(address)
+        if sender is None:  # OSError: PeerTable refuses the lease
+            sender = open_sender(str(self.iface.address), (address, self.port), self.mtu)
+            self._senders[address] = sender
+        self.next_hop[int(lease.subnet.network_address)] = sender
+        self._close_unused_senders()
 
     def _uninstall(self, nl: Netlink, lease: Lease) -> None:
         self.next_hop.pop(int(lease.subnet.network_address), None)
+        self._close_unused_senders()
 
     def _sweep(self, nl: Netlink, keep: dict[IPv4Network, Lease]) -> None:
         wanted = {int(s.network_address) for s in keep}
         for key in [k for k in self.next_hop if k not in wanted]:
             del self.next_hop[key]
+        self._close_unused_senders()
+
+    def _close_unused_senders(self) -> None:
+        """Batching: close the sockets of peers no subnet routes to any more (the forwarding
+        thread may still send on one: it counts that as a lost packet)."""
+        used = {id(hop) for hop in self.next_hop.values()}
+        for address in [a for a, s in self._senders.items() if id(s) not in used]:
+            self._senders.pop(address).close()
 
     def stats(self) -> dict[str, float]:
         out = super().stats()
-        for prefix, counters in (("tx", self.tx), ("rx", self.rx)):
+        rx = self._worker.counters() if self._worker is not None else self.rx
+        for prefix, counters in (("tx", self.tx), ("rx", rx)):
             out[f"{prefix}_packets"] = counters[PACKETS]
             out[f"{prefix}_bytes"] = counters[BYTES]
             out[f"{prefix}_drops_error"] = counters[DROP_ERROR]
         out["tx_drops_unknown_subnet"] = self.tx[DROP_UNKNOWN]
         if self.batching:  # super-packets that came in pieces (no GRO on the way)
-            out["rx_reassembled"] = self.rx[REASSEMBLED]
+            out["rx_reassembled"] = rx[REASSEMBLED]
+            out["rx_worker_restarts"] = self._worker.restarts if self._worker else 0
         return out
 
     # -- forwarding ------------------------------------------------------------------------------
@@ -254,35 +296,35 @@ class UdpBackend(PeerTable, Backend):
     # -- forwarding with Batching (agent/backends/udp_forward.py) ----------------------------
 
     def _forward_batched(self) -> None:
-        """One thread for both directions: poll() the TUN, the socket and the wake-up pipe,
-        then move from each ready source until it is empty (at most BATCH at a time), and
-        send what waits for a train before sleeping again. Measured: one thread 3.2-3.7
-        Gbit/s against 2.4-2.8 with a thread per direction (they hand the GIL to each
-        other on every system call); draining until EAGAIN 2.8-3.5 CPU-s per GB against
-        4.1 for one step per poll()."""
-        tun, sock = self._tun, self._sock
-        if tun is None or sock is None:
+        """TUN -> UDP (UDP -> TUN is the worker's, agent/backends/udp_worker.py): poll() the
+        TUN, the worker's hang-up pipe and the wake-up pipe, move from the TUN until it is
+        empty (at most BATCH at a time), then send what waits for a train. Measured:
+        draining until EAGAIN 2.8-3.5 CPU-s per GB against 4.1 for one step per poll()."""
+        tun, sock, worker = self._tun, self._sock, self._worker
+        if tun is None or sock is None or worker is None:
             return
         tx, flush = tun_to_udp_step(
             tun,
-            sock,
-            segment=self.iface.mtu - ENCAP_OVERHEAD,
+            segment=self.mtu,
             mask=self.mask,
             routes=self.next_hop,
             counters=self.tx,
         )
-        steps = {tun: tx, sock.fileno(): udp_to_tun_step(tun, sock, self.rx)}
-        poller = self._poller(*steps)
-        poll, stop, get = poller.poll, self._stop, steps.get
+        poller = self._poller(tun, worker.alive)
+        poll, stop = poller.poll, self._stop
         while not stop.is_set():
             for fd, _events in poll(1000):
-                step = get(fd)
-                if step is None:
-                    continue
-                for _ in range(BATCH):
-                    moved = step()
-                    if moved != MOVED:
-                        break
-                if moved == FAILED:
-                    stop.wait(0.1)  # the device or socket is failing: do not spin
+                if fd == tun:
+                    for _ in range(BATCH):
+                        moved = tx()
+                        if moved != MOVED:
+                            break
+                    if moved == FAILED:
+                        stop.wait(0.1)  # the device is failing: do not spin
+                elif fd == worker.alive and not stop.is_set():
+                    poller.unregister(fd)
+                    while not worker.restart() and not stop.wait(0.2):
+                        pass
+                    if worker.alive >= 0:
+                        poller.register(worker.alive, select.POLLIN)
             flush()

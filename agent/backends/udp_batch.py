@@ -1,180 +1,202 @@
 """The udp backend's opt-in ``Batching`` framing: TSO super-packets as UDP GSO trains.
 
 With ``Batching`` the TUN hands the forwarder ``virtio_net_hdr | IPv4 packet`` of up to
-~64 KiB (TCP super-packets the kernel did not segment). The sender cuts that byte string into
-chunks and sends every chunk as one UDP datagram, all of them in ONE ``sendmsg`` with
-``UDP_SEGMENT`` (the kernel, or the NIC, splits it); the receiver reads them back with
-``UDP_GRO`` (the kernel hands it many datagrams at once) and writes the super-packet, headers
-stripped, into its TUN with one ``writev``. Every datagram is::
+~64 KiB (TCP super-packets the kernel did not segment). The sender sends each one as ONE
+train: one ``sendto`` with ``UDP_SEGMENT`` (the kernel, or the NIC, cuts it into datagrams
+of SEGMENT bytes, the last one shorter); the receiver reads the datagrams back with
+``UDP_GRO`` (the kernel hands it a whole train at once) and writes the super-packet into its
+TUN with one ``write``. A train is::
 
-    0xF (4 bits) | last (1 bit) | id (3 bits) | index (1 byte) | chunk
+    head (6 bytes) | saved bytes (1 per datagram after the first) | super-packet
 
-``id`` tells consecutive super-packets of one sender apart (it cycles through ROTATION
-values), ``last`` marks a super-packet's last chunk, ``index`` is the chunk's position (0,
-1, ...). Every datagram but the last of a super-packet has the same size (the GSO segment
-size, at most path MTU - 28). 0xF_ never starts a flannel datagram (IPv4 begins with 0x4_).
-The header is 2 bytes because a full TCP super-packet (46 segments of MSS 1420: 65382 bytes
-with its virtio_net_hdr) plus 45 headers must fit one UDP datagram (65507 bytes): with
-3-byte headers it took two trains, twice the system calls.
+    head: 0xE (4 bits) | id (4 bits) | datagrams (1 byte) | super-packet length (2 bytes)
+          | SEGMENT (2 bytes)
 
-Per super-packet, not per chunk, is all the Python work: the sender ``readv``s the TUN
-straight into the chunk slots of one of ROTATION preallocated trains whose headers (magic,
-id, index) are written once at start, and only moves the "last" bit; the receiver compares
-header columns with stepped slices and ``writev``s preallocated views. A train the kernel
-delivered split over several reads (no GRO on the way, or a GRO flush in the middle) is
-reassembled per source, in order; a gap drops the partial super-packet (TCP resends it).
+and the first byte of every datagram after the first is replaced by a mark, 0x80 | ((index
++ 5 x id) mod 64) for the datagram's index 1, 2, ...; the bytes the marks replaced travel, in
+order, as the "saved bytes". ``id`` cycles through ROTATION values, one per train. A train
+is accepted only when its length is exactly what the head says and every mark is the one of
+its place and of the train's id; the receiver then puts the saved bytes back. So a train
+that lost, duplicated or reordered a datagram, or that mixes datagrams of two trains, is
+never written to the TUN: this matters because the sender's virtio_net_hdr asks the
+receiving kernel to compute the inner TCP checksum, which would make a wrongly rebuilt
+packet look valid.
+
+All of that is a fixed number of Python operations per super-packet (stepped slices of the
+train compare and move the marks), none per datagram. A train the kernel delivered in
+several reads (no GRO on the way, or a GRO flush in the middle) is put together per source
+and checked the same way. Heads (0xE_), marks (0x80-0xBF) and flannel's datagrams (IPv4,
+0x4_) never look alike, so a Batching end also reads flannel's format.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Hashable
 
-MAGIC = 0xF0
-LAST = 0x08  # in the first byte: the super-packet's last datagram
-ID_BITS = 0x07  # in the first byte: the id
-HEADER = 2
+HEAD = 0xE0
+MARK = 0x80  # marks are 0x80-0xBF
+ID_BITS = 0x0F
+HEAD_LEN = 6
 MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS on every kernel with UDP_SEGMENT
-MAX_TRAIN = 65507  # the largest UDP payload over IPv4: longer trains are sent as two
-ROTATION = ID_BITS + 1  # trains (and ids) the sender cycles through
-LARGEST = 65536 + 10  # a TSO super-packet and its virtio_net_hdr
-MAX_PEERS = 1024  # partial super-packets kept (one per sender)
-_INDEX = 1  # header column
-_COLUMN = [bytes([value]) * MAX_SEGMENTS for value in range(256)]
-_INDEXES = bytes(range(MAX_SEGMENTS))
+MAX_TRAIN = 65507  # the largest UDP payload over IPv4
+ROOM = HEAD_LEN + MAX_SEGMENTS - 1  # head and saved bytes, at most
+# TCP's own TSO limit (64 KiB minus header room) plus its headers and the virtio_net_hdr:
+# what must fit one train, and so what SEGMENT must allow within MAX_SEGMENTS datagrams.
+LARGEST = 65305
+MIN_SEGMENT = -(-(LARGEST + HEAD_LEN - 1) // MAX_SEGMENTS) + 1
+ROTATION = ID_BITS + 1
+MAX_PEERS = 1024  # partial trains kept (one per sender)
+# The marks of a train with id i: byte k is the mark of its datagram k.
+_MARKS = [
+    bytes(MARK | ((index + 5 * ident) & 0x3F) for index in range(MAX_SEGMENTS))
+    for ident in range(ROTATION)
+]
+HEAD_FORMAT = struct.Struct(">BBHH")  # lead, datagrams, super-packet length, SEGMENT
 
 
 class Framer:
-    """Sender side: ``readv(tun, framer.slots)``, then ``frame(size)`` -> what to send."""
+    """Sender side: ``readv(tun, [framer.slot])``, then ``frame(size)`` -> the train."""
 
     def __init__(self, segment: int) -> None:
-        if not HEADER < segment <= MAX_TRAIN:
-            raise ValueError(f"segment size {segment} out of range")
+        if not MIN_SEGMENT <= segment <= MAX_TRAIN:
+            raise ValueError(
+                f"segment size {segment} out of range ({MIN_SEGMENT}..{MAX_TRAIN}): "
+                f"Batching needs an underlay MTU of at least {MIN_SEGMENT + 28}"
+            )
         self.segment = segment
-        self.chunk = segment - HEADER
-        # Only as many slots as the largest super-packet needs: readv converts each one.
-        slots_needed = min(MAX_SEGMENTS, LARGEST // self.chunk + 1)
-        self.capacity = self.chunk * slots_needed  # more than the largest super-packet
-        self.split = MAX_TRAIN // segment * segment
-        self._trains = []
-        for ident in range(ROTATION):
-            train = bytearray(segment * MAX_SEGMENTS)
-            train[0::segment] = _COLUMN[MAGIC | ident]
-            train[_INDEX::segment] = _INDEXES
-            view = memoryview(train)
-            slots = [view[i * segment + HEADER : (i + 1) * segment] for i in range(slots_needed)]
-            self._trains.append((train, view, slots, [0]))  # [where the last mark is]
-        self._next = 0
-        self.buffer, self.view, self.slots, self._flag = self._trains[0]
+        self.buffer = bytearray(ROOM + 65536 + 16)
+        self.view = memoryview(self.buffer)
+        self.slot = self.view[ROOM:]  # the super-packet is read here
+        self._ident = 0
 
-    def frame(self, size: int) -> tuple[memoryview, int, int]:
-        """Mark the last chunk of a SIZE-byte super-packet just read into ``slots``.
-
-        Returns (train, length, datagrams): send ``train[:length]``, with ``UDP_SEGMENT`` =
-        ``segment`` if there is more than one datagram; a train longer than MAX_TRAIN goes
-        as two: ``train[:split]`` and ``train[split:length]``. ``slots`` then belong to the
-        next train (next id).
-        """
-        chunk, segment, buf, flag = self.chunk, self.segment, self.buffer, self._flag
-        count = (size + chunk - 1) // chunk or 1
-        buf[flag[0]] &= ~LAST
-        flag[0] = (count - 1) * segment
-        buf[flag[0]] |= LAST
-        view = self.view
-        self._next = (self._next + 1) % ROTATION
-        self.buffer, self.view, self.slots, self._flag = self._trains[self._next]
-        return view, (count - 1) * segment + HEADER + size - (count - 1) * chunk, count
+    def frame(self, size: int) -> memoryview | None:
+        """The train that carries the SIZE-byte super-packet just read into ``slot``
+        (None: too long for one train; never for TCP super-packets, see LARGEST)."""
+        segment, buf = self.segment, self.buffer
+        # Datagrams: the head, the super-packet and a saved byte for each after the first.
+        count = -(-(size + HEAD_LEN - 1) // (segment - 1))
+        start = ROOM - HEAD_LEN + 1 - count
+        if count > MAX_SEGMENTS or ROOM + size - start > MAX_TRAIN:
+            return None
+        ident = self._ident = (self._ident + 1) & ID_BITS
+        HEAD_FORMAT.pack_into(buf, start, HEAD | ident, count, size, segment)
+        if count > 1:  # save what the marks go over (stepped slices: no loop in Python)
+            first, stop = start + segment, start + (count - 1) * segment + 1
+            buf[start + HEAD_LEN : ROOM] = buf[first:stop:segment]
+            buf[first:stop:segment] = _MARKS[ident][1:count]
+        return self.view[start : ROOM + size]
 
 
 class _Partial:
-    __slots__ = ("ident", "next", "parts")
+    """The first reads of a train that did not come whole."""
 
-    def __init__(self, ident: int) -> None:
-        self.ident, self.next = ident, 0
-        self.parts: list[bytes] = []
+    __slots__ = ("buffer", "have", "length")
+
+    def __init__(self, first: memoryview, length: int) -> None:
+        self.buffer = bytearray(length)
+        self.buffer[: len(first)] = first
+        self.have, self.length = len(first), length
 
 
 class Deframer:
-    """Receiver side: datagram trains in ``buffer[base:]`` -> super-packets to ``writev``.
+    """Receiver side: the trains in ``buffer[:size]`` -> super-packets to write.
 
-    The buffers returned are valid until the next read into ``buffer``. ``errors`` counts
-    datagrams dropped (bad header, a gap in a super-packet, unfinished super-packets),
-    ``reassembled`` the super-packets put together from several reads.
+    Most reads are one whole train: ``train(buffer, 0, size)`` is enough for those;
+    ``packets(size, source)`` takes any read. The views returned are valid until the next read into
+    ``buffer``. ``errors`` counts trains (or reads) dropped: bad head or marks, wrong length,
+    unfinished; ``reassembled`` the trains put together from several reads. Plain flannel
+    datagrams (IPv4) go to ``plain``, for the caller to give them an empty virtio_net_hdr.
     """
 
-    def __init__(self, buffer: bytearray, base: int) -> None:
-        self.buffer, self.base = buffer, base
+    def __init__(self, buffer: bytearray) -> None:
+        self.buffer = buffer
         self.view = memoryview(buffer)
         self.errors = 0
-        self.reassembled = 0  # super-packets that took the slow path
-        self._slots: dict[int, list[memoryview]] = {}
+        self.reassembled = 0
+        self.plain: list[memoryview] = []
         self._partial: dict[Hashable, _Partial] = {}
 
-    def packets(self, size: int, segment: int, source: Hashable) -> list[list[memoryview]]:
-        """The super-packets completed by a train of SIZE bytes whose datagrams are SEGMENT
-        bytes each (the last may be shorter; SEGMENT = SIZE for one datagram), each as a
-        list of buffers for ``writev``. SOURCE tells senders apart for reassembly."""
-        buf, base, view = self.buffer, self.base, self.view
-        if size == segment:  # one datagram: an ACK, a ping, a short packet, a tail
-            if size > HEADER and buf[base] >> 4 == MAGIC >> 4:
-                return self._take(base, [view[base + HEADER : base + size]], source)
-        else:
-            count = (size + segment - 1) // segment
-            last = base + (count - 1) * segment
-            end = base + count * segment
-            first, lead = buf[base + _INDEX], buf[base] & ~LAST  # magic and id
-            if (
-                first + count <= MAX_SEGMENTS
-                and size - (last - base) > HEADER
-                and buf[last] & ~LAST == lead
-                and lead >> 4 == MAGIC >> 4
-                and buf[base + _INDEX : end : segment] == _INDEXES[first : first + count]
-                and buf[base:last:segment] == _COLUMN[lead][: count - 1]
-            ):  # the common case: one super-packet, or a run of chunks of one
-                slots = self._slots.get(segment)
-                if slots is None:
-                    slots = self._slots[segment] = [
-                        view[base + i * segment + HEADER : base + (i + 1) * segment]
-                        for i in range(MAX_SEGMENTS)
-                    ]
-                return self._take(
-                    last, [*slots[: count - 1], view[last + HEADER : base + size]], source
-                )
-        out: list[list[memoryview]] = []
-        for start in range(base, base + size, segment):  # datagram by datagram
-            stop = min(start + segment, base + size)
-            if stop - start <= HEADER or buf[start] >> 4 != MAGIC >> 4:
-                self.errors += 1
+    def packets(self, size: int, source: Hashable) -> list[memoryview]:
+        """The super-packets in a read of SIZE bytes from SOURCE (several when GRO joined
+        equal-sized one-datagram trains, e.g. TCP ACKs). Flannel-format packets of the read
+        go to ``plain`` instead (emptied on every call)."""
+        buf, view = self.buffer, self.view
+        out: list[memoryview] = []
+        if self.plain:
+            self.plain = []
+        at = 0
+        if size and buf[0] & 0xC0 == MARK:
+            at = self._continue(size, source, out)
+        elif self._partial and self._partial.pop(source, None) is not None:
+            self.errors += 1  # a new train from SOURCE: its unfinished one will not finish
+        while at < size:
+            lead = buf[at] & 0xF0
+            if lead == HEAD and size - at >= HEAD_LEN:
+                length, packet = train(buf, at, size - at)
+                if packet is not None:
+                    out.append(packet)
+                    at += length
+                    continue
+                if length > size - at and 0 < buf[at + 1] <= MAX_SEGMENTS:
+                    # the rest comes in later reads
+                    self._start(view[at:size], length, source)
+                    return out
+                break  # a bad train: the rest of the read cannot be trusted either
+            if lead == 0x40 and size - at >= 20:  # flannel's format: one IPv4 packet
+                end = at + int.from_bytes(buf[at + 2 : at + 4], "big")
+                if not at + 20 <= end <= size:
+                    break
+                self.plain.append(view[at:end])
+                at = end
                 continue
-            out += self._take(start, [view[start + HEADER : stop]], source)
+            break
+        if at < size:
+            self.errors += 1
         return out
 
-    def _take(
-        self, last: int, chunks: list[memoryview], source: Hashable
-    ) -> list[list[memoryview]]:
-        """Chunks of one super-packet (consecutive, checked), the last of them with its header
-        at LAST: the super-packet if they complete it."""
-        buf = self.buffer
-        ident, final = buf[last] & ID_BITS, buf[last] & LAST
-        index = buf[last + _INDEX] + 1 - len(chunks)
+    def _start(self, first: memoryview, length: int, source: Hashable) -> None:
+        if len(self._partial) >= MAX_PEERS:
+            del self._partial[next(iter(self._partial))]
+            self.errors += 1
+        self._partial[source] = _Partial(first, length)
+
+    def _continue(self, size: int, source: Hashable, out: list[memoryview]) -> int:
+        """Datagrams that go on a train started in an earlier read: where this read's own
+        trains begin (size when it was all continuation)."""
         partial = self._partial.get(source)
-        if index == 0:
-            if partial is not None:
-                self.errors += partial.next  # an unfinished one: its datagrams are lost
-                del self._partial[source]
-            if final:
-                return [chunks]  # the fast path: whole in one read
-            partial = _Partial(ident)
-            if len(self._partial) >= MAX_PEERS:
-                self.errors += self._partial.pop(next(iter(self._partial))).next
-            self._partial[source] = partial
-        elif partial is None or (partial.ident, partial.next) != (ident, index):
-            self.errors += len(chunks) + (partial.next if partial is not None else 0)
-            self._partial.pop(source, None)
-            return []
-        partial.next += len(chunks)
-        if final:
+        if partial is None:
+            self.errors += 1
+            return size
+        take = min(size, partial.length - partial.have)
+        partial.buffer[partial.have : partial.have + take] = self.view[:take]
+        partial.have += take
+        if partial.have == partial.length:
             del self._partial[source]
-            self.reassembled += 1
-            return [[*partial.parts, *chunks]]
-        partial.parts.append(b"".join(chunks))  # copied: the buffer is read into again
-        return []
+            _length, packet = train(partial.buffer, 0, partial.length)
+            if packet is None:
+                self.errors += 1
+            else:
+                self.reassembled += 1
+                out.append(packet)
+        return take
+
+
+def train(buf: bytearray, at: int, available: int) -> tuple[int, memoryview | None]:
+    """The train at AT of BUF: its length (from its head) and, if it is whole within
+    AVAILABLE bytes and good, its super-packet (the saved bytes put back in place of the
+    marks; BUF is left as it was otherwise)."""
+    lead, count, size, segment = HEAD_FORMAT.unpack_from(buf, at)
+    begin = at + HEAD_LEN - 1 + count
+    length = begin + size - at
+    if length > available or not 0 < count <= MAX_SEGMENTS:
+        return length, None
+    if count > 1:
+        first, stop = at + segment, at + (count - 1) * segment + 1
+        if (
+            not (count - 1) * segment < length <= count * segment
+            or buf[first:stop:segment] != _MARKS[lead & ID_BITS][1:count]
+        ):
+            return length, None
+        buf[first:stop:segment] = buf[at + HEAD_LEN : begin]
+    return length, memoryview(buf)[begin : begin + size]

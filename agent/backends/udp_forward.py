@@ -12,70 +12,65 @@ import struct
 import sys
 from collections.abc import Callable
 
-from agent.backends.udp_batch import HEADER, MAX_TRAIN, Deframer, Framer
-from agent.backends.udp_offload import SOL_UDP, UDP_GRO, UDP_SEGMENT, VNET_HDR_LEN
+from agent.backends.udp_batch import HEAD, HEAD_LEN, ROOM, Deframer, Framer, train
+from agent.backends.udp_offload import SOL_UDP, UDP_SEGMENT, VNET_HDR_LEN
 
 _IPV4_DST = struct.Struct("!I")
 # Counter slots, as in agent/backends/udp.py.
 PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
-BUFFER_SIZE = 65536
+BUFFER_SIZE = 65536 + 512  # a GRO train is at most 64 KiB
 MOVED, EMPTY, FAILED = 1, 0, -1
-SMALL_MAX = 128  # datagrams up to this long (framed ACKs are 64) are sent in trains
+SMALL_MAX = 128  # trains up to this long (framed ACKs are 68) are sent in trains
 SMALL_TRAIN = 64
 
 
 def tun_to_udp_step(
     tun: int,
-    sock: socket.socket,
     *,
     segment: int,
     mask: int,
-    routes: dict[int, tuple[str, int]],
+    routes: dict[int, socket.socket],
     counters: list[int],
 ) -> tuple[Callable[[], int], Callable[[], None]]:
-    """TUN -> UDP: read one super-packet, send it as one UDP_SEGMENT train (two if it is
-    longer than a UDP datagram may be). SOCK has UDP_SEGMENT = SEGMENT set (open_socket).
-    Returns the step and a flush() to call before sleeping (small packets wait, see
-    _SmallTrains)."""
+    """TUN -> UDP: read one super-packet, send it as one UDP_SEGMENT train on the socket
+    ROUTES has for its destination's subnet (connect()ed to the peer, UDP_SEGMENT = SEGMENT
+    set: udp_offload.open_sender). Returns the step and a flush() to call before sleeping
+    (small packets wait, see _SmallTrains)."""
     framer = Framer(segment)
-    frame, split = framer.frame, framer.split
-    ip = HEADER + VNET_HDR_LEN
-    dst, smallest, biggest = ip + 16, VNET_HDR_LEN + 20, framer.capacity
-    readv, sendto, unpack = os.readv, sock.sendto, _IPV4_DST.unpack_from
-    small = _SmallTrains(sock, counters)
+    frame, buf = framer.frame, framer.buffer
+    dst, smallest = ROOM + VNET_HDR_LEN + 16, VNET_HDR_LEN + 20
+    readv, unpack, slot = os.readv, _IPV4_DST.unpack_from, [framer.slot]
+    small = _SmallTrains(counters)
     add_small, flush = small.add, small.flush
 
     def step() -> int:
-        buf = framer.buffer
         try:
-            size = readv(tun, framer.slots)
+            size = readv(tun, slot)
         except BlockingIOError:
             flush()
             return EMPTY
         except OSError:
             counters[DROP_ERROR] += 1
             return FAILED
-        if size < smallest or buf[ip] >> 4 != 4 or size >= biggest:
+        # Not IPv4, or too long for a train (never a TCP super-packet): dropped.
+        train = frame(size) if size >= smallest and buf[ROOM + VNET_HDR_LEN] >> 4 == 4 else None
+        if train is None:
             counters[DROP_ERROR] += 1
             return MOVED
-        hop = routes.get(unpack(buf, dst)[0] & mask)
-        if hop is None:
+        peer = routes.get(unpack(buf, dst)[0] & mask)
+        if peer is None:
             counters[DROP_UNKNOWN] += 1
             return MOVED
-        view, length, _count = frame(size)
         counters[PACKETS] += 1
         counters[BYTES] += size - VNET_HDR_LEN
-        if length <= SMALL_MAX:
-            add_small(hop, view[:length])
+        if len(train) <= SMALL_MAX:
+            add_small(peer, train)
             return MOVED
-        flush()  # keep the order of what goes to one peer
+        if small.count:
+            flush()  # keep the order of what goes to one peer
         try:
-            if length <= MAX_TRAIN:
-                sendto(view[:length], hop)
-            else:  # longer than a UDP datagram may be: two trains
-                sendto(view[:split], hop)
-                sendto(view[split:length], hop)
-        except OSError:  # socket buffer full or peer unreachable: a lost packet
+            peer.send(train)
+        except OSError:  # socket buffer full, peer unreachable, peer just removed: lost
             counters[PACKETS] -= 1
             counters[BYTES] -= size - VNET_HDR_LEN
             counters[DROP_ERROR] += 1
@@ -86,76 +81,77 @@ def tun_to_udp_step(
 
 class _SmallTrains:
     """Single-datagram packets of one length to one peer (TCP ACKs, mostly) wait here and
-    leave as one GSO train (one sendmsg instead of one sendto each) when a packet of another
+    leave as one GSO train (one sendmsg instead of one send each) when a packet of another
     length or for another peer comes, the TUN is empty, or SMALL_TRAIN are waiting. Measured:
     ~9 ACKs per train, 2.2-2.6 CPU-s per GB instead of 2.5-2.8."""
 
-    def __init__(self, sock: socket.socket, counters: list[int]) -> None:
+    def __init__(self, counters: list[int]) -> None:
         self.buffer = bytearray(SMALL_TRAIN * SMALL_MAX)
         self.view = memoryview(self.buffer)
-        self.sock, self.counters = sock, counters
-        self.hop: tuple[str, int] | None = None
+        self.counters = counters
+        self.peer: socket.socket | None = None
         self.length = self.count = 0
 
-    def add(self, hop: tuple[str, int], datagram: memoryview) -> None:
+    def add(self, peer: socket.socket, datagram: memoryview) -> None:
         length = len(datagram)
-        if self.count and (hop != self.hop or length != self.length):
+        if self.count and (peer is not self.peer or length != self.length):
             self.flush()
         start = self.count * length
         self.buffer[start : start + length] = datagram
-        self.hop, self.length, self.count = hop, length, self.count + 1
+        self.peer, self.length, self.count = peer, length, self.count + 1
         if self.count == SMALL_TRAIN:
             self.flush()
 
     def flush(self) -> None:
         count, self.count = self.count, 0
-        if not count or self.hop is None:
+        if not count or self.peer is None:
             return
         try:
             if count == 1:
-                self.sock.sendto(self.view[: self.length], self.hop)
+                self.peer.send(self.view[: self.length])
             else:
                 gso = [(SOL_UDP, UDP_SEGMENT, self.length.to_bytes(2, sys.byteorder))]
-                self.sock.sendmsg([self.view[: self.length * count]], gso, 0, self.hop)
+                self.peer.sendmsg([self.view[: self.length * count]], gso)
         except OSError:
             self.counters[PACKETS] -= count
             self.counters[DROP_ERROR] += count
 
 
 def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Callable[[], int]:
-    """UDP -> TUN: read one GRO train, write the super-packets it completes (one writev
+    """UDP -> TUN: read one GRO train, write the super-packets it completes (one write
     each). flannel's plain datagrams are accepted too, written with an empty
     virtio_net_hdr. Socket errors are per datagram (e.g. ICMP unreachable): never FAILED."""
-    buf = bytearray(VNET_HDR_LEN + BUFFER_SIZE)  # received after room for a plain header
-    view = memoryview(buf)
-    deframer = Deframer(buf, VNET_HDR_LEN)
-    target, space, packets_in = [view[VNET_HDR_LEN:]], socket.CMSG_SPACE(4), deframer.packets
-    no_header = view[:VNET_HDR_LEN]  # stays zero: nothing is ever received there
-    recvmsg_into, writev, order = sock.recvmsg_into, os.writev, sys.byteorder
+    deframer = Deframer(bytearray(BUFFER_SIZE))
+    buf, view, packets_in = deframer.buffer, deframer.view, deframer.packets
+    recvfrom_into, write, writev, no_header = sock.recvfrom_into, os.write, os.writev, bytes(10)
 
     def step() -> int:
         try:
-            size, ancillary, _flags, source = recvmsg_into(target, space)
+            size, source = recvfrom_into(view)
         except BlockingIOError:
             return EMPTY
         except OSError:  # e.g. ICMP port unreachable reported on the socket
             counters[DROP_ERROR] += 1
             return MOVED
-        segment = size
-        for level, kind, data in ancillary:
-            if level == SOL_UDP and kind == UDP_GRO:
-                segment = int.from_bytes(data[:4], order) or size
-        if size and buf[VNET_HDR_LEN] >> 4 == 4:  # flannel's format
-            end = VNET_HDR_LEN + size
-            trains = [
-                [no_header, view[i : min(i + segment, end)]]
-                for i in range(VNET_HDR_LEN, end, segment)
-            ]
-        else:
-            trains = packets_in(size, segment, source)
-        for train in trains:
+        if buf[0] & 0xF0 == HEAD and size >= HEAD_LEN:  # most reads: one whole train
+            length, packet = train(buf, 0, size)
+            if packet is not None and length == size:
+                try:
+                    counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
+                    counters[PACKETS] += 1
+                except OSError:
+                    counters[DROP_ERROR] += 1
+                return MOVED
+        for packet in packets_in(size, source):
             try:
-                counters[BYTES] += writev(tun, train) - VNET_HDR_LEN
+                counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
+            except OSError:
+                counters[DROP_ERROR] += 1
+                continue
+            counters[PACKETS] += 1
+        for packet in deframer.plain:
+            try:
+                counters[BYTES] += writev(tun, [no_header, packet]) - VNET_HDR_LEN
             except OSError:
                 counters[DROP_ERROR] += 1
                 continue

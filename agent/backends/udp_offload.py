@@ -77,6 +77,15 @@ def _set_buffer(sock: socket.socket, force: int, plain: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
 
 
+def _configure(sock: socket.socket, segment: int | None) -> None:
+    """Large buffers; with SEGMENT also UDP GRO and UDP_SEGMENT (OSError if unsupported)."""
+    _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
+    _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
+    if segment is not None:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
+
+
 def open_socket(address: str, port: int, segment: int | None = None) -> socket.socket:
     """The non-blocking UDP socket bound to ADDRESS:PORT, with large buffers.
 
@@ -87,21 +96,36 @@ def open_socket(address: str, port: int, segment: int | None = None) -> socket.s
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
-        _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
-        if segment is not None:
-            try:
-                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-                sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
-            except OSError as exc:
-                raise BackendError(
-                    f"udp: Batching needs UDP GSO and GRO (Linux 5.0 or later): {exc.strerror}"
-                ) from exc
+        try:
+            _configure(sock, segment)
+        except OSError as exc:
+            raise BackendError(
+                f"udp: Batching needs UDP GSO and GRO (Linux 5.0 or later): {exc.strerror}"
+            ) from exc
         sock.bind((address, port))
     except OSError as exc:
         sock.close()
         raise BackendError(f"udp: cannot bind {address}:{port}: {exc.strerror}") from exc
     except BackendError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def open_sender(address: str, peer: tuple[str, int], segment: int) -> socket.socket:
+    """Batching: a non-blocking UDP socket from ADDRESS (any port) connect()ed to PEER, that
+    sends in datagrams of SEGMENT bytes. One per peer: send() instead of sendto() leaves
+    the kernel its cached route and Python no address to parse on every train (the peer's
+    replies still arrive on the bound socket; its port is the only one peers send to).
+    OSError if it cannot be made."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        _configure(sock, segment)
+        sock.setsockopt(SOL_UDP, UDP_GRO, 0)  # it receives nothing but ICMP errors
+        sock.bind((address, 0))
+        sock.connect(peer)
+    except OSError:
         sock.close()
         raise
     sock.setblocking(False)

@@ -7,7 +7,7 @@ UdpBackend._forward_batched (poll, drain each ready fd <= 256 steps, flush); the
 ``--impl`` values are experiments from pyloop_fast.py (copies, nothing in agent/ is changed):
 
 - ``agent``: as the agent does it (but in the main thread, no other threads);
-- ``fast``, ``fast-noacks``, ``fast-connected``, ``flat``, ``train``, ``train-acks``,
+- ``flat``, ``train``, ``train-acks``,
   ``train-connected``: see pyloop_fast.py;
 - any of them with ``--busy-poll US`` (SO_BUSY_POLL), ``--napi`` (IFF_NAPI on the TUN),
   ``--sockbuf BYTES``, ``--spin`` (poll with timeout 0).
@@ -67,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--busy-poll", type=int, default=0, metavar="US")
     p.add_argument("--sockbuf", type=int, default=0, metavar="BYTES")
     p.add_argument("--spin", action="store_true", help="poll with timeout 0")
+    p.add_argument("--split", action="store_true", help="one process per direction")
     return p.parse_args()
 
 
@@ -119,8 +120,10 @@ def main() -> int:
     routes, mask = parse_routes(a.routes, a.port)
     tx_counters, rx_counters = [0] * 5, [0] * 5
     if a.impl == "agent":
+        senders = {hop: udp_offload.open_sender(a.bind, hop, a.segment) for hop in routes.values()}
+        peers = {net: senders[hop] for net, hop in routes.items()}
         tx, flush = tun_to_udp_step(
-            tun, sock, segment=a.segment, mask=mask, routes=routes, counters=tx_counters
+            tun, segment=a.segment, mask=mask, routes=peers, counters=tx_counters
         )
         rx = udp_to_tun_step(tun, sock, rx_counters)
     else:
@@ -136,7 +139,18 @@ def main() -> int:
         )
     if a.ready:
         Path(a.ready).write_text("ready\n")
-    polls = forward({tun: tx, sock.fileno(): rx}, flush, spin=a.spin, seconds=a.duration)
+    if a.split:  # one process per direction: no GIL between them
+        child = os.fork()
+        if child == 0:
+            polls = forward({sock.fileno(): rx}, lambda: None, spin=a.spin, seconds=a.duration)
+            print(f"pyloop {a.impl} rx: rx {rx_counters} polls {polls}", file=sys.stderr)
+            os._exit(0)
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
+        polls = forward({tun: tx}, flush, spin=a.spin, seconds=a.duration)
+        os.kill(child, signal.SIGTERM)
+        os.waitpid(child, 0)
+    else:
+        polls = forward({tun: tx, sock.fileno(): rx}, flush, spin=a.spin, seconds=a.duration)
     print(f"pyloop {a.impl}: tx {tx_counters} rx {rx_counters} polls {polls}", file=sys.stderr)
     return 0
 

@@ -2,13 +2,6 @@
 tool for issue #8 (see README.md), not part of overlayctl or of CI. Each builder returns
 closures that bind everything they use to local names: the hot loop does no attribute look-ups.
 
-- ``fast``: the agent's wire format (2-byte header per datagram), fewer Python operations per
-  step: the receive fast path checks the first and last headers and the index column only,
-  writes through a preallocated iovec list patched in place (no list built per packet), single
-  datagram packets (ACKs) go out with one os.write each; the send side is the agent's
-  (readv into the train slots, frame, sendto). ``fast-noacks``: small datagrams (ACKs) are
-  sent at once instead of waiting for a GSO train. ``fast-connected``: the socket connect()ed to
-  the only peer, super-packets sent with send().
 - ``flat``: an experiment on the wire format, to find the floor of a Python loop: NO per
   datagram header. TUN -> UDP is ``readv(tun, [one buffer])`` + ``sendto`` (UDP_SEGMENT cuts
   it), UDP -> TUN is ``recvmsg_into`` + ``os.write`` per super-packet, found by the IPv4 total
@@ -23,13 +16,11 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import struct
-import sys
 
-from agent.backends.udp_batch import HEADER, LAST, MAGIC, MAX_TRAIN, Framer
+from agent.backends.udp_batch import MAX_TRAIN
 from agent.backends.udp_forward import EMPTY, FAILED, MOVED, _SmallTrains
-from agent.backends.udp_offload import VNET_HDR_LEN
+from agent.backends.udp_offload import VNET_HDR_LEN, open_sender
 
 _DST = struct.Struct("!I")
 _TOTLEN = struct.Struct("!H")
@@ -38,22 +29,6 @@ _TOTLEN = struct.Struct("!H")
 def steps(impl, *, tun, sock, segment, mask, routes, txc, rxc):
     """The (tx, rx, flush) steps of IMPL on TUN (fd) and SOCK; ROUTES maps a destination
     network (address & MASK, as an int) to a (host, port) hop; TXC / RXC are the counters."""
-    if impl in ("fast", "fast-noacks", "fast-connected"):
-        connected = impl == "fast-connected"
-        if connected:
-            (hop,) = set(routes.values())
-            sock.connect(hop)
-        tx, flush = _fast_tx(
-            tun,
-            sock,
-            segment=segment,
-            mask=mask,
-            routes=routes,
-            counters=txc,
-            ack_trains=impl != "fast-noacks",
-            connected=connected,
-        )
-        return tx, _fast_rx(tun, sock, rxc), flush
     if impl == "flat":
         tx, flush = _flat_tx(tun, sock, segment=segment, mask=mask, routes=routes, counters=txc)
         return tx, _flat_rx(tun, sock, rxc), flush
@@ -67,114 +42,8 @@ def steps(impl, *, tun, sock, segment, mask, routes, txc, rxc):
         return train_steps(tun, sock, **train, connected=True)
     if impl == "train-acks":  # + ACK trains, and no cyclic garbage collector
         gc.disable()
-        return train_steps(tun, sock, **train, acks=True)
+        return train_steps(tun, sock, **train, acks=segment)
     raise SystemExit(f"unknown impl {impl}")
-
-
-def _fast_tx(tun, sock, *, segment, mask, routes, counters, ack_trains=True, connected=False):
-    """TUN -> UDP in the agent's format (as tun_to_udp_step), ACK trains optional."""
-    framer = Framer(segment)
-    frame, split = framer.frame, framer.split
-    ip = HEADER + VNET_HDR_LEN
-    dst, smallest, biggest = ip + 16, VNET_HDR_LEN + 20, framer.capacity
-    readv, sendto, send, unpack = os.readv, sock.sendto, sock.send, _DST.unpack_from
-    small = _SmallTrains(sock, counters)
-    add_small, flush = small.add, small.flush
-
-    def step() -> int:
-        buf = framer.buffer
-        try:
-            size = readv(tun, framer.slots)
-        except BlockingIOError:
-            flush()
-            return EMPTY
-        except OSError:
-            return FAILED
-        if size < smallest or size >= biggest:
-            return MOVED
-        hop = routes.get(unpack(buf, dst)[0] & mask)
-        if hop is None:
-            return MOVED
-        view, length, _count = frame(size)
-        counters[0] += 1
-        if length <= 128 and ack_trains:
-            add_small(hop, view[:length])
-            return MOVED
-        flush()
-        try:
-            if connected and length <= MAX_TRAIN:
-                send(view[:length])
-            elif length <= MAX_TRAIN:
-                sendto(view[:length], hop)
-            else:
-                sendto(view[:split], hop)
-                sendto(view[split:length], hop)
-        except OSError:
-            counters[3] += 1
-        return MOVED
-
-    return step, flush
-
-
-def _fast_rx(tun, sock, counters):
-    """UDP -> TUN in the agent's format, whole super-packets of one read only."""
-    buf = bytearray(VNET_HDR_LEN + 65536)
-    view = memoryview(buf)
-    base = VNET_HDR_LEN
-    target = [view[base:]]
-    space = socket.CMSG_SPACE(4)
-    recvmsg_into, writev, write = sock.recvmsg_into, os.writev, os.write
-    cache: dict[int, list[list]] = {}  # segment -> iovec lists by count, patched in place
-    indexes = bytes(range(64))
-    magic_hi, last_bit = MAGIC >> 4, LAST
-    order = sys.byteorder
-
-    def lists(segment):
-        slots = [view[base + i * segment + HEADER : base + (i + 1) * segment] for i in range(64)]
-        out = [None] + [[*slots[: n - 1], None] for n in range(1, 65)]
-        cache[segment] = out
-        return out
-
-    def step() -> int:
-        try:
-            size, anc, _flags, _src = recvmsg_into(target, space)
-        except BlockingIOError:
-            return EMPTY
-        except OSError:
-            return MOVED
-        segment = int.from_bytes(anc[0][2], order) if anc else size
-        if segment >= size:  # one datagram
-            first = buf[base]
-            if size > HEADER and first >> 4 == magic_hi and buf[base + 1] == 0 and first & last_bit:
-                write(tun, view[base + HEADER : base + size])
-                counters[0] += 1
-            return MOVED
-        count = (size + segment - 1) // segment
-        last = base + (count - 1) * segment
-        if (
-            count <= 64
-            and buf[base + 1] == 0
-            and buf[last] & last_bit
-            and buf[base] >> 4 == magic_hi
-            and (buf[last] ^ buf[base]) & ~last_bit == 0
-            and buf[base + 1 : base + count * segment : segment] == indexes[:count]
-        ):
-            iov = (cache.get(segment) or lists(segment))[count]
-            iov[-1] = view[last + HEADER : base + size]
-            writev(tun, iov)
-            counters[0] += 1
-            return MOVED
-        # ACK trains (every datagram a whole packet) and anything else: datagram by datagram,
-        # whole single-datagram packets only (the agent's reassembly is not copied here).
-        for start in range(base, base + size, segment):
-            if buf[start + 1] == 0 and buf[start] & last_bit and buf[start] >> 4 == magic_hi:
-                write(tun, view[start + HEADER : min(start + segment, base + size)])
-                counters[0] += 1
-            else:
-                counters[3] += 1
-        return MOVED
-
-    return step
 
 
 def _flat_tx(tun, sock, *, segment, mask, routes, counters):
@@ -264,11 +133,14 @@ def _flat_rx(tun, sock, counters):
 TRAIN_HDR = 2
 
 
-def train_steps(tun, sock, *, mask, routes, txc, rxc, acks=False, connected=False):
-    """The ``train`` format's (tx, rx, flush). ACKS: single-datagram trains of <= 128 bytes
-    (TCP ACKs) wait and leave as one UDP GSO train, as the agent's _SmallTrains does (the
-    receiver's parse loop reads them back). CONNECTED: SOCK is connect()ed, use send()."""
-    small = _SmallTrains(sock, txc)
+def train_steps(tun, sock, *, mask, routes, txc, rxc, acks=0, connected=False):
+    """The ``train`` format's (tx, rx, flush). ACKS (the segment size, if not 0):
+    single-datagram trains of <= 128 bytes (TCP ACKs) wait and leave as one UDP GSO train
+    on a socket connect()ed to the peer, as the agent's _SmallTrains does (the receiver's
+    parse loop reads them back). CONNECTED: SOCK is connect()ed, use send()."""
+    small = _SmallTrains(txc)
+    local = sock.getsockname()[0]
+    senders = {hop: open_sender(local, hop, acks) for hop in set(routes.values())} if acks else {}
     tx = _train_tx(
         tun,
         sock,
@@ -276,14 +148,16 @@ def train_steps(tun, sock, *, mask, routes, txc, rxc, acks=False, connected=Fals
         routes=routes,
         counters=txc,
         small=small if acks else None,
+        senders=senders,
         connected=connected,
     )
     return tx, _train_rx(tun, sock, rxc), (small.flush if acks else lambda: None)
 
 
-def _train_tx(tun, sock, *, mask, routes, counters, small, connected):
+def _train_tx(tun, sock, *, mask, routes, counters, small, senders, connected):
     """TUN -> UDP: one header, the super-packet read right behind it, one sendto (send if
-    CONNECTED); small ones go to SMALL (a _SmallTrains) unless it is None."""
+    CONNECTED); small ones go to SMALL (a _SmallTrains, on the hop's socket in SENDERS)
+    unless it is None."""
     acks = small is not None
     add_small, flush = (small.add, small.flush) if acks else (None, None)
     tbuf = bytearray(TRAIN_HDR + VNET_HDR_LEN + 65536)
@@ -312,7 +186,7 @@ def _train_tx(tun, sock, *, mask, routes, counters, small, connected):
         counters[0] += 1
         if acks:
             if size <= 126:
-                add_small(hop, tview[: TRAIN_HDR + size])
+                add_small(senders[hop], tview[: TRAIN_HDR + size])
                 return MOVED
             flush()
         try:

@@ -1,4 +1,8 @@
-"""The udp backend's Batching framing (agent/backends/udp_batch.py), without any kernel."""
+"""The udp backend's Batching framing (agent/backends/udp_batch.py), without any kernel.
+
+The kernel's part is played by slicing: UDP_SEGMENT cuts a train every SEGMENT bytes, UDP GRO
+hands the receiver runs of those datagrams in one read.
+"""
 
 from __future__ import annotations
 
@@ -6,114 +10,155 @@ import os
 
 import pytest
 
-from agent.backends.udp_batch import HEADER, MAX_TRAIN, ROTATION, Deframer, Framer
+from agent.backends.udp_batch import (
+    HEAD_LEN,
+    LARGEST,
+    MAX_TRAIN,
+    MIN_SEGMENT,
+    ROTATION,
+    Deframer,
+    Framer,
+)
 
 SEGMENT = 1472
-BASE = 10  # the receiver keeps room for a virtio_net_hdr in front
 
 
-def _read_into(framer: Framer, data: bytes) -> None:
-    """What readv(tun, framer.slots) does: fill the slots in order."""
-    offset = 0
-    for slot in framer.slots:
-        piece = data[offset : offset + len(slot)]
-        slot[: len(piece)] = piece
-        offset += len(piece)
-        if offset >= len(data):
-            return
+def _train(framer: Framer, data: bytes) -> bytes:
+    """What the sender hands the kernel for DATA (read into the slot as readv would)."""
+    framer.slot[: len(data)] = data
+    train = framer.frame(len(data))
+    assert train is not None
+    return bytes(train)
 
 
-def _trains(framer: Framer, data: bytes) -> list[bytes]:
-    """The UDP_SEGMENT trains the sender hands the kernel for DATA."""
-    _read_into(framer, data)
-    view, length, _count = framer.frame(len(data))
-    train = bytes(view[:length])
-    if length <= MAX_TRAIN:
-        return [train]
-    return [train[: framer.split], train[framer.split :]]
-
-
-def _datagrams(train: bytes) -> list[bytes]:
-    return [train[i : i + SEGMENT] for i in range(0, len(train), SEGMENT)]
+def _datagrams(train: bytes, segment: int = SEGMENT) -> list[bytes]:
+    return [train[i : i + segment] for i in range(0, len(train), segment)]
 
 
 def _deliver(deframer: Deframer, reads: list[bytes], source: str = "peer") -> list[bytes]:
-    """Feed reads (each one GRO train of SEGMENT-byte datagrams) to DEFRAMER."""
+    """Feed READS (each what one recvfrom returns) to DEFRAMER: the packets it gives back,
+    flannel-format ones included."""
     out = []
     for read in reads:
-        deframer.buffer[BASE : BASE + len(read)] = read
-        segment = SEGMENT if len(read) > SEGMENT else len(read)
-        for packet in deframer.packets(len(read), segment, source):
-            out.append(b"".join(bytes(part) for part in packet))
+        deframer.buffer[: len(read)] = read
+        out += [bytes(p) for p in deframer.packets(len(read), source)]
+        out += [b"plain:" + bytes(p) for p in deframer.plain]
     return out
 
 
 def _deframer() -> Deframer:
-    return Deframer(bytearray(BASE + 65536), BASE)
+    return Deframer(bytearray(65536 + 512))
 
 
-@pytest.mark.parametrize("size", [30, SEGMENT - HEADER, SEGMENT - HEADER + 1, 40000, 65546])
-def test_super_packets_survive_whole_split_and_datagram_by_datagram(size: int) -> None:
+@pytest.mark.parametrize(
+    "size", [30, SEGMENT - HEAD_LEN, SEGMENT - HEAD_LEN + 1, 2 * SEGMENT, 40000, LARGEST]
+)
+def test_super_packets_survive_whole_and_datagram_by_datagram(size: int) -> None:
     data = os.urandom(size)
-    trains = _trains(Framer(SEGMENT), data)
-    assert all(len(train) <= MAX_TRAIN for train in trains)
-    assert len(trains) == (2 if size == 65546 else 1)
+    train = _train(Framer(SEGMENT), data)
+    count = len(_datagrams(train))
+    assert count == train[1] and len(train) <= MAX_TRAIN
+    assert len(train) == HEAD_LEN + count - 1 + size
+    # No more datagrams than needed:
+    assert count == 1 or HEAD_LEN + count - 2 + size > (count - 1) * SEGMENT
     whole, single = _deframer(), _deframer()
-    assert _deliver(whole, trains) == [data]
-    assert _deliver(single, [d for t in trains for d in _datagrams(t)]) == [data]
-    assert whole.errors == single.errors == 0
-    assert whole.reassembled == len(trains) - 1  # one read each: the fast path
-    assert single.reassembled == (1 if size > SEGMENT - HEADER else 0)
+    assert _deliver(whole, [train]) == [data]
+    assert _deliver(single, _datagrams(train)) == [data]
+    assert whole.errors == single.errors == whole.reassembled == 0
+    assert single.reassembled == (1 if count > 1 else 0)
 
 
-def test_headers_number_packets_and_chunks() -> None:
+def test_marks_replace_one_byte_per_datagram_and_the_head_keeps_them() -> None:
     framer = Framer(SEGMENT)
-    first = _trains(framer, bytes(3000))[0]
-    second = _trains(framer, bytes(100))[0]
-    assert [d[:HEADER] for d in _datagrams(first)] == [b"\xf0\x00", b"\xf0\x01", b"\xf8\x02"]
-    assert second[:HEADER] == b"\xf9\x00"
-    assert len(second) == HEADER + 100
-    for _ in range(ROTATION - 1):  # the first train again: its old "last" bit is gone
-        again = _trains(framer, bytes(5000))[0]
-    assert [d[0] for d in _datagrams(again)] == [0xF0, 0xF0, 0xF0, 0xF8]
+    data = bytes(range(256)) * 12  # 3072 bytes: three datagrams
+    train = _train(framer, data)
+    pieces = _datagrams(train)
+    assert len(pieces) == 3
+    ident = train[0] & 0x0F
+    head = bytes([0xE0 | ident, 3]) + (3072).to_bytes(2, "big") + SEGMENT.to_bytes(2, "big")
+    assert train[:HEAD_LEN] == head
+    assert [p[0] for p in pieces[1:]] == [0x80 | ((k + 5 * ident) % 64) for k in (1, 2)]
+    start = HEAD_LEN + 2  # where the data begins in the train: head and 2 saved bytes
+    marked = [SEGMENT - start, 2 * SEGMENT - start]  # data offsets the marks went over
+    assert train[HEAD_LEN:start] == bytes(data[i] for i in marked)
+    assert _train(framer, b"x" * 100)[0] == 0xE0 | ((ident + 1) % ROTATION)
 
 
-def test_the_largest_tso_packet_fits_one_datagram() -> None:
-    """46 segments of MSS 1420 and their headers, plus the virtio_net_hdr: one train (one
-    sendmsg, one read on the other side)."""
-    assert len(_trains(Framer(SEGMENT), bytes(10 + 46 * 1420 + 52))) == 1
+def test_a_lost_reordered_or_duplicated_datagram_drops_the_train() -> None:
+    framer = Framer(SEGMENT)
+    data = os.urandom(10000)
+    pieces = _datagrams(_train(framer, data))
+    lost = pieces[:3] + pieces[4:]
+    swapped = [pieces[0], pieces[2], pieces[1], *pieces[3:]]
+    doubled = [*pieces[:2], pieces[1], *pieces[3:]]  # same length as the train
+    good = os.urandom(5000)
+    for broken in (lost, swapped, doubled):
+        for reads in ([b"".join(broken)], broken):  # in one read, or datagram by datagram
+            deframer = _deframer()
+            assert _deliver(deframer, reads) == []
+            # A short train waits for the rest until the next one starts; then it counts.
+            assert _deliver(deframer, [_train(framer, good)]) == [good]
+            assert deframer.errors == 1
 
 
-def test_a_gap_drops_the_packet_and_the_next_one_gets_through() -> None:
+def test_datagrams_of_two_trains_are_not_mixed() -> None:
+    """Same length, same positions, different trains: the marks' ids tell them apart."""
+    framer = Framer(SEGMENT)
+    one = _datagrams(_train(framer, os.urandom(4000)))
+    two = _datagrams(_train(framer, os.urandom(4000)))
+    deframer = _deframer()
+    assert _deliver(deframer, [one[0] + two[1] + one[2]]) == []
+    assert deframer.errors == 1
+
+
+def test_gro_read_with_a_train_and_the_start_of_the_next_and_two_sources() -> None:
     framer, deframer = Framer(SEGMENT), _deframer()
-    lossy, good = os.urandom(10000), os.urandom(5000)
-    datagrams = _datagrams(_trains(framer, lossy)[0])
-    del datagrams[3]
-    assert _deliver(deframer, datagrams) == []
-    assert _deliver(deframer, _trains(framer, good)) == [good]
-    assert deframer.errors == len(datagrams)  # every datagram of the broken packet
-
-
-def test_gro_read_spanning_two_packets_and_two_sources() -> None:
-    framer, deframer = Framer(SEGMENT), _deframer()
-    one, two = os.urandom(2 * (SEGMENT - HEADER)), os.urandom(3000)
-    # One read holding a whole packet (full-size last datagram) and the start of the next.
-    first, second = _trains(framer, one)[0], _datagrams(_trains(framer, two)[0])
+    one = os.urandom(2 * SEGMENT - HEAD_LEN - 1)  # the last datagram is a full one
+    two = os.urandom(3000)
+    first, second = _train(framer, one), _datagrams(_train(framer, two))
+    assert len(first) == 2 * SEGMENT
     assert _deliver(deframer, [first + second[0]]) == [one]
-    other = Framer(SEGMENT)
     stranger = os.urandom(4000)
-    assert _deliver(deframer, _trains(other, stranger), source="other") == [stranger]
+    assert _deliver(deframer, [_train(Framer(SEGMENT), stranger)], source="other") == [stranger]
     assert _deliver(deframer, [second[1] + second[2]]) == [two]
+    assert deframer.errors == 0 and deframer.reassembled == 1
+
+
+def test_acks_joined_by_gro_and_flannel_datagrams() -> None:
+    framer, deframer = Framer(SEGMENT), _deframer()
+    acks = [os.urandom(62) for _ in range(9)]
+    joined = b"".join(_train(framer, ack) for ack in acks)
+    assert _deliver(deframer, [joined]) == acks
+    ipv4 = bytes([0x45, 0]) + (40).to_bytes(2, "big") + os.urandom(36)
+    assert _deliver(deframer, [ipv4 + ipv4]) == [b"plain:" + ipv4] * 2
     assert deframer.errors == 0
 
 
-def test_garbage_is_counted_not_raised() -> None:
+def test_garbage_and_orphans_are_counted_not_raised() -> None:
     deframer = _deframer()
-    assert _deliver(deframer, [b"\xf1\x02", b"\x00" * 100, b"\xfa\x05xx"]) == []
-    assert deframer.errors == 3
+    orphan = _datagrams(_train(Framer(SEGMENT), os.urandom(3000)))[1]
+    reads = [b"\xe1\x02", b"\x00" * 100, b"\xe5\x00\x00\x10\x05\xc0" + bytes(16), orphan]
+    bad_segment = bytearray(_train(Framer(SEGMENT), os.urandom(3000)))
+    bad_segment[4:6] = b"\x00\x00"
+    assert _deliver(deframer, [*reads, bytes(bad_segment)]) == []
+    assert deframer.errors == 5
+
+
+def test_an_unfinished_train_is_given_up_when_its_source_starts_another() -> None:
+    framer, deframer = Framer(SEGMENT), _deframer()
+    first = _datagrams(_train(framer, os.urandom(5000)))
+    stranger = os.urandom(3000)
+    assert _deliver(deframer, [first[0]]) == []
+    assert _deliver(deframer, [_train(Framer(SEGMENT), stranger)], "other") == [stranger]
+    assert deframer.errors == 0  # another source: the first train may still come
+    good = os.urandom(3000)
+    assert _deliver(deframer, [first[1], _train(framer, good), first[2]]) == [good]
+    assert deframer.errors == 2  # the unfinished train, then its orphaned last datagram
 
 
 def test_segment_size_bounds() -> None:
-    with pytest.raises(ValueError, match="segment size"):
-        Framer(HEADER)
-    assert Framer(1280).capacity >= 65546  # any IPv4 underlay MTU carries a whole TSO packet
+    with pytest.raises(ValueError, match="underlay MTU of at least"):
+        Framer(MIN_SEGMENT - 1)
+    framer = Framer(MIN_SEGMENT)  # the smallest still carries TCP's largest super-packet
+    assert framer.frame(LARGEST) is not None
+    assert framer.frame(65536) is None
