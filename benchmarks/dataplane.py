@@ -14,8 +14,11 @@ two hosts per path, each path in its own lab:
   hand-built VXLAN, for context: what the container hops (veth, bridge, forwarding) cost.
 
 RUNS rounds over all paths in turn (so load from other work on the machine spreads evenly),
-median per path, plus the average ping RTT. Prints a table, the ratios the issue asks for,
-and as its last line one JSON object with the medians. Usage (root):
+median per path, plus the average ping RTT. The backends run under ``--agent-python``, by
+default the system python3 that ``overlayctl init`` installs the agent with on a Debian host
+(the udp backend forwards in Python; this checkout's development interpreter is a slower
+build). Prints a table, the ratios the issue asks for, and as its last line one JSON object
+with the medians. Usage (root):
 
     .venv/bin/python benchmarks/dataplane.py [--runs 3] [--seconds 5]
 """
@@ -92,10 +95,11 @@ def iperf(ns: str, target: str, seconds: int) -> float:
         raise RuntimeError(f"iperf3 {ns} -> {target} failed: {out.stdout[-500:]}") from exc
 
 
-def rtt_ms(ns: str, target: str, count: int = 20) -> float:
-    """Average ping RTT from NS to TARGET in milliseconds."""
+def rtt_ms(ns: str, target: str, count: int = 100) -> float:
+    """Average ping RTT from NS to TARGET in milliseconds (idle path: 10 ms apart; 100 of
+    them, as single wake-ups on a VM vary by tenths of a millisecond)."""
     out = subprocess.run(
-        _in_ns(ns, "ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", "2", target),
+        _in_ns(ns, "ping", "-n", "-q", "-c", str(count), "-i", "0.01", "-W", "2", target),
         capture_output=True,
         text=True,
         timeout=60,

@@ -34,9 +34,9 @@ from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.backends.udp_batch import MIN_SEGMENT
-from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step
+from agent.backends.udp_forward import tun_to_udp_step
 from agent.backends.udp_offload import open_sender, open_socket, open_tun
-from agent.backends.udp_worker import RxWorker
+from agent.backends.udp_worker import RxWorker, forward
 from agent.config import NetworkConfig
 from agent.netlink import SCOPE_LINK, Netlink, NetlinkError, PeerTable, subnet_zero
 from agent.subnets import Lease
@@ -195,7 +195,9 @@ class UdpBackend(PeerTable, Backend):
 
     def stats(self) -> dict[str, float]:
         out = super().stats()
-        rx = self._worker.counters() if self._worker is not None else self.rx
+        rx = self.rx
+        if self._worker is not None:  # what the worker received, too
+            rx = [own + worker for own, worker in zip(self.rx, self._worker.counters())]
         for prefix, counters in (("tx", self.tx), ("rx", rx)):
             out[f"{prefix}_packets"] = counters[PACKETS]
             out[f"{prefix}_bytes"] = counters[BYTES]
@@ -203,7 +205,10 @@ class UdpBackend(PeerTable, Backend):
         out["tx_drops_unknown_subnet"] = self.tx[DROP_UNKNOWN]
         if self.batching:  # super-packets that came in pieces (no GRO on the way)
             out["rx_reassembled"] = rx[REASSEMBLED]
-            out["rx_worker_restarts"] = self._worker.restarts if self._worker else 0
+            worker = self._worker
+            out["rx_worker_restarts"] = worker.restarts if worker else 0
+            out["rx_worker_handovers"] = worker.handovers if worker else 0
+            out["rx_worker_active"] = int(worker.reading) if worker else 0
         return out
 
     # -- forwarding ------------------------------------------------------------------------------
@@ -296,12 +301,10 @@ class UdpBackend(PeerTable, Backend):
     # -- forwarding with Batching (agent/backends/udp_forward.py) ----------------------------
 
     def _forward_batched(self) -> None:
-        """TUN -> UDP (UDP -> TUN is the worker's, agent/backends/udp_worker.py): poll() the
-        TUN, the worker's hang-up pipe and the wake-up pipe, move from the TUN until it is
-        empty (at most BATCH at a time), then send what waits for a train. Measured:
-        draining until EAGAIN 2.8-3.5 CPU-s per GB against 4.1 for one step per poll()."""
-        tun, sock, worker = self._tun, self._sock, self._worker
-        if tun is None or sock is None or worker is None:
+        """Both directions, UDP -> TUN handed to the worker process under load (see
+        agent/backends/udp_worker.py)."""
+        tun, sock, worker, wake = self._tun, self._sock, self._worker, self._wake
+        if tun is None or sock is None or worker is None or wake is None:
             return
         tx, flush = tun_to_udp_step(
             tun,
@@ -310,21 +313,13 @@ class UdpBackend(PeerTable, Backend):
             routes=self.next_hop,
             counters=self.tx,
         )
-        poller = self._poller(tun, worker.alive)
-        poll, stop = poller.poll, self._stop
-        while not stop.is_set():
-            for fd, _events in poll(1000):
-                if fd == tun:
-                    for _ in range(BATCH):
-                        moved = tx()
-                        if moved != MOVED:
-                            break
-                    if moved == FAILED:
-                        stop.wait(0.1)  # the device is failing: do not spin
-                elif fd == worker.alive and not stop.is_set():
-                    poller.unregister(fd)
-                    while not worker.restart() and not stop.wait(0.2):
-                        pass
-                    if worker.alive >= 0:
-                        poller.register(worker.alive, select.POLLIN)
-            flush()
+        forward(
+            tun,
+            sock,
+            worker,
+            tx=tx,
+            flush=flush,
+            rx_counters=self.rx,
+            stop=self._stop,
+            wake=wake[0],
+        )

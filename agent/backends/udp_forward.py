@@ -82,7 +82,8 @@ def tun_to_udp_step(
 class _SmallTrains:
     """Single-datagram packets of one length to one peer (TCP ACKs, mostly) wait here and
     leave as one GSO train (one sendmsg instead of one send each) when a packet of another
-    length or for another peer comes, the TUN is empty, or SMALL_TRAIN are waiting. Measured:
+    length or for another peer comes, the TUN is empty, or SMALL_TRAIN are waiting; the
+    first one after the TUN was found empty does not wait (a lone ping or request). Measured:
     ~9 ACKs per train, 2.2-2.6 CPU-s per GB instead of 2.5-2.8."""
 
     def __init__(self, counters: list[int]) -> None:
@@ -91,9 +92,18 @@ class _SmallTrains:
         self.counters = counters
         self.peer: socket.socket | None = None
         self.length = self.count = 0
+        self.fresh = True
 
     def add(self, peer: socket.socket, datagram: memoryview) -> None:
         length = len(datagram)
+        if self.fresh:  # the first since the TUN was empty (a ping?): no waiting
+            self.fresh = False
+            try:
+                peer.send(datagram)
+            except OSError:
+                self.counters[PACKETS] -= 1
+                self.counters[DROP_ERROR] += 1
+            return
         if self.count and (peer is not self.peer or length != self.length):
             self.flush()
         start = self.count * length
@@ -103,6 +113,8 @@ class _SmallTrains:
             self.flush()
 
     def flush(self) -> None:
+        """Send what waits; the next packet after this one goes at once (see ``add``)."""
+        self.fresh = True
         count, self.count = self.count, 0
         if not count or self.peer is None:
             return

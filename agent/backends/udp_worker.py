@@ -1,22 +1,27 @@
-"""The udp backend's receive worker in ``Batching`` mode: UDP -> TUN in a process of its own.
+"""The udp backend's forwarding in ``Batching`` mode: the agent's thread and a receive worker.
 
-One Python thread serving both directions was the limit: a second thread only takes turns
-with it on the GIL. So with Batching the agent keeps TUN -> UDP (which needs the routes the
-lease watcher updates) in its forwarding thread and starts this worker for UDP -> TUN, which
-needs nothing but two file descriptors. Measured with benchmarks/dataplane.py (2 cores):
-see the README's data-plane table.
+One Python thread serving both directions is the limit under load: a second thread only
+takes turns with it on the GIL. So the agent's forwarding thread (``forward``) moves TUN ->
+UDP, and UDP -> TUN too while traffic is light; once receiving keeps it busy (BUSY of a
+WINDOW), it hands UDP -> TUN to a worker process (``python -m agent.backends.udp_worker``),
+which hands it back when it has been nearly idle for a while. Light traffic (a ping, a
+request and its answer) stays in one thread and costs no extra wake-up; a bulk transfer gets
+both cores. Only one of them reads the socket at any time (the hand-over is a message each
+way over a pipe), so packets are never reordered.
 
 The worker inherits the TUN and the socket, a shared memory block where it publishes its
-counters after every round, and two pipe ends: it exits when the agent's end ("life") closes,
-also when the agent was killed; the agent sees the worker gone when the worker's end
-("alive") closes, and starts it again. It never logs: the agent reports for it.
+counters after every round, and two pipes: "control" (agent -> worker: READ) whose hang-up
+makes the worker exit, also when the agent was killed; "alive" (worker -> agent: RETURNED)
+whose hang-up tells the agent that the worker is gone: the agent reads the socket again
+and starts another worker. The worker never logs: the agent reports for it.
 
-    python -m agent.backends.udp_worker TUN SOCKET COUNTERS LIFE ALIVE
+    python -m agent.backends.udp_worker TUN SOCKET COUNTERS CONTROL ALIVE
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import mmap
 import os
@@ -26,7 +31,9 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.backends.udp_forward import FAILED, MOVED, udp_to_tun_step
@@ -34,30 +41,51 @@ from agent.backends.udp_forward import FAILED, MOVED, udp_to_tun_step
 log = logging.getLogger(__name__)
 
 COUNTERS = struct.Struct("5Q")  # PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED
-BATCH = 256  # datagrams per round before the counters are published
+BATCH = 256  # packets per round from one source
+READ, RETURNED = b"R", b"S"  # the hand-over messages
+WINDOW = 0.1  # seconds over which the agent's thread measures how busy it is
+BUSY = 0.5  # busier than this (fraction of WINDOW) with receiving on: hand it to the worker
+IDLE = 0.1  # the worker, less busy than this for IDLE_WINDOWS in a row: hand it back
+IDLE_WINDOWS = 5
+
+
+def drain(step: Callable[[], int], stop: threading.Event | None = None) -> None:
+    """Run STEP until its source is empty (at most BATCH times); back off if it fails."""
+    moved = MOVED
+    for _ in range(BATCH):
+        moved = step()
+        if moved != MOVED:
+            break
+    if moved == FAILED:  # the device or socket is failing: do not spin
+        if stop is None:
+            time.sleep(0.1)
+        else:
+            stop.wait(0.1)
 
 
 class RxWorker:
-    """The agent's handle on the worker process: start, counters, health, stop."""
+    """The agent's handle on the worker process: start, hand over, counters, stop."""
 
     RESTART_EVERY = 1.0  # seconds, at most, between starts after the worker died
 
     def __init__(self, tun: int, sock: socket.socket) -> None:
         self.tun, self.sock = tun, sock
         self.restarts = 0
+        self.handovers = 0
+        self.reading = False  # the worker has the socket (set by ``forward``)
         self._memfd = os.memfd_create("overlay-udp-rx", os.MFD_CLOEXEC)
         os.ftruncate(self._memfd, COUNTERS.size)
         self._shared = mmap.mmap(self._memfd, COUNTERS.size)
         self._base = [0] * 5  # what earlier workers counted
         self._proc: subprocess.Popen | None = None
-        self._life = -1  # our end: the worker exits when it closes
-        self.alive = -1  # poll() it: readable (hang-up) when the worker is gone
+        self._control = -1  # our end: READ goes here; the worker exits when it closes
+        self.alive = -1  # poll() it: RETURNED, or a hang-up when the worker is gone
         self._started = 0.0
 
     def start(self) -> None:
-        life_r, life_w = os.pipe2(os.O_CLOEXEC)
+        control_r, control_w = os.pipe2(os.O_CLOEXEC)
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-        fds = (self.tun, self.sock.fileno(), self._memfd, life_r, alive_w)
+        fds = (self.tun, self.sock.fileno(), self._memfd, control_r, alive_w)
         package_root = str(Path(__file__).resolve().parent.parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
@@ -69,31 +97,47 @@ class RxWorker:
                 env=env,
             )
         finally:
-            os.close(life_r)
+            os.close(control_r)
             os.close(alive_w)
-        self._life, self.alive, self._started = life_w, alive_r, time.monotonic()
+        self._control, self.alive, self._started = control_w, alive_r, time.monotonic()
+
+    def hand_over(self) -> bool:
+        """Ask the worker to read the socket from now on (the caller stopped reading it)."""
+        try:
+            os.write(self._control, READ)
+        except OSError:
+            return False
+        self.handovers += 1
+        return True
+
+    def message(self) -> bytes:
+        """What the worker said on ``alive``: RETURNED (the socket is ours again) or b""
+        (it is gone)."""
+        try:
+            return os.read(self.alive, 1)
+        except OSError:
+            return b""
 
     def counters(self) -> list[int]:
         return [a + b for a, b in zip(self._base, COUNTERS.unpack_from(self._shared))]
 
-    def restart(self) -> bool:
-        """After ``alive`` hung up: reap the worker and start another (not more often than
-        RESTART_EVERY). False when it is too early; call again later."""
-        if time.monotonic() - self._started < self.RESTART_EVERY:
-            return False
+    def restart(self, stop: threading.Event) -> None:
+        """After ``alive`` hung up: reap the worker, start another (at most one start per
+        RESTART_EVERY; returns early if STOP is set)."""
         code = self._reap()
+        if stop.wait(max(0.0, self._started + self.RESTART_EVERY - time.monotonic())):
+            return
         log.warning("udp: the receive worker exited (%s); starting it again", code)
         self.restarts += 1
         self.start()
-        return True
 
     def _reap(self) -> int | None:
         """Close our ends, let the worker go (SIGTERM after 5 s), keep its counts."""
         code = None
-        for fd in (self._life, self.alive):
+        for fd in (self._control, self.alive):
             if fd >= 0:
                 os.close(fd)
-        self._life = self.alive = -1
+        self._control = self.alive = -1
         if self._proc is not None:
             try:
                 code = self._proc.wait(5)
@@ -114,36 +158,99 @@ class RxWorker:
         os.close(self._memfd)
 
 
-def run(tun: int, sock: socket.socket, shared: mmap.mmap, life: int) -> None:
-    """UDP -> TUN until LIFE hangs up: drain the socket (BATCH at a time), publish the
-    counters, sleep in poll()."""
+def forward(
+    tun: int,
+    sock: socket.socket,
+    worker: RxWorker,
+    *,
+    tx: Callable[[], int],
+    flush: Callable[[], None],
+    rx_counters: list[int],
+    stop: threading.Event,
+    wake: int,
+) -> None:
+    """The agent's forwarding thread: TUN -> UDP (TX, FLUSH), and UDP -> TUN unless WORKER
+    has it, until STOP. Sleeps in poll() on the TUN, the socket while it reads it, the
+    worker's pipe and WAKE."""
+    rx = udp_to_tun_step(tun, sock, rx_counters)
+    poller = select.poll()
+    for fd in (tun, sock.fileno(), wake, worker.alive):
+        poller.register(fd, select.POLLIN)
+    sock_fd, reading = sock.fileno(), True
+    poll, clock = poller.poll, time.monotonic
+    window, busy = clock(), 0.0
+    while not stop.is_set():
+        events = poll(1000)
+        woke = clock()
+        for fd, _events in events:
+            if fd == tun:
+                drain(tx, stop)
+            elif fd == sock_fd and reading:
+                drain(rx, stop)
+                drain(tx, stop)  # what it wrote may have been answered at once (a ping)
+            elif fd == worker.alive:  # the socket is ours again: handed back, or gone
+                if worker.message() != RETURNED:
+                    poller.unregister(fd)
+                    worker.restart(stop)
+                    if worker.alive >= 0:
+                        poller.register(worker.alive, select.POLLIN)
+                if not reading:
+                    poller.register(sock_fd, select.POLLIN)
+                    reading, worker.reading = True, False
+        flush()
+        now = clock()
+        busy += now - woke
+        if now - window >= WINDOW:
+            if reading and busy > BUSY * (now - window):
+                poller.unregister(sock_fd)
+                reading = not worker.hand_over()
+                worker.reading = not reading
+                if reading:
+                    poller.register(sock_fd, select.POLLIN)
+            window, busy = now, 0.0
+
+
+def run(tun: int, sock: socket.socket, shared: mmap.mmap, control: int, alive: int) -> None:
+    """The worker: UDP -> TUN while the agent has handed it over, until CONTROL hangs up."""
     counters = [0] * 5
     step = udp_to_tun_step(tun, sock, counters)
     poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    poller.register(life, select.POLLIN)
-    poll, publish = poller.poll, COUNTERS.pack_into
+    poller.register(control, select.POLLIN)
+    sock_fd, reading = sock.fileno(), False
+    poll, clock, publish = poller.poll, time.monotonic, COUNTERS.pack_into
+    window, busy, idle = clock(), 0.0, 0
     while True:
-        for fd, _events in poll(1000):
-            if fd == life:
-                return
-            for _ in range(BATCH):
-                moved = step()
-                if moved != MOVED:
-                    break
-            if moved == FAILED:
-                time.sleep(0.1)
+        events = poll(1000 if not reading else int(WINDOW * 1000))
+        woke = clock()
+        for fd, _events in events:
+            if fd == control:
+                if os.read(control, 1) != READ:
+                    return
+                poller.register(sock_fd, select.POLLIN)
+                reading, window, busy, idle = True, woke, 0.0, 0
+            else:
+                drain(step)
         publish(shared, 0, *counters)
+        now = clock()
+        busy += now - woke
+        if reading and now - window >= WINDOW:
+            idle = idle + 1 if busy < IDLE * (now - window) else 0
+            if idle >= IDLE_WINDOWS:
+                poller.unregister(sock_fd)
+                reading = False
+                os.write(alive, RETURNED)
+            window, busy = now, 0.0
 
 
 def main(argv: list[str]) -> int:
-    tun, sock_fd, memfd, life, alive = map(int, argv)
+    tun, sock_fd, memfd, control, alive = map(int, argv)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C on the agent's terminal: the agent stops us
-    del alive  # held open until we exit: the agent's hang-up signal
     sock = socket.socket(fileno=sock_fd)
+    gc.freeze()
+    gc.disable()  # the loop makes no reference cycles: no collector pauses
     with contextlib.closing(mmap.mmap(memfd, COUNTERS.size)) as shared:
-        run(tun, sock, shared, life)
+        run(tun, sock, shared, control, alive)
     return 0
 
 

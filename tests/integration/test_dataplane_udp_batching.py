@@ -11,10 +11,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.dataplane_driver import Cluster
+from tests.dataplane_driver import Cluster, Node
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -99,3 +101,76 @@ def test_restart_without_batching_turns_the_offloads_off(light_lab) -> None:
         assert stats["tx_bytes"] > 5e6, stats
         assert stats["tx_bytes"] / stats["tx_packets"] <= 1472
         assert "rx_reassembled" not in stats
+
+
+def _workers(node: Node) -> list[int]:
+    """PIDs (as seen from here) of NODE's receive workers: the driver's children running
+    agent.backends.udp_worker."""
+    assert node.proc is not None
+    driver = int(Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text())
+    found = []
+    for task in Path(f"/proc/{driver}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"agent.backends.udp_worker" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def _stats(cluster: Cluster, node: Node) -> dict:
+    peers = [o.lease("udp") for o in cluster.nodes if o is not node]
+    return cluster.publish(node, peers)["stats"]
+
+
+def test_receiving_goes_to_the_worker_under_load_and_comes_back(light_lab) -> None:
+    with Cluster(light_lab, "udp", count=2) as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all()
+        cluster.mesh()
+        receiver = cluster.nodes[1]
+        assert len(_workers(receiver)) == 1
+        before = _stats(cluster, receiver)
+        assert (before["rx_worker_handovers"], before["rx_worker_active"]) == (0, 0)
+        _tcp_transfer(cluster, megabytes=600)  # ~1 s or more: several measuring windows
+        during = _stats(cluster, receiver)
+        assert during["rx_worker_handovers"] >= 1, during
+        assert during["rx_bytes"] > 600e6 and during["rx_drops_error"] < 20
+        # Idle again: the worker hands the socket back, and a ping (answered in one thread)
+        # still gets through.
+        wait_for(lambda: _stats(cluster, receiver)["rx_worker_active"] == 0 or None, 10,
+                 "the worker to hand receiving back")  # fmt: skip
+        assert cluster.ping_failures() == []
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_left_behind(light_lab) -> None:
+    with Cluster(light_lab, "udp", count=2) as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all()
+        cluster.mesh()
+        node = cluster.nodes[0]
+        (first,) = _workers(node)
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(lambda: [p for p in _workers(node) if p != first] or None, 10,
+                          "a new worker")  # fmt: skip
+        assert _stats(cluster, node)["rx_worker_restarts"] == 1
+        assert cluster.ping_failures() == []
+        _tcp_transfer(cluster, megabytes=20)
+        cluster.stop(node)  # tears the backend down: the worker is gone, not a zombie
+        assert not Path(f"/proc/{second[0]}").exists()
+
+
+def test_each_peer_gets_a_connected_socket_closed_with_its_lease(light_lab) -> None:
+    with Cluster(light_lab, "udp", count=3) as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all()
+        cluster.mesh()
+        node, peers = cluster.nodes[0], cluster.nodes[1:]
+
+        def connected() -> list[str]:
+            out = cluster.run(node, "ss", "-u", "-n", "-H", "state", "established")
+            return sorted(line.split()[-1] for line in out.splitlines() if line.strip())
+
+        assert connected() == sorted(f"{p.host.address}:8285" for p in peers)
+        cluster.publish(node, [peers[0].lease("udp")])
+        assert connected() == [f"{peers[0].host.address}:8285"]
+        assert cluster.ping_procs([(node, peers[0].container_ip)], count=1) == [True]
