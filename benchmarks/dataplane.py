@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         "as on a host; the udp backend's forwarding is Python)",
     )
     args = parser.parse_args(argv)
+    if os.sep in args.agent_python:  # the lab hosts start it from another directory
+        args.agent_python = os.path.abspath(args.agent_python)
     wanted = [p for p in args.paths.split(",") if p]
     unknown = sorted(set(wanted) - set(PATHS + EXTRA_PATHS))
     if unknown:

@@ -16,11 +16,13 @@ and the first byte of every datagram after the first is replaced by a mark, 0x80
 + 5 x id) mod 64) for the datagram's index 1, 2, ...; the bytes the marks replaced travel, in
 order, as the "saved bytes". ``id`` cycles through ROTATION values, one per train. A train
 is accepted only when its length is exactly what the head says and every mark is the one of
-its place and of the train's id; the receiver then puts the saved bytes back. So a train
-that lost, duplicated or reordered a datagram, or that mixes datagrams of two trains, is
-never written to the TUN: this matters because the sender's virtio_net_hdr asks the
-receiving kernel to compute the inner TCP checksum, which would make a wrongly rebuilt
-packet look valid.
+its place and of the train's id; the receiver then puts the saved bytes back. A train that
+lost, duplicated or reordered any of its datagrams is never written to the TUN (the marks of
+one train all differ). Datagrams of another train (only possible when a train is put
+together from several reads after losses) pass only if their marks happen to line up (a run
+of them, shifted by 5 x the difference of the ids) and the length comes out exact. This
+matters because the sender's virtio_net_hdr asks the receiving kernel to compute the inner
+TCP checksum, which would make a wrongly rebuilt packet look valid.
 
 All of that is a fixed number of Python operations per super-packet (stepped slices of the
 train compare and move the marks), none per datagram. A train the kernel delivered in
@@ -103,10 +105,11 @@ class Deframer:
     """Receiver side: the trains in ``buffer[:size]`` -> super-packets to write.
 
     Most reads are one whole train: ``train(buffer, 0, size)`` is enough for those;
-    ``packets(size, source)`` takes any read. The views returned are valid until the next read into
-    ``buffer``. ``errors`` counts trains (or reads) dropped: bad head or marks, wrong length,
-    unfinished; ``reassembled`` the trains put together from several reads. Plain flannel
-    datagrams (IPv4) go to ``plain``, for the caller to give them an empty virtio_net_hdr.
+    ``packets(size, source)`` takes any read. The views returned are valid until the next
+    read into ``buffer``. ``errors`` counts trains (or reads) dropped: bad head or marks,
+    wrong length, unfinished; ``reassembled`` the trains put together from several reads.
+    Plain flannel datagrams (IPv4) go to ``plain``, for the caller to give them an empty
+    virtio_net_hdr.
     """
 
     def __init__(self, buffer: bytearray) -> None:

@@ -82,7 +82,10 @@ class RxWorker:
         self.alive = -1  # poll() it: RETURNED, or a hang-up when the worker is gone
         self._started = 0.0
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Start a worker (it waits for READ). False, logged, if it cannot be started:
+        receiving then stays in the forwarding thread, and ``due`` says when to try again."""
+        self._started = time.monotonic()
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
         fds = (self.tun, self.sock.fileno(), self._memfd, control_r, alive_w)
@@ -96,13 +99,34 @@ class RxWorker:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
+        except OSError as exc:
+            log.warning("udp: cannot start the receive worker (%s): one thread receives", exc)
+            for fd in (control_w, alive_r):
+                os.close(fd)
+            return False
         finally:
             os.close(control_r)
             os.close(alive_w)
-        self._control, self.alive, self._started = control_w, alive_r, time.monotonic()
+        self._control, self.alive = control_w, alive_r
+        return True
+
+    def due(self, now: float) -> bool:
+        """No worker running, and the last start was RESTART_EVERY ago or more."""
+        return self.alive < 0 and now >= self._started + self.RESTART_EVERY
+
+    def restart(self) -> bool:
+        self.restarts += 1
+        return self.start()
+
+    def lost(self) -> None:
+        """``alive`` hung up: the worker is gone. Reap it (``due`` tells when to restart)."""
+        code = self._reap()
+        log.warning("udp: the receive worker exited (%s); it will be started again", code)
 
     def hand_over(self) -> bool:
         """Ask the worker to read the socket from now on (the caller stopped reading it)."""
+        if self._control < 0:
+            return False
         try:
             os.write(self._control, READ)
         except OSError:
@@ -120,16 +144,6 @@ class RxWorker:
 
     def counters(self) -> list[int]:
         return [a + b for a, b in zip(self._base, COUNTERS.unpack_from(self._shared))]
-
-    def restart(self, stop: threading.Event) -> None:
-        """After ``alive`` hung up: reap the worker, start another (at most one start per
-        RESTART_EVERY; returns early if STOP is set)."""
-        code = self._reap()
-        if stop.wait(max(0.0, self._started + self.RESTART_EVERY - time.monotonic())):
-            return
-        log.warning("udp: the receive worker exited (%s); starting it again", code)
-        self.restarts += 1
-        self.start()
 
     def _reap(self) -> int | None:
         """Close our ends, let the worker go (SIGTERM after 5 s), keep its counts."""
@@ -158,6 +172,34 @@ class RxWorker:
         os.close(self._memfd)
 
 
+class _Reader:
+    """Who reads the socket: the forwarding thread (``ours``) or the worker; the thread's
+    poll() set follows it."""
+
+    def __init__(self, poller: select.poll, sock_fd: int, worker: RxWorker) -> None:
+        self.poller, self.sock_fd, self.worker = poller, sock_fd, worker
+        self.ours = True
+
+    def take_back(self) -> None:
+        if not self.ours:
+            self.poller.register(self.sock_fd, select.POLLIN)
+            self.ours, self.worker.reading = True, False
+
+    def hand_over(self) -> None:
+        self.poller.unregister(self.sock_fd)
+        if self.worker.hand_over():
+            self.ours, self.worker.reading = False, True
+        else:
+            self.poller.register(self.sock_fd, select.POLLIN)
+
+    def worker_said(self) -> None:
+        """``alive`` is readable: the worker handed the socket back, or it is gone."""
+        if self.worker.message() != RETURNED:
+            self.poller.unregister(self.worker.alive)
+            self.worker.lost()
+        self.take_back()
+
+
 def forward(
     tun: int,
     sock: socket.socket,
@@ -175,38 +217,30 @@ def forward(
     rx = udp_to_tun_step(tun, sock, rx_counters)
     poller = select.poll()
     for fd in (tun, sock.fileno(), wake, worker.alive):
-        poller.register(fd, select.POLLIN)
-    sock_fd, reading = sock.fileno(), True
+        if fd >= 0:
+            poller.register(fd, select.POLLIN)
+    reader = _Reader(poller, sock.fileno(), worker)
     poll, clock = poller.poll, time.monotonic
     window, busy = clock(), 0.0
     while not stop.is_set():
-        events = poll(1000)
+        events = poll(1000 if worker.alive >= 0 else 200)
         woke = clock()
         for fd, _events in events:
             if fd == tun:
                 drain(tx, stop)
-            elif fd == sock_fd and reading:
+            elif fd == reader.sock_fd and reader.ours:
                 drain(rx, stop)
                 drain(tx, stop)  # what it wrote may have been answered at once (a ping)
-            elif fd == worker.alive:  # the socket is ours again: handed back, or gone
-                if worker.message() != RETURNED:
-                    poller.unregister(fd)
-                    worker.restart(stop)
-                    if worker.alive >= 0:
-                        poller.register(worker.alive, select.POLLIN)
-                if not reading:
-                    poller.register(sock_fd, select.POLLIN)
-                    reading, worker.reading = True, False
+            elif fd == worker.alive:
+                reader.worker_said()
         flush()
         now = clock()
         busy += now - woke
+        if worker.due(now) and worker.restart():
+            poller.register(worker.alive, select.POLLIN)
         if now - window >= WINDOW:
-            if reading and busy > BUSY * (now - window):
-                poller.unregister(sock_fd)
-                reading = not worker.hand_over()
-                worker.reading = not reading
-                if reading:
-                    poller.register(sock_fd, select.POLLIN)
+            if reader.ours and busy > BUSY * (now - window):
+                reader.hand_over()
             window, busy = now, 0.0
 
 
