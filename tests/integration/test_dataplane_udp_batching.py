@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,16 +118,23 @@ def _workers(node: Node) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _batching_cluster(light_lab, count: int) -> Iterator[Cluster]:
+    """COUNT hosts with the udp backend in Batching mode, started and meshed."""
+    with Cluster(light_lab, "udp", count=count) as cluster:
+        cluster.config["Backend"] = dict(BATCHING)
+        cluster.start_all()
+        cluster.mesh()
+        yield cluster
+
+
 def _stats(cluster: Cluster, node: Node) -> dict:
     peers = [o.lease("udp") for o in cluster.nodes if o is not node]
     return cluster.publish(node, peers)["stats"]
 
 
 def test_receiving_goes_to_the_worker_under_load_and_comes_back(light_lab) -> None:
-    with Cluster(light_lab, "udp", count=2) as cluster:
-        cluster.config["Backend"] = dict(BATCHING)
-        cluster.start_all()
-        cluster.mesh()
+    with _batching_cluster(light_lab, 2) as cluster:
         receiver = cluster.nodes[1]
         assert len(_workers(receiver)) == 1
         before = _stats(cluster, receiver)
@@ -143,10 +151,7 @@ def test_receiving_goes_to_the_worker_under_load_and_comes_back(light_lab) -> No
 
 
 def test_a_killed_worker_is_replaced_and_nothing_is_left_behind(light_lab) -> None:
-    with Cluster(light_lab, "udp", count=2) as cluster:
-        cluster.config["Backend"] = dict(BATCHING)
-        cluster.start_all()
-        cluster.mesh()
+    with _batching_cluster(light_lab, 2) as cluster:
         node = cluster.nodes[0]
         (first,) = _workers(node)
         os.kill(first, signal.SIGKILL)
@@ -160,10 +165,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_left_behind(light_lab) -> No
 
 
 def test_each_peer_gets_a_connected_socket_closed_with_its_lease(light_lab) -> None:
-    with Cluster(light_lab, "udp", count=3) as cluster:
-        cluster.config["Backend"] = dict(BATCHING)
-        cluster.start_all()
-        cluster.mesh()
+    with _batching_cluster(light_lab, 3) as cluster:
         node, peers = cluster.nodes[0], cluster.nodes[1:]
 
         def connected() -> list[str]:
