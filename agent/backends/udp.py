@@ -29,6 +29,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
@@ -48,6 +49,7 @@ ENCAP_OVERHEAD = 28  # IPv4 + UDP headers
 TXQUEUELEN = 5000
 BUFFER_SIZE = 65536
 BATCH = 256  # packets per drain round before the stop flag is looked at again
+RETIRE = 5.0  # seconds a removed peer's socket stays open (see _close_unused_senders)
 _IPV4_DST = struct.Struct("!I")
 # Counter slots (one list per direction, written only by its own thread).
 PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
@@ -69,6 +71,7 @@ class UdpBackend(PeerTable, Backend):
         # subnet as int -> (PublicIP, port); with Batching -> the socket connected to it
         self.next_hop: dict[int, Any] = {}
         self._senders: dict[str, socket.socket] = {}  # Batching: PublicIP -> its socket
+        self._retired: list[tuple[float, socket.socket]] = []  # (since, socket) to close
         self.tx = [0, 0, 0, 0]  # TUN -> UDP
         self.rx = [0, 0, 0, 0, 0]  # UDP -> TUN
         self._tun: int | None = None
@@ -174,24 +177,33 @@ class UdpBackend(PeerTable, Backend):
             sender = open_sender(str(self.iface.address), (address, self.port), self.mtu)
             self._senders[address] = sender
         self.next_hop[int(lease.subnet.network_address)] = sender
-        self._close_unused_senders()
+        self._close_unused_senders(time.monotonic())
 
     def _uninstall(self, nl: Netlink, lease: Lease) -> None:
         self.next_hop.pop(int(lease.subnet.network_address), None)
-        self._close_unused_senders()
+        self._close_unused_senders(time.monotonic())
 
     def _sweep(self, nl: Netlink, keep: dict[IPv4Network, Lease]) -> None:
         wanted = {int(s.network_address) for s in keep}
         for key in [k for k in self.next_hop if k not in wanted]:
             del self.next_hop[key]
-        self._close_unused_senders()
+        self._close_unused_senders(time.monotonic())
 
-    def _close_unused_senders(self) -> None:
-        """Batching: close the sockets of peers no subnet routes to any more (the forwarding
-        thread may still send on one: it counts that as a lost packet)."""
+    def _close_unused_senders(self, now: float | None = None) -> None:
+        """Batching: retire the sockets of peers no subnet routes to any more, and close
+        those retired RETIRE seconds ago or more (NOW; None: all of them). Not at once: the
+        forwarding thread may have just looked one up, and the fd number of a socket closed
+        under its send() could already belong to another file."""
         used = {id(hop) for hop in self.next_hop.values()}
         for address in [a for a, s in self._senders.items() if id(s) not in used]:
-            self._senders.pop(address).close()
+            self._retired.append((time.monotonic(), self._senders.pop(address)))
+        keep = []
+        for retired, sock in self._retired:
+            if now is None or now - retired >= RETIRE:
+                sock.close()
+            else:
+                keep.append((retired, sock))
+        self._retired = keep
 
     def stats(self) -> dict[str, float]:
         out = super().stats()

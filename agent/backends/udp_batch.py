@@ -118,70 +118,87 @@ class Deframer:
         self.errors = 0
         self.reassembled = 0
         self.plain: list[memoryview] = []
-        self._partial: dict[Hashable, _Partial] = {}
+        # Unfinished trains by source; while there is one, reads go through ``packets``.
+        self.partials: dict[Hashable, _Partial] = {}
 
-    def packets(self, size: int, source: Hashable) -> list[memoryview]:
-        """The super-packets in a read of SIZE bytes from SOURCE (several when GRO joined
-        equal-sized one-datagram trains, e.g. TCP ACKs). Flannel-format packets of the read
-        go to ``plain`` instead (emptied on every call)."""
+    def packets(self, size: int, source: Hashable, start: int = 0) -> list[memoryview]:
+        """The super-packets in a read of SIZE bytes from SOURCE, from byte START on (several
+        when GRO joined trains, e.g. TCP ACKs). A read of flannel-format datagrams (IPv4
+        from its first byte) goes to ``plain`` instead (emptied on every call)."""
         buf, view = self.buffer, self.view
         out: list[memoryview] = []
         if self.plain:
             self.plain = []
-        at = 0
-        if size and buf[0] & 0xC0 == MARK:
+        if start == 0 and size and buf[0] & 0xF0 == 0x40:
+            self._plain(size)
+            return out
+        at = start
+        if at == 0 and size and buf[0] & 0xC0 == MARK:
             at = self._continue(size, source, out)
-        elif self._partial and self._partial.pop(source, None) is not None:
+        elif self.partials and self.partials.pop(source, None) is not None:
             self.errors += 1  # a new train from SOURCE: its unfinished one will not finish
         while at < size:
-            lead = buf[at] & 0xF0
-            if lead == HEAD and size - at >= HEAD_LEN:
-                length, packet = train(buf, at, size - at)
-                if packet is not None:
-                    out.append(packet)
-                    at += length
-                    continue
-                if length > size - at and 0 < buf[at + 1] <= MAX_SEGMENTS:
-                    # the rest comes in later reads
-                    self._start(view[at:size], length, source)
-                    return out
-                break  # a bad train: the rest of the read cannot be trusted either
-            if lead == 0x40 and size - at >= 20:  # flannel's format: one IPv4 packet
-                end = at + int.from_bytes(buf[at + 2 : at + 4], "big")
-                if not at + 20 <= end <= size:
-                    break
-                self.plain.append(view[at:end])
-                at = end
+            if buf[at] & 0xF0 != HEAD or size - at < HEAD_LEN:
+                break
+            length, packet = train(buf, at, size - at)
+            if packet is not None:
+                out.append(packet)
+                at += length
                 continue
-            break
+            if length > size - at and self._start(view[at:size], length, source):
+                return out  # the rest comes in later reads
+            break  # a bad train: the rest of the read cannot be trusted either
         if at < size:
             self.errors += 1
         return out
 
-    def _start(self, first: memoryview, length: int, source: Hashable) -> None:
-        if len(self._partial) >= MAX_PEERS:
-            del self._partial[next(iter(self._partial))]
+    def _plain(self, size: int) -> None:
+        """A read of flannel-format datagrams (GRO may join several): one IPv4 packet each."""
+        buf, at = self.buffer, 0
+        while at < size:
+            end = at + int.from_bytes(buf[at + 2 : at + 4], "big")
+            if buf[at] & 0xF0 != 0x40 or not at + 20 <= end <= size:
+                self.errors += 1
+                return
+            self.plain.append(self.view[at:end])
+            at = end
+
+    def _start(self, first: memoryview, length: int, source: Hashable) -> bool:
+        """Keep FIRST, the start of a LENGTH-byte train, for the reads that bring the rest;
+        False (nothing kept) if its head cannot be right."""
+        _lead, count, _size, segment = HEAD_FORMAT.unpack_from(first)
+        if (
+            not 1 < count <= MAX_SEGMENTS
+            or not MIN_SEGMENT <= segment <= MAX_TRAIN
+            or length > MAX_TRAIN
+            or len(first) % segment
+        ):
+            return False
+        if len(self.partials) >= MAX_PEERS:
+            del self.partials[next(iter(self.partials))]
             self.errors += 1
-        self._partial[source] = _Partial(first, length)
+        self.partials[source] = _Partial(first, length)
+        return True
 
     def _continue(self, size: int, source: Hashable, out: list[memoryview]) -> int:
         """Datagrams that go on a train started in an earlier read: where this read's own
-        trains begin (size when it was all continuation)."""
-        partial = self._partial.get(source)
+        trains begin (SIZE: drop the whole read, when it does not fit the train)."""
+        partial = self.partials.get(source)
         if partial is None:
             self.errors += 1
             return size
         take = min(size, partial.length - partial.have)
         partial.buffer[partial.have : partial.have + take] = self.view[:take]
         partial.have += take
-        if partial.have == partial.length:
-            del self._partial[source]
-            _length, packet = train(partial.buffer, 0, partial.length)
-            if packet is None:
-                self.errors += 1
-            else:
-                self.reassembled += 1
-                out.append(packet)
+        if partial.have < partial.length:
+            return size
+        del self.partials[source]
+        _length, packet = train(partial.buffer, 0, partial.length)
+        if packet is None:
+            self.errors += 1
+            return size  # where this train ended is not known either
+        self.reassembled += 1
+        out.append(packet)
         return take
 
 

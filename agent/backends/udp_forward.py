@@ -101,8 +101,7 @@ class _SmallTrains:
             try:
                 peer.send(datagram)
             except OSError:
-                self.counters[PACKETS] -= 1
-                self.counters[DROP_ERROR] += 1
+                self._lost(1, length)
             return
         if self.count and (peer is not self.peer or length != self.length):
             self.flush()
@@ -125,8 +124,13 @@ class _SmallTrains:
                 gso = [(SOL_UDP, UDP_SEGMENT, self.length.to_bytes(2, sys.byteorder))]
                 self.peer.sendmsg([self.view[: self.length * count]], gso)
         except OSError:
-            self.counters[PACKETS] -= count
-            self.counters[DROP_ERROR] += count
+            self._lost(count, self.length)
+
+    def _lost(self, count: int, length: int) -> None:
+        """COUNT trains of LENGTH bytes were counted as sent but could not be."""
+        self.counters[PACKETS] -= count
+        self.counters[BYTES] -= count * (length - HEAD_LEN - VNET_HDR_LEN)
+        self.counters[DROP_ERROR] += count
 
 
 def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Callable[[], int]:
@@ -135,6 +139,7 @@ def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Calla
     virtio_net_hdr. Socket errors are per datagram (e.g. ICMP unreachable): never FAILED."""
     deframer = Deframer(bytearray(BUFFER_SIZE))
     buf, view, packets_in = deframer.buffer, deframer.view, deframer.packets
+    partials = deframer.partials  # the same dict for the deframer's life
     recvfrom_into, write, writev, no_header = sock.recvfrom_into, os.write, os.writev, bytes(10)
 
     def step() -> int:
@@ -145,16 +150,19 @@ def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Calla
         except OSError:  # e.g. ICMP port unreachable reported on the socket
             counters[DROP_ERROR] += 1
             return MOVED
-        if buf[0] & 0xF0 == HEAD and size >= HEAD_LEN:  # most reads: one whole train
-            length, packet = train(buf, 0, size)
-            if packet is not None and length == size:
+        start = 0
+        if buf[0] & 0xF0 == HEAD and size >= HEAD_LEN and not partials:
+            length, packet = train(buf, 0, size)  # most reads: one whole train
+            if packet is not None:
                 try:
                     counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
                     counters[PACKETS] += 1
                 except OSError:
                     counters[DROP_ERROR] += 1
-                return MOVED
-        for packet in packets_in(size, source):
+                if length == size:
+                    return MOVED
+                start = length  # GRO joined more to it (its last datagram was a full one)
+        for packet in packets_in(size, source, start):
             try:
                 counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
             except OSError:

@@ -66,7 +66,9 @@ def drain(step: Callable[[], int], stop: threading.Event | None = None) -> None:
 class RxWorker:
     """The agent's handle on the worker process: start, hand over, counters, stop."""
 
-    RESTART_EVERY = 1.0  # seconds, at most, between starts after the worker died
+    RESTART_EVERY = 1.0  # seconds between starts after the worker died at once...
+    RESTART_AT_MOST = 60.0  # ...doubling each time, up to this
+    LIVED = 10.0  # a worker that ran this long died of something else: start over at 1 s
 
     def __init__(self, tun: int, sock: socket.socket) -> None:
         self.tun, self.sock = tun, sock
@@ -81,11 +83,16 @@ class RxWorker:
         self._control = -1  # our end: READ goes here; the worker exits when it closes
         self.alive = -1  # poll() it: RETURNED, or a hang-up when the worker is gone
         self._started = 0.0
+        self._delay = self.RESTART_EVERY
+        self._lock = threading.Lock()  # counters() runs in other threads than _reap()
 
     def start(self) -> bool:
         """Start a worker (it waits for READ). False, logged, if it cannot be started:
         receiving then stays in the forwarding thread, and ``due`` says when to try again."""
-        self._started = time.monotonic()
+        now = time.monotonic()
+        quick = now - self._started < self.LIVED
+        self._delay = min(self._delay * 2, self.RESTART_AT_MOST) if quick else self.RESTART_EVERY
+        self._started = now
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
         fds = (self.tun, self.sock.fileno(), self._memfd, control_r, alive_w)
@@ -99,7 +106,7 @@ class RxWorker:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        except OSError as exc:
+        except Exception as exc:  # whatever it is, forwarding goes on without a worker
             log.warning("udp: cannot start the receive worker (%s): one thread receives", exc)
             for fd in (control_w, alive_r):
                 os.close(fd)
@@ -110,9 +117,14 @@ class RxWorker:
         self._control, self.alive = control_w, alive_r
         return True
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def due(self, now: float) -> bool:
-        """No worker running, and the last start was RESTART_EVERY ago or more."""
-        return self.alive < 0 and now >= self._started + self.RESTART_EVERY
+        """No worker running, and the last start long enough ago: RESTART_EVERY, doubled
+        for every worker in a row that did not live LIVED seconds."""
+        return self.alive < 0 and now >= self._started + self._delay
 
     def restart(self) -> bool:
         self.restarts += 1
@@ -143,7 +155,10 @@ class RxWorker:
             return b""
 
     def counters(self) -> list[int]:
-        return [a + b for a, b in zip(self._base, COUNTERS.unpack_from(self._shared))]
+        with self._lock:
+            if self._shared.closed:
+                return list(self._base)
+            return [a + b for a, b in zip(self._base, COUNTERS.unpack_from(self._shared))]
 
     def _reap(self) -> int | None:
         """Close our ends, let the worker go (SIGTERM after 5 s), keep its counts."""
@@ -152,15 +167,14 @@ class RxWorker:
             if fd >= 0:
                 os.close(fd)
         self._control = self.alive = -1
+        self.reading = False
         if self._proc is not None:
-            try:
-                code = self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.terminate()
-                code = self._proc.wait(5)
+            code = _end(self._proc)
             self._proc = None
-        self._base = self.counters()
-        COUNTERS.pack_into(self._shared, 0, 0, 0, 0, 0, 0)
+        with self._lock:
+            if not self._shared.closed:
+                self._base = [a + b for a, b in zip(self._base, COUNTERS.unpack_from(self._shared))]
+                COUNTERS.pack_into(self._shared, 0, 0, 0, 0, 0, 0)
         return code
 
     def stop(self) -> None:
@@ -168,8 +182,21 @@ class RxWorker:
 
     def close(self) -> None:
         self._reap()
-        self._shared.close()
+        with self._lock:
+            self._shared.close()
         os.close(self._memfd)
+
+
+def _end(proc: subprocess.Popen) -> int | None:
+    """Wait for PROC (told to go by its control pipe): SIGTERM after 5 s, SIGKILL after 10."""
+    for ask in (None, proc.terminate, proc.kill):
+        if ask is not None:
+            ask()
+        try:
+            return proc.wait(5)
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 class _Reader:

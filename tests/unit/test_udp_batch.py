@@ -18,6 +18,7 @@ from agent.backends.udp_batch import (
     ROTATION,
     Deframer,
     Framer,
+    train,
 )
 
 SEGMENT = 1472
@@ -162,3 +163,33 @@ def test_segment_size_bounds() -> None:
     framer = Framer(MIN_SEGMENT)  # the smallest still carries TCP's largest super-packet
     assert framer.frame(LARGEST) is not None
     assert framer.frame(65536) is None
+
+
+def test_a_read_that_goes_on_after_a_whole_train_is_parsed_from_where_it_ended() -> None:
+    """What the receive step does: the first train checked (and its bytes put back) by
+    train(), the rest of the read by packets(start=...)."""
+    framer, deframer = Framer(SEGMENT), _deframer()
+    one = os.urandom(2 * SEGMENT - HEAD_LEN - 1)  # its last datagram is a full one
+    two = os.urandom(62)
+    read = _train(framer, one) + _train(framer, two)
+    deframer.buffer[: len(read)] = read
+    length, packet = train(deframer.buffer, 0, len(read))
+    assert packet is not None and bytes(packet) == one and length == 2 * SEGMENT
+    assert [bytes(p) for p in deframer.packets(len(read), "peer", length)] == [two]
+    assert deframer.errors == 0
+
+
+def test_a_failed_reassembly_drops_the_rest_of_its_read() -> None:
+    """A train put together from the wrong datagrams fails its check; where it would have
+    ended tells nothing, so nothing after it is parsed (not even as flannel's format)."""
+    framer, deframer = Framer(SEGMENT), _deframer()
+    lost_tail = _datagrams(_train(framer, os.urandom(2 * SEGMENT)))  # 3 datagrams
+    ipv4 = bytes([0x45, 0]) + (40).to_bytes(2, "big") + bytes(36)
+    longer = bytearray(os.urandom(4 * SEGMENT))
+    # Where the short train would end in the longer one's data: its length (head, 2 saved
+    # bytes, 2 * SEGMENT) less the longer train's head and 4 saved bytes.
+    at = HEAD_LEN + 2 + 2 * SEGMENT - (HEAD_LEN + 4)
+    longer[at : at + 40] = ipv4
+    lost_head = _datagrams(_train(framer, bytes(longer)))  # 5 datagrams
+    assert _deliver(deframer, [lost_tail[0], b"".join(lost_head[1:4])]) == []
+    assert deframer.plain == [] and deframer.errors == 1
