@@ -23,6 +23,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sockbuf", type=int, default=0, metavar="BYTES")
     p.add_argument("--spin", action="store_true", help="poll with timeout 0")
     p.add_argument("--split", action="store_true", help="one process per direction")
+    p.add_argument("--threads", action="store_true", help="one thread per direction")
     return p.parse_args()
 
 
@@ -86,7 +88,8 @@ def forward(steps: dict[int, Step], flush: Callable[[], None], *, spin: bool, se
     """_forward_batched's loop: poll, drain each ready fd (<= 256 steps), flush; until
     SIGTERM or SECONDS. Returns how many polls it made."""
     stop: list[int] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     poller = select.poll()
     for fd in steps:
         poller.register(fd, select.POLLIN)
@@ -139,7 +142,14 @@ def main() -> int:
         )
     if a.ready:
         Path(a.ready).write_text("ready\n")
-    if a.split:  # one process per direction: no GIL between them
+    if a.threads:  # one thread per direction, as flannel's loop
+        rx_thread = threading.Thread(
+            target=forward, args=({sock.fileno(): rx}, lambda: None),
+            kwargs={"spin": a.spin, "seconds": a.duration}, daemon=True,
+        )  # fmt: skip
+        rx_thread.start()
+        polls = forward({tun: tx}, flush, spin=a.spin, seconds=a.duration)
+    elif a.split:  # one process per direction: no GIL between them
         child = os.fork()
         if child == 0:
             polls = forward({sock.fileno(): rx}, lambda: None, spin=a.spin, seconds=a.duration)
