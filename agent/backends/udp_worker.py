@@ -66,9 +66,9 @@ def drain(step: Callable[[], int], stop: threading.Event | None = None) -> None:
 class RxWorker:
     """The agent's handle on the worker process: start, hand over, counters, stop."""
 
-    RESTART_EVERY = 1.0  # seconds between starts after the worker died at once...
-    RESTART_AT_MOST = 60.0  # ...doubling each time, up to this
-    LIVED = 10.0  # a worker that ran this long died of something else: start over at 1 s
+    RESTART_EVERY = 1.0  # seconds from a start to the next one, after the worker died...
+    RESTART_AT_MOST = 60.0  # ...doubling for every start within LIVED of the one before
+    LIVED = 10.0  # starts further apart begin again at RESTART_EVERY
 
     def __init__(self, tun: int, sock: socket.socket) -> None:
         self.tun, self.sock = tun, sock
@@ -123,7 +123,7 @@ class RxWorker:
 
     def due(self, now: float) -> bool:
         """No worker running, and the last start long enough ago: RESTART_EVERY, doubled
-        for every worker in a row that did not live LIVED seconds."""
+        for every start within LIVED seconds of the one before (up to RESTART_AT_MOST)."""
         return self.alive < 0 and now >= self._started + self._delay
 
     def restart(self) -> bool:
