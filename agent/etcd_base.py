@@ -1,8 +1,10 @@
 """What every etcd transport of the agent shares: arguments, failover, error classes.
 
 A transport (agent/etcd_http.py, agent/etcd_grpc.py) subclasses :class:`EtcdClientBase` and
-supplies ``_open(index)`` (a per-endpoint session, kept until ``_forget``), ``_close_session``
-and the key/value, lease, watch and cluster calls, each run through :meth:`_call`.
+supplies ``_open(index)`` (a per-endpoint session, kept until ``_forget``, closed with its
+``close()`` unless ``_close_session`` says otherwise), ``_keepalive_once`` and ``_revoke_once``
+(the wire side of lease_refresh / lease_revoke) and the key/value, lease, watch and cluster
+calls, each run through :meth:`_call`.
 
 Failover: a call that fails with a connection error is retried once on each of the other
 endpoints, in order, before :class:`EtcdUnavailable` is raised; an auth error is retried once

@@ -139,10 +139,7 @@ class Gateway:
                 data = resp.read()
             except _NETWORK_ERRORS as exc:
                 conn.close()
-                stale = isinstance(
-                    exc, (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
-                )
-                if reused and stale and attempt == 0:
+                if reused and isinstance(exc, _STALE) and attempt == 0:
                     continue  # the server closed an idle connection: once more, fresh
                 raise EtcdUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self._give_back(conn, resp)

@@ -16,6 +16,7 @@ encodings, are in agent/etcd_gateway.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -135,9 +136,8 @@ class HttpEtcdClient(EtcdClientBase):
 
     def _keepalive_once(self, session: Gateway, lease_id: int) -> int:
         conn, resp = session.open_stream("/v3/lease/keepalive", {"ID": str(lease_id)})
-        with closed_on_error(conn):
+        with contextlib.closing(conn), closed_on_error(conn):  # one answer is all we want
             message = read_message(resp) or {}
-        conn.close()  # one answer is all we want from this stream
         return int(message.get("TTL", 0))
 
     def lease_ttl(self, lease_id: int) -> int:

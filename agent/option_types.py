@@ -116,7 +116,7 @@ def existing_file(value: Any) -> str:
 
 
 def endpoints(value: Any) -> tuple[str, ...]:
-    urls = tuple(u.strip() for u in str(value).split(",") if u.strip())
+    urls = split_commas([value])
     if not urls:
         raise ValueError("no endpoint given")
     for url in urls:

@@ -286,7 +286,7 @@ def _resolve(opt: _Option, given: dict[str, Any], config: dict[str, Any]) -> Any
     try:
         return None if value is None else opt.convert(value)
     except ValueError as exc:
-        raise UsageError(f"Invalid value for {opt.hint}: {exc}") from exc
+        raise _invalid(opt.hint, str(exc)) from exc
 
 
 def _help(prog: str) -> str:

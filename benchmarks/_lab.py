@@ -22,6 +22,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 T = TypeVar("T")
+# The interpreter `overlayctl init` runs the agent with on a Debian host.
+HOST_PYTHON = "/usr/bin/python3"
 
 
 class Timeout(RuntimeError):
@@ -138,7 +140,7 @@ def goal_rows(rows: list[tuple[str, float | None, str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def host_style_agent(workdir: Path, python: str = "/usr/bin/python3") -> str:
+def host_style_agent(workdir: Path, python: str = HOST_PYTHON) -> str:
     """overlay-agent installed the way `overlayctl init` installs it on a host; its path.
 
     The host's Python (Debian's, not this checkout's development venv), a venv made

@@ -40,12 +40,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from _lab import HOST_PYTHON  # sets sys.path for the imports below
 
-from overlayctl.lab.light import LightLab  # noqa: E402
-from tests.conftest import unique_name  # noqa: E402
-from tests.dataplane_driver import Cluster, ip  # noqa: E402
+from overlayctl.lab.light import LightLab
+from tests.conftest import unique_name
+from tests.dataplane_driver import Cluster, ip
 
 PORT = 5201
 BACKENDS = ("vxlan", "host-gw", "udp")
@@ -150,8 +149,7 @@ def host_python() -> str:
     """The interpreter `overlayctl init` runs the agent with on a Debian host (the system
     python3, not this checkout's development venv: its build alone changes the udp backend's
     speed by ~15 %), or this one if the machine has none."""
-    system = "/usr/bin/python3"
-    return system if os.access(system, os.X_OK) else sys.executable
+    return HOST_PYTHON if os.access(HOST_PYTHON, os.X_OK) else sys.executable
 
 
 def _containers(
@@ -188,11 +186,14 @@ def by_hand(stack: contextlib.ExitStack) -> dict[str, Path]:
 
 
 def agent_backend(
-    stack: contextlib.ExitStack, name: str, options: dict | None = None, python: str = ""
+    stack: contextlib.ExitStack,
+    name: str,
+    options: dict | None = None,
+    python: str = sys.executable,
 ) -> Path:
     """Container to container over overlay-agent's NAME backend (no iptables: same path),
     OPTIONS added to its config's Backend object, the backend run by PYTHON."""
-    cluster = _containers(stack, name, options, python or sys.executable)
+    cluster = _containers(stack, name, options, python)
     cluster.start_all(iptables=False)
     cluster.mesh()
     if cluster.ping_failures():

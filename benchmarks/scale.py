@@ -63,7 +63,6 @@ PREFIX = "/coreos.com/network"
 NETWORK = "10.6.0.0/16"
 LAN = IPv4Network("10.240.0.0/16")
 HEALTHZ_PORT = 8471
-ETCD_CPU = "etcd CPU s"
 GOALS = {"all_ready_s": 10.0, "route_p99_s": 0.5, "rss_mb": 50.0}
 
 
@@ -107,22 +106,23 @@ class Scale:
         proc = self.etcd.run(argv, timeout=30, check=check)
         return proc.stdout if proc.returncode == 0 else ""
 
-    def etcd_counters(self) -> dict[str, float]:
+    def etcd_counters(self) -> tuple[dict[str, float], float]:
         """etcd's grpc_server_started_total per method (unary calls and streams opened), and
-        its own CPU seconds under ``ETCD_CPU``."""
+        its own CPU seconds (nan if it does not say)."""
         assert self.etcd is not None
         text = self.etcd.run(["curl", "-sS", "--max-time", "10", f"{self.url}/metrics"]).stdout
         counts: dict[str, float] = {}
+        cpu = float("nan")
         for line in text.splitlines():
             if line.startswith("process_cpu_seconds_total "):
-                counts[ETCD_CPU] = float(line.split()[-1])
+                cpu = float(line.split()[-1])
             if line.startswith("grpc_server_started_total{"):
                 method = re.search(r'grpc_method="([^"]+)"', line)
                 if method:
                     counts[method.group(1)] = counts.get(method.group(1), 0) + float(
                         line.split()[-1]
                     )
-        return counts
+        return counts, cpu
 
     def leases(self) -> dict[IPv4Network, str]:
         """Subnet -> PublicIP of every lease in etcd."""
@@ -242,7 +242,7 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
     hosts = scale.add_hosts(n)
     print(f"scale: {n + 1} light hosts up in {time.monotonic() - setup:.1f} s; "
           f"starting {n} agents at once", flush=True)  # fmt: skip
-    before = scale.etcd_counters()
+    before, cpu_before = scale.etcd_counters()
     load = os.getloadavg()[0]
     start_wall = time.time()
     launched = [scale.launch(host) for host in hosts]
@@ -261,9 +261,9 @@ def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
     imports = [p["start"] - start_wall for p in phases if "start" in p]
     control = [p["ready"] - p["config"] for p in phases if {"ready", "config"} <= p.keys()]
     time.sleep(2)  # let the watches settle before counting
-    after = scale.etcd_counters()
+    after, cpu_after = scale.etcd_counters()
     started = {m: after.get(m, 0) - before.get(m, 0) for m in after}
-    etcd_cpu = started.pop(ETCD_CPU, float("nan"))  # includes the 2 s settle
+    etcd_cpu = cpu_after - cpu_before  # includes the 2 s settle
     not_ready = [h.name for h in hosts if h.name in ready and not scale.readyz(h)]
     dups = duplicates(hosts, scale.leases())
     return {
@@ -314,12 +314,12 @@ def measure_idle(args: argparse.Namespace, scale: Scale) -> dict:
     pids = list(scale.agents.values())
     rss = [proc_status_kb(pid, "VmRSS") / 1024 for pid in pids]
     anon = [proc_status_kb(pid, "RssAnon") / 1024 for pid in pids]
-    idle_before = scale.etcd_counters()
+    idle_before, _ = scale.etcd_counters()
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     time.sleep(args.idle)
     cpu = [(cpu_seconds(pid) - cpu0[pid]) / args.idle * 100 for pid in pids]
-    idle_after = scale.etcd_counters()
-    idle_req = sum(v - idle_before.get(k, 0) for k, v in idle_after.items() if k != ETCD_CPU)
+    idle_after, _ = scale.etcd_counters()
+    idle_req = sum(idle_after.values()) - sum(idle_before.values())
     return {"rss": rss, "anon": anon, "cpu": cpu, "idle_req": idle_req}
 
 

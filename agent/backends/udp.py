@@ -35,7 +35,15 @@ from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.backends.udp_batch import MIN_SEGMENT
-from agent.backends.udp_forward import tun_to_udp_step
+from agent.backends.udp_forward import (
+    BATCH,
+    BYTES,
+    DROP_ERROR,
+    DROP_UNKNOWN,
+    PACKETS,
+    REASSEMBLED,
+    tun_to_udp_step,
+)
 from agent.backends.udp_offload import open_sender, open_socket, open_tun
 from agent.backends.udp_worker import RxWorker, forward
 from agent.config import NetworkConfig
@@ -48,11 +56,8 @@ DEVICE = "flannel0"
 ENCAP_OVERHEAD = 28  # IPv4 + UDP headers
 TXQUEUELEN = 5000
 BUFFER_SIZE = 65536
-BATCH = 256  # packets per drain round before the stop flag is looked at again
 RETIRE = 5.0  # seconds a removed peer's socket stays open (see _close_unused_senders)
 _IPV4_DST = struct.Struct("!I")
-# Counter slots (one list per direction, written only by its own thread).
-PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
 
 
 class UdpBackend(PeerTable, Backend):

@@ -16,8 +16,9 @@ from agent.backends.udp_batch import HEAD, HEAD_LEN, ROOM, Deframer, Framer, tra
 from agent.backends.udp_offload import SOL_UDP, UDP_SEGMENT, VNET_HDR_LEN
 
 _IPV4_DST = struct.Struct("!I")
-# Counter slots, as in agent/backends/udp.py.
+# Counter slots of the udp backend (both modes, both directions).
 PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
+BATCH = 256  # packets moved from one source before looking at the others (and the stop flag)
 BUFFER_SIZE = 65536 + 512  # a GRO train is at most 64 KiB
 MOVED, EMPTY, FAILED = 1, 0, -1
 SMALL_MAX = 128  # trains up to this long (framed ACKs are 68) are sent in trains
@@ -140,7 +141,18 @@ def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Calla
     deframer = Deframer(bytearray(BUFFER_SIZE))
     buf, view, packets_in = deframer.buffer, deframer.view, deframer.packets
     partials = deframer.partials  # the same dict for the deframer's life
-    recvfrom_into, write, writev, no_header = sock.recvfrom_into, os.write, os.writev, bytes(10)
+    recvfrom_into, write, writev = sock.recvfrom_into, os.write, os.writev
+    no_header = bytes(VNET_HDR_LEN)
+
+    def put(packet: memoryview, plain: bool = False) -> None:
+        """Write one super-packet (PLAIN: a flannel datagram, behind an empty header)."""
+        try:
+            written = writev(tun, [no_header, packet]) if plain else write(tun, packet)
+        except OSError:
+            counters[DROP_ERROR] += 1
+            return
+        counters[BYTES] += written - VNET_HDR_LEN
+        counters[PACKETS] += 1
 
     def step() -> int:
         try:
@@ -154,28 +166,14 @@ def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Calla
         if buf[0] & 0xF0 == HEAD and size >= HEAD_LEN and not partials:
             length, packet = train(buf, 0, size)  # most reads: one whole train
             if packet is not None:
-                try:
-                    counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
-                    counters[PACKETS] += 1
-                except OSError:
-                    counters[DROP_ERROR] += 1
+                put(packet)
                 if length == size:
                     return MOVED
                 start = length  # GRO joined more to it (its last datagram was a full one)
         for packet in packets_in(size, source, start):
-            try:
-                counters[BYTES] += write(tun, packet) - VNET_HDR_LEN
-            except OSError:
-                counters[DROP_ERROR] += 1
-                continue
-            counters[PACKETS] += 1
+            put(packet)
         for packet in deframer.plain:
-            try:
-                counters[BYTES] += writev(tun, [no_header, packet]) - VNET_HDR_LEN
-            except OSError:
-                counters[DROP_ERROR] += 1
-                continue
-            counters[PACKETS] += 1
+            put(packet, plain=True)
         if deframer.errors or deframer.reassembled:
             counters[DROP_ERROR] += deframer.errors
             counters[REASSEMBLED] += deframer.reassembled

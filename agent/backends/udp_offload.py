@@ -77,13 +77,16 @@ def _set_buffer(sock: socket.socket, force: int, plain: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
 
 
-def _configure(sock: socket.socket, segment: int | None) -> None:
-    """Large buffers; with SEGMENT also UDP GRO and UDP_SEGMENT (OSError if unsupported)."""
+def _set_buffers(sock: socket.socket) -> None:
     _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
     _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
-    if segment is not None:
-        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-        sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
+
+
+def _set_segment(sock: socket.socket, segment: int, gro: bool) -> None:
+    """Send in datagrams of SEGMENT bytes; with GRO also read trains whole (OSError before
+    Linux 5.0)."""
+    sock.setsockopt(SOL_UDP, UDP_GRO, int(gro))
+    sock.setsockopt(SOL_UDP, UDP_SEGMENT, segment)
 
 
 def open_socket(address: str, port: int, segment: int | None = None) -> socket.socket:
@@ -96,19 +99,19 @@ def open_socket(address: str, port: int, segment: int | None = None) -> socket.s
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        try:
-            _configure(sock, segment)
-        except OSError as exc:
-            raise BackendError(
-                f"udp: Batching needs UDP GSO and GRO (Linux 5.0 or later): {exc.strerror}"
-            ) from exc
+        _set_buffers(sock)
         sock.bind((address, port))
     except OSError as exc:
         sock.close()
         raise BackendError(f"udp: cannot bind {address}:{port}: {exc.strerror}") from exc
-    except BackendError:
-        sock.close()
-        raise
+    if segment is not None:
+        try:
+            _set_segment(sock, segment, gro=True)
+        except OSError as exc:
+            sock.close()
+            raise BackendError(
+                f"udp: Batching needs UDP GSO and GRO (Linux 5.0 or later): {exc.strerror}"
+            ) from exc
     sock.setblocking(False)
     return sock
 
@@ -121,8 +124,8 @@ def open_sender(address: str, peer: tuple[str, int], segment: int) -> socket.soc
     OSError if it cannot be made."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        _configure(sock, segment)
-        sock.setsockopt(SOL_UDP, UDP_GRO, 0)  # it receives nothing but ICMP errors
+        _set_buffers(sock)
+        _set_segment(sock, segment, gro=False)  # it receives nothing but ICMP errors
         sock.bind((address, 0))
         sock.connect(peer)
     except OSError:

@@ -36,12 +36,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.backends.udp_forward import FAILED, MOVED, udp_to_tun_step
+from agent.backends.udp_forward import BATCH, FAILED, MOVED, udp_to_tun_step
 
 log = logging.getLogger(__name__)
 
 COUNTERS = struct.Struct("5Q")  # PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED
-BATCH = 256  # packets per round from one source
 READ, RETURNED = b"R", b"S"  # the hand-over messages
 WINDOW = 0.1  # seconds over which the agent's thread measures how busy it is
 BUSY = 0.5  # busier than this (fraction of WINDOW) with receiving on: hand it to the worker
