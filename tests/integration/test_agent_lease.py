@@ -87,9 +87,12 @@ def test_renew_then_expiry_reacquires_same_subnet(
     kv = client.get(first.key)
     assert kv is not None and kv.lease_id == first.lease_id
     client.blocked = True  # renewals fail from now on: the etcd lease expires
-    wait_for(
-        lambda: client.get(first.key) is None or client.get(first.key).lease_id != first.lease_id
-    )
+
+    def expired() -> bool:
+        kv = client.get(first.key)  # once: the key may expire between two reads
+        return kv is None or kv.lease_id != first.lease_id
+
+    wait_for(expired)
     client.blocked = False
     again = wait_for(
         lambda: mgr.current if mgr.current and mgr.current.lease_id != first.lease_id else None
