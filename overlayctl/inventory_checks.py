@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from pathlib import Path
 
@@ -108,15 +109,17 @@ def _ssh_warnings(ssh: Ssh) -> list[str]:
 
 
 def check_ssh_files(ssh: Ssh) -> list[str]:
-    """The private key must be a readable file; known_hosts, if present, too. Returns warnings."""
+    """The private key must be a readable file open to nobody else (OpenSSH refuses it too,
+    group-readable included); known_hosts, if present, a readable file. Returns warnings."""
     warnings: list[str] = []
     if ssh.key is not None:
         _readable_file(ssh.key, "ssh.key", "private key")
-        mode = ssh.key.stat().st_mode
+        mode = stat.S_IMODE(ssh.key.stat().st_mode)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            warnings.append(
-                f"ssh.key: {ssh.key} is readable by others (mode {stat.S_IMODE(mode):04o}); "
-                "use chmod 600"
+            how = "readable by" if mode & (stat.S_IRGRP | stat.S_IROTH) else "open to"
+            raise BadInput(
+                f"ssh.key: {ssh.key} is {how} others (mode {mode:04o}); "
+                f"run chmod 600 {shlex.quote(str(ssh.key))}"
             )
     if ssh.known_hosts.exists():
         _readable_file(ssh.known_hosts, "ssh.known_hosts", "known_hosts file")

@@ -228,9 +228,41 @@ def test_check_local_files(tmp_path: Path) -> None:
         check_local_files(inv)
     os.rmdir(tmp_path / "known_hosts")
     (tmp_path / "known_hosts").write_text("")
+    assert check_local_files(inv) == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [(0o644, "readable by others"), (0o640, "readable by others"), (0o604, "readable by others"),
+     (0o620, "open to others")],
+)  # fmt: skip
+def test_a_key_others_may_read_is_refused(tmp_path: Path, mode: int, words: str) -> None:
+    """OpenSSH refuses such a key (group-readable too), so overlayctl does before connecting."""
+    inv, _ = parse(mutate(base(), {"ssh.known_hosts": "known_hosts"}), base_dir=tmp_path)
+    (tmp_path / "known_hosts").write_text("")
+    key = tmp_path / "id_test"
+    key.write_text("key")
+    key.chmod(mode)
+    with pytest.raises(BadInput) as info:
+        check_local_files(inv)
+    assert str(info.value) == f"ssh.key: {key} is {words} (mode {mode:04o}); run chmod 600 {key}"
+    assert info.value.code == ExitCode.BAD_INPUT
+
+
+def test_cli_plan_refuses_a_readable_key_and_writes_nothing(tmp_path: Path) -> None:
+    key = tmp_path / "id_test"
+    key.write_text("key")
     key.chmod(0o644)
-    warnings = check_local_files(inv)
-    assert len(warnings) == 1 and warnings[0].startswith("ssh.key:") and "chmod 600" in warnings[0]
+    (tmp_path / "known_hosts").write_text("")
+    path = write(tmp_path, yaml.safe_dump(mutate(base(), {"ssh.known_hosts": "known_hosts"})))
+    before = sorted(tmp_path.iterdir())
+    result = CliRunner().invoke(main, ["plan", "-i", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"overlayctl: error: ssh.key: {key} is readable by others (mode 0644); run chmod 600 {key}"
+    ]
+    assert "Traceback" not in result.output
+    assert sorted(tmp_path.iterdir()) == before  # no overlayctl-state folder, nothing else
 
 
 # --- through the CLI ---
