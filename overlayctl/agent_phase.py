@@ -91,14 +91,16 @@ def install_agent(remote: Remote, bundle: AgentBundle) -> None:
         f"{hashlib.sha256(w.read_bytes()).hexdigest()}  {w.name}\n" for w in bundle.wheels
     )
     remote.script(_INSTALL, upload, hp.AGENT_HOME, bundle.digest, name="install-agent",
-                  stdin=sums, timeout=600)  # fmt: skip
+                  stdin=sums, timeout=600, waiting_for="the agent's install")  # fmt: skip
 
 
 def restart_agent(remote: Remote, timeout: float = 90) -> None:
     """Restart the agent (Type=notify: returns once it has written subnet.env), then /readyz."""
-    remote.run(["systemctl", "restart", "overlay-agent"], timeout=timeout + 30)
+    remote.run(["systemctl", "restart", "overlay-agent"], timeout=timeout + 30,
+               waiting_for="overlay-agent to start (it writes subnet.env)")  # fmt: skip
     ready = remote.run(["python3", "-c", _READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout)],
-                       check=False, timeout=timeout + 30)  # fmt: skip
+                       check=False, timeout=timeout + 30,
+                       waiting_for="overlay-agent's /readyz to answer")  # fmt: skip
     if ready.code != 0:
         raise OverlayctlError(
             f"{remote.target.name}: overlay-agent not ready: {ready.stdout.strip()[:300]}"
@@ -130,7 +132,8 @@ def ensure_bip(remote: Remote, family: str, mode: str) -> int:
     if mode == "execstart":
         changes += _edit_execstart(remote, family)
     if docker0(remote) != lease:
-        remote.run(["systemctl", "restart", "docker"], timeout=180)
+        remote.run(["systemctl", "restart", "docker"], timeout=180,
+                   waiting_for="docker to restart")  # fmt: skip
         changes += 1
     have = docker0(remote)
     if have != lease:

@@ -63,15 +63,16 @@ def _install(remote: Remote, action: Action, ctx: ApplyContext) -> None:
     if ctx.family == "debian":
         install = [*_APT, "install", "--no-install-recommends", *packages]
         try:
-            remote.run(install, timeout=1200)
+            remote.run(install, timeout=1200, waiting_for=f"apt-get to install {action.target}")
         except RemoteCommandFailed:
             # A fresh host often has no package lists yet: update once, then try again.
-            remote.run([*_APT, "update"], timeout=600)
-            remote.run(install, timeout=1200)
+            remote.run([*_APT, "update"], timeout=600, waiting_for="apt-get update")
+            remote.run(install, timeout=1200, waiting_for=f"apt-get to install {action.target}")
         return
     manager = "dnf" if remote.run(["sh", "-c", "command -v dnf"], check=False).code == 0 else "yum"
     try:
-        remote.run([manager, "-y", "install", *packages], timeout=1200)
+        remote.run([manager, "-y", "install", *packages], timeout=1200,
+                   waiting_for=f"{manager} to install {action.target}")  # fmt: skip
     except RemoteCommandFailed as exc:
         hints = "".join(f"; {hint}" for name, hint in _RHEL_REPOS.items() if name in packages)
         raise OverlayctlError(f"{exc}{hints}") from None
@@ -86,7 +87,7 @@ _RHEL_REPOS = {
 
 
 def _firewalld_reload(remote: Remote, _action: Action, _ctx: ApplyContext) -> None:
-    remote.run(["firewall-cmd", "--reload"], timeout=120)
+    remote.run(["firewall-cmd", "--reload"], timeout=120, waiting_for="firewalld to reload")
 
 
 def _add_service(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
@@ -114,7 +115,8 @@ def _start(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
     if action.target == "overlay-agent":
         agent_phase.restart_agent(remote)
     else:
-        remote.run(["systemctl", "restart", action.target], timeout=180)
+        remote.run(["systemctl", "restart", action.target], timeout=180,
+                   waiting_for=f"{action.target} to restart")  # fmt: skip
 
 
 _ACTIONS: dict[str, Callable[[Remote, Action, ApplyContext], None]] = {
@@ -136,6 +138,6 @@ def restart_unit(remote: Remote, unit: str, wait: bool) -> None:
     """(Re)start UNIT; without WAIT, return at once (etcd members must start together)."""
     argv = ["systemctl", "restart", unit] if wait else ["systemctl", "restart", "--no-block", unit]
     try:
-        remote.run(argv, timeout=120)
+        remote.run(argv, timeout=120, waiting_for=f"{unit} to start")
     except RemoteCommandFailed as exc:
         raise OverlayctlError(f"{remote.target.name}: starting {unit} failed: {exc}") from None

@@ -107,18 +107,20 @@ def wait_healthy(
     """Poll until every member (QUORUM_ONLY: a majority, and the REQUIRED ones) is healthy;
     returns the seconds it took. Names the laggards when it gives up."""
     started = time.monotonic()
-    while True:
-        state = health(remote, inv)
-        sick = {name: h for name, h in state.items() if not h.healthy}
-        majority = len(sick) < len(state) - len(state) // 2
-        if not sick or (quorum_only and majority and not sick.keys() & set(required)):
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            detail = "; ".join(
-                f"{n} ({h.endpoint}): {h.error or 'unhealthy'}" for n, h in sick.items()
-            )
-            raise OverlayctlError(f"etcd not healthy after {timeout:.0f} s: {detail}")
-        time.sleep(1)
+    with remote.waiting("etcd to be healthy", phase="etcd") as beat:
+        while True:
+            state = health(remote, inv)
+            sick = {name: h for name, h in state.items() if not h.healthy}
+            majority = len(sick) < len(state) - len(state) // 2
+            if not sick or (quorum_only and majority and not sick.keys() & set(required)):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                detail = "; ".join(
+                    f"{n} ({h.endpoint}): {h.error or 'unhealthy'}" for n, h in sick.items()
+                )
+                raise OverlayctlError(f"etcd not healthy after {timeout:.0f} s: {detail}")
+            beat.what = f"etcd on {', '.join(sorted(sick))} to be healthy"
+            time.sleep(1)
 
 
 def status(remote: Remote, inv: Inventory) -> ClusterStatus:

@@ -56,7 +56,7 @@ def save(session: Session, out: Path) -> int:
     own = f"{etcd_scheme(inv)}://{member.address}:{hp.ETCD_CLIENT_PORT}"
     try:
         remote.run([*etcdctl.base_argv(inv, [own]), "snapshot", "save", f"{folder}/etcd.db"],
-                   timeout=600)  # fmt: skip
+                   timeout=600, waiting_for="etcd's snapshot")  # fmt: skip
         remote.run(["chown", session.inv.ssh.user, f"{folder}/etcd.db"])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".part")
@@ -85,13 +85,13 @@ def restore(session: Session, snapshot: Path, timeout: float) -> None:
         folder = f"/tmp/overlayctl-snapshot-{secrets.token_hex(8)}"  # noqa: S108 - 0700, new
         remote.upload([snapshot], folder)
         try:
-            remote.run(["systemctl", "stop", "etcd"], timeout=120)
+            remote.run(["systemctl", "stop", "etcd"], timeout=120, waiting_for="etcd to stop")
             remote.script(
                 _RESTORE, f"{folder}/{snapshot.name}", hp.etcd_data_dir(host.name),
                 f"--name={host.name}", f"--initial-cluster={initial}",
                 f"--initial-cluster-token={inv.cluster.name}",
                 f"--initial-advertise-peer-urls={scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
-                name="snapshot-restore", timeout=600,
+                name="snapshot-restore", timeout=600, waiting_for="the snapshot's restore",
             )  # fmt: skip
         finally:
             remote.run(["rm", "-rf", folder], check=False)

@@ -91,14 +91,15 @@ def _member_add(
     """
     argv = etcdctl.member_add(live, member.name, peer_url, endpoints)
     deadline = time.monotonic() + 30
-    while True:
-        result = first.run(argv, check=False)
-        if result.code == 0:
-            return result.stdout
-        if "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
-            last = (result.stderr.strip().splitlines() or ["?"])[-1]
-            raise OverlayctlError(f"join: etcd refused to add {member.name}: {last}")
-        time.sleep(1)
+    with first.waiting(f"etcd to accept {member.name} as a member", phase="etcd"):
+        while True:
+            result = first.run(argv, check=False)
+            if result.code == 0:
+                return result.stdout
+            if "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
+                last = (result.stderr.strip().splitlines() or ["?"])[-1]
+                raise OverlayctlError(f"join: etcd refused to add {member.name}: {last}")
+            time.sleep(1)
 
 
 def _add_member(
@@ -124,7 +125,7 @@ def _add_member(
         )
     except OverlayctlError as exc:
         first.run(etcdctl.member_remove(live, member_id, endpoints), check=False)
-        remote.run(["systemctl", "stop", "etcd"], check=False)
+        remote.run(["systemctl", "stop", "etcd"], check=False, waiting_for="etcd to stop")
         remote.run(["rm", "-rf", hostpaths.etcd_data_dir(member.name)], check=False)
         raise OverlayctlError(
             f"join: {member.name} could not join etcd ({exc}); it was removed again and the "

@@ -117,7 +117,8 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
     def undo(host: Host, remote: Remote) -> list[str]:
         steps = []
         if host.is_node:
-            remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False)
+            remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False,
+                       waiting_for="overlay-agent to stop")  # fmt: skip
             remote.run(["python3", "-c", _DATAPLANE, str(inv.cluster.network)], check=False)
             steps.append("agent stopped, data plane removed")
             if anchor is not None:
@@ -138,7 +139,8 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
         if host.is_node and remote.run(["systemctl", "is-active", "docker"], check=False).code == 0:
             # docker keeps an existing docker0's address: remove the bridge so that it makes
             # its own again.
-            remote.script(_DOCKER_OWN_BRIDGE, name="docker-own-bridge", check=False, timeout=300)
+            remote.script(_DOCKER_OWN_BRIDGE, name="docker-own-bridge", check=False, timeout=300,
+                          waiting_for="docker to restart on its own bridge")  # fmt: skip
             steps.append("docker restarted on its own bridge")
         return steps
 
@@ -155,7 +157,8 @@ def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
     for host in leaving:
         if host.is_etcd and host.name in session.remotes:
             remote = session.remotes[host.name]
-            remote.run(["systemctl", "disable", "--now", "etcd"], check=False)
+            remote.run(["systemctl", "disable", "--now", "etcd"], check=False,
+                       waiting_for="etcd to stop")  # fmt: skip
             remote.run(["rm", "-rf", hp.etcd_data_dir(host.name)])
             report.done.setdefault(host.name, []).append("etcd stopped, data removed")
     if whole:

@@ -34,6 +34,7 @@ class Reporter:
     def __init__(self, log_path: Path | None, echo: Callable[[str], None] = print) -> None:
         self.log_path = log_path
         self.echo = echo
+        self.phase = "connect"  # the phase running now, for lines that do not name their own
         self._started = time.monotonic()
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,10 @@ class Reporter:
 
     def host(self, host: str, phase: str, message: str) -> None:
         self.say(f"{host:<12} {phase:<9} {message}")
+
+    def host_progress(self, host: str) -> Callable[[str | None, str], None]:
+        """HOST's progress lines about long waits (see Remote); PHASE None: the run's phase."""
+        return lambda phase, message: self.host(host, phase or self.phase, message)
 
     def close(self) -> None:
         if self._log is not None:
@@ -99,11 +104,13 @@ class Session:
 
         def connect(host: Host) -> Remote:
             remote = Remote(
-                self.target(host), self.options.accept_new_host_keys, log=self.reporter.log
-            )
+                self.target(host), self.options.accept_new_host_keys, log=self.reporter.log,
+                progress=self.reporter.host_progress(host.name),
+            )  # fmt: skip
             remote.connect()
             return remote
 
+        self.reporter.phase = "connect"
         result = run_on_hosts("connect", self.inv.hosts, connect, _name, self.options.parallel)
         self.remotes.update(result.succeeded)
         self._drop_failed(result)
@@ -127,6 +134,7 @@ class Session:
     ) -> GroupResult[T]:
         """FN(host, remote) on every live host (or HOSTS), in parallel; failures leave the run."""
         todo = [h for h in (hosts if hosts is not None else self.alive) if h.name in self.remotes]
+        self.reporter.phase = phase
         result = run_on_hosts(
             phase, todo, lambda h: fn(h, self.remotes[h.name]), _name, self.options.parallel
         )

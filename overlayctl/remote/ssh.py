@@ -7,9 +7,10 @@ Every remote command is an argument list joined with shlex quoting; scripts are 
 from __future__ import annotations
 
 import base64
+import contextlib
 import shlex
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import fabric
 import paramiko
 
 from overlayctl.errors import OverlayctlError
+from overlayctl.remote.connect_errors import connect_failure
+from overlayctl.remote.heartbeat import INTERVAL, Heartbeat
 
 BACKUP_ROOT = "/var/lib/overlayctl/backup"
 
@@ -93,8 +96,16 @@ class _RejectPolicy(paramiko.MissingHostKeyPolicy):
         )
 
 
+# PHASE (None: the run's current one), MESSAGE: a progress line about a long wait on this host.
+Progress = Callable[[str | None, str], None]
+
+
 class Remote:
-    """A connected host. Use as a context manager or call close()."""
+    """A connected host. Use as a context manager or call close().
+
+    PROGRESS hears about every wait longer than HEARTBEAT s (a slow command, a poll loop), once
+    per HEARTBEAT s, so that a long restart never looks like a hung run.
+    """
 
     def __init__(
         self,
@@ -102,26 +113,41 @@ class Remote:
         accept_new_host_keys: bool = False,
         backup_root: str = BACKUP_ROOT,
         log: Callable[[str], None] | None = None,
+        *,
+        progress: Progress | None = None,
+        heartbeat: float = INTERVAL,
     ) -> None:
         self.target = target
         self.backup_root = backup_root
         self._log = log or (lambda _line: None)
+        self._progress = progress
+        self._heartbeat = heartbeat
+        self._waiting = threading.local()  # a wait in progress on this thread (no nested lines)
         if not target.known_hosts.exists() and not accept_new_host_keys:
             raise HostKeyRejected(
                 f"{target.name}: known_hosts file {target.known_hosts} is missing"
             )
-        gateway = None
+        self._gateway = None
         if target.jump is not None:
             user, host, port = target.jump
-            gateway = _connection(target, accept_new_host_keys, host=host, user=user, port=port)
+            self._gateway = _connection(
+                target, accept_new_host_keys, host=host, user=user, port=port
+            )
         self._conn = _connection(
             target, accept_new_host_keys,
-            host=target.address, user=target.user, port=target.port, gateway=gateway,
+            host=target.address, user=target.user, port=target.port, gateway=self._gateway,
         )  # fmt: skip
 
     def connect(self) -> None:
+        """Log in (through the jump host first, if any, so that its failures name it)."""
+        with self.waiting(f"SSH on {self.target.address} port {self.target.port} to answer"):
+            if self._gateway is not None:
+                self._open(self._gateway, at_jump=True)
+            self._open(self._conn, at_jump=False)
+
+    def _open(self, conn: fabric.Connection, at_jump: bool) -> None:
         try:
-            self._conn.open()
+            conn.open()
         except paramiko.BadHostKeyException as exc:
             raise HostKeyRejected(
                 f"{self.target.name}: HOST KEY CHANGED for {exc.hostname} (got "
@@ -130,11 +156,27 @@ class Remote:
             ) from None
         except HostKeyRejected:
             raise
-        except (paramiko.SSHException, OSError) as exc:
-            raise OverlayctlError(
-                f"{self.target.name}: cannot connect over SSH to "
-                f"{self.target.user}@{self.target.address}:{self.target.port}: {exc}"
-            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise OverlayctlError(connect_failure(self.target, exc, at_jump=at_jump)) from None
+
+    @contextlib.contextmanager
+    def waiting(self, what: str, phase: str | None = None) -> Iterator[Heartbeat]:
+        """Progress lines about WHAT while the block runs longer than the heartbeat interval.
+
+        For local poll loops (etcd's health wait) and, through `run`, every remote command. A
+        wait inside another wait on the same thread stays quiet: the outer one already speaks.
+        """
+        if getattr(self._waiting, "busy", False) or self._progress is None:
+            with Heartbeat(what, None) as quiet:
+                yield quiet
+            return
+        progress = self._progress
+        self._waiting.busy = True
+        try:
+            with Heartbeat(what, lambda line: progress(phase, line), self._heartbeat) as beat:
+                yield beat
+        finally:
+            self._waiting.busy = False
 
     def close(self) -> None:
         self._conn.close()
@@ -154,13 +196,21 @@ class Remote:
         check: bool = True,
         timeout: float | None = 300,
         log_as: str | None = None,
+        waiting_for: str | None = None,
     ) -> RunResult:
-        """Run ARGV (quoted) on the host, as root through `sudo -n` when the inventory says so."""
+        """Run ARGV (quoted) on the host, as root through `sudo -n` when the inventory says so.
+
+        WAITING_FOR ("etcd to start") names the wait in progress lines should the command take
+        long; without it they quote the command.
+        """
         full = (["sudo", "-n", "--"] if self.target.sudo else []) + list(argv)
         command = shlex.join(full)
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        label = log_as or command
+        what = waiting_for or f"`{label if len(label) <= 60 else label[:57] + '...'}`"
         try:
-            code, stdout, stderr = self._exec(command, data, timeout)
+            with self.waiting(what):
+                code, stdout, stderr = self._exec(command, data, timeout)
         except TimeoutError as exc:
             raise OverlayctlError(
                 f"{self.target.name}: `{log_as or command}` did not finish in {timeout} s"
@@ -219,13 +269,15 @@ class Remote:
             raise OverlayctlError(
                 f"{self.target.name}: cannot create {remote_dir}: {exc}"
             ) from None
-        for path in files:
-            sftp.put(str(path), f"{remote_dir}/{path.name}")
+        with self.waiting(f"the upload of {len(files)} files to {remote_dir}"):
+            for path in files:
+                sftp.put(str(path), f"{remote_dir}/{path.name}")
         self._log(f"{self.target.name}: sftp {len(files)} files -> {remote_dir}")
 
     def download(self, remote_path: str, local: Path) -> None:
         """Copy REMOTE_PATH to LOCAL over SFTP (as the login user)."""
-        self._conn.sftp().get(remote_path, str(local))
+        with self.waiting(f"the download of {remote_path}"):
+            self._conn.sftp().get(remote_path, str(local))
         self._log(f"{self.target.name}: sftp {remote_path} -> {local}")
 
     def read_files(self, paths: Sequence[str]) -> dict[str, RemoteFile]:

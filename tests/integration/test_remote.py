@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import stat
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from overlayctl.errors import Conflict
+from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.lab.sshkeys import known_hosts_line, write_keypair
 from overlayctl.remote.group import run_on_hosts
 from overlayctl.remote.lock import HostLock
@@ -27,6 +29,13 @@ def target(sshd, **kw) -> SshTarget:
         connect_timeout=5,
     )
     return replace(base, **kw)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (bound then released): connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_arguments_reach_the_host_exactly_as_given(local_sshd) -> None:
@@ -115,7 +124,52 @@ def test_group_reports_each_host(local_sshd, tmp_path) -> None:
     assert result.succeeded == {"good": "good"}
     assert list(result.failed) == ["bad"]
     assert result.failed["bad"].phase == "connect"
-    assert "bad: cannot connect over SSH" in result.failed["bad"].error
+    assert (
+        result.failed["bad"].error == "bad (127.0.0.1): SSH port 1 unreachable: connection refused"
+    )
+
+
+def test_an_unreachable_host_says_so_in_words(local_sshd, tmp_path) -> None:
+    closed = closed_port()
+    with pytest.raises(OverlayctlError) as info:
+        Remote(target(local_sshd, port=closed)).connect()
+    assert (
+        str(info.value) == f"local (127.0.0.1): SSH port {closed} unreachable: connection refused"
+    )
+
+    stranger = tmp_path / "stranger"
+    write_keypair(stranger, "stranger")  # a key the server does not know
+    with pytest.raises(OverlayctlError) as info:
+        Remote(target(local_sshd, key=stranger)).connect()
+    assert str(info.value) == f"local (127.0.0.1): authentication failed for root (key {stranger})"
+
+
+def test_a_jump_host_failure_names_the_jump_host(local_sshd) -> None:
+    closed = closed_port()
+    with pytest.raises(OverlayctlError) as info:
+        Remote(target(local_sshd, jump=("root", "127.0.0.1", closed))).connect()
+    assert str(info.value) == (
+        f"local (127.0.0.1): jump host 127.0.0.1: SSH port {closed} unreachable: connection refused"
+    )
+    # The jump host is up but cannot reach the target's port.
+    with pytest.raises(OverlayctlError) as info:
+        Remote(
+            target(local_sshd, port=closed, jump=("root", "127.0.0.1", local_sshd.port))
+        ).connect()
+    assert str(info.value) == (
+        f"local (127.0.0.1): SSH port {closed} unreachable from jump host 127.0.0.1: connect failed"
+    )
+
+
+def test_a_long_command_reports_progress_in_real_time(local_sshd) -> None:
+    lines: list[tuple[str | None, str]] = []
+    progress = lambda phase, line: lines.append((phase, line))  # noqa: E731
+    with Remote(target(local_sshd), progress=progress, heartbeat=0.3) as r:
+        r.run(["sleep", "1"], waiting_for="the sleep on local")
+    assert 2 <= len(lines) <= 5  # one every 0.3 s of a 1 s command (plus SSH's own time)
+    assert lines[0] == (None, "still waiting for the sleep on local (0 s so far)")
+    assert lines[-1][1].startswith("still waiting for the sleep on local (")
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat")]
 
 
 def test_a_jump_host_is_used_and_checked_strictly(local_sshd, tmp_path) -> None:
