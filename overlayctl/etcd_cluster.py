@@ -52,10 +52,16 @@ class ClusterStatus:
     network_config: dict[str, Any] | None = None
     network_config_raw: str | None = None
     leases: list[LeaseInfo] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # reads that failed (no quorum, ...)
 
     @property
     def healthy(self) -> bool:
-        return bool(self.members) and all(m.healthy for m in self.members) and not self.unreachable
+        return (
+            bool(self.members)
+            and all(m.healthy for m in self.members)
+            and not self.unreachable
+            and not self.errors
+        )
 
     @property
     def quorum(self) -> bool:
@@ -128,6 +134,7 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
     members = remote.run(etcdctl.member_list(inv), check=False, timeout=30)
     if members.code != 0:
         result.unreachable = [m.name for m in inv.etcd_members]
+        result.errors.append(f"etcd member list failed: {_last_line(members.stderr)}")
         return result
     statuses = {
         s.endpoint: s
@@ -147,15 +154,28 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
         ))  # fmt: skip
     listed = {m.name for m in result.members}
     result.unreachable = [h.name for h in inv.etcd_members if h.name not in listed]
-    raw = etcdctl.parse_get(remote.run(etcdctl.get_value(inv, network_config_key(inv))).stdout)
+    key = network_config_key(inv)
+    got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=30)
+    if got.code != 0:
+        # No quorum (or no member answering): say so, and keep every section filled so far.
+        result.errors.append(f"cannot read {key}: {_last_line(got.stderr)}")
+        return result
+    raw = etcdctl.parse_get(got.stdout)
     result.network_config_raw = raw
     if raw is not None:
         try:
             result.network_config = json.loads(raw)
         except json.JSONDecodeError:
             result.network_config = None
-    result.leases = leases(remote, inv)
+    try:
+        result.leases = leases(remote, inv)
+    except OverlayctlError as exc:
+        result.errors.append(f"cannot read the leases: {exc}")
     return result
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["no answer"])[-1][:300]
 
 
 def ensure_network_config(remote: Remote, inv: Inventory, force: bool) -> str:

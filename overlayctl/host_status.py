@@ -41,7 +41,25 @@ class HostStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.agent_ready and self.bip_ok and not self.missing_routes and not self.error
+        return not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong on this host, in words (empty: healthy)."""
+        if self.error:
+            return [self.error]
+        found = []
+        if not self.agent_active:
+            found.append("overlay-agent is not running")
+        elif not self.agent_ready:
+            found.append("overlay-agent is not ready (/readyz)")
+        if not self.lease:
+            found.append("no lease in subnet.env")
+        elif not self.bip_ok:
+            found.append(f"docker0 is {self.docker0 or 'missing'}, not the lease's {self.lease}")
+        if self.missing_routes:
+            found.append(f"missing routes to {', '.join(self.missing_routes)}")
+        return found
 
 
 def parse(name: str, text: str, peers: list[LeaseInfo]) -> HostStatus:

@@ -14,6 +14,7 @@ from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhous
 from overlayctl.agent_phase import AgentBundle
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
+from overlayctl.output import plural
 from overlayctl.pki import Member, Pki
 from overlayctl.plan import DesiredFile, HostPlan, plan_host, wanted_packages
 from overlayctl.remote.ssh import Remote
@@ -110,15 +111,19 @@ def gather_plans(
     restart_network: bool,
     joining: dict[str, tuple[Host, ...]] | None = None,
     report: InitReport | None = None,
+    *,
+    wheels_dir: Path | None = None,
 ) -> dict[str, HostPlan]:
     """Facts and current files from every live host -> a HostPlan each (hosts get their OS).
 
     JOINING: etcd members being added to a live cluster -> the members they join with.
     REPORT: where to keep each node host's agent bundle for the apply step.
+    WHEELS_DIR: where the agent's wheel is built (default: the state folder; `plan` passes a
+    temporary folder, as it writes nothing).
     """
     inv = session.inv
     joining = joining or {}
-    bundles = Bundles(state_dir(inv) / "wheels")
+    bundles = Bundles(wheels_dir or state_dir(inv) / "wheels")
 
     def one(host: Host, remote: Remote) -> tuple[Host, HostPlan]:
         family = host.os or inv.cluster.os or "debian"
@@ -141,28 +146,39 @@ def gather_plans(
     return {name: plan for name, (_, plan) in result.succeeded.items()}
 
 
-def ensure_pki(inv: Inventory, session: Session, renew_leaves: bool = False) -> Pki | None:
+def ensure_pki(
+    inv: Inventory, session: Session, renew_leaves: bool = False, write: bool = True
+) -> Pki | None:
+    """The cluster's PKI, made or renewed where needed. WRITE False (`plan`): in memory only,
+    reported as what would be made."""
     if not inv.cluster.tls:
         return None
-    pki = Pki(state_dir(inv), inv.cluster.name)
+    pki = Pki(state_dir(inv), inv.cluster.name, write=write)
     members = [Member(h.name, str(h.address)) for h in inv.etcd_members]
     made = pki.ensure(members, renew_leaves=renew_leaves)
     if made:
-        session.reporter.say(f"{'local':<12} {'pki':<9} made {', '.join(made)} in {pki.dir}")
+        verb = "made" if write else "would make"
+        session.reporter.say(f"{'local':<12} {'pki':<9} {verb} {', '.join(made)} in {pki.dir}")
     return pki
 
 
-def run_init(session: Session, options: InitOptions) -> InitReport:
+def run_init(
+    session: Session, options: InitOptions, report: InitReport | None = None
+) -> InitReport:
+    """Every phase on every host. REPORT (filled as it goes) still tells what was done when
+    a phase raises."""
     started = time.monotonic()
-    report = InitReport()
+    report = report if report is not None else InitReport()
     session.open()
     pki = ensure_pki(session.inv, session, renew_leaves=options.renew_certificates)
     report.plans = gather_plans(session, pki, options.restart_network, report=report)
     report.changes = dict.fromkeys(report.plans, 0)
     apply_plans(session, report, ETCD_PHASES)
     _start_etcd(session, report, options)
-    apply_plans(session, report, AGENT_PHASES)
-    report.seconds = time.monotonic() - started
+    try:
+        apply_plans(session, report, AGENT_PHASES)
+    finally:
+        report.seconds = time.monotonic() - started
     return report
 
 
@@ -180,7 +196,7 @@ def apply_plans(session: Session, report: InitReport, phases: tuple[str, ...]) -
         for name, count in result.succeeded.items():
             report.changes[name] += count
             if count:
-                session.reporter.host(name, phase, f"{count} change{'s' * (count != 1)}")
+                session.reporter.host(name, phase, plural(count, "change"))
 
 
 def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> None:
@@ -208,7 +224,8 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
                 report.changes[m.name] += 1
         took = etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
         session.reporter.say(
-            f"{'cluster':<12} {'etcd':<9} {len(members)} members healthy ({took:.1f} s after start)"
+            f"{'cluster':<12} {'etcd':<9} {plural(len(members), 'member')} healthy "
+            f"({took:.1f} s after start)"
         )
     else:
         etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)

@@ -40,8 +40,12 @@ def check_names(inv: Inventory, names: list[str]) -> None:
         raise BadInput("join: no running etcd member would be left to join; use `init`")
 
 
-def run_join(session: Session, names: list[str], options: InitOptions) -> InitReport:
+def run_join(
+    session: Session, names: list[str], options: InitOptions, report: InitReport | None = None
+) -> InitReport:
+    """Add NAMES to the live cluster; REPORT (filled as it goes) tells what was done."""
     started = time.monotonic()
+    report = report if report is not None else InitReport()
     inv = session.inv
     check_names(inv, names)
     new_members = [inv.host(n) for n in names if inv.host(n).is_etcd]
@@ -58,7 +62,6 @@ def run_join(session: Session, names: list[str], options: InitOptions) -> InitRe
         raise OverlayctlError(f"join: etcd member {live.etcd_members[0].name} is not reachable")
     # A cluster with one member down still takes new hosts (and members) while it has quorum.
     etcd_cluster.wait_healthy(first, live, options.etcd_timeout, quorum_only=True)
-    report = InitReport()
     pki = ensure_pki(inv, session)
     report.plans = gather_plans(session, pki, restart_network=False, joining=joining,
                                 report=report)  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tabulate import tabulate
@@ -17,7 +16,7 @@ def plan_text(plans: dict[str, HostPlan]) -> str:
     out = []
     for name in sorted(plans):
         plan = plans[name]
-        out.append(f"=== {name}: {plan.changes} change{'s' * (plan.changes != 1)}")
+        out.append(f"=== {name}: {plural(plan.changes, 'change')}")
         for change in plan.files:
             out.append(f"--- {change.phase}: {change.kind} {change.path}")
             out.append(change.diff().rstrip("\n"))
@@ -26,8 +25,9 @@ def plan_text(plans: dict[str, HostPlan]) -> str:
     return "\n".join(out)
 
 
-def plan_json(plans: dict[str, HostPlan]) -> str:
-    doc = {
+def plan_doc(plans: dict[str, HostPlan]) -> dict[str, Any]:
+    """`plan -o json`: the total, then per host its file changes (diffs) and actions."""
+    hosts = {
         name: {
             "changes": plan.changes,
             "files": [
@@ -40,7 +40,7 @@ def plan_json(plans: dict[str, HostPlan]) -> str:
         }
         for name, plan in sorted(plans.items())
     }
-    return json.dumps(doc, indent=2)
+    return {"changes": sum(p.changes for p in plans.values()), "hosts": hosts}
 
 
 def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]:
@@ -57,6 +57,7 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
                 for m in status.members
             ],
             "unreachable": status.unreachable,
+            "errors": status.errors,
         },
         "network_config": status.network_config,
         "leases": [
@@ -91,8 +92,12 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
         "degraded": f"DEGRADED: quorum held, {healthy} of {len(status.members)} members healthy",
         "unavailable": f"UNAVAILABLE: no quorum, {healthy} of {len(status.members)} healthy",
     }[status.verdict]
-    config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
+    if status.errors:
+        config = "(unknown: etcd did not answer)"
+    else:
+        config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
     text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
+    text += "".join(f"\netcd error: {e}" for e in status.errors)
     if status.leases:
         rows = [[lease.subnet, lease.host or "(stale: no such host)", lease.public_ip,
                  lease.backend, _expires(lease.expires_in_s), "yes" if lease.reservation else "",
@@ -145,12 +150,14 @@ def verify_doc(report: VerifyReport) -> dict[str, Any]:
         "pairs": [{"from": p.src, "to": p.dst, "ok": p.ok, "rtt_ms": p.rtt_ms,
                    "mtu_ok": p.mtu_ok, "error": p.error} for p in report.pairs],
         "hosts_failed": report.hosts_failed,
+        "pairs_expected": report.expected,
+        "pairs_untested": report.untested,
     }  # fmt: skip
 
 
 def verify_text(report: VerifyReport) -> str:
     """A from x to matrix: `0.42 ms` when both pings pass, else what failed."""
-    hosts = list(dict.fromkeys(p.src for p in report.pairs))
+    hosts = report.hosts or list(dict.fromkeys(p.src for p in report.pairs))
     cell = {(p.src, p.dst): p for p in report.pairs}
 
     def show(p: PairResult | None) -> str:
@@ -164,9 +171,15 @@ def verify_text(report: VerifyReport) -> str:
     rows = [[src] + [show(cell.get((src, dst))) for dst in hosts] for src in hosts]
     lines = [tabulate(rows, headers=["from \\ to", *hosts])] if rows else []
     lines += [f"{host}: FAILED {why}" for host, why in report.hosts_failed.items()]
-    passed = sum(p.ok and p.mtu_ok for p in report.pairs)
+    total = report.expected or len(report.pairs)
+    untested = f", {report.untested} not tested" if report.untested else ""
     lines.append(
-        f"verify: {passed}/{len(report.pairs)} pairs ok "
+        f"verify: {report.passed}/{plural(total, 'pair')} ok{untested} "
         "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
     )
     return "\n".join(lines)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 change`, `2 changes`: counts an operator reads."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

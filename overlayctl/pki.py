@@ -54,10 +54,13 @@ class _Leaf:
 class Pki:
     """The certificates of one cluster, kept under STATE_DIR/pki."""
 
-    def __init__(self, state_dir: Path, cluster: str) -> None:
+    def __init__(self, state_dir: Path, cluster: str, write: bool = True) -> None:
+        """WRITE False (`plan`): what would be made is kept in memory; nothing is written."""
         self.dir = state_dir / "pki"
         self.cluster = cluster
         self._renew = False
+        self._write_files = write
+        self._unwritten: dict[str, bytes] = {}  # file name -> PEM, when WRITE is False
 
     # -- public ------------------------------------------------------------------------------
     def ensure(self, members: list[Member], renew_leaves: bool = False) -> list[str]:
@@ -67,8 +70,9 @@ class Pki:
         `certs rotate` does; hosts keep trusting the CA, so they accept old and new alike.
         """
         self._renew = renew_leaves
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        if self._write_files:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.dir, 0o700)
         made: list[str] = []
         ca = self._ensure_ca(made)
         for m in members:
@@ -79,12 +83,15 @@ class Pki:
         return made
 
     def ca_cert(self) -> bytes:
-        return (self.dir / "ca.crt").read_bytes()
+        return self._read("ca.crt")
 
     def pair(self, name: str) -> KeyPair:
-        return KeyPair(
-            (self.dir / f"{name}.crt").read_bytes(), (self.dir / f"{name}.key").read_bytes()
-        )
+        return KeyPair(self._read(f"{name}.crt"), self._read(f"{name}.key"))
+
+    def _read(self, file: str) -> bytes:
+        if file in self._unwritten:
+            return self._unwritten[file]
+        return (self.dir / file).read_bytes()
 
     def host_files(self, member: str | None) -> dict[str, bytes]:
         """Remote path -> content of each PKI file a host needs (MEMBER None: not etcd)."""
@@ -159,8 +166,12 @@ class Pki:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        if not self._write_files:
+            self._unwritten |= {f"{name}.key": key_pem, f"{name}.crt": cert_pem}
+            return
         _write_private(self.dir / f"{name}.key", key_pem)
-        (self.dir / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (self.dir / f"{name}.crt").write_bytes(cert_pem)
 
 
 _EKU_BOTH = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

@@ -98,11 +98,15 @@ def _quorum_check(inv: Inventory, status: etcd_cluster.ClusterStatus, leaving: l
         )
 
 
-def run_reset(session: Session, names: list[str], force: bool) -> ResetReport:
+def run_reset(
+    session: Session, names: list[str], force: bool, report: ResetReport | None = None
+) -> ResetReport:
+    """Undo init on NAMES (all hosts when empty); REPORT (filled as it goes) tells what was
+    done when a step raises."""
     inv = session.inv
     leaving = targets(inv, names)
     whole = len(leaving) == len(inv.hosts)
-    report = ResetReport()
+    report = report if report is not None else ResetReport()
     session.open()
     staying = [m for m in inv.etcd_members if m.name not in {h.name for h in leaving}]
     anchor = next((session.remotes[m.name] for m in (staying or inv.etcd_members)

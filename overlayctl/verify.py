@@ -46,16 +46,26 @@ class PairResult:
 
 @dataclass
 class VerifyReport:
+    hosts: list[str] = field(default_factory=list)  # every node host: the matrix is hosts x hosts
     pairs: list[PairResult] = field(default_factory=list)
     hosts_failed: dict[str, str] = field(default_factory=dict)
 
     @property
+    def expected(self) -> int:
+        return len(self.hosts) ** 2
+
+    @property
+    def passed(self) -> int:
+        return sum(p.ok and p.mtu_ok for p in self.pairs)
+
+    @property
+    def untested(self) -> int:
+        """Pairs with no result: a host that could not be tested fails all of its pairs."""
+        return max(self.expected - len(self.pairs), 0)
+
+    @property
     def ok(self) -> bool:
-        return (
-            bool(self.pairs)
-            and not self.hosts_failed
-            and all(p.ok and p.mtu_ok for p in self.pairs)
-        )
+        return bool(self.pairs) and not self.hosts_failed and self.passed == self.expected
 
 
 def start_container(remote: Remote, host: Host, options: VerifyOptions, tag: str) -> Container:
@@ -97,7 +107,7 @@ def ping(remote: Remote, src: Container, dst: Container, options: VerifyOptions)
 
 
 def run_verify(session: Session, options: VerifyOptions) -> VerifyReport:
-    report = VerifyReport()
+    report = VerifyReport(hosts=[h.name for h in session.inv.hosts if h.is_node])
     tag = secrets.token_hex(3)
     session.open()
     nodes = [h for h in session.alive if h.is_node]

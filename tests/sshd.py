@@ -37,7 +37,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sshd(workdir: Path) -> LocalSshd:
+def start_sshd(workdir: Path, netns: str | None = None, address: str = "127.0.0.1") -> LocalSshd:
+    """sshd on ADDRESS, inside network namespace NETNS when given (the caller made it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     host_line = write_keypair(workdir / "host_ed25519", "test-host")
     client_line = write_keypair(workdir / "client_ed25519", "test-client")
@@ -45,23 +46,28 @@ def start_sshd(workdir: Path) -> LocalSshd:
     port = _free_port()
     config = workdir / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_ed25519'}\n"
+        f"Port {port}\nListenAddress {address}\nHostKey {workdir / 'host_ed25519'}\n"
         f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile {workdir / 'sshd.pid'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\n"
         "UsePAM no\nKbdInteractiveAuthentication no\n"
     )
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-    log = open(workdir / "sshd.log", "wb")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    log_path = workdir / "sshd.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - owned by the child
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     log.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+        # sshd logs this line once its socket listens (works from any namespace).
+        if b"Server listening on" in log_path.read_bytes():
+            break
         if proc.poll() is not None:
-            raise RuntimeError((workdir / "sshd.log").read_text())
+            raise RuntimeError(log_path.read_text())
         time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"sshd did not listen within 10 s: {log_path.read_text()}")
     known = workdir / "known_hosts"
-    known.write_text(known_hosts_line([f"[127.0.0.1]:{port}"], host_line) + "\n")
+    known.write_text(known_hosts_line([f"[{address}]:{port}"], host_line) + "\n")
     return LocalSshd(port, workdir / "client_ed25519", known, host_line, proc)

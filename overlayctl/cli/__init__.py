@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab
+from overlayctl.cli.common import JSON_KEY, error_entry, print_document, set_json_mode
+from overlayctl.cli.completion import completion
 from overlayctl.cli.etcd import certs, etcd
 from overlayctl.cli.init import init, plan
 from overlayctl.cli.inventory import inventory
@@ -20,18 +24,60 @@ from overlayctl.cli.wheelhouse import wheelhouse
 from overlayctl.errors import ExitCode, OverlayctlError
 
 
+def _asks_json(args: list[str]) -> bool:
+    """Whether ARGS ask for `-o json` in any spelling, before Click has parsed them."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg in ("-o", "--output") and args[i + 1 : i + 2] == ["json"]:
+            return True
+        if arg in ("-ojson", "--output=json"):
+            return True
+    return False
+
+
 class _Group(click.Group):
-    """Turns OverlayctlError into one line on stderr and its exit code, never a traceback."""
+    """Ends every command the same way: one line on stderr and a distinct exit code, never a
+    traceback; with `-o json` also the one JSON document on stdout (`ok: false`, `errors`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[JSON_KEY] = _asks_json(args)
+        set_json_mode(ctx.meta[JSON_KEY])
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except OverlayctlError as exc:
-            click.echo(f"overlayctl: error: {exc}", err=True)
-            sys.exit(int(exc.code))
+            self._fail(ctx, f"error: {exc}", str(exc), int(exc.code))
+        except click.Abort:
+            self._fail(ctx, "aborted, nothing changed", "aborted, nothing changed", 1)
+        except click.UsageError as exc:
+            if not ctx.meta.get(JSON_KEY):
+                raise
+            exc.show()
+            self._fail(ctx, "", f"usage: {exc.format_message()}", exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("overlayctl: interrupted", err=True)
-            sys.exit(130)
+            self._fail(ctx, "interrupted", "interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:
+            # A defect of ours: still one line (and the JSON document); the traceback on demand.
+            if os.environ.get("OVERLAYCTL_DEBUG"):
+                traceback.print_exc()
+            what = f"{type(exc).__name__}: {exc}"
+            self._fail(ctx, f"internal error: {what} (a bug: please report it; "
+                       "OVERLAYCTL_DEBUG=1 prints the traceback)", f"internal error: {what}",
+                       ExitCode.FAILED)  # fmt: skip
+
+    @staticmethod
+    def _fail(ctx: click.Context, line: str, message: str, code: int) -> None:
+        if line:
+            click.echo(f"overlayctl: {line}", err=True)
+        if ctx.meta.get(JSON_KEY):
+            phase = ctx.invoked_subcommand
+            print_document({"ok": False, "errors": [error_entry(message, phase=phase)]})
+        sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,6 +99,7 @@ for command in (
     inventory,
     etcd,
     certs,
+    completion,
 ):
     main.add_command(command)
 

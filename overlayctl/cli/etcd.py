@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
 from overlayctl import etcd_snapshot
-from overlayctl.cli.common import connection_options, inventory_option, load, open_session
-from overlayctl.errors import ExitCode
-from overlayctl.init import InitOptions, run_init
+from overlayctl.cli.common import (
+    Outcome,
+    connection_options,
+    ended,
+    etcd_timeout_option,
+    inventory_option,
+    load,
+    open_session,
+    output_option,
+)
+from overlayctl.cli.init import run_and_report
+from overlayctl.errors import OverlayctlError
+from overlayctl.init import InitOptions
 from overlayctl.session import RunOptions, state_dir
 
 
@@ -28,26 +37,35 @@ def snapshot() -> None:
 @snapshot.command()
 @inventory_option
 @connection_options
+@output_option("table")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write it (default: the cluster state folder, timestamped).",
 )
-def save(inventory: Path, accept_new_host_keys: bool, parallel: int, out: Path | None) -> None:
+def save(inventory: Path, accept_new_host_keys: bool, parallel: int, out: Path | None) -> Outcome:
     """Take a snapshot on a healthy member and copy it here (0600)."""
     inv = load(inventory)
     target = out or state_dir(inv) / "snapshots" / f"etcd-{time.strftime('%Y%m%d-%H%M%S')}.db"
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+    size, error = None, None
     with open_session(inv, "snapshot", options, lock=False) as session:
-        etcd_snapshot.save(session, target)
-        session.reporter.close()
+        try:
+            size = etcd_snapshot.save(session, target)
+        except OverlayctlError as exc:
+            error = exc
+        finally:
+            session.reporter.close()
+    doc = {"file": str(target) if size is not None else None, "bytes": size}
+    return ended(session, "", doc, error, "snapshot")
 
 
 @snapshot.command()
 @inventory_option
 @connection_options
+@output_option("table")
 @click.option("--yes", is_flag=True, help="Do not ask first.")
-@click.option("--etcd-timeout", type=float, default=90.0, show_default=True)
+@etcd_timeout_option
 @click.argument("snapshot_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def restore(
     inventory: Path,
@@ -56,18 +74,23 @@ def restore(
     yes: bool,
     etcd_timeout: float,
     snapshot_file: Path,
-) -> None:
+) -> Outcome:
     """Replace every member's data with SNAPSHOT_FILE and start the cluster again."""
     inv = load(inventory)
     if not yes:
         click.confirm(f"Replace etcd's data on {len(inv.etcd_members)} members with "
-                      f"{snapshot_file}?", abort=True)  # fmt: skip
+                      f"{snapshot_file}?", abort=True, err=True)  # fmt: skip
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+    error: OverlayctlError | None = None
     with open_session(inv, "restore", options, lock=True) as session:
         try:
             etcd_snapshot.restore(session, snapshot_file, etcd_timeout)
+        except OverlayctlError as exc:
+            error = exc
         finally:
             session.reporter.close()
+    doc = {"snapshot": str(snapshot_file), "members": [m.name for m in inv.etcd_members]}
+    return ended(session, "", doc, error, "restore")
 
 
 @click.group()
@@ -78,8 +101,11 @@ def certs() -> None:
 @certs.command()
 @inventory_option
 @connection_options
-@click.option("--etcd-timeout", type=float, default=90.0, show_default=True)
-def rotate(inventory: Path, accept_new_host_keys: bool, parallel: int, etcd_timeout: float) -> None:
+@output_option("table")
+@etcd_timeout_option
+def rotate(
+    inventory: Path, accept_new_host_keys: bool, parallel: int, etcd_timeout: float
+) -> Outcome:
     """New member and client certificates from the same CA, pushed without downtime.
 
     etcd members restart one at a time (quorum kept), agents restart (the data plane stays up).
@@ -87,11 +113,4 @@ def rotate(inventory: Path, accept_new_host_keys: bool, parallel: int, etcd_time
     inv = load(inventory)
     options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                           etcd_timeout=etcd_timeout, renew_certificates=True)  # fmt: skip
-    with open_session(inv, "rotate", options, lock=True) as session:
-        try:
-            report = run_init(session, options)
-        finally:
-            session.reporter.close()
-        click.echo(f"certs rotate: {report.total_changes} changes in {report.seconds:.1f} s")
-    if session.failures:
-        sys.exit(ExitCode.FAILED)
+    return run_and_report(inv, "rotate", options)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-from overlayctl.cli.common import connection_options, inventory_option, load, open_session
-from overlayctl.errors import ExitCode
-from overlayctl.init import InitOptions, ensure_pki, gather_plans, run_init
-from overlayctl.output import plan_json, plan_text
+from overlayctl.cli.common import (
+    Outcome,
+    connection_options,
+    ended,
+    etcd_timeout_option,
+    inventory_option,
+    load,
+    open_session,
+    output_option,
+    report_doc,
+)
+from overlayctl.errors import OverlayctlError
+from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
+from overlayctl.inventory_model import Inventory
+from overlayctl.output import plan_doc, plan_text, plural
+from overlayctl.session import Session
 
 
 @click.command()
 @inventory_option
 @connection_options
+@output_option("table")
 @click.option(
     "--restart-network",
     is_flag=True,
@@ -23,13 +36,7 @@ from overlayctl.output import plan_json, plan_text
 )
 @click.option("--force", is_flag=True, help="Replace a different network config in etcd.")
 @click.option("--break-lock", is_flag=True, help="Remove a lock left on hosts by a dead run.")
-@click.option(
-    "--etcd-timeout",
-    type=float,
-    default=90.0,
-    show_default=True,
-    help="Seconds to wait for every etcd member to be healthy.",
-)
+@etcd_timeout_option
 def init(
     inventory: Path,
     accept_new_host_keys: bool,
@@ -38,41 +45,63 @@ def init(
     force: bool,
     break_lock: bool,
     etcd_timeout: float,
-) -> None:
+) -> Outcome:
     """Prepare every host, form the etcd cluster (TLS) and write the network config."""
     inv = load(inventory)
     options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                           break_lock=break_lock, restart_network=restart_network, force=force,
                           etcd_timeout=etcd_timeout)  # fmt: skip
-    with open_session(inv, "init", options, lock=True) as session:
+    return run_and_report(inv, "init", options)
+
+
+def run_and_report(inv: Inventory, command: str, options: InitOptions) -> Outcome:
+    """init and `certs rotate`: run every phase, then one summary line and the document."""
+    report = InitReport()
+    error: OverlayctlError | None = None
+    with open_session(inv, command, options, lock=True) as session:
         try:
-            report = run_init(session, options)
+            run_init(session, options, report)
+        except OverlayctlError as exc:
+            error = exc
         finally:
             session.reporter.close()
-        failed = len(session.failures)
-        click.echo(
-            f"init: {report.total_changes} changes on {len(report.plans)} hosts in "
-            f"{report.seconds:.1f} s; {failed} host{'s' * (failed != 1)} failed; "
-            f"log: {session.reporter.log_path}"
-        )
-    if session.failures:
-        sys.exit(ExitCode.FAILED)
+    return summary(session, "certs rotate" if command == "rotate" else command, report, error)
+
+
+def summary(
+    session: Session, command: str, report: InitReport, error: OverlayctlError | None
+) -> Outcome:
+    """`init: 79 changes on 3 hosts in 10.0 s; 0 hosts failed; log: ...` and its document."""
+    failed = len(session.failures)
+    text = (
+        f"{command}: {plural(report.total_changes, 'change')} on "
+        f"{plural(len(report.plans), 'host')} in {report.seconds:.1f} s; "
+        f"{plural(failed, 'host')} failed; log: {session.reporter.log_path}"
+    )
+    return ended(session, text, report_doc(report, session.reporter.log_path), error, command)
 
 
 @click.command()
 @inventory_option
 @connection_options
-@click.option(
-    "-o", "--output", type=click.Choice(["diff", "json"]), default="diff", show_default=True
-)
-def plan(inventory: Path, accept_new_host_keys: bool, parallel: int, output: str) -> None:
-    """Show, per host, the diff of every file and each action init would make. Changes nothing."""
+@output_option("diff")
+def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
+    """Show, per host, the diff of every file and each action init would make.
+
+    Changes nothing, on the hosts or here: no PKI, no log, no state folder is written (the
+    certificates a first `init` would make are made in memory and listed)."""
     inv = load(inventory)
     options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
-    with open_session(inv, "plan", options, lock=False) as session:
-        session.open()
-        plans = gather_plans(session, ensure_pki(inv, session), restart_network=False)
-        session.reporter.close()
-    click.echo(plan_json(plans) if output == "json" else plan_text(plans))
-    if session.failures:
-        sys.exit(ExitCode.FAILED)
+    plans = {}
+    error: OverlayctlError | None = None
+    with (
+        open_session(inv, "plan", options, lock=False, log=False) as session,
+        tempfile.TemporaryDirectory(prefix="overlayctl-plan-") as wheels,
+    ):
+        try:
+            session.open()
+            pki = ensure_pki(inv, session, write=False)
+            plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
+        except OverlayctlError as exc:
+            error = exc
+    return ended(session, plan_text(plans), plan_doc(plans), error, "plan")

@@ -14,9 +14,11 @@ import click
 import yaml
 
 from overlayctl import vagrant
+from overlayctl.cli.common import Outcome, json_mode, output_option
 from overlayctl.errors import BadInput, Conflict, EnvironmentProblem, OverlayctlError
 from overlayctl.inventory import parse_inventory
 from overlayctl.inventory_model import BACKEND_OPTIONS
+from overlayctl.output import plural
 
 _TIMEOUT = 120.0
 
@@ -54,14 +56,14 @@ def _default_key() -> Path:
     show_default=True,
     help="The Vagrantfile's private network; each VM's one address inside it is used.",
 )
+@output_option("table")
 @click.option(
-    "-o",
     "--out",
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
     default="cluster.yaml",
     show_default=True,
-    help="Inventory to write ('-': stdout).",
+    help="Inventory to write ('-': stdout). (-o is the output format, as on every command.)",
 )
 @click.option("--force", is_flag=True, help="Replace an existing inventory file.")
 @click.option("--name", default="vagrant", show_default=True, help="cluster.name")
@@ -109,7 +111,7 @@ def from_vagrant(
     key: Path | None,
     known_hosts: Path | None,
     host_keys: bool,
-) -> None:
+) -> Outcome:
     """Write an inventory for the running VMs of the Vagrantfile in this folder.
 
     \b
@@ -129,6 +131,8 @@ def from_vagrant(
     --known-hosts (lines for these addresses are replaced, others kept), so `overlayctl init`
     needs no --accept-new-host-keys. With --no-host-keys, known_hosts is left alone.
     """
+    if str(out) == "-" and json_mode():
+        raise BadInput("--out -: the inventory would share stdout with -o json; name a file")
     try:
         under = ipaddress.IPv4Network(underlay)
     except ValueError as exc:
@@ -165,9 +169,16 @@ def from_vagrant(
         sys.stdout.write(text)
     else:
         out.write_text(text)
-        click.echo(f"from-vagrant: wrote {out} ({len(machines)} hosts)", err=True)
-    if host_keys:
-        _write_known_hosts(known if known.is_absolute() else base / known, machines)
+        click.echo(f"from-vagrant: wrote {out} ({plural(len(machines), 'host')})", err=True)
+    known_path = known if known.is_absolute() else base / known
+    wrote_keys = host_keys and _write_known_hosts(known_path, machines)
+    doc = {
+        "out": str(out),
+        "known_hosts": str(known_path) if wrote_keys else None,
+        "hosts": [{"name": vm.name, "address": str(vm.address), "iface": vm.iface,
+                   "os": vm.family, "skipped": list(vm.skipped)} for vm in machines],
+    }  # fmt: skip
+    return Outcome("", doc)
 
 
 _HEADER = (
@@ -180,16 +191,19 @@ def _is_stdin(stream: object) -> bool:
     return getattr(stream, "name", None) in ("-", "<stdin>")
 
 
-def _write_known_hosts(path: Path, machines: list[vagrant.Vm]) -> None:
+def _write_known_hosts(path: Path, machines: list[vagrant.Vm]) -> bool:
+    """The probed host keys into PATH; False when the probe read none."""
     if not any(vm.host_keys for vm in machines):
         click.echo(f"from-vagrant: the probe read no host keys; {path} left alone "
                    "(use `overlayctl init --accept-new-host-keys`)", err=True)  # fmt: skip
-        return
+        return False
     old = path.read_text() if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(vagrant.merge_known_hosts(old, machines))
     count = sum(len(vm.host_keys) for vm in machines)
-    click.echo(f"from-vagrant: {count} host keys for {len(machines)} hosts in {path}", err=True)
+    click.echo(f"from-vagrant: {plural(count, 'host key')} for {plural(len(machines), 'host')} "
+               f"in {path}", err=True)  # fmt: skip
+    return True
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import click
 from tabulate import tabulate
 
+from overlayctl.cli.common import Outcome, error_entry, output_option, progress
 from overlayctl.lab import labs, state, template
 
 _NAME = click.option("--name", "-n", default="demo", show_default=True, help="Lab name.")
@@ -20,76 +20,81 @@ def lab() -> None:
 
 
 @lab.command("template")
+@output_option("table")
 @click.option("--rebuild", is_flag=True, help="Build again even when the cached one is current.")
-def template_(rebuild: bool) -> None:
+def template_(rebuild: bool) -> Outcome:
     """Build (once) the template root filesystem every lab host starts from."""
     started = time.monotonic()
     tpl = template.find_template() if not rebuild else None
     if tpl is None:
-        click.echo("lab: building the template rootfs with debootstrap (about 2 minutes)")
+        progress("lab: building the template rootfs with debootstrap (about 2 minutes)")
         tpl = template.build_template(force=rebuild)
-    click.echo(
-        f"lab: template {tpl.key} ready at {tpl.rootfs} ({time.monotonic() - started:.1f} s)"
-    )
+    took = time.monotonic() - started
+    text = f"lab: template {tpl.key} ready at {tpl.rootfs} ({took:.1f} s)"
+    return Outcome(text, {"key": tpl.key, "rootfs": str(tpl.rootfs), "seconds": round(took, 2)})
 
 
 @lab.command()
 @_NAME
-@click.option("--hosts", "host_count", type=int, default=3, show_default=True)
+@output_option("table")
+@click.option("--hosts", "host_count", type=int, default=3, show_default=True,
+              help="How many hosts (node1..nodeN), 1 to 64.")  # fmt: skip
 @click.option(
     "--subnet",
     default="192.168.255.0/24",
     show_default=True,
     help="Lab LAN; hosts start at .154 like the seed runbook, the workstation is .10.",
 )
-def up(name: str, host_count: int, subnet: str) -> None:
+def up(name: str, host_count: int, subnet: str) -> Outcome:
     """Boot HOSTS full hosts (node1..nodeN) and a workstation namespace on one LAN."""
-    lab_state = labs.up(name, host_count, subnet, progress=click.echo)
-    click.echo(f"inventory: {lab_state.inventory}")
-    click.echo(f"ssh key:   {lab_state.ssh_key}  known_hosts: {lab_state.known_hosts}")
-    click.echo(f"workstation shell: overlayctl lab shell --name {name}")
-    click.echo(f"run on a host:     overlayctl lab exec --name {name} node1 -- systemctl status")
+    lab_state = labs.up(name, host_count, subnet, progress=progress)
+    text = "\n".join([
+        f"inventory: {lab_state.inventory}",
+        f"ssh key:   {lab_state.ssh_key}  known_hosts: {lab_state.known_hosts}",
+        f"workstation shell: overlayctl lab shell --name {name}",
+        f"run on a host:     overlayctl lab exec --name {name} node1 -- systemctl status",
+    ])  # fmt: skip
+    return Outcome(text, labs.describe(lab_state))
 
 
 @lab.command()
 @_NAME
-def down(name: str) -> None:
+@output_option("table")
+def down(name: str) -> Outcome:
     """Remove a lab: processes, mounts, namespaces, cgroups, files."""
-    if not labs.down(name, progress=click.echo):
-        click.echo(f"lab: no lab named {name!r}; nothing to do")
+    removed = labs.down(name, progress=progress)
+    text = "" if removed else f"lab: no lab named {name!r}; nothing to do"
+    return Outcome(text, {"name": name, "removed": removed})
 
 
 @lab.command("list")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def list_(output: str) -> None:
+@output_option("table")
+def list_() -> Outcome:
     """Show labs with their host count and state."""
     rows = [labs.describe(lab_state) for lab_state in state.all_labs()]
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        click.echo(tabulate(rows, headers="keys"))
-    else:
-        click.echo("no labs")
+    return Outcome(tabulate(rows, headers="keys") if rows else "no labs", {"labs": rows})
 
 
 @lab.command()
 @_NAME
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def health(name: str, output: str) -> None:
-    """SSH and systemd state of every host of a lab."""
+@output_option("table")
+def health(name: str) -> Outcome:
+    """SSH and systemd state of every host of a lab. Exit 1 unless each is running/degraded."""
     lab_state = labs.existing(name)
     rows = [h.__dict__ for h in labs.health(lab_state)]
-    click.echo(json.dumps(rows, indent=2) if output == "json" else tabulate(rows, headers="keys"))
-    if any(r["system_state"] not in ("running", "degraded") for r in rows):
-        sys.exit(1)
+    sick = [r for r in rows if r["system_state"] not in ("running", "degraded")]
+    errors = [error_entry(f"systemd {r['system_state'] or 'unknown'}", r["name"]) for r in sick]
+    return Outcome(tabulate(rows, headers="keys"), {"hosts": rows}, ok=not sick, errors=errors)
 
 
 @lab.command()
 @_NAME
 @click.argument("host")
-def reboot(name: str, host: str) -> None:
+@output_option("table")
+def reboot(name: str, host: str) -> Outcome:
     """Power HOST off and boot it again, as a reboot would."""
-    labs.restart_host(name, host, progress=click.echo)
+    back = labs.restart_host(name, host, progress=progress)
+    return Outcome(f"lab: {host} is back ({back.system_state})", {"host": back.__dict__})
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
-from overlayctl.cli.common import inventory_option, load
+from overlayctl.cli.common import Outcome, inventory_option, load, output_option
+from overlayctl.output import plural
 from overlayctl.render_out import render_to_dir
 
 
 @click.command()
 @inventory_option
+@output_option("table")
 @click.option(
     "--out",
     "out_dir",
@@ -19,8 +21,12 @@ from overlayctl.render_out import render_to_dir
     required=True,
     help="Folder to write DIR/<host>/<path> into (created if missing).",
 )
-def render(inventory: Path, out_dir: Path) -> None:
+def render(inventory: Path, out_dir: Path) -> Outcome:
     """Write every file overlayctl would put on each host into a local folder. No network."""
     inv = load(inventory, local_files=False)
     written = render_to_dir(inv, out_dir)
-    click.echo(f"render: wrote {len(written)} files for {len(inv.hosts)} hosts under {out_dir}")
+    text = (
+        f"render: wrote {plural(len(written), 'file')} for {plural(len(inv.hosts), 'host')} "
+        f"under {out_dir}"
+    )
+    return Outcome(text, {"out": str(out_dir), "files": [str(p) for p in written]})

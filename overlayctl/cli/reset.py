@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from overlayctl.cli.common import connection_options, inventory_option, load, open_session
-from overlayctl.errors import ExitCode
-from overlayctl.reset import run_reset, targets
+from overlayctl.cli.common import (
+    Outcome,
+    connection_options,
+    ended,
+    inventory_option,
+    load,
+    open_session,
+    output_option,
+)
+from overlayctl.errors import OverlayctlError
+from overlayctl.reset import ResetReport, run_reset, targets
 from overlayctl.session import RunOptions
 
 
 @click.command()
 @inventory_option
 @connection_options
+@output_option("table")
 @click.option("--yes", is_flag=True, help="Do not ask before resetting the whole cluster.")
 @click.option("--force", is_flag=True, help="Remove etcd members even below quorum.")
 @click.option("--break-lock", is_flag=True, help="Remove a lock left on hosts by a dead run.")
@@ -28,21 +36,27 @@ def reset(
     force: bool,
     break_lock: bool,
     hosts: tuple[str, ...],
-) -> None:
+) -> Outcome:
     """Undo init on HOSTS (default: the whole cluster, after asking)."""
     inv = load(inventory)
     leaving = targets(inv, list(hosts))
     if not hosts and not yes:
+        # On stderr: stdout may be reserved for the JSON document. Declining raises click.Abort,
+        # which the group reports as "aborted, nothing changed" (exit 1).
         click.confirm(f"Reset all {len(leaving)} hosts of cluster {inv.cluster.name} "
-                      "(etcd data included)?", abort=True)  # fmt: skip
+                      "(etcd data included)?", abort=True, err=True)  # fmt: skip
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                          break_lock=break_lock)  # fmt: skip
+    report = ResetReport()
+    error: OverlayctlError | None = None
     with open_session(inv, "reset", options, lock=True) as session:
         try:
-            report = run_reset(session, list(hosts), force)
+            run_reset(session, list(hosts), force, report)
+        except OverlayctlError as exc:
+            error = exc
         finally:
             session.reporter.close()
-        for name, steps in report.done.items():
-            click.echo(f"{name:<12} reset     {'; '.join(steps)}")
-    if session.failures:
-        sys.exit(ExitCode.FAILED)
+    text = "\n".join(
+        f"{name:<12} reset     {'; '.join(steps)}" for name, steps in report.done.items()
+    )
+    return ended(session, text, {"hosts": report.done}, error, "reset")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 
 from overlayctl import etcdctl
 from overlayctl.cli.common import (
+    Outcome,
     connection_options,
+    error_entry,
+    failure_entries,
     inventory_option,
     load,
     open_session,
     output_option,
 )
-from overlayctl.errors import ExitCode
 from overlayctl.output import status_doc, status_text
 from overlayctl.session import RunOptions
 from overlayctl.status import cluster_status
@@ -25,11 +25,9 @@ from overlayctl.status import cluster_status
 @click.command()
 @inventory_option
 @connection_options
-@output_option
+@output_option("table")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the etcdctl commands to run.")
-def status(
-    inventory: Path, accept_new_host_keys: bool, parallel: int, output: str, verbose: bool
-) -> None:
+def status(inventory: Path, accept_new_host_keys: bool, parallel: int, verbose: bool) -> Outcome:
     """etcd members and health, the network config, leases, and each host's agent and docker.
 
     Exit 1 when anything is unhealthy."""
@@ -38,13 +36,17 @@ def status(
     with open_session(inv, "status", options, lock=False) as session:
         result, hosts = cluster_status(session)
         session.reporter.close()
-    if output == "json":
-        click.echo(json.dumps(status_doc(result, hosts), indent=2))
-    else:
-        click.echo(status_text(result, hosts))
+    doc = status_doc(result, hosts)
+    text = status_text(result, hosts)
     if verbose:
-        click.echo("\nOn any member, as root:")
+        text += "\n\nOn any member, as root:"
         for args in (("endpoint", "health"), ("member", "list", "-w", "table")):
-            click.echo("  " + etcdctl.operator_command(inv, *args))
-    if not result.healthy or session.failures or not all(h.healthy for h in hosts):
-        sys.exit(ExitCode.FAILED)
+            text += "\n  " + etcdctl.operator_command(inv, *args)
+    errors = failure_entries(session.failures)
+    errors += [error_entry(e, phase="etcd") for e in result.errors]
+    errors += [error_entry(f"etcd member unhealthy: {m.error or 'no answer'}", m.name, "etcd")
+               for m in result.members if not m.healthy]  # fmt: skip
+    failed = {f.host for f in session.failures}
+    errors += [error_entry(problem, h.name, "host") for h in hosts if h.name not in failed
+               for problem in h.problems]  # fmt: skip
+    return Outcome(text, doc, ok=doc["healthy"] and not session.failures, errors=errors)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 
 from overlayctl.cli.common import (
+    Outcome,
     connection_options,
+    error_entry,
     inventory_option,
     load,
     open_session,
     output_option,
 )
-from overlayctl.errors import ExitCode
 from overlayctl.output import verify_doc, verify_text
 from overlayctl.session import RunOptions
 from overlayctl.verify import VerifyOptions, run_verify
@@ -24,7 +23,7 @@ from overlayctl.verify import VerifyOptions, run_verify
 @click.command()
 @inventory_option
 @connection_options
-@output_option
+@output_option("table")
 @click.option(
     "--image",
     default="busybox",
@@ -40,17 +39,16 @@ def verify(
     inventory: Path,
     accept_new_host_keys: bool,
     parallel: int,
-    output: str,
     image: str,
     import_from: str | None,
-) -> None:
+) -> Outcome:
     """One container per host; every container pings every other (and with DF at the MTU)."""
     inv = load(inventory)
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
     with open_session(inv, "verify", options, lock=False) as session:
         report = run_verify(session, VerifyOptions(image=image, import_from=import_from))
         session.reporter.close()
-    click.echo(json.dumps(verify_doc(report), indent=2) if output == "json" else
-               verify_text(report))  # fmt: skip
-    if not report.ok:
-        sys.exit(ExitCode.FAILED)
+    errors = [error_entry(why, host) for host, why in report.hosts_failed.items()]
+    errors += [error_entry(f"to {p.dst}: {p.error or 'DF ping at the MTU failed'}", p.src, "ping")
+               for p in report.pairs if not (p.ok and p.mtu_ok)]  # fmt: skip
+    return Outcome(verify_text(report), verify_doc(report), ok=report.ok, errors=errors)

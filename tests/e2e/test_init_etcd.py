@@ -95,7 +95,9 @@ def test_a_hand_edit_shows_in_plan_exactly_and_init_restores_it(initialised) -> 
     assert on(initialised, "node3", "echo '10.9.9.9 intruder' >> /etc/hosts").returncode == 0
     result = cli(initialised, "plan", "-o", "json")
     assert result.returncode == 0, result.stderr
-    plans = json.loads(result.stdout)
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["errors"] == [] and doc["changes"] == 1
+    plans = doc["hosts"]
     assert {n: p["changes"] for n, p in plans.items()} == {"node1": 0, "node2": 0, "node3": 1}
     (change,) = plans["node3"]["files"]
     assert change["path"] == "/etc/hosts" and change["kind"] == "update"

@@ -72,7 +72,27 @@ def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:
     assert doc["healthy"] and doc["etcd"]["healthy"]
     assert sorted(leases(doc)) == ["node1", "node2", "node3"]
     assert all(h["agent_ready"] and h["bip_ok"] and h["mtu"] == 1450 for h in doc["hosts"])
+    assert doc["ok"] is True and doc["errors"] == [] and report["errors"] == []
     assert "init: 0 changes on 3 hosts" in cli(lab, "init", "-i", str(three)).stdout
+    again = cli(lab, "init", "-i", str(three), "-o", "json")
+    rerun = json.loads(again.stdout)  # exactly one document; progress went to stderr
+    assert again.returncode == 0 and rerun["ok"] is True and rerun["errors"] == []
+    assert rerun["changes"] == 0 and set(rerun["hosts"]) == {"node1", "node2", "node3"}
+
+
+def test_status_json_names_a_stopped_agent(vxlan) -> None:
+    lab, three, _ = vxlan
+    assert on(lab, "node3", "systemctl stop overlay-agent").returncode == 0
+    try:
+        result = cli(lab, "status", "-i", str(three), "-o", "json")
+        doc = json.loads(result.stdout)
+        assert result.returncode == 1 and doc["ok"] is False and doc["healthy"] is False
+        assert doc["errors"] == [
+            {"host": "node3", "phase": "host", "message": "overlay-agent is not running"}
+        ]
+    finally:
+        assert on(lab, "node3", "systemctl start overlay-agent").returncode == 0
+    assert status(lab, three)["ok"] is True
 
 
 def test_agent_restart_keeps_lease_and_docker(vxlan) -> None:

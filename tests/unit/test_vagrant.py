@@ -177,7 +177,7 @@ def test_from_vagrant_writes_a_strict_inventory(tmp_path: Path) -> None:
     key.chmod(0o600)
     out = tmp_path / "cluster.yaml"
     code, _, err = run(
-        tmp_path, "--ssh-config", str(VBOX_CONFIG), "--probe", str(VBOX_PROBE), "-o", str(out),
+        tmp_path, "--ssh-config", str(VBOX_CONFIG), "--probe", str(VBOX_PROBE), "--out", str(out),
         "--key", str(key), "--backend", "udp",
     )  # fmt: skip
     assert code == 0, err
@@ -205,7 +205,7 @@ def test_from_vagrant_writes_a_strict_inventory(tmp_path: Path) -> None:
     assert len(known) == 6 and all(line.startswith("192.168.255.15") for line in known)
 
     # an existing inventory is not replaced without --force; with it, keys are not duplicated
-    again = ["--ssh-config", str(VBOX_CONFIG), "--probe", str(VBOX_PROBE), "-o", str(out)]
+    again = ["--ssh-config", str(VBOX_CONFIG), "--probe", str(VBOX_PROBE), "--out", str(out)]
     code, _, err = run(tmp_path, *again, "--key", str(key))
     assert code == 4 and "exists; pass --force" in err
     assert run(tmp_path, *again, "--key", str(key), "--force")[0] == 0
@@ -218,7 +218,7 @@ def test_from_vagrant_rhel_to_stdout_without_host_keys(
     monkeypatch.chdir(tmp_path)
     code, out, err = run(
         tmp_path, "--ssh-config", str(LIBVIRT_CONFIG), "--probe", str(LIBVIRT_PROBE),
-        "-o", "-", "--no-host-keys", "--name", "rocky",
+        "--out", "-", "--no-host-keys", "--name", "rocky",
         OVERLAYCTL_PUBKEY=str(tmp_path / "k.pub"),
     )  # fmt: skip
     assert code == 0, err
@@ -237,7 +237,7 @@ def test_from_vagrant_rhel_to_stdout_without_host_keys(
 def test_from_vagrant_refuses_an_invalid_inventory(tmp_path: Path) -> None:
     code, _, err = run(
         tmp_path, "--ssh-config", str(VBOX_CONFIG), "--probe", str(VBOX_PROBE),
-        "-o", str(tmp_path / "c.yaml"), "--network", "192.168.0.0/16",
+        "--out", str(tmp_path / "c.yaml"), "--network", "192.168.0.0/16",
     )  # fmt: skip
     assert code == 2
     assert err.startswith(
@@ -261,7 +261,7 @@ def test_from_vagrant_probes_over_vagrants_channel(
         return sections[argv[-2]]
 
     monkeypatch.setattr(inventory_cli, "_run", fake_run)
-    code, _, err = run(tmp_path, "-o", str(tmp_path / "c.yaml"), "--key", "/k")
+    code, _, err = run(tmp_path, "--out", str(tmp_path / "c.yaml"), "--key", "/k")
     assert code == 0, err
     assert [c[-2:] for c in calls[1:]] == [[f"node{i}", vagrant.PROBE_COMMAND] for i in (1, 2, 3)]
     assert load_inventory(tmp_path / "c.yaml")[0].hosts[2].address == ipaddress.IPv4Address(
@@ -271,7 +271,7 @@ def test_from_vagrant_probes_over_vagrants_channel(
 
 def test_from_vagrant_without_vagrant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    code, _, err = run(tmp_path, "-o", str(tmp_path / "c.yaml"))
+    code, _, err = run(tmp_path, "--out", str(tmp_path / "c.yaml"))
     assert code == 3
     assert "vagrant not found" in err
 
