@@ -66,6 +66,7 @@ class Reporter:
 @dataclass
 class RunOptions:
     accept_new_host_keys: bool = False
+    record_host_keys: bool = True  # False: accepted new keys are trusted for this run only (plan)
     parallel: int = 10
     break_lock: bool = False
 
@@ -106,6 +107,7 @@ class Session:
             remote = Remote(
                 self.target(host), self.options.accept_new_host_keys, log=self.reporter.log,
                 progress=self.reporter.host_progress(host.name),
+                record_host_keys=self.options.record_host_keys,
             )  # fmt: skip
             remote.connect()
             return remote

@@ -91,7 +91,9 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     Changes nothing, on the hosts or here: no PKI, no log, no state folder is written (the
     certificates a first `init` would make are made in memory and listed)."""
     inv = load(inventory)
-    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+    # --accept-new-host-keys: trusted for this run, recorded by `init` only (plan writes nothing).
+    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                          record_host_keys=False)  # fmt: skip
     plans = {}
     error: OverlayctlError | None = None
     with (

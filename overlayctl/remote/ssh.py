@@ -76,15 +76,18 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
 
     _lock = threading.Lock()
 
-    def __init__(self, known_hosts: Path) -> None:
+    def __init__(self, known_hosts: Path, record: bool = True) -> None:
+        """RECORD False (`plan`, which writes nothing): trust the key for this run only."""
         self.known_hosts = known_hosts
+        self.record = record
 
     def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        with self._lock:
-            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.known_hosts, "a") as out:
-                out.write(line)
+        if self.record:
+            with self._lock:
+                self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.known_hosts, "a") as out:
+                    out.write(line)
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
@@ -116,6 +119,7 @@ class Remote:
         *,
         progress: Progress | None = None,
         heartbeat: float = INTERVAL,
+        record_host_keys: bool = True,
     ) -> None:
         self.target = target
         self.backup_root = backup_root
@@ -131,11 +135,17 @@ class Remote:
         if target.jump is not None:
             user, host, port = target.jump
             self._gateway = _connection(
-                target, accept_new_host_keys, host=host, user=user, port=port
+                target,
+                accept_new_host_keys,
+                host=host,
+                user=user,
+                port=port,
+                record=record_host_keys,
             )
         self._conn = _connection(
             target, accept_new_host_keys,
             host=target.address, user=target.user, port=target.port, gateway=self._gateway,
+            record=record_host_keys,
         )  # fmt: skip
 
     def connect(self) -> None:
@@ -317,6 +327,7 @@ def _connection(
     user: str,
     port: int,
     gateway: fabric.Connection | None = None,
+    record: bool = True,
 ) -> fabric.Connection:
     """A fabric connection that checks host keys strictly against the target's known_hosts."""
     connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False}
@@ -334,7 +345,7 @@ def _connection(
     if target.known_hosts.exists():
         conn.client.load_host_keys(str(target.known_hosts))
     conn.client.set_missing_host_key_policy(
-        _AcceptNewPolicy(target.known_hosts) if accept_new else _RejectPolicy()
+        _AcceptNewPolicy(target.known_hosts, record) if accept_new else _RejectPolicy()
     )
     return conn
 

@@ -64,6 +64,17 @@ def test_unknown_host_key_is_refused_then_accepted_only_when_asked(local_sshd, t
         assert r.run(["true"]).code == 0
 
 
+def test_plan_trusts_a_new_host_key_for_its_run_only(local_sshd, tmp_path) -> None:
+    """`plan --accept-new-host-keys` writes nothing: the key is used, known_hosts stays as it was."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    remote = Remote(target(local_sshd, known_hosts=empty), accept_new_host_keys=True,
+                    record_host_keys=False)  # fmt: skip
+    with remote as r:
+        assert r.run(["true"]).code == 0
+    assert empty.read_text() == ""
+
+
 def test_a_changed_host_key_is_refused_even_with_accept_new(local_sshd, tmp_path) -> None:
     other = write_keypair(tmp_path / "other", "other")
     wrong = tmp_path / "known_hosts"
