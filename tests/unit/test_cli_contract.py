@@ -198,3 +198,34 @@ def test_bash_completes_commands_and_options() -> None:
     first, second = done.stdout.splitlines()
     assert first.split() == ["certs"]
     assert second.split() == ["--output"]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented_paths(snippet: str) -> list[tuple[str, ...]]:
+    """`overlayctl lab up|down --name N` -> [("lab", "up"), ("lab", "down")]: the command paths
+    a README snippet names (alternatives spelled `a|b`), stopping at the first non-command."""
+    paths: list[tuple[str, ...]] = [()]
+    for word in snippet.split():
+        grown = [(*p, alt) for p in paths for alt in word.split("|")]
+        if not all(g in KNOWN for g in grown):
+            break
+        paths = grown
+    return [p for p in paths if p]
+
+
+KNOWN = {path[:n] for path in commands() for n in range(1, len(path) + 1)}
+
+
+def test_readme_command_reference_matches_the_cli() -> None:
+    """The README's Commands section names every command, and each of its bullets starts with a
+    real one."""
+    import re
+
+    section = README.read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    for bullet in re.findall(r"^- `overlayctl ([^`]+)`", section, flags=re.M):
+        assert documented_paths(bullet), f"README documents `overlayctl {bullet}`: no such command"
+    named = {p for snippet in re.findall(r"`overlayctl ([^`]+)`", section)
+             for p in documented_paths(snippet)}  # fmt: skip
+    assert sorted(set(commands()) - named) == []
