@@ -46,16 +46,21 @@ def test_join_adds_a_member_or_leaves_the_cluster_as_it_was(lab4) -> None:
 
     # A join whose new member cannot start: it is removed again, the cluster is untouched.
     on(lab, "node4", "mount --bind /bin/false /usr/bin/etcd")
-    failed = cli(lab, "join", "-i", str(four), "node4")
+    failed = cli(lab, "join", "-i", str(four), "node4", "-o", "json")
     assert failed.returncode == 1
     assert "removed again and the cluster is as it was" in failed.stderr
+    doc = json.loads(failed.stdout)  # one document, also when the join fails
+    assert doc["ok"] is False
+    assert any("removed again" in e["message"] for e in doc["errors"]), doc["errors"]
     assert members(lab, three) == ["node1", "node2", "node3"]
     listed = json.loads(cli(lab, "status", "-i", str(three), "-o", "json").stdout)
     assert len(listed["etcd"]["members"]) == 3 and listed["etcd"]["healthy"]
 
     on(lab, "node4", "umount /usr/bin/etcd")
-    joined = cli(lab, "join", "-i", str(four), "node4")
+    joined = cli(lab, "join", "-i", str(four), "node4", "-o", "json")
     assert joined.returncode == 0, joined.stdout + joined.stderr
+    doc = json.loads(joined.stdout)
+    assert doc["ok"] is True and doc["errors"] == [] and doc["hosts"]["node4"]["changes"] > 0
     assert members(lab, four) == ["node1", "node2", "node3", "node4"]
     hosts = on(lab, "node1", "cat /etc/hosts").stdout
     assert f"{lab.host('node4').address} node4" in hosts  # refreshed on the old hosts too

@@ -229,3 +229,13 @@ def test_readme_command_reference_matches_the_cli() -> None:
     named = {p for snippet in re.findall(r"`overlayctl ([^`]+)`", section)
              for p in documented_paths(snippet)}  # fmt: skip
     assert sorted(set(commands()) - named) == []
+
+
+def test_render_json_lists_every_file_it_wrote(tmp_path: Path, seed_inventory: Path) -> None:
+    seed_inventory.write_text(seed_inventory.read_text().replace("}\nssh", ", os: debian}\nssh"))
+    code, out, err = run("render", "-i", str(seed_inventory), "--out", str(tmp_path / "r"),
+                         "-o", "json")  # fmt: skip
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] is True and doc["errors"] == [], err
+    written = sorted(str(p) for p in (tmp_path / "r").rglob("*") if p.is_file())
+    assert sorted(doc["files"]) == written and written
