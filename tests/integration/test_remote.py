@@ -65,7 +65,7 @@ def test_unknown_host_key_is_refused_then_accepted_only_when_asked(local_sshd, t
 
 
 def test_plan_trusts_a_new_host_key_for_its_run_only(local_sshd, tmp_path) -> None:
-    """`plan --accept-new-host-keys` writes nothing: the key is used, known_hosts stays as it was."""
+    """`plan --accept-new-host-keys` writes nothing: the key is used, known_hosts stays as is."""
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     remote = Remote(target(local_sshd, known_hosts=empty), accept_new_host_keys=True,
