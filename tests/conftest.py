@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from overlayctl.lab import labs, state
+from tests import installed
 
 
 def _lab_capable() -> str | None:
@@ -56,6 +57,13 @@ def full_lab_2() -> Iterator[state.LabState]:
         yield lab
     finally:
         labs.down(name, progress=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def installed_overlayctl() -> installed.Installed:
+    """overlayctl as users install it: the checkout's wheel in a new venv (tests/installed.py);
+    built once per session, or the venv OVERLAYCTL_INSTALLED_VENV names."""
+    return installed.get()
 
 
 @pytest.fixture

@@ -3,17 +3,19 @@ namespace, and a command on one of its hosts over SSH."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from overlayctl.lab import labs, state
+from tests import installed
 from tests.conftest import unique_name
 
-OVERLAYCTL = str(Path(sys.executable).parent / "overlayctl")
+# The installed overlayctl, as users run it (tests/installed.py: the checkout's wheel in its own
+# venv, or OVERLAYCTL_INSTALLED_VENV's), so the agent it installs on the hosts is built from the
+# installed package too. Its path is known before the venv is: cli() builds it on first use, so a
+# module that runs OVERLAYCTL itself does so after a cli() call.
+OVERLAYCTL = str(installed.location() / "bin" / "overlayctl")
 
 
 @contextmanager
@@ -29,8 +31,8 @@ def full_lab(hosts: int, prefix: str, subnet: str = "192.168.255.0/24") -> Itera
 
 def cli(lab: state.LabState, *args: str) -> subprocess.CompletedProcess[str]:
     """overlayctl run from the lab's workstation namespace, as an operator would."""
-    env = {**os.environ, "OVERLAYCTL_INVENTORY": str(lab.inventory)}
-    argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, *args]
+    env = {**installed.clean_env(), "OVERLAYCTL_INVENTORY": str(lab.inventory)}
+    argv = ["ip", "netns", "exec", lab.workstation_netns, str(installed.get().overlayctl), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
