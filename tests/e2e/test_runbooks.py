@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from overlayctl.lab import labs
+from tests import installed
 from tests.e2e.test_runbook import make_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
@@ -52,10 +52,10 @@ def test_every_lab_runbook_is_listed_and_has_commands() -> None:
 def test_runbooks_on_a_lab(tmp_path: Path) -> None:
     lab, three, every = make_lab(4, "vxlan")
     inventories = {"three": three, "every": every}
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = str(installed.get().bin)  # the installed wheel's overlayctl, as users have it
     try:
         for name, which in ORDER:
-            env = {**os.environ, "OVERLAYCTL_INVENTORY": str(inventories[which]),
+            env = {**installed.clean_env(), "OVERLAYCTL_INVENTORY": str(inventories[which]),
                    "PATH": bin_dir + os.pathsep + os.environ["PATH"]}  # fmt: skip
             for command in commands(RUNBOOKS / name):
                 if command == "EDIT":
