@@ -9,26 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from overlayctl.lab import labs, state
 from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
-from tests.conftest import unique_name
+from tests.e2e.conftest import Cluster, init_or_fail, make_lab
 from tests.labtools import cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 IMAGE = ("--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
-
-
-def make_lab(hosts: int, backend: str) -> tuple[state.LabState, Path, Path]:
-    """A lab, an inventory of its first 3 hosts and one of all hosts."""
-    lab = labs.up(unique_name("r"), hosts, "192.168.255.0/24", progress=lambda _m: None)
-    doc = yaml.safe_load(lab.inventory.read_text())
-    doc["cluster"]["backend"] = backend
-    three, every = lab.dir / "three.yaml", lab.dir / "every.yaml"
-    three.write_text(yaml.safe_dump({**doc, "hosts": doc["hosts"][:3]}))
-    every.write_text(yaml.safe_dump(doc))
-    return lab, three, every
 
 
 def verify(lab: state.LabState, inventory: Path) -> dict:
@@ -49,17 +37,15 @@ def initialised(hosts: int, backend: str) -> Iterator[tuple[state.LabState, Path
     """make_lab, then `init` on its first 3 hosts; the lab is removed afterwards."""
     lab, three, every = make_lab(hosts, backend)
     try:
-        first = cli(lab, "init", "-i", str(three))
-        assert first.returncode == 0, first.stdout + first.stderr
+        init_or_fail(lab, three)
         yield lab, three, every
     finally:
         labs.down(lab.name, progress=lambda _m: None)
 
 
-@pytest.fixture(scope="module")
-def vxlan() -> Iterator[tuple[state.LabState, Path, Path]]:
-    with initialised(4, "vxlan") as cluster:
-        yield cluster
+@pytest.fixture
+def vxlan(shared_cluster: Cluster) -> Cluster:
+    return shared_cluster
 
 
 def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from overlayctl.lab import labs
 from tests import installed
-from tests.e2e.test_runbook import make_lab
+from tests.e2e.conftest import make_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"

@@ -1,0 +1,57 @@
+"""The e2e tier's shared cluster: one 4-host lab, vxlan, `init` on node1-3, booted once for the
+whole session and used by every check that leaves it as it found it.
+
+Rule for a test using `shared_cluster`: when it ends, the cluster is healthy again (`status`
+exit 0 for `three`), node4 is booted but outside the cluster, and nothing the test added is left
+on a host. Tests that break things for good (reset a member, lose etcd data, change the backend)
+make their own lab instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from overlayctl.lab import labs, state
+from tests.conftest import unique_name
+from tests.labtools import cli
+
+
+@dataclass(frozen=True)
+class Cluster:
+    lab: state.LabState
+    three: Path  # inventory of node1-3: the initialised cluster
+    every: Path  # inventory of node1-4: node4 booted, not in the cluster
+
+    def __iter__(self):  # (lab, three, every) = cluster, as the modules unpack it
+        return iter((self.lab, self.three, self.every))
+
+
+def make_lab(hosts: int, backend: str, prefix: str = "r") -> tuple[state.LabState, Path, Path]:
+    """A lab, an inventory of its first 3 hosts and one of all hosts."""
+    lab = labs.up(unique_name(prefix), hosts, "192.168.255.0/24", progress=lambda _m: None)
+    doc = yaml.safe_load(lab.inventory.read_text())
+    doc["cluster"]["backend"] = backend
+    three, every = lab.dir / "three.yaml", lab.dir / "every.yaml"
+    three.write_text(yaml.safe_dump({**doc, "hosts": doc["hosts"][:3]}))
+    every.write_text(yaml.safe_dump(doc))
+    return lab, three, every
+
+
+def init_or_fail(lab: state.LabState, inventory: Path) -> None:
+    first = cli(lab, "init", "-i", str(inventory))
+    assert first.returncode == 0, first.stdout + first.stderr
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[Cluster]:
+    lab, three, every = make_lab(4, "vxlan", prefix="s")
+    try:
+        init_or_fail(lab, three)
+        yield Cluster(lab, three, every)
+    finally:
+        labs.down(lab.name, progress=lambda _m: None)
