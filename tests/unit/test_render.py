@@ -1,8 +1,9 @@
 """Rendering: the seed runbook's files, goldens, determinism, modes, and typos that cannot happen.
 
-Set OVERLAYCTL_UPDATE_GOLDENS=1 to rewrite tests/golden/debian-tls and rhel-tls from the renderer
-(then review the diff). The seed goldens are never rewritten: they were copied by hand from the
-runbook.
+Set OVERLAYCTL_UPDATE_GOLDENS=1 to rewrite tests/golden/debian-tls and rhel-tls from the renderer:
+the test then fails naming every file it rewrote or removed, so an update is never a silent pass
+(review `git diff tests/golden`, then run again without the variable). The seed goldens are never
+rewritten: they were copied by hand from the runbook.
 """
 
 from __future__ import annotations
@@ -142,15 +143,35 @@ def test_seed_network_config(seed: Inventory) -> None:
 # --- the debian and RHEL TLS goldens -------------------------------------------------------------
 
 
+def update_goldens(golden: Path, got: dict[str, bytes]) -> list[str]:
+    """Make GOLDEN hold exactly GOT; the paths written or removed (so the failure can name them)."""
+    changed = []
+    for path, content in got.items():
+        target = golden / path
+        if not target.is_file() or target.read_bytes() != content:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            changed.append(path)
+    for path in sorted(set(tree(golden)) - set(got)):
+        (golden / path).unlink()
+        changed.append(f"{path} (removed)")
+    return changed
+
+
 @pytest.mark.parametrize("golden", [DEBIAN, RHEL], ids=lambda p: p.name)
 def test_tls_goldens(golden: Path, tmp_path: Path) -> None:
     inv, _ = load_inventory(golden / "cluster.yaml")
     got = rendered_tree(inv, tmp_path)
     if os.environ.get("OVERLAYCTL_UPDATE_GOLDENS") == "1":
-        for path, content in got.items():
-            target = golden / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+        changed = update_goldens(golden, got)
+        # Never a pass: a run that rewrites what it compares against proves nothing, and a
+        # variable left set in CI would otherwise hide every rendering change.
+        pytest.fail(
+            f"OVERLAYCTL_UPDATE_GOLDENS=1: {golden.name}: "
+            + (f"rewrote {', '.join(changed)}" if changed else "nothing to rewrite")
+            + "; review `git diff tests/golden` and run again without the variable",
+            pytrace=False,
+        )
     want = tree(golden)
     assert sorted(got) == sorted(want)
     for path, content in want.items():
