@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 
 from overlayctl import hostpaths as hp
@@ -19,6 +20,7 @@ try:
 except Exception as exc:
     print(getattr(exc, "code", 0))' "$1")"
 if [ -r "$2" ]; then . "$2"; echo "lease=$FLANNEL_SUBNET"; echo "mtu=$FLANNEL_MTU"; fi
+echo "docker_active=$(systemctl is-active docker 2>/dev/null)"
 echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
 ip -4 route show | sed 's/^/route=/'
 """
@@ -29,6 +31,7 @@ class HostStatus:
     name: str
     agent_active: bool = False
     agent_ready: bool = False
+    docker_active: bool = True  # False: docker's unit is not active (docker0 may still exist)
     lease: str = ""  # FLANNEL_SUBNET, e.g. 172.21.16.1/24
     mtu: int | None = None
     docker0: str = ""
@@ -53,6 +56,8 @@ class HostStatus:
             found.append("overlay-agent is not running")
         elif not self.agent_ready:
             found.append("overlay-agent is not ready (/readyz)")
+        if not self.docker_active:
+            found.append("docker is not running")
         if not self.lease:
             found.append("no lease in subnet.env")
         elif not self.bip_ok:
@@ -62,16 +67,67 @@ class HostStatus:
         return found
 
 
-def parse(name: str, text: str, peers: list[LeaseInfo]) -> HostStatus:
-    """Pure: the script's output + the other hosts' leases -> HostStatus."""
+@dataclass(frozen=True)
+class Route:
+    dest: str
+    dev: str = ""
+    via: str = ""
+
+    @classmethod
+    def parse(cls, line: str) -> Route:
+        """`172.21.5.0/24 via 172.21.5.0 dev flannel.1 onlink` -> Route."""
+        words = line.split()
+        after = dict(itertools.pairwise(words))  # each word -> the one after it
+        return cls(words[0] if words else "", after.get("dev", ""), after.get("via", ""))
+
+
+def _installed(backend: str | None, route: Route | None, peer: LeaseInfo) -> bool:
+    """Whether ROUTE is the one BACKEND installs towards PEER (None: any route will do)."""
+    if route is None:
+        return False
+    if backend == "vxlan":
+        return route.dev.startswith("flannel.")
+    if backend == "host-gw":
+        return route.via == peer.public_ip
+    return True
+
+
+def missing_routes(
+    backend: str | None, network: str | None, routes: list[Route], peers: list[LeaseInfo]
+) -> list[str]:
+    """Pure: the peer routes BACKEND should have installed and that are not there.
+
+    vxlan: each peer subnet onlink on the flannel.VNI device; host-gw: each peer subnet via the
+    peer's PublicIP; udp: one route for the whole network on flannel0 (the agent picks the peer
+    per packet), so a missing one is named by the network. None (unknown): a route per subnet.
+    """
+    by_dest = {r.dest: r for r in routes}
+    if backend == "udp":
+        route = by_dest.get(network or "")
+        whole = route is not None and route.dev == "flannel0"
+        return [] if whole or not peers else [network or "the network route"]
+    return [p.subnet for p in peers if not _installed(backend, by_dest.get(p.subnet), p)]
+
+
+def parse(
+    name: str,
+    text: str,
+    peers: list[LeaseInfo],
+    backend: str | None = None,
+    network: str | None = None,
+) -> HostStatus:
+    """Pure: the script's output + the other hosts' leases -> HostStatus. BACKEND and NETWORK
+    (from the network config) say which routes the agent should have installed."""
     st = HostStatus(name)
     routes = []
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "route":
-            routes.append(value.split()[0])
+            routes.append(Route.parse(value))
         elif key == "agent_active":
             st.agent_active = value == "active"
+        elif key == "docker_active":
+            st.docker_active = value == "active"
         elif key == "agent_ready":
             st.agent_ready = value == "200"
         elif key == "lease":
@@ -80,15 +136,19 @@ def parse(name: str, text: str, peers: list[LeaseInfo]) -> HostStatus:
             st.mtu = int(value)
         elif key == "docker0":
             st.docker0 = value
-    own = ipaddress.ip_interface(st.lease).network if st.lease else None
-    st.missing_routes = [
-        p.subnet for p in peers
-        if p.subnet != str(own) and not p.error and p.subnet not in routes
-    ]  # fmt: skip
+    own = str(ipaddress.ip_interface(st.lease).network) if st.lease else None
+    others = [p for p in peers if p.subnet != own and not p.error]
+    st.missing_routes = missing_routes(backend, network, routes, others)
     return st
 
 
-def host_status(remote: Remote, host: Host, leases: list[LeaseInfo]) -> HostStatus:
+def host_status(
+    remote: Remote,
+    host: Host,
+    leases: list[LeaseInfo],
+    backend: str | None = None,
+    network: str | None = None,
+) -> HostStatus:
     out = remote.script(_SCRIPT, str(hp.AGENT_HEALTHZ_PORT), hp.SUBNET_ENV, name="host-status")
     peers = [lease for lease in leases if lease.host and lease.host != host.name]
-    return parse(host.name, out.stdout, peers)
+    return parse(host.name, out.stdout, peers, backend, network)

@@ -69,6 +69,7 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
         ],
         "hosts": [
             {"name": h.name, "agent_active": h.agent_active, "agent_ready": h.agent_ready,
+             "docker_active": h.docker_active,
              "lease": h.lease, "docker0": h.docker0, "bip_ok": h.bip_ok, "mtu": h.mtu,
              "missing_routes": h.missing_routes, "error": h.error}
             for h in hosts
@@ -107,7 +108,8 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
             headers=["lease", "host", "public ip", "backend", "expires in", "reservation", "error"],
         )
     if hosts:
-        rows = [[h.name, _yes(h.agent_active), _yes(h.agent_ready), h.lease, h.docker0,
+        rows = [[h.name, _yes(h.agent_active), _yes(h.agent_ready), _yes(h.docker_active),
+                 h.lease, h.docker0,
                  _yes(h.bip_ok), h.mtu or "", ", ".join(h.missing_routes) or "", h.error]
                 for h in hosts]  # fmt: skip
         text += "\n\n" + tabulate(
@@ -116,6 +118,7 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
                 "host",
                 "agent",
                 "ready",
+                "docker",
                 "lease",
                 "docker0",
                 "bip ok",
