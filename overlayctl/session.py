@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from overlayctl.errors import Conflict
+from overlayctl.errors import Conflict, EnvironmentProblem
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.group import GroupResult, HostFailure, run_on_hosts
 from overlayctl.remote.lock import HostLock
+from overlayctl.remote.root import root_problem
 from overlayctl.remote.ssh import Remote, SshTarget
 
 T = TypeVar("T")
@@ -116,6 +117,7 @@ class Session:
         result = run_on_hosts("connect", self.inv.hosts, connect, _name, self.options.parallel)
         self.remotes.update(result.succeeded)
         self._drop_failed(result)
+        self._require_root()
         if not self.lock or not self.alive:
             return
         first, *rest = self.alive
@@ -125,6 +127,15 @@ class Session:
             self.close()
             raise
         self.each("lock", self._lock, rest)
+
+    def _require_root(self) -> None:
+        """Stop before any lock or phase when a host does not let us act as root: every later
+        step would fail in ways that read like cluster states."""
+        checked = self.each("connect", lambda _h, remote: root_problem(remote))
+        problems = [why for why in checked.succeeded.values() if why]
+        if problems:
+            self.close()
+            raise EnvironmentProblem("; ".join(problems))
 
     def _lock(self, host: Host, remote: Remote) -> None:
         lock = HostLock(remote, self.command)
