@@ -2,9 +2,12 @@
 
 A process cannot move its threads into another network namespace, so each host runs this file
 (``main``): it builds the backend from a JSON spec (argv[1]), writes ``ready.json`` (BackendData,
-MTU), then polls ``peers.json``: ``{"generation": n, "peers": [lease...], "resync": bool}``. The
-first generation goes through ``sync_peers`` (the agent's first snapshot), later ones through
-add/replace/remove_peer; ``resync`` runs setup + sync_peers again. Each generation ends with
+MTU), then polls ``peers.json``: ``{"generation": n, "peers": [lease...], "resync": bool}``.
+Each generation is written into an in-memory etcd (:class:`_Store`: keys, revisions, watch
+events) that the agent's own SubnetWatcher lists and watches, feeding the backend through the
+agent's SerialSink: the first generation reaches it as ``sync_peers`` (the first snapshot), later
+ones as add/replace/remove_peer, exactly as the agent dispatches them; ``resync`` stops that
+watcher, runs setup and starts a new one (an agent restarted over its data plane). Each ends with
 ``applied.json`` (generation, warnings/errors, stats). SIGTERM stops it, with ``"teardown"``
 removing the data plane and iptables rules first.
 
@@ -18,15 +21,19 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.05
+PREFIX = "/coreos.com/network"
+APPLY_TIMEOUT = 10.0
 
 
 # -- the driver (runs inside a host) -------------------------------------------------------------
@@ -38,20 +45,9 @@ class _Collect(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-def _lease(item: dict[str, Any]) -> Any:
-    from ipaddress import IPv4Address, IPv4Network
-
-    from agent.subnets import Lease
-
-    return Lease(
-        subnet=IPv4Network(item["subnet"]),
-        public_ip=IPv4Address(item["PublicIP"]),
-        backend_type=item["BackendType"],
-        backend_data=item.get("BackendData"),
-    )
+        exc = record.exc_info[1] if record.exc_info else None
+        # The watcher logs a failed backend call with its exception: keep the exception's line.
+        self.lines.append(f"{type(exc).__name__}: {exc}" if exc else record.getMessage())
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -60,22 +56,154 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _apply_changes(backend: Any, current: dict[Any, Any], wanted: dict[Any, Any]) -> list[str]:
-    """What the agent's watcher does with events: remove, add, replace; errors as lines."""
-    from agent.backends import BackendError
+class _Stream:
+    """One watch of the :class:`_Store`, read like agent.etcd.WatchStream. The watcher calls
+    ``get`` again only after it applied the batch before, so a call marks that batch done."""
 
-    errors = []
-    for subnet in [s for s in current if s not in wanted]:
-        backend.remove_peer(current[subnet])
-    for subnet, lease in wanted.items():
+    def __init__(self, store: _Store, start_revision: int) -> None:
+        self.store = store
+        self.handed = start_revision - 1
+        self.batches: queue.Queue[list[Any]] = queue.Queue()
+
+    def get(self, timeout: float | None = None) -> list[Any] | None:
+        self.store.note_applied(self.handed)
         try:
-            if subnet not in current:
-                backend.add_peer(lease)
-            elif not current[subnet].same_attrs(lease):
-                backend.replace_peer(current[subnet], lease)
-        except BackendError as exc:
-            errors.append(f"BackendError: {exc}")
-    return errors
+            batch = self.batches.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.handed = batch[-1].kv.mod_revision
+        return batch
+
+    def cancel(self) -> None:
+        self.store.forget(self)
+
+
+class _Store:
+    """The etcd side of the driver: ``<prefix>/subnets/`` in memory, with etcd's revisions,
+    lease ids and watch events; the part of agent.etcd's client that SubnetWatcher uses."""
+
+    def __init__(self) -> None:
+        self.kvs: dict[str, Any] = {}  # key -> agent.etcd.KeyValue
+        self.history: list[Any] = []  # every WatchEvent, in revision order
+        self.revision = 1
+        self.applied = 0  # every event up to this revision went through the watcher
+        self.streams: list[_Stream] = []
+        self.cond = threading.Condition()
+
+    def get_prefix(self, prefix: str) -> tuple[list[Any], int]:
+        with self.cond:
+            kvs = [kv for key, kv in sorted(self.kvs.items()) if key.startswith(prefix)]
+            return kvs, self.revision
+
+    def watch_prefix(self, prefix: str, start_revision: int | None = None) -> _Stream:
+        with self.cond:
+            stream = _Stream(self, start_revision or self.revision + 1)
+            missed = [e for e in self.history if e.kv.mod_revision >= stream.handed + 1]
+            if missed:
+                stream.batches.put(missed)
+            self.streams.append(stream)
+            return stream
+
+    def forget(self, stream: _Stream) -> None:
+        with self.cond:
+            if stream in self.streams:
+                self.streams.remove(stream)
+
+    def note_applied(self, revision: int) -> None:
+        with self.cond:
+            self.applied = max(self.applied, revision)
+            self.cond.notify_all()
+
+    def write(self, values: dict[str, bytes], keep: str) -> None:
+        """Make the keys under the prefix VALUES (and KEEP): one put or delete per change,
+        each its own revision, all in one watch batch."""
+        from agent.etcd import KeyValue, WatchEvent
+
+        with self.cond:
+            events = []
+            for key in sorted(k for k in self.kvs if k not in values and k != keep):
+                self.revision += 1
+                old = self.kvs.pop(key)
+                gone = KeyValue(key, b"", old.create_revision, self.revision, 0, 0)
+                events.append(WatchEvent("delete", gone))
+            for key, value in sorted(values.items()):
+                old = self.kvs.get(key)
+                if old is not None and old.value == value:
+                    continue
+                self.revision += 1
+                created = old.create_revision if old else self.revision
+                version = old.version + 1 if old else 1
+                lease_id = 1000 + len(self.history)
+                kv = KeyValue(key, value, created, self.revision, version, lease_id)
+                self.kvs[key] = kv
+                events.append(WatchEvent("put", kv))
+            self.history += events
+            if events:
+                for stream in self.streams:
+                    stream.batches.put(events)
+
+    def wait_applied(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.applied >= self.revision, timeout)
+
+
+class _Dispatch:
+    """peers.json generations -> :class:`_Store` -> the agent's SubnetWatcher -> its
+    SerialSink -> the backend: the agent's own dispatch of lease events (agent/daemon.py's
+    _start_watcher wires the same parts), so a bug in it fails the data-plane tests."""
+
+    def __init__(self, backend: Any, own: Any) -> None:
+        from agent.subnets import encode_lease_value, subnet_key
+        from agent.wiring import SerialSink
+
+        self.backend = backend
+        self.own = own
+        self.lock = threading.Lock()  # the agent's: backend calls one at a time
+        self.sink = SerialSink(backend, self.lock)
+        self.store = _Store()
+        self.own_key = subnet_key(PREFIX, own.subnet)
+        # Our own lease is in etcd too, as in a cluster: the watcher must not route it.
+        own_value = encode_lease_value(own.public_ip, own.backend_type, own.backend_data)
+        self.store.write({self.own_key: own_value}, keep=self.own_key)
+        self.watcher: Any = None
+
+    def publish(self, peers: list[dict[str, Any]]) -> list[str]:
+        """Write PEERS (lease dicts) into the store and wait until the watcher applied them;
+        the first call starts the watcher (its first listing becomes sync_peers)."""
+        from ipaddress import IPv4Network
+
+        from agent.subnets import encode_lease_value, subnet_key
+        from agent.watch import SubnetWatcher
+
+        values = {
+            subnet_key(PREFIX, IPv4Network(p["subnet"])): encode_lease_value(
+                p["PublicIP"], p["BackendType"], p.get("BackendData")
+            )
+            for p in peers
+        }
+        self.store.write(values, keep=self.own_key)
+        if self.watcher is None:
+            self.watcher = SubnetWatcher(
+                self.store,  # type: ignore[arg-type] - the client calls it needs
+                PREFIX,
+                self.sink,
+                lambda: self.own.subnet,
+                own_public_ip=self.own.public_ip,
+                poll_timeout=POLL,
+            )
+            self.watcher.start()
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        if not self.watcher.synced.wait(APPLY_TIMEOUT) or not self.store.wait_applied(
+            max(deadline - time.monotonic(), 0.1)
+        ):
+            return [f"driver: revision {self.store.revision} not applied in {APPLY_TIMEOUT} s"]
+        return []
+
+    def stop(self) -> None:
+        """Stop the watcher (the next publish starts a new one, as a restarted agent would)."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
 
 
 def main(argv: list[str]) -> int:
@@ -119,7 +247,7 @@ def main(argv: list[str]) -> int:
             "public_ip": str(iface.public_ip),
         },
     )
-    current: dict[Any, Any] = {}
+    dispatch = _Dispatch(backend, own)
     generation = -1
     try:
         while not stopping:
@@ -129,21 +257,19 @@ def main(argv: list[str]) -> int:
                 time.sleep(POLL)
                 continue
             collect.lines = errors = []
-            wanted = {lease.subnet: lease for lease in map(_lease, request["peers"])}
-            if generation < 0 or request.get("resync"):
-                if request.get("resync"):
+            if request.get("resync"):
+                dispatch.stop()
+                with dispatch.lock:
                     backend.setup(own)
-                    if rules is not None:
-                        rules.ensure()
-                backend.sync_peers(list(wanted.values()))
-            else:
-                errors += _apply_changes(backend, current, wanted)
-            current = wanted
+                if rules is not None:
+                    rules.ensure()
+            errors += dispatch.publish(request["peers"])
             generation = request["generation"]
             _write(
                 workdir / "applied.json",
                 {"generation": generation, "errors": errors, "stats": backend.stats()},
             )
+        dispatch.stop()  # as the agent stops its watcher before any teardown
     finally:
         if spec.get("teardown"):
             backend.teardown()
