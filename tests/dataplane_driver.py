@@ -9,7 +9,8 @@ agent's SerialSink: the first generation reaches it as ``sync_peers`` (the first
 ones as add/replace/remove_peer, exactly as the agent dispatches them; ``resync`` stops that
 watcher, runs setup and starts a new one (an agent restarted over its data plane). Each ends with
 ``applied.json`` (generation, warnings/errors, stats). SIGTERM stops it, with ``"teardown"``
-removing the data plane and iptables rules first.
+removing the data plane and iptables rules first; ``"ignore_sigterm"`` makes it a driver that
+does not stop (for the test that the controller notices one).
 
 :class:`Cluster` is the test side: hosts with a ``docker0`` bridge at the leased .1 and one
 "container" namespace each, drivers started and stopped by PID, pings between containers.
@@ -206,6 +207,16 @@ class _Dispatch:
             watcher.stop()
 
 
+def _on_sigterm(ignore: bool) -> list[int]:
+    """A list SIGTERM appends to (the loop's stop flag); IGNORE: SIGTERM does nothing at all."""
+    stopping: list[int] = []
+    if ignore:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    return stopping
+
+
 def main(argv: list[str]) -> int:
     """The driver: see the module docstring."""
     sys.path.insert(0, str(ROOT))
@@ -222,8 +233,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     collect = _Collect()
     logging.getLogger().addHandler(collect)
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    stopping = _on_sigterm(bool(spec.get("ignore_sigterm")))
 
     config = parse_config(json.dumps(spec["config"]))
     iface = choose_interface(
@@ -426,7 +436,8 @@ class Cluster:
         ]
 
     def stop(self, node: Node, timeout: float = 15) -> None:
-        """SIGTERM the driver (by PID) and wait for it; SIGKILL if it hangs."""
+        """SIGTERM the driver (by PID) and wait for it; SIGKILL if it hangs, then raise: a
+        driver that does not stop skipped its teardown, which the test must not pass over."""
         proc, node.proc = node.proc, None
         if proc is None:
             return
@@ -442,15 +453,25 @@ class Cluster:
                         os.kill(pid, signal.SIGKILL)
             proc.wait(timeout=5)
             raise RuntimeError(
-                f"driver on {node.host.name} ignored SIGTERM: {self.log(node)}"
+                f"driver on {node.host.name} (pid {child or proc.pid}) ignored SIGTERM for "
+                f"{timeout:g} s and was killed: {self.log(node)}"
             ) from None
 
-    def close(self) -> None:
-        """Stop every driver and delete the container namespaces (the lab deletes the hosts)."""
+    def close(self, timeout: float = 5) -> None:
+        """Stop every driver and delete the container namespaces (the lab deletes the hosts).
+
+        Every node is cleaned up first; then a driver that did not stop within TIMEOUT s of
+        SIGTERM (or failed to be stopped) is raised as an error naming it, never swallowed.
+        """
+        errors = []
         for node in self.nodes:
-            with contextlib.suppress(Exception):
-                self.stop(node, timeout=5)
+            try:
+                self.stop(node, timeout=timeout)
+            except Exception as exc:  # collected, every node still cleaned, raised below
+                errors.append(f"{type(exc).__name__}: {exc}")
             ip("netns", "delete", node.container_ns, check=False)
+        if errors:
+            raise RuntimeError("teardown: " + "; ".join(errors))
 
     def __enter__(self) -> Cluster:
         return self

@@ -7,9 +7,12 @@ tests/dataplane_driver.py with flannel's iptables rules (FLANNEL-FWD, FLANNEL-PO
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.dataplane_driver import Cluster
+from tests.dataplane_driver import Cluster, _child_of
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -180,3 +183,28 @@ def test_vxlan_peer_with_a_new_vtep_mac_is_replaced_exactly(light_lab) -> None:
         assert f"10.5.2.0 lladdr {new_mac} PERMANENT" in neigh and old_mac not in neigh
         assert len(_subnet_routes(cluster, h1, h2.subnet)) == 1
         assert cluster.ping_failures() == []
+
+
+def test_a_driver_that_ignores_sigterm_fails_the_teardown(light_lab) -> None:
+    """The harness itself: a driver that does not stop would skip its teardown unseen."""
+    cluster = Cluster(light_lab, "host-gw", count=1)
+    (node,) = cluster.nodes
+    cluster.start(node, ignore_sigterm=True)
+    assert node.proc is not None
+    pid = _child_of(node.proc.pid)  # the driver under nsenter, as the machine numbers it
+    with pytest.raises(RuntimeError) as info:
+        cluster.close(timeout=1)
+    assert str(info.value).startswith(
+        f"teardown: RuntimeError: driver on h1 (pid {pid}) ignored SIGTERM for 1 s and was killed"
+    )
+    # Killed, not left running: gone, or a zombie for the host's init to reap (SIGKILL takes a
+    # moment to end a process, so this is polled).
+    wait_for(lambda: _state(pid) in ("gone", "Z"), 5, f"the killed driver (pid {pid}) to end")
+
+
+def _state(pid: int | None) -> str:
+    """PID's state letter from /proc (R, S, Z...), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
