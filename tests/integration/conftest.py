@@ -2,16 +2,21 @@
 
 Each server gets free ports and a data dir under tmp_path; it is stopped by PID at teardown
 (never by name). ``ETCD_BIN`` overrides the binary; without one the tests are skipped.
+
+:class:`LoopbackRelay` joins 127.0.0.1 of the machine and 127.0.0.1 of a light lab host, so an
+agent inside a host reaches that etcd and the test reads the agent's /healthz: loopback only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -178,3 +183,118 @@ def etcd(etcd_server: EtcdServer) -> Iterator[EtcdClient]:
 def prefix() -> str:
     """A unique flannel prefix per test."""
     return f"/test-{uuid.uuid4().hex[:10]}/network"
+
+
+# -- loopback relays into light lab hosts ---------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+
+
+def netns_socket(netns: str | None) -> socket.socket:
+    """A new TCP socket in network namespace NETNS (None: the test's own).
+
+    A socket stays in the namespace it was made in, so a short-lived thread enters NETNS
+    (setns changes only the calling thread) and makes it; the test process stays where it is.
+    """
+    if netns is None:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{netns}", "rb") as handle:
+                if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller's thread
+            made.append(exc)
+
+    thread = threading.Thread(target=make, name=f"netns-socket-{netns}")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+class LoopbackRelay:
+    """Relays each TCP connection to 127.0.0.1:LISTEN_PORT in LISTEN_NS on to
+    127.0.0.1:TARGET_PORT in CONNECT_NS (None: the test's namespace; LISTEN_PORT 0: a free one,
+    see ``port``). Both ends are loopback: nothing leaves either namespace. A refused target
+    closes the relayed connection, as a refused connection would."""
+
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        listen_ns: str | None = None,
+        connect_ns: str | None = None,
+        listen_port: int = 0,
+    ) -> None:
+        self.target_port = target_port
+        self.connect_ns = connect_ns
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.listener = netns_socket(listen_ns)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", listen_port))
+        self.listener.listen(64)
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept, name="relay", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            upstream = netns_socket(self.connect_ns)
+            try:
+                upstream.connect(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            running = [2]  # pumps of this connection still running
+            for src, dst in ((client, upstream), (upstream, client)):
+                args = (src, dst, running)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, running: list[int]) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # half-close, as the sender did
+        except OSError:  # one side is gone: so is the connection
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            with self._lock:
+                running[0] -= 1
+                if running[0] == 0 and src in self._open:
+                    for sock in (src, dst):
+                        self._open.discard(sock)
+                        sock.close()
+
+    def close(self) -> None:
+        """Stop accepting and cut every relayed connection."""
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
