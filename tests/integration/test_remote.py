@@ -1,11 +1,17 @@
-"""overlayctl.remote against a real OpenSSH server on 127.0.0.1."""
+"""overlayctl.remote against a real OpenSSH server on 127.0.0.1; the jump host tests against two
+servers in network namespaces of their own, where only the bastion reaches the target."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +21,8 @@ from overlayctl.lab.sshkeys import known_hosts_line, write_keypair
 from overlayctl.remote.group import run_on_hosts
 from overlayctl.remote.lock import HostLock
 from overlayctl.remote.ssh import HostKeyRejected, Remote, RemoteCommandFailed, SshTarget
+from tests.conftest import unique_name
+from tests.sshd import LocalSshd, start_sshd
 
 pytestmark = pytest.mark.lab
 
@@ -183,14 +191,142 @@ def test_a_long_command_reports_progress_in_real_time(local_sshd) -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat")]
 
 
-def test_a_jump_host_is_used_and_checked_strictly(local_sshd, tmp_path) -> None:
-    # The bastion is the same sshd: the target is then reached through a direct-tcpip channel.
-    through = target(local_sshd, jump=("root", "127.0.0.1", local_sshd.port))
-    with Remote(through) as r:
-        assert r.run(["echo", "via-jump"]).stdout == "via-jump\n"
-    empty = tmp_path / "kh"
-    empty.write_text("")
-    with pytest.raises(HostKeyRejected):
-        Remote(
-            target(local_sshd, known_hosts=empty, jump=("root", "127.0.0.1", local_sshd.port))
-        ).connect()
+# -- a target that only the jump host reaches ---------------------------------------------------
+#
+#   namespace C (client)          namespace J (bastion)            namespace T (target)
+#   10.254.1.1/30 --- veth --- 10.254.1.2/30  10.254.2.1/30 --- veth --- 10.254.2.2/30
+#                               sshd on .1.2                          sshd on .2.2
+#
+# C has no route to 10.254.2.0/30 and J does not forward, so the target answers only to
+# connections the bastion's sshd opens itself. The client (overlayctl.remote) runs in C, in a
+# subprocess under `ip netns exec`: nothing here sends from the machine's own namespace.
+
+BASTION, TARGET = "10.254.1.2", "10.254.2.2"
+
+# Each case: SshTarget fields + argv; one result per case: stdout, or the error's type + text.
+CLIENT = r"""
+import json, sys
+from pathlib import Path
+from overlayctl.remote.ssh import Remote, SshTarget
+
+results = []
+for case in json.loads(sys.argv[1]):
+    jump = tuple(case["jump"]) if case["jump"] else None
+    target = SshTarget(name=case["name"], address=case["address"], port=case["port"],
+                       key=Path(case["key"]), known_hosts=Path(case["known_hosts"]),
+                       connect_timeout=5, jump=jump)
+    try:
+        with Remote(target) as remote:
+            results.append({"stdout": remote.run(case["argv"]).stdout})
+    except Exception as exc:
+        results.append({"error": type(exc).__name__, "message": str(exc)})
+print(json.dumps(results))
+"""
+
+
+@dataclass
+class JumpLab:
+    client_ns: str
+    bastion: LocalSshd
+    target: LocalSshd
+    key: Path
+    known_hosts: Path  # both servers' host keys
+
+    def case(self, name: str, address: str, port: int, argv: list[str], **kw: object) -> dict:
+        return {"name": name, "address": address, "port": port, "argv": argv, "jump": None,
+                "key": str(self.key), "known_hosts": str(self.known_hosts), **kw}  # fmt: skip
+
+    def run(self, cases: list[dict]) -> list[dict]:
+        """CASES through overlayctl.remote, from the client namespace."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.client_ns, sys.executable, "-c", CLIENT,
+             json.dumps(cases)],
+            capture_output=True, text=True, timeout=120, check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def jump_lab(tmp_path: Path) -> Iterator[JumpLab]:
+    """The three namespaces above with both sshds; all removed afterwards."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("needs root and openssh-server")
+    client, bastion, target = (unique_name(f"ovl-j{x}-") for x in "cbt")
+    made: list[str] = []
+    servers: list[LocalSshd] = []
+    try:
+        for ns in (client, bastion, target):
+            _ip("netns", "add", ns)
+            made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for (a, a_ip), (b, b_ip) in (
+            ((client, "10.254.1.1"), (bastion, BASTION)),
+            ((bastion, "10.254.2.1"), (target, TARGET)),
+        ):
+            _ip("-n", a, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", b)
+            _ip("-n", a, "addr", "add", f"{a_ip}/30", "dev", "v0")
+            _ip("-n", b, "addr", "add", f"{b_ip}/30", "dev", "v1")
+            _ip("-n", a, "link", "set", "v0", "up")
+            _ip("-n", b, "link", "set", "v1", "up")
+        # A new namespace does not forward; say so, so that no host setting can change it.
+        subprocess.run(["ip", "netns", "exec", bastion, "sysctl", "-qw",
+                        "net.ipv4.ip_forward=0"], check=True, timeout=30)  # fmt: skip
+        servers.append(start_sshd(tmp_path / "bastion", netns=bastion, address=BASTION))
+        servers.append(start_sshd(tmp_path / "target", netns=target, address=TARGET))
+        jump_sshd, target_sshd = servers
+        # One client key for both (as SshTarget has), both host keys in one known_hosts.
+        with (tmp_path / "bastion" / "authorized_keys").open("a") as keys:
+            keys.write((tmp_path / "target" / "authorized_keys").read_text())
+        known = tmp_path / "known_hosts"
+        known.write_text(jump_sshd.known_hosts.read_text() + target_sshd.known_hosts.read_text())
+        yield JumpLab(client, jump_sshd, target_sshd, target_sshd.client_key, known)
+    finally:
+        for server in servers:
+            server.stop()
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+
+
+def _inet(result: dict) -> set[str]:
+    """The IPv4 addresses a case's `ip -4 -o addr show` printed: which namespace it ran in."""
+    assert set(result) == {"stdout"}, result  # it ran, or say why not
+    return {line.split()[3] for line in result["stdout"].splitlines()}
+
+
+def test_a_target_only_the_jump_host_reaches(jump_lab: JumpLab) -> None:
+    lab = jump_lab
+    addrs = ["ip", "-4", "-o", "addr", "show"]
+    via = ["root", BASTION, lab.bastion.port]
+    direct_bastion, direct_target, through = lab.run([
+        lab.case("bastion", BASTION, lab.bastion.port, addrs),
+        lab.case("target", TARGET, lab.target.port, addrs),
+        lab.case("target", TARGET, lab.target.port, addrs, jump=via),
+    ])  # fmt: skip
+    # (a) from where the client runs: the bastion answers, the target cannot be reached.
+    assert _inet(direct_bastion) == {"127.0.0.1/8", f"{BASTION}/30", "10.254.2.1/30"}
+    assert direct_target == {
+        "error": "OverlayctlError",
+        "message": f"target ({TARGET}): SSH port {lab.target.port} unreachable: "
+        "network unreachable",
+    }
+    # (b) through the jump host: the command ran on the target, in its namespace.
+    assert _inet(through) == {"127.0.0.1/8", f"{TARGET}/30"}
+
+
+def test_a_jump_host_checks_the_target_key_strictly(jump_lab: JumpLab, tmp_path: Path) -> None:
+    lab = jump_lab
+    only_bastion = tmp_path / "kh"
+    only_bastion.write_text(lab.bastion.known_hosts.read_text())
+    via = ["root", BASTION, lab.bastion.port]
+    (result,) = lab.run([lab.case("target", TARGET, lab.target.port, ["true"], jump=via,
+                                  known_hosts=str(only_bastion))])  # fmt: skip
+    assert result["error"] == "HostKeyRejected"
+    assert result["message"].startswith(
+        f"[{TARGET}]:{lab.target.port}: host key not in known_hosts"
+    )
