@@ -12,10 +12,10 @@ from pathlib import Path
 
 from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
 from overlayctl.agent_phase import AgentBundle
-from overlayctl.errors import OverlayctlError
+from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.output import plural
-from overlayctl.pki import Member, Pki
+from overlayctl.pki import Member, Pki, foreign_cas
 from overlayctl.plan import DesiredFile, HostPlan, plan_host, wanted_packages
 from overlayctl.remote.ssh import Remote
 from overlayctl.render import render_host
@@ -150,9 +150,11 @@ def ensure_pki(
     inv: Inventory, session: Session, renew_leaves: bool = False, write: bool = True
 ) -> Pki | None:
     """The cluster's PKI, made or renewed where needed. WRITE False (`plan`): in memory only,
-    reported as what would be made."""
+    reported as what would be made. Refused (Conflict) before anything is made or pushed when
+    the hosts trust another CA than this state folder's."""
     if not inv.cluster.tls:
         return None
+    _same_ca_everywhere(session, state_dir(inv) / "pki" / "ca.crt")
     pki = Pki(state_dir(inv), inv.cluster.name, write=write)
     members = [Member(h.name, str(h.address)) for h in inv.etcd_members]
     made = pki.ensure(members, renew_leaves=renew_leaves)
@@ -160,6 +162,26 @@ def ensure_pki(
         verb = "made" if write else "would make"
         session.reporter.say(f"{'local':<12} {'pki':<9} {verb} {', '.join(made)} in {pki.dir}")
     return pki
+
+
+def _same_ca_everywhere(session: Session, local_ca: Path) -> None:
+    """A second state folder (another copy of the inventory, `init` inside `lab shell`) would
+    make a new CA and push it: etcd then restarts with certificates no peer trusts."""
+    local = local_ca.read_bytes() if local_ca.exists() else None
+    found = session.each(
+        "pki", lambda _h, r: r.read_files([hostpaths.CA_CERT])[hostpaths.CA_CERT].content
+    )
+    foreign = foreign_cas(local, found.succeeded)
+    if not foreign:
+        return
+    hosts = ", ".join(f"{host} (sha256 {fp})" for host, fp in sorted(foreign.items()))
+    ours = f"holds another CA ({local_ca})" if local else f"has no CA yet (no {local_ca})"
+    raise Conflict(
+        f"the hosts trust a CA this state folder did not make: {hosts}; this state folder {ours}. "
+        "Run from the state folder that set the cluster up (beside its inventory, or "
+        "$OVERLAYCTL_STATE_DIR); overlayctl does not replace a running cluster's CA (reset the "
+        "cluster first to start over)"
+    )
 
 
 def run_init(

@@ -234,3 +234,26 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of the certificate, as `openssl x509 -fingerprint -sha256` prints it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def foreign_cas(local: bytes | None, on_hosts: dict[str, bytes | None]) -> dict[str, str]:
+    """Pure: the hosts whose CA certificate is not LOCAL -> that CA's fingerprint.
+
+    Hosts without a CA are not listed (a fresh host); an unreadable certificate counts as
+    foreign, fingerprinted by its bytes.
+    """
+    found = {}
+    for host, pem in on_hosts.items():
+        if pem is None or pem == local:
+            continue
+        try:
+            found[host] = fingerprint(pem)
+        except ValueError:
+            found[host] = "unreadable certificate"
+    return found

@@ -69,3 +69,18 @@ def test_host_files_give_members_server_and_peer_keys_and_others_only_the_client
     assert set(plain) == {hostpaths.CA_CERT, hostpaths.ETCD_CLIENT_CERT, hostpaths.ETCD_CLIENT_KEY}
     assert set(member) == {f.path for f in hostpaths.PKI_FILES}
     assert member[hostpaths.ETCD_SERVER_KEY].startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_foreign_cas_names_hosts_that_trust_another_ca(tmp_path) -> None:
+    """A second state folder must not push a new CA over a running cluster's (issue #16)."""
+    from overlayctl.pki import Member, Pki, fingerprint, foreign_cas
+
+    ours, theirs = Pki(tmp_path / "a", "c"), Pki(tmp_path / "b", "c")
+    for pki in (ours, theirs):
+        pki.ensure([Member("node1", "192.0.2.1")])
+    mine, other = ours.ca_cert(), theirs.ca_cert()
+    assert foreign_cas(mine, {"node1": mine, "node2": None}) == {}
+    assert foreign_cas(mine, {"node1": other}) == {"node1": fingerprint(other)}
+    assert foreign_cas(None, {"node1": other, "node2": None}) == {"node1": fingerprint(other)}
+    assert foreign_cas(mine, {"node1": b"junk"}) == {"node1": "unreadable certificate"}
+    assert len(fingerprint(mine).split(":")) == 32
