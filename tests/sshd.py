@@ -37,17 +37,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sshd(workdir: Path, netns: str | None = None, address: str = "127.0.0.1") -> LocalSshd:
-    """sshd on ADDRESS, inside network namespace NETNS when given (the caller made it)."""
+def start_sshd(
+    workdir: Path, netns: str | None = None, address: str = "127.0.0.1", user_keys: bool = False
+) -> LocalSshd:
+    """sshd on ADDRESS, inside network namespace NETNS when given (the caller made it).
+
+    USER_KEYS: also accept the keys in each user's own ~/.ssh/authorized_keys, for tests that log
+    in as a user they created (sshd reads that file as the user, who cannot read WORKDIR's).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     host_line = write_keypair(workdir / "host_ed25519", "test-host")
     client_line = write_keypair(workdir / "client_ed25519", "test-client")
     (workdir / "authorized_keys").write_text(client_line + "\n")
     port = _free_port()
     config = workdir / "sshd_config"
+    keys = f"{workdir / 'authorized_keys'}" + (" .ssh/authorized_keys" if user_keys else "")
     config.write_text(
         f"Port {port}\nListenAddress {address}\nHostKey {workdir / 'host_ed25519'}\n"
-        f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile {workdir / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {keys}\nPidFile {workdir / 'sshd.pid'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\n"
         "UsePAM no\nKbdInteractiveAuthentication no\n"
     )
