@@ -9,6 +9,7 @@ from the cluster (refused when that would break quorum, unless --force) and its 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
@@ -114,24 +115,28 @@ def run_reset(
     status = etcd_cluster.status(anchor, inv) if anchor else etcd_cluster.ClusterStatus()
     if not whole and not force:
         _quorum_check(inv, status, [h for h in leaving if h.is_etcd])
-    leases = status.leases
     # After members leave, talk only to the ones that stay (a removed member may still answer).
     etcd_inv = with_members(inv, staying) if staying and not whole else inv
+    nodes = [h for h in leaving if h.is_node and h.name in session.remotes]
+
+    # The order cannot strand state: agents stop (else one takes its deleted lease back), then
+    # leases go (through the members that stay, retried), and only then members leave and files
+    # go. A host whose lease could not be deleted fails here with everything else still in
+    # place, so re-running the same reset finishes it.
+    stopped = session.each("agent", lambda _h, r: _stop_agent(r, inv), nodes)
+    for name in stopped.succeeded:
+        report.done.setdefault(name, []).append("agent stopped, data plane removed")
+    if anchor is not None and not whole:  # a whole cluster's leases go with etcd's data
+
+        def forget(host: Host, _remote: Remote) -> list[str]:
+            return _delete_leases(anchor, inv, etcd_inv, status.leases, host)
+
+        deleted = session.each("lease", forget, [h for h in nodes if h.name in stopped.succeeded])
+        for name, steps in deleted.succeeded.items():
+            report.done.setdefault(name, []).extend(steps)
 
     def undo(host: Host, remote: Remote) -> list[str]:
         steps = []
-        if host.is_node:
-            remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False,
-                       waiting_for="overlay-agent to stop")  # fmt: skip
-            remote.run(["python3", "-c", _DATAPLANE, str(inv.cluster.network)], check=False)
-            steps.append("agent stopped, data plane removed")
-            if anchor is not None:
-                for lease in leases:
-                    if lease.host == host.name and not lease.reservation and not lease.error:
-                        key = subnet_key(inv.cluster.etcd_prefix, IPv4Network(lease.subnet))
-                        out = anchor.run([*etcdctl.base_argv(etcd_inv), "del", key])
-                        if out.stdout.strip() == "1":
-                            steps.append(f"lease {lease.subnet} deleted")
         firewalld.reset(remote)  # before its service files go (RHEL hosts; no-op elsewhere)
         remote.script(_RESTORE, BACKUP_ROOT, name="restore")
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
@@ -152,7 +157,7 @@ def run_reset(
     if not whole and anchor is not None:
         for host in leaving:
             member = next((m for m in status.members if m.name == host.name), None)
-            if host.is_etcd and member is not None:
+            if host.is_etcd and member is not None and host.name in session.remotes:
                 _remove_member(anchor, inv, etcd_inv, host)
                 report.done.setdefault(host.name, []).append("etcd member removed")
     result = session.each("reset", undo, [h for h in leaving if h.name in session.remotes])
@@ -170,6 +175,43 @@ def run_reset(
             f"etcd cluster gone; {network_config_key(inv)} went with it"
         )
     return report
+
+
+def _stop_agent(remote: Remote, inv: Inventory) -> None:
+    remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False,
+               waiting_for="overlay-agent to stop")  # fmt: skip
+    remote.run(["python3", "-c", _DATAPLANE, str(inv.cluster.network)], check=False)
+
+
+def _delete_leases(
+    anchor: Remote,
+    inv: Inventory,
+    etcd_inv: Inventory,
+    leases: list[etcd_cluster.LeaseInfo],
+    host: Host,
+    *,
+    attempts: int = 3,
+) -> list[str]:
+    """Delete HOST's leases (reservations stay) through ETCD_INV's members, ATTEMPTS times at
+    most each; raises when one cannot be deleted."""
+    steps = []
+    for lease in leases:
+        if lease.host != host.name or lease.reservation or lease.error:
+            continue
+        key = subnet_key(inv.cluster.etcd_prefix, IPv4Network(lease.subnet))
+        for attempt in range(1, attempts + 1):
+            out = anchor.run([*etcdctl.base_argv(etcd_inv), "del", key], check=False, timeout=60)
+            if out.code == 0:
+                break
+            if attempt == attempts:
+                last = (out.stderr.strip().splitlines() or [f"exit {out.code}"])[-1]
+                raise OverlayctlError(
+                    f"lease {lease.subnet} not deleted after {attempts} tries ({last}); "
+                    "nothing else was removed: re-run the reset"
+                )
+            time.sleep(2)
+        steps.append(f"lease {lease.subnet} deleted")
+    return steps
 
 
 def _remove_member(anchor: Remote, inv: Inventory, staying: Inventory, host: Host) -> None:
