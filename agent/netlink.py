@@ -204,16 +204,21 @@ class Netlink:
         )
 
     def ensure_only_address(self, index: int, address: IPv4Interface) -> None:
-        """Make ADDRESS the only IPv4 address of link INDEX (an old lease's one goes)."""
+        """Make ADDRESS the only IPv4 address of link INDEX (an old lease's one goes).
+
+        The new address is added before the old one goes: a link left without any IPv4
+        address for a moment has every route and neighbour through it flushed by the kernel,
+        and the backend, believing its peers programmed, would not put them back.
+        """
         present = self.addresses(index)
-        for other in present:
-            if other != address:
-                body = self._address(index, other)
-                self._ignore_gone(rtnl.RTM_DELADDR, body, 0, f"delete address {other}")
         if address not in present:
             body = self._address(index, address)
             flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
             self.rt.request(rtnl.RTM_NEWADDR, body, flags, f"add address {address}")
+        for other in present:
+            if other != address:
+                body = self._address(index, other)
+                self._ignore_gone(rtnl.RTM_DELADDR, body, 0, f"delete address {other}")
 
     # -- routes ----------------------------------------------------------------------------------
 

@@ -134,14 +134,9 @@ def test_own_lease_overwritten_with_garbage_moves_to_a_clean_subnet(
     # subnet's .0 only, and the peer is still routed.
     moved = vxlan_device(agent.host)
     assert moved == {**device, "addresses": [f"10.5.{third}.0/32"]}
+    # vxlan's new address goes on before the old one goes: a moment with no IPv4 address made
+    # the kernel flush every peer's route and neighbour, and nothing programmed them again.
     peers = routed_peers(agent.host)
-    if set(peers) == {f"stray fdb {PEER_MAC}"}:
-        # A product bug, reported with issue #14: vxlan's setup for the new subnet deletes
-        # flannel.1's old address before it adds the new one (agent/netlink.py,
-        # ensure_only_address); with no IPv4 address left the kernel flushes the device's
-        # routes and neighbours, and nothing programs the peers again (their fdb entries stay).
-        # Only exactly that outcome is excused; once fixed, the assert below holds.
-        pytest.xfail("vxlan loses every peer's route and neighbour on a subnet change")
     assert peers == {PEER_SUBNET: PEER_IP}
 
 
