@@ -31,7 +31,7 @@ class HostStatus:
     name: str
     agent_active: bool = False
     agent_ready: bool = False
-    docker_active: bool = True  # False: docker's unit is not active (docker0 may still exist)
+    docker_active: bool = False  # docker's unit is active (docker0 outlives a stopped docker)
     lease: str = ""  # FLANNEL_SUBNET, e.g. 172.21.16.1/24
     mtu: int | None = None
     docker0: str = ""

@@ -6,7 +6,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from overlayctl.etcd_cluster import ClusterStatus
+from overlayctl.etcd_cluster import ClusterStatus, LeaseInfo
 from overlayctl.host_status import HostStatus
 from overlayctl.plan import HostPlan
 from overlayctl.verify import PairResult, VerifyReport
@@ -63,7 +63,7 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
         "leases": [
             {"subnet": lease.subnet, "host": lease.host, "public_ip": lease.public_ip,
              "backend": lease.backend, "expires_in_s": lease.expires_in_s,
-             "reservation": lease.reservation, "stale": lease.host is None,
+             "reservation": lease.reservation, "stale": lease.host is None and not lease.error,
              "error": lease.error}
             for lease in status.leases
         ],
@@ -88,10 +88,11 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
         rows, headers=["member", "healthy", "leader", "client urls", "db", "version", "error"]
     )
     healthy = sum(m.healthy for m in status.members)
+    total = len(status.members) + len(status.unreachable)  # members etcd could not even list
     verdict = {
         "healthy": "healthy",
-        "degraded": f"DEGRADED: quorum held, {healthy} of {len(status.members)} members healthy",
-        "unavailable": f"UNAVAILABLE: no quorum, {healthy} of {len(status.members)} healthy",
+        "degraded": f"DEGRADED: quorum held, {healthy} of {total} members healthy",
+        "unavailable": f"UNAVAILABLE: no quorum, {healthy} of {total} healthy",
     }[status.verdict]
     if status.errors:
         config = "(unknown: etcd did not answer)"
@@ -100,9 +101,9 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
     text += "".join(f"\netcd error: {e}" for e in status.errors)
     if status.leases:
-        rows = [[lease.subnet, lease.host or "(stale: no such host)", lease.public_ip,
-                 lease.backend, _expires(lease.expires_in_s), "yes" if lease.reservation else "",
-                 lease.error] for lease in status.leases]  # fmt: skip
+        rows = [[lease.subnet, _lease_host(lease), lease.public_ip, lease.backend,
+                 _expires(lease.expires_in_s), "yes" if lease.reservation else "", lease.error]
+                for lease in status.leases]  # fmt: skip
         text += "\n\n" + tabulate(
             rows,
             headers=["lease", "host", "public ip", "backend", "expires in", "reservation", "error"],
@@ -128,6 +129,12 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
             ],
         )
     return text
+
+
+def _lease_host(lease: LeaseInfo) -> str:
+    if lease.host:
+        return lease.host
+    return "(unreadable)" if lease.error else "(stale: no such host)"
 
 
 def _yes(flag: bool) -> str:
