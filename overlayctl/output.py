@@ -60,7 +60,8 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
             "errors": status.errors,
         },
         "network_config": status.network_config,
-        "leases": [
+        # null: unknown, etcd did not answer (an empty list means there are none)
+        "leases": None if status.errors else [
             {"subnet": lease.subnet, "host": lease.host, "public_ip": lease.public_ip,
              "backend": lease.backend, "expires_in_s": lease.expires_in_s,
              "reservation": lease.reservation, "stale": lease.host is None and not lease.error,
@@ -100,7 +101,9 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
         config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
     text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
     text += "".join(f"\netcd error: {e}" for e in status.errors)
-    if status.leases:
+    if status.errors:
+        text += "\n\nleases: (unknown: etcd did not answer)"
+    elif status.leases:
         rows = [[lease.subnet, _lease_host(lease), lease.public_ip, lease.backend,
                  _expires(lease.expires_in_s), "yes" if lease.reservation else "", lease.error]
                 for lease in status.leases]  # fmt: skip

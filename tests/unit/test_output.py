@@ -186,7 +186,8 @@ def test_status_text_unavailable_with_an_etcd_error() -> None:
         ],
         errors=["cannot read /coreos.com/network/config: context deadline exceeded"],
     )
-    head, rest = status_text(status, []).split("\n\n")
+    head, rest, leases = status_text(status, []).split("\n\n")
+    assert leases == "leases: (unknown: etcd did not answer)"
     verdict, table = head.split("\n", 1)
     assert verdict == "etcd: UNAVAILABLE: no quorum, 1 of 3 healthy"
     assert [row[1] for row in cells(table)] == ["healthy", "yes", "NO", "NO"]
@@ -202,6 +203,7 @@ def test_status_text_unavailable_with_an_etcd_error() -> None:
         False, "unavailable", False,
     )  # fmt: skip
     assert doc["etcd"]["errors"] == status.errors and doc["network_config"] is None
+    assert doc["leases"] is None  # unknown, not "none"
 
 
 def test_status_text_when_no_member_answers() -> None:
@@ -209,7 +211,8 @@ def test_status_text_when_no_member_answers() -> None:
         unreachable=["node1", "node2", "node3"],
         errors=["etcd member list failed: Error: context deadline exceeded"],
     )
-    head, rest = status_text(status, []).split("\n\n")
+    head, rest, leases = status_text(status, []).split("\n\n")
+    assert leases == "leases: (unknown: etcd did not answer)"
     table = head.split("\n", 1)[1]
     assert cells(table)[1:] == [[name, "NO", "", "", "", "", "unreachable"]
                                 for name in ("node1", "node2", "node3")]  # fmt: skip
