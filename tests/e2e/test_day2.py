@@ -1,0 +1,128 @@
+"""Day 2 on the shared cluster (issue #16): commands run by mistake must not break it, and
+`status` must tell the truth when something is down. Each test leaves the cluster as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from overlayctl.lab import state
+from tests.labtools import cli, on
+from tests.polling import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.full]
+HOSTS = ("node1", "node2", "node3")
+UNITS = ("etcd", "overlay-agent", "docker")
+
+
+def fingerprints(lab: state.LabState) -> dict[str, str]:
+    """Every host's PKI files and its units' PIDs: what a run by mistake must leave alone."""
+    units = " ".join(UNITS)
+    probe = f"sha256sum /etc/overlayctl/pki/*; systemctl show -p MainPID --value {units}"
+    return {h: on(lab, h, probe).stdout for h in HOSTS}
+
+
+def status_doc(lab: state.LabState, inventory: Path) -> tuple[int, dict]:
+    result = cli(lab, "status", "-i", str(inventory), "-o", "json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_a_second_state_folder_is_refused_before_anything_changes(shared_cluster) -> None:
+    lab, three, _ = shared_cluster
+    elsewhere = lab.dir / "copy-of-the-inventory"
+    elsewhere.mkdir()
+    try:
+        copy = elsewhere / "cluster.yaml"
+        shutil.copy(three, copy)
+        before = fingerprints(lab)
+        for command in ("plan", "init"):
+            result = cli(lab, command, "-i", str(copy), "-o", "json")
+            doc = json.loads(result.stdout)
+            assert result.returncode == 4, result.stdout + result.stderr
+            (error,) = doc["errors"]
+            assert "trust a CA this state folder did not make" in error["message"]
+            assert "node1 (sha256 " in error["message"] and "has no CA yet" in error["message"]
+        assert not list(elsewhere.glob("overlayctl-state/*/pki"))  # no new CA made here either
+        assert fingerprints(lab) == before  # nothing pushed, nothing restarted
+    finally:
+        shutil.rmtree(elsewhere)
+    assert status_doc(lab, three)[1]["ok"] is True
+
+
+def test_status_counts_a_stopped_docker_as_unhealthy(shared_cluster) -> None:
+    lab, three, _ = shared_cluster
+    assert on(lab, "node2", "systemctl stop docker docker.socket").returncode == 0
+    try:
+        code, doc = status_doc(lab, three)
+        assert code == 1 and doc["ok"] is False
+        node2 = next(h for h in doc["hosts"] if h["name"] == "node2")
+        assert node2["docker_active"] is False
+        assert {"host": "node2", "phase": "host", "message": "docker is not running"} in doc[
+            "errors"
+        ]
+    finally:
+        assert on(lab, "node2", "systemctl start docker").returncode == 0
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
+
+
+def test_a_login_that_cannot_act_as_root_stops_before_any_phase(shared_cluster) -> None:
+    """ssh.user without root rights: one line, exit 3, for status as for init; no lock left."""
+    lab, three, _ = shared_cluster
+    pub = Path(str(lab.ssh_key) + ".pub").read_text()
+    add = (
+        "id ops >/dev/null 2>&1 || useradd -m -s /bin/sh ops; install -d -m 700 -o ops ~ops/.ssh; "
+        f"printf '%s\\n' '{pub.strip()}' > ~ops/.ssh/authorized_keys; "
+        "chown ops ~ops/.ssh/authorized_keys"
+    )
+    for host in HOSTS:
+        assert on(lab, host, add).returncode == 0
+    inventory = lab.dir / "ops.yaml"
+    inventory.write_text(three.read_text().replace("user: root", "user: ops"))
+    sudo = lab.dir / "ops-sudo.yaml"
+    sudo.write_text(three.read_text().replace("user: root", "user: ops\n  sudo: true"))
+    try:
+        before = fingerprints(lab)
+        for command in ("status", "init", "plan"):
+            result = cli(lab, command, "-i", str(inventory))
+            assert result.returncode == 3, (command, result.stdout, result.stderr)
+            assert "logged in as ops (uid " in result.stderr and "not root" in result.stderr
+            assert "quorum" not in result.stdout + result.stderr
+        refused = cli(lab, "init", "-i", str(sudo))
+        assert refused.returncode == 3
+        assert "cannot act as root through sudo as ops" in refused.stderr, refused.stderr
+        assert on(lab, "node1", "test -e /var/lock/overlayctl.lock").returncode == 1
+        assert fingerprints(lab) == before
+    finally:
+        for host in HOSTS:
+            on(lab, host, "userdel -r ops")
+        inventory.unlink(missing_ok=True)
+        sudo.unlink(missing_ok=True)
+
+
+def test_status_without_quorum_still_reports_what_it_can(shared_cluster) -> None:
+    """Two of three members down: every section it can fill, `unavailable`, JSON, in 15 s."""
+    import time
+
+    lab, three, _ = shared_cluster
+    for host in ("node2", "node3"):
+        assert on(lab, host, "systemctl stop etcd").returncode == 0
+    try:
+        started = time.monotonic()
+        code, doc = status_doc(lab, three)
+        took = time.monotonic() - started
+        assert code == 1 and doc["ok"] is False and took <= 15, (code, took)
+        assert doc["etcd"]["state"] == "unavailable" and doc["etcd"]["quorum"] is False
+        assert doc["leases"] is None  # unknown, not "no leases"
+        assert [h["name"] for h in doc["hosts"]] == list(HOSTS)
+        assert all(h["agent_active"] and h["docker_active"] for h in doc["hosts"])  # from hosts
+        assert any(e["phase"] == "etcd" for e in doc["errors"])
+        table = cli(lab, "status", "-i", str(three))
+        assert table.returncode == 1 and "UNAVAILABLE: no quorum" in table.stdout
+        assert "leases: (unknown: etcd did not answer)" in table.stdout
+    finally:
+        for host in ("node2", "node3"):
+            on(lab, host, "systemctl start --no-block etcd")
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 90, "quorum and health back", 2)
