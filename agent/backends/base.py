@@ -43,6 +43,11 @@ class Backend(PeerSink, abc.ABC):
         self.config = config
         self.iface = iface
 
+    @classmethod
+    def device_for(cls, config: NetworkConfig) -> str | None:
+        """The overlay device this backend keeps for CONFIG (None: it makes none)."""
+        return None
+
     @property
     @abc.abstractmethod
     def mtu(self) -> int:

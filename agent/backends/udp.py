@@ -65,6 +65,10 @@ class UdpBackend(PeerTable, Backend):
 
     type_name = "udp"
 
+    @classmethod
+    def device_for(cls, config: NetworkConfig) -> str:
+        return DEVICE
+
     def __init__(self, config: NetworkConfig, iface: ExternalInterface) -> None:
         super().__init__(config, iface)
         self.port = int(config.backend.get("Port", 8285)) or 8285

@@ -43,12 +43,16 @@ class VxlanBackend(PeerTable, Backend):
         super().__init__(config, iface)
         self.vni = int(config.backend.get("VNI", 1))
         self.port = int(config.backend.get("Port", 8472)) or 8472
-        self.device = f"flannel.{self.vni}"
+        self.device = self.device_for(config)
         self.own: Lease | None = None
         self.peers: dict[IPv4Network, Lease] = {}
         self.refused = 0
         self._index: int | None = None
         self._mac: str | None = None
+
+    @classmethod
+    def device_for(cls, config: NetworkConfig) -> str:
+        return f"flannel.{int(config.backend.get('VNI', 1))}"
 
     @property
     def mtu(self) -> int:
