@@ -40,3 +40,29 @@ def on(lab: state.LabState, host: str, command: str) -> subprocess.CompletedProc
     """COMMAND on HOST over SSH from the workstation (strict host keys)."""
     argv = labs.ssh_argv(lab, lab.host(host), command)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+# etcdctl on an etcd member, through that member's own client URL, with the client certificate
+# init pushed there.
+ETCDCTL = (
+    "etcdctl --cacert=/etc/overlayctl/pki/ca.crt --cert=/etc/overlayctl/pki/etcd-client.crt"
+    " --key=/etc/overlayctl/pki/etcd-client.key --endpoints=https://127.0.0.1:2379"
+)
+
+# The units a no-change run must not restart.
+UNITS = ("etcd", "overlay-agent", "docker")
+
+
+def main_pids(
+    lab: state.LabState, hosts: list[str], units: tuple[str, ...] = UNITS
+) -> dict[str, dict[str, str]]:
+    """HOST -> UNIT -> its MainPID (`systemctl show -p MainPID --value`); every one running."""
+    found: dict[str, dict[str, str]] = {}
+    for host in hosts:
+        script = "; ".join(f"echo {u} $(systemctl show -p MainPID --value {u})" for u in units)
+        result = on(lab, host, script)
+        assert result.returncode == 0, (host, result.stderr)
+        found[host] = dict(line.partition(" ")[::2] for line in result.stdout.splitlines())
+        assert set(found[host]) == set(units), (host, result.stdout)
+        assert all(pid not in ("", "0") for pid in found[host].values()), (host, found[host])
+    return found

@@ -9,8 +9,9 @@ make their own lab instead.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ class Cluster:
     lab: state.LabState
     three: Path  # inventory of node1-3: the initialised cluster
     every: Path  # inventory of node1-4: node4 booted, not in the cluster
+    # The cluster's first `init` (what a fresh cluster prints), and the local PKI's private keys
+    # as that init made them (name -> PEM text): a later `certs rotate` replaces the leaf keys,
+    # and test_security must still look for the ones that existed while init printed.
+    first_init: subprocess.CompletedProcess[str] = field(repr=False)
+    first_keys: dict[str, str] = field(repr=False)
 
     def __iter__(self):  # (lab, three, every) = cluster, as the modules unpack it
         return iter((self.lab, self.three, self.every))
@@ -42,16 +48,23 @@ def make_lab(hosts: int, backend: str, prefix: str = "r") -> tuple[state.LabStat
     return lab, three, every
 
 
-def init_or_fail(lab: state.LabState, inventory: Path) -> None:
+def init_or_fail(lab: state.LabState, inventory: Path) -> subprocess.CompletedProcess[str]:
     first = cli(lab, "init", "-i", str(inventory))
     assert first.returncode == 0, first.stdout + first.stderr
+    return first
+
+
+def pki_keys(lab: state.LabState) -> dict[str, str]:
+    """The local PKI's private keys (overlayctl-state/<cluster>/pki/*.key): name -> text."""
+    (cluster,) = (lab.dir / "overlayctl-state").iterdir()
+    return {p.name: p.read_text() for p in sorted((cluster / "pki").glob("*.key"))}
 
 
 @pytest.fixture(scope="session")
 def shared_cluster() -> Iterator[Cluster]:
     lab, three, every = make_lab(4, "vxlan", prefix="s")
     try:
-        init_or_fail(lab, three)
-        yield Cluster(lab, three, every)
+        first = init_or_fail(lab, three)
+        yield Cluster(lab, three, every, first_init=first, first_keys=pki_keys(lab))
     finally:
         labs.down(lab.name, progress=lambda _m: None)

@@ -11,7 +11,7 @@ import yaml
 
 from overlayctl.lab import labs, state
 from tests.conftest import unique_name
-from tests.labtools import cli, on
+from tests.labtools import cli, main_pids, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 
@@ -40,6 +40,8 @@ def members(lab: state.LabState, inventory: Path) -> list[str]:
 def test_join_adds_a_member_or_leaves_the_cluster_as_it_was(lab4) -> None:
     lab, three, four = lab4
     assert cli(lab, "init", "-i", str(three)).returncode == 0
+    old = ["node1", "node2", "node3"]
+    etcd_before = main_pids(lab, old, ("etcd",))
     # init with node4 listed but not a member: refused with the way out named
     refused = cli(lab, "init", "-i", str(four))
     assert refused.returncode == 1 and "overlayctl join node4" in refused.stderr
@@ -62,6 +64,8 @@ def test_join_adds_a_member_or_leaves_the_cluster_as_it_was(lab4) -> None:
     doc = json.loads(joined.stdout)
     assert doc["ok"] is True and doc["errors"] == [] and doc["hosts"]["node4"]["changes"] > 0
     assert members(lab, four) == ["node1", "node2", "node3", "node4"]
+    # Neither join (the failed one nor this one) restarted etcd on the old members.
+    assert main_pids(lab, old, ("etcd",)) == etcd_before
     hosts = on(lab, "node1", "cat /etc/hosts").stdout
     assert f"{lab.host('node4').address} node4" in hosts  # refreshed on the old hosts too
     again = cli(lab, "init", "-i", str(four))
