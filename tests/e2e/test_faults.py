@@ -5,22 +5,22 @@ One 4-host lab (3 etcd members), traffic checked with `verify` before and after 
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from overlayctl.lab import labs, state
-from tests.e2e.test_runbook import initialised, leases, status, verify
-from tests.labtools import OVERLAYCTL, cli, on
+from tests.e2e.test_runbook import EVERY, initialised, lease_pairs, same_leases, status, verify
+from tests.labtools import ETCDCTL, OVERLAYCTL, cli, on
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
-ETCDCTL = (
-    "etcdctl --cacert=/etc/overlayctl/pki/ca.crt --cert=/etc/overlayctl/pki/etcd-client.crt"
-    " --key=/etc/overlayctl/pki/etcd-client.key --endpoints=https://127.0.0.1:2379"
-)
+# The SSH cut of test_ssh_lost_mid_init...: when it fired (date +%s.%N), and its loop's PID.
+CUT_MARK, CUT_PID = "/run/overlayctl-test-ssh-cut", "/run/overlayctl-test-ssh-cut.pid"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,13 @@ def cluster() -> Iterator[tuple[state.LabState, Path, Path]]:
 
 def agent_pid(lab: state.LabState, host: str) -> str:
     return on(lab, host, "systemctl show -p MainPID --value overlay-agent").stdout.strip()
+
+
+def every_lease(lab: state.LabState, every: Path) -> list[tuple[str, str]]:
+    """lease_pairs of the cluster, which must hold exactly one lease per host."""
+    pairs = lease_pairs(status(lab, every))
+    assert [host for host, _ in pairs] == EVERY, pairs
+    return pairs
 
 
 def route(lab: state.LabState, host: str, subnet: str) -> bool:
@@ -53,8 +60,8 @@ def test_one_member_down_degrades_but_the_cluster_works_and_grows(cluster) -> No
 
 def test_all_of_etcd_restarted_agents_resume_without_restarting(cluster) -> None:
     lab, _, every = cluster
-    pids = {h: agent_pid(lab, h) for h in ("node1", "node2", "node3", "node4")}
-    before = leases(status(lab, every))
+    pids = {h: agent_pid(lab, h) for h in EVERY}
+    before = every_lease(lab, every)
     restarts = [subprocess.Popen(labs.ssh_argv(lab, lab.host(h), "systemctl restart etcd"))
                 for h in ("node1", "node2", "node3")]  # fmt: skip
     for proc in restarts:
@@ -72,35 +79,37 @@ def test_all_of_etcd_restarted_agents_resume_without_restarting(cluster) -> None
     on(lab, "node1", f"{ETCDCTL} del {key}")
     wait_for(lambda: not route(lab, "node2", "172.21.250.0/24"), 30, "route removed", 0.5)
     assert {h: agent_pid(lab, h) for h in pids} == pids
-    assert leases(status(lab, every)) == before
+    same_leases(lease_pairs(status(lab, every)), before)
     assert verify(lab, every)["ok"]
 
 
 def test_an_agent_killed_comes_back_on_its_subnet_and_peers_keep_its_route(cluster) -> None:
     lab, _, every = cluster
-    before = leases(status(lab, every))
+    before = every_lease(lab, every)
     pid = agent_pid(lab, "node2")
+    # DONE: the loop ran to its end (an SSH failure prints nothing, and no MISSING either).
     watch = ("for i in $(seq 1 60); do ip route show {s} | grep -q . || echo MISSING; "
-             "sleep 0.2; done").format(s=before["node2"])  # fmt: skip
-    watcher = subprocess.Popen(labs.ssh_argv(lab, lab.host("node1"), watch),
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    on(lab, "node2", f"kill -9 {pid}")
+             "sleep 0.2; done; echo DONE").format(s=dict(before)["node2"])  # fmt: skip
+    watcher = subprocess.Popen(labs.ssh_argv(lab, lab.host("node1"), watch), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert on(lab, "node2", f"kill -9 {pid}").returncode == 0
     wait_for(lambda: agent_pid(lab, "node2") not in ("0", pid), 30, "agent restarted", 0.5)
-    out, _ = watcher.communicate(timeout=60)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0 and out.endswith("DONE\n"), (watcher.returncode, out, err)
     assert "MISSING" not in out  # node1 never dropped the route to node2's subnet
-    assert leases(status(lab, every)) == before
+    same_leases(lease_pairs(status(lab, every)), before)
     assert verify(lab, every)["ok"]
 
 
 def test_etcd_data_lost_every_host_gets_its_subnet_back(cluster) -> None:
     lab, _, every = cluster
-    before = leases(status(lab, every))
+    before = every_lease(lab, every)
     for host in ("node1", "node2", "node3"):
         on(lab, host, f"systemctl stop etcd && rm -rf /var/lib/etcd/{host}.etcd")
     again = cli(lab, "init", "-i", str(every))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "created: /coreos.com/network/config" in again.stdout
-    wait_for(lambda: leases(status(lab, every)) == before, 90, "every lease back", 2)
+    wait_for(lambda: lease_pairs(status(lab, every)) == before, 90, "every lease back", 2)
     doc = status(lab, every)
     assert all(h["bip_ok"] for h in doc["hosts"])  # docker kept its bip
     assert verify(lab, every)["ok"]
@@ -109,21 +118,32 @@ def test_etcd_data_lost_every_host_gets_its_subnet_back(cluster) -> None:
 def test_ssh_lost_mid_init_reports_the_phase_then_a_rerun_converges(cluster) -> None:
     lab, _, every = cluster
     # Work for init on node3 (the agent is reinstalled); node3's sshd is cut off the moment the
-    # agent's upload folder appears there, i.e. in the middle of init's agent phase.
-    on(lab, "node3", "rm /opt/overlay-agent/wheelhouse.sha256")
+    # agent's upload folder appears there, i.e. in the middle of init's agent phase. The cut
+    # fires only then, and writes the time it fired to CUT_MARK.
+    assert on(lab, "node3", "rm /opt/overlay-agent/wheelhouse.sha256").returncode == 0
     cut = (
-        "nohup sh -c 'for i in $(seq 1 600); do ls -d /tmp/overlayctl-agent-* >/dev/null 2>&1 "
-        "&& break; sleep 0.05; done; "
-        "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset' >/dev/null 2>&1 &"
+        "nohup sh -c 'for i in $(seq 1 600); do "
+        "if ls -d /tmp/overlayctl-agent-* >/dev/null 2>&1; then "
+        "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset && "
+        f"date +%s.%N > {CUT_MARK}; exit; fi; sleep 0.05; done' >/dev/null 2>&1 & "
+        f"echo $! > {CUT_PID}"
     )
-    on(lab, "node3", cut)
+    assert on(lab, "node3", cut).returncode == 0
+    started = time.time()  # the hosts share this machine's clock
     broken = cli(lab, "init", "-i", str(every))
-    assert broken.returncode == 1
-    failed = [line for line in broken.stdout.splitlines() if "FAILED" in line]
-    assert failed and all(line.startswith("node3") for line in failed), broken.stdout
+    ended = time.time()
+    # The rule is absent if the cut never fired: asserted below, with the init's output.
     subprocess.run(["ip", "netns", "exec", lab.host("node3").netns, "iptables", "-D", "INPUT",
                     "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"],
-                   check=True)  # fmt: skip
+                   check=False)  # fmt: skip
+    mark = on(lab, "node3", f"kill $(cat {CUT_PID}) 2>/dev/null; cat {CUT_MARK}")
+    on(lab, "node3", f"rm -f {CUT_PID} {CUT_MARK}")
+    assert mark.stdout.strip(), f"the cut never fired\n{broken.stdout}{broken.stderr}"
+    fired = float(mark.stdout)
+    assert started < fired < ended, f"cut at {fired}, init ran {started}..{ended}"
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    failed = [line for line in broken.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and re.match(r"node3 +agent +FAILED: ", failed[0]), broken.stdout
     fixed = cli(lab, "init", "-i", str(every), "--break-lock")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     changed = [

@@ -17,6 +17,8 @@ from tests.labtools import cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 IMAGE = ("--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
+THREE = ["node1", "node2", "node3"]  # the hosts of the `three` inventory, in order
+EVERY = [*THREE, "node4"]
 
 
 def verify(lab: state.LabState, inventory: Path) -> dict:
@@ -29,7 +31,22 @@ def status(lab: state.LabState, inventory: Path) -> dict:
 
 
 def leases(doc: dict) -> dict[str, str]:
+    """Host -> subnet: for looking a host's subnet up. It keeps ONE lease per host, so it hides
+    a duplicate: to compare leases before and after something, use lease_pairs."""
     return {lease["host"]: lease["subnet"] for lease in doc["leases"]}
+
+
+def lease_pairs(doc: dict) -> list[tuple[str, str]]:
+    """Every lease as (host, subnet), sorted; a stale lease's host is `stale:<PublicIP>`. A
+    second lease of a host stays a second pair, so comparing lists (and their lengths) sees it."""
+    return sorted(
+        (lease["host"] or f"stale:{lease['public_ip']}", lease["subnet"]) for lease in doc["leases"]
+    )
+
+
+def same_leases(after: list[tuple[str, str]], before: list[tuple[str, str]]) -> None:
+    assert len(after) == len(before), (after, before)
+    assert after == before
 
 
 @contextmanager
@@ -56,7 +73,7 @@ def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:
     assert all(p["ok"] and p["mtu_ok"] for p in report["pairs"])
     doc = status(lab, three)
     assert doc["healthy"] and doc["etcd"]["healthy"]
-    assert sorted(leases(doc)) == ["node1", "node2", "node3"]
+    assert [host for host, _ in lease_pairs(doc)] == THREE
     assert all(h["agent_ready"] and h["bip_ok"] and h["mtu"] == 1450 for h in doc["hosts"])
     assert doc["ok"] is True and doc["errors"] == [] and report["errors"] == []
     assert "init: 0 changes on 3 hosts" in cli(lab, "init", "-i", str(three)).stdout
@@ -83,24 +100,25 @@ def test_status_json_names_a_stopped_agent(vxlan) -> None:
 
 def test_agent_restart_keeps_lease_and_docker(vxlan) -> None:
     lab, three, _ = vxlan
-    before = leases(status(lab, three))
+    before = lease_pairs(status(lab, three))
+    assert [host for host, _ in before] == THREE
     docker_pid = on(lab, "node2", "systemctl show -p MainPID --value docker").stdout
     assert on(lab, "node2", "systemctl restart overlay-agent").returncode == 0
-    after = status(lab, three)
-    assert leases(after) == before
+    same_leases(lease_pairs(status(lab, three)), before)
     assert on(lab, "node2", "systemctl show -p MainPID --value docker").stdout == docker_pid
     assert verify(lab, three)["ok"]
 
 
 def test_reboot_brings_agent_and_docker_back_on_the_same_bip(vxlan) -> None:
     lab, three, _ = vxlan
-    before = leases(status(lab, three))
+    before = lease_pairs(status(lab, three))
+    assert [host for host, _ in before] == THREE
     labs.restart_host(lab.name, "node2", progress=lambda _m: None)
     doc = status(lab, three)
-    assert leases(doc) == before
+    same_leases(lease_pairs(doc), before)
     node2 = next(h for h in doc["hosts"] if h["name"] == "node2")
     assert node2["agent_ready"] and node2["bip_ok"]
-    assert node2["docker0"].startswith(before["node2"].split("/")[0].rsplit(".", 1)[0])
+    assert node2["docker0"].startswith(dict(before)["node2"].split("/")[0].rsplit(".", 1)[0])
     assert verify(lab, three)["ok"]
 
 
@@ -110,11 +128,14 @@ def test_join_a_fourth_host_then_reset_it(vxlan) -> None:
     assert joined.returncode == 0, joined.stdout + joined.stderr
     report = verify(lab, every)
     assert report["ok"] and len(report["pairs"]) == 16, report
-    assert "node4" in leases(status(lab, every))
+    assert [host for host, _ in lease_pairs(status(lab, every))] == EVERY
 
     gone = cli(lab, "reset", "-i", str(every), "node4")
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert "node4" not in leases(status(lab, three))
+    # By PublicIP: with `three` (no node4) a lease left behind would show as stale, not "node4".
+    left = status(lab, three)["leases"]
+    assert [lease for lease in left if lease["public_ip"] == lab.host("node4").address] == []
+    assert [host for host, _ in lease_pairs({"leases": left})] == THREE
     assert on(lab, "node4", "ip link show flannel.1").returncode != 0
     assert on(lab, "node4", "test -e /etc/systemd/system/overlay-agent.service").returncode == 1
     assert verify(lab, three)["ok"]
