@@ -123,27 +123,69 @@ def docker0(remote: Remote) -> str | None:
     return match.group(1) if match else None
 
 
-def ensure_bip(remote: Remote, family: str, mode: str) -> int:
-    """Make docker0 hold the lease's .1 (FLANNEL_SUBNET); returns the changes made (0 to 2)."""
+# dockerd's arguments, one a line (nothing when docker is not running).
+_DOCKERD_ARGS = r"""
+pid=$(systemctl show -p MainPID --value docker)
+[ "${pid:-0}" != 0 ] && tr '\0' '\n' < "/proc/$pid/cmdline"
+exit 0
+"""
+
+
+def docker_is_current(remote: Remote, lease: str) -> bool:
+    """docker0 holds the lease's .1 and dockerd runs with every flag the agent wrote (--bip,
+    --ip-masq, --mtu): docker reads them only when it starts, so a new MTU (a backend change)
+    needs a restart although docker0 kept its address."""
+    if docker0(remote) != lease:
+        return False
+    want = read_env(remote, hp.DOCKER_OPTS_ENV).get("DOCKER_NETWORK_OPTIONS", "").split()
+    running = remote.script(_DOCKERD_ARGS, name="dockerd-args").stdout.splitlines()
+    return bool(running) and all(flag in running for flag in want)
+
+
+def docker_busy(remote: Remote) -> bool:
+    """Containers are running: restarting docker stops them (rolled one host at a time)."""
+    out = remote.run(["docker", "ps", "-q"], check=False, timeout=60)
+    return out.code == 0 and bool(out.stdout.strip())
+
+
+def ensure_bip(
+    remote: Remote, family: str, mode: str, *, defer_if_busy: bool = False, restart: bool = False
+) -> int | None:
+    """Make docker run on the lease (docker0 = FLANNEL_SUBNET, the agent's flags); returns the
+    changes made (0 to 2), or None when a restart is needed on a host running containers and
+    DEFER_IF_BUSY asks the caller to restart it later (hosts one at a time). RESTART: restart
+    even if docker looks current (its unit changed)."""
+    lease = lease_of(remote)
+    changes = 0
+    if mode == "execstart":
+        changes += edit_execstart(remote, family)
+    if restart or not docker_is_current(remote, lease):
+        if defer_if_busy and docker_busy(remote):
+            return None
+        restart_docker(remote, lease)
+        changes += 1
+    return changes
+
+
+def lease_of(remote: Remote) -> str:
     lease = read_env(remote, hp.SUBNET_ENV).get("FLANNEL_SUBNET")
     if not lease:
         raise OverlayctlError(f"{remote.target.name}: {hp.SUBNET_ENV} has no FLANNEL_SUBNET")
-    changes = 0
-    if mode == "execstart":
-        changes += _edit_execstart(remote, family)
-    if docker0(remote) != lease:
-        remote.run(["systemctl", "restart", "docker"], timeout=180,
-                   waiting_for="docker to restart")  # fmt: skip
-        changes += 1
+    return lease
+
+
+def restart_docker(remote: Remote, lease: str) -> None:
+    """Restart docker, then check that docker0 holds the lease's .1."""
+    remote.run(["systemctl", "restart", "docker"], timeout=180,
+               waiting_for="docker to restart")  # fmt: skip
     have = docker0(remote)
     if have != lease:
         raise OverlayctlError(
             f"{remote.target.name}: docker0 has {have or 'no address'}, the lease is {lease}"
         )
-    return changes
 
 
-def _edit_execstart(remote: Remote, family: str) -> int:
+def edit_execstart(remote: Remote, family: str) -> int:
     """The seed's section 5.7: dockerd's ExecStart in docker's own unit gets the flags."""
     opts = read_env(remote, hp.DOCKER_OPTS_ENV)
     flags = [

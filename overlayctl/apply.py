@@ -18,6 +18,9 @@ class ApplyContext:
     family: str  # debian | rhel
     bundle: agent_phase.AgentBundle | None = None  # the agent wheels for this host's Python
     docker_mode: str = "dropin"
+    # Hosts whose docker restart waits for the caller (containers run there: restarted one host
+    # at a time after the phase); None: restart at once.
+    deferred: set[str] | None = None
 
 
 def apply_phase(remote: Remote, plan: HostPlan, phase: str, ctx: ApplyContext) -> int:
@@ -31,14 +34,31 @@ def apply_phase(remote: Remote, plan: HostPlan, phase: str, ctx: ApplyContext) -
         want = change.desired
         remote.put_file(change.path, want.content, want.mode, f"{want.owner}:{want.owner}")
     done = len(files)
+    host = remote.target.name
     for action in actions:
         if action.kind in ("start", "restart") and action.target == "etcd":
             continue
+        if action.target == "docker" and action.kind == "restart" and _defer(remote, ctx):
+            done += 1  # counted now, done by the caller
+            continue
         _ACTIONS[action.kind](remote, action, ctx)
         done += 1
-    if phase == "docker" and ctx.bundle is not None:
-        done += agent_phase.ensure_bip(remote, ctx.family, ctx.docker_mode)
+    if phase == "docker" and ctx.bundle is not None and host not in (ctx.deferred or ()):
+        made = agent_phase.ensure_bip(remote, ctx.family, ctx.docker_mode,
+                                      defer_if_busy=ctx.deferred is not None)  # fmt: skip
+        if made is None and ctx.deferred is not None:  # busy: restarted by the caller
+            ctx.deferred.add(host)
+            made = 1
+        done += made or 0
     return done
+
+
+def _defer(remote: Remote, ctx: ApplyContext) -> bool:
+    """Leave this host's docker restart to the caller when containers run on it."""
+    if ctx.deferred is None or not agent_phase.docker_busy(remote):
+        return False
+    ctx.deferred.add(remote.target.name)
+    return True
 
 
 def _hostname(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
@@ -105,6 +125,30 @@ def _systemctl(*verb: str) -> Callable[[Remote, Action, ApplyContext], None]:
     return run
 
 
+def _remove_device(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
+    """A previous backend's device (the agent removes it too when it starts; gone is fine)."""
+    remote.run(["ip", "link", "delete", action.target], check=False)
+
+
+def _remove_file(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
+    remote.run(["rm", "-f", action.target])
+
+
+def _restore_file(remote: Remote, action: Action, _ctx: ApplyContext) -> None:
+    """The original of a file overlayctl edited in place, from the backup its first edit made."""
+    saved = remote.backup_root + action.target
+    if remote.run(["test", "-f", saved], check=False).code != 0:
+        raise OverlayctlError(
+            f"{remote.target.name}: no backup of {action.target} in {remote.backup_root}; put "
+            "docker's original unit back by hand (e.g. reinstall docker), then re-run"
+        )
+    remote.run(["cp", "-a", saved, action.target])
+
+
+def _edit_execstart(remote: Remote, _action: Action, ctx: ApplyContext) -> None:
+    agent_phase.edit_execstart(remote, ctx.family)
+
+
 def _install_agent(remote: Remote, _action: Action, ctx: ApplyContext) -> None:
     if ctx.bundle is None:
         raise OverlayctlError(f"{remote.target.name}: no agent wheelhouse for this host")
@@ -127,6 +171,10 @@ _ACTIONS: dict[str, Callable[[Remote, Action, ApplyContext], None]] = {
     "reload": _firewalld_reload,
     "add-service": _add_service,
     "install-agent": _install_agent,
+    "remove-device": _remove_device,
+    "remove-file": _remove_file,
+    "restore-file": _restore_file,
+    "edit-execstart": _edit_execstart,
     "daemon-reload": _systemctl("daemon-reload"),
     "enable": _systemctl("enable"),
     "start": _start,

@@ -155,6 +155,13 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
     listed = {m.name for m in result.members}
     result.unreachable = [h.name for h in inv.etcd_members if h.name not in listed]
     key = network_config_key(inv)
+    if not result.quorum:  # every read would wait out etcdctl's timeout: say why instead
+        healthy = sum(m.healthy for m in result.members)
+        result.errors.append(
+            f"no quorum ({healthy} of {len(result.members) + len(result.unreachable)} members "
+            f"healthy): {key} and the leases cannot be read"
+        )
+        return result
     got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=30)
     if got.code != 0:
         # No quorum (or no member answering): say so, and keep every section filled so far.
@@ -176,6 +183,22 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
 
 def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no answer"])[-1][:300]
+
+
+def current_network_config(remote: Remote, inv: Inventory) -> dict[str, Any] | None:
+    """The network config in etcd now, through REMOTE (an etcd member); None when etcd is not
+    running there, does not answer, or holds none. Never raises: it only informs a plan."""
+    if remote.run(["systemctl", "is-active", "--quiet", "etcd"], check=False).code != 0:
+        return None  # a fresh host: no etcd to wait 5 s for
+    got = remote.run(etcdctl.get_value(inv, network_config_key(inv)), check=False, timeout=30)
+    if got.code != 0:
+        return None
+    try:
+        raw = etcdctl.parse_get(got.stdout)
+        value = json.loads(raw) if raw is not None else None
+    except (ValueError, OverlayctlError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def ensure_network_config(remote: Remote, inv: Inventory, force: bool) -> str:

@@ -5,20 +5,29 @@ the overlay network config. Phases: connect+lock -> facts -> prepare -> packages
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from overlayctl import apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
+from overlayctl import agent_phase, apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
 from overlayctl.agent_phase import AgentBundle
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.output import plural
 from overlayctl.pki import Member, Pki, foreign_cas
-from overlayctl.plan import DesiredFile, HostPlan, plan_host, wanted_packages
+from overlayctl.plan import (
+    DesiredFile,
+    HostPlan,
+    config_change_actions,
+    overlay_device,
+    plan_host,
+    wanted_packages,
+)
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import render_host
+from overlayctl.render import network_config, render_host
 from overlayctl.session import RunOptions, Session, state_dir
 
 # Before the etcd cluster is (re)started, and after it holds the network config.
@@ -137,7 +146,8 @@ def gather_plans(
         if bundle is not None and report is not None:
             report.bundles[host.name] = bundle
         plan = plan_host(host, family, desired, current, found, restart_network=restart_network,
-                         agent_digest=bundle.digest if bundle else None)  # fmt: skip
+                         agent_digest=bundle.digest if bundle else None,
+                         docker_mode=inv.cluster.docker_mode)  # fmt: skip
         return host, plan
 
     result = session.each("facts", one)
@@ -184,6 +194,50 @@ def _same_ca_everywhere(session: Session, local_ca: Path) -> None:
     )
 
 
+@dataclass(frozen=True)
+class ConfigChange:
+    """The network config in etcd differs from the inventory's."""
+
+    current: dict[str, Any]
+    desired: dict[str, Any]
+
+    def describe(self) -> str:
+        old, new = (json.dumps(c, separators=(",", ":")) for c in (self.current, self.desired))
+        gone = overlay_device(self.current)
+        device = f", its {gone} removed" if gone and gone != overlay_device(self.desired) else ""
+        return (
+            f"etcd holds the network config {old}, the inventory wants {new}. Replacing it "
+            f"restarts the agent on every node host{device} (leases are rewritten with the new "
+            "backend), and docker where its flags change (the MTU); cross-host traffic stops "
+            "until every host has restarted"
+        )
+
+
+def config_change(session: Session) -> ConfigChange | None:
+    """Ask the first reachable etcd member; None when the configs agree or etcd is not up."""
+    inv = session.inv
+    remote = next((session.remotes[m.name] for m in inv.etcd_members
+                   if m.name in session.remotes), None)  # fmt: skip
+    current = etcd_cluster.current_network_config(remote, inv) if remote else None
+    desired = network_config(inv)
+    return ConfigChange(current, desired) if current is not None and current != desired else None
+
+
+def add_config_change(plans: dict[str, HostPlan], inv: Inventory, change: ConfigChange) -> None:
+    """Each node host's agent restart (and the old device's removal), before any start of the
+    agent the plan already has, without a second restart."""
+    for host in inv.hosts:
+        plan = plans.get(host.name)
+        if plan is None:
+            continue
+        extra = config_change_actions(host, change.current, change.desired)
+        if plan.wants("overlay-agent", "start", "restart"):
+            extra = [a for a in extra if a.target != "overlay-agent"]
+        at = next((i for i, a in enumerate(plan.actions) if a.target == "overlay-agent"
+                   and a.kind in ("start", "restart")), len(plan.actions))  # fmt: skip
+        plan.actions[at:at] = extra
+
+
 def run_init(
     session: Session, options: InitOptions, report: InitReport | None = None
 ) -> InitReport:
@@ -192,8 +246,13 @@ def run_init(
     started = time.monotonic()
     report = report if report is not None else InitReport()
     session.open()
+    change = config_change(session)
+    if change is not None and not options.force:  # before any phase changes anything
+        raise Conflict(f"{change.describe()}. Re-run with --force to do it")
     pki = ensure_pki(session.inv, session, renew_leaves=options.renew_certificates)
     report.plans = gather_plans(session, pki, options.restart_network, report=report)
+    if change is not None:
+        add_config_change(report.plans, session.inv, change)
     report.changes = dict.fromkeys(report.plans, 0)
     apply_plans(session, report, ETCD_PHASES)
     _start_etcd(session, report, options)
@@ -207,18 +266,36 @@ def run_init(
 def apply_plans(session: Session, report: InitReport, phases: tuple[str, ...]) -> None:
     """PHASES in order, hosts in parallel; etcd (re)starts are left to the caller."""
     for phase in phases:
+        _apply_phase(session, report, phase)
 
-        def one(host: Host, remote: Remote, phase: str = phase) -> int:
-            ctx = apply.ApplyContext(family=host.os or "debian",
-                                     bundle=report.bundles.get(host.name),
-                                     docker_mode=session.inv.cluster.docker_mode)  # fmt: skip
-            return apply.apply_phase(remote, report.plans[host.name], phase, ctx)
 
-        result = session.each(phase, one, [h for h in session.alive if h.name in report.plans])
-        for name, count in result.succeeded.items():
-            report.changes[name] += count
-            if count:
-                session.reporter.host(name, phase, plural(count, "change"))
+def _apply_phase(session: Session, report: InitReport, phase: str) -> None:
+    """PHASE on every live host at once. docker restarts at once where no container runs, and
+    one host at a time where containers run (their outage never overlaps)."""
+    deferred: set[str] = set()
+
+    def one(host: Host, remote: Remote) -> int:
+        ctx = apply.ApplyContext(family=host.os or "debian",
+                                 bundle=report.bundles.get(host.name),
+                                 docker_mode=session.inv.cluster.docker_mode,
+                                 deferred=deferred if phase == "docker" else None)  # fmt: skip
+        return apply.apply_phase(remote, report.plans[host.name], phase, ctx)
+
+    result = session.each(phase, one, [h for h in session.alive if h.name in report.plans])
+    for name, count in result.succeeded.items():
+        report.changes[name] += count
+        if count:
+            session.reporter.host(name, phase, plural(count, "change"))
+    for host in [h for h in session.alive if h.name in deferred]:
+        session.each(phase, lambda h, r: _restart_docker_alone(session, h, r), [host])
+
+
+def _restart_docker_alone(session: Session, host: Host, remote: Remote) -> None:
+    started = time.monotonic()
+    agent_phase.ensure_bip(remote, host.os or "debian", session.inv.cluster.docker_mode,
+                           restart=True)  # fmt: skip
+    took = time.monotonic() - started
+    session.reporter.host(host.name, "docker", f"restarted alone (containers run), {took:.1f} s")
 
 
 def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> None:

@@ -12,8 +12,9 @@ from overlayctl.plan import HostPlan
 from overlayctl.verify import PairResult, VerifyReport
 
 
-def plan_text(plans: dict[str, HostPlan]) -> str:
-    out = []
+def plan_text(plans: dict[str, HostPlan], cluster: str = "") -> str:
+    """Per host its diffs and actions; CLUSTER: what changes for the cluster as a whole."""
+    out = [f"=== cluster: {cluster}"] if cluster else []
     for name in sorted(plans):
         plan = plans[name]
         out.append(f"=== {name}: {plural(plan.changes, 'change')}")
@@ -25,8 +26,11 @@ def plan_text(plans: dict[str, HostPlan]) -> str:
     return "\n".join(out)
 
 
-def plan_doc(plans: dict[str, HostPlan]) -> dict[str, Any]:
-    """`plan -o json`: the total, then per host its file changes (diffs) and actions."""
+def plan_doc(
+    plans: dict[str, HostPlan], network_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`plan -o json`: the total, per host its file changes (diffs) and actions, and the network
+    config's replacement when etcd holds another one ({"current", "desired", "describe"})."""
     hosts = {
         name: {
             "changes": plan.changes,
@@ -40,7 +44,8 @@ def plan_doc(plans: dict[str, HostPlan]) -> dict[str, Any]:
         }
         for name, plan in sorted(plans.items())
     }
-    return {"changes": sum(p.changes for p in plans.values()), "hosts": hosts}
+    total = sum(p.changes for p in plans.values()) + (network_config is not None)
+    return {"changes": total, "hosts": hosts, "network_config": network_config}
 
 
 def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]:

@@ -8,8 +8,12 @@ changes nothing and restarts nothing.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
+from agent.backends import BackendError, backend_class
+from agent.config import parse_config
 from overlayctl import hostpaths as hp
 from overlayctl.facts import Facts
 from overlayctl.inventory_model import Host
@@ -155,6 +159,7 @@ def plan_host(
     *,
     restart_network: bool = False,
     agent_digest: str | None = None,
+    docker_mode: str = "dropin",
 ) -> HostPlan:
     """AGENT_DIGEST: the fingerprint of the agent wheelhouse to have installed (node hosts)."""
     plan = HostPlan(host.name)
@@ -195,11 +200,30 @@ def plan_host(
             restart=install or bool(changed & (_AGENT_PATHS | _CLIENT_PKI)),
             fresh=not facts.agent_digest,
         )  # fmt: skip
+        switch = _docker_mode_actions(docker_mode, facts)
+        plan.actions += switch
+        unit_changed = hp.DOCKER_DROPIN in changed or bool(switch)
         plan.actions += _service_actions(
-            "docker", "docker", facts, reload=hp.DOCKER_DROPIN in changed,
-            restart=hp.DOCKER_DROPIN in changed, fresh="docker" in installing,
+            "docker", "docker", facts, reload=unit_changed, restart=unit_changed,
+            fresh="docker" in installing,
         )  # fmt: skip
     return plan
+
+
+def _docker_mode_actions(mode: str, facts: Facts) -> list[Action]:
+    """What makes docker's units match MODE, whatever the other mode left: execstart edits
+    docker's own unit and must not keep our drop-in (its ExecStart would win); dropin puts the
+    vendor unit back from the backup made by the edit."""
+    if mode == "execstart":
+        actions = []
+        if facts.docker_dropin:
+            actions.append(Action("docker", "remove-file", hp.DOCKER_DROPIN))
+        if not facts.docker_unit_edited:
+            actions.append(Action("docker", "edit-execstart", facts.docker_unit or "docker"))
+        return actions
+    if facts.docker_unit_edited:
+        return [Action("docker", "restore-file", facts.docker_unit)]
+    return []
 
 
 def _firewalld_actions(
@@ -265,3 +289,31 @@ def _without_initial(content: bytes) -> list[bytes]:
 
 def _user(owner: str | None) -> str:
     return (owner or "").split(":")[0]
+
+
+def overlay_device(config: dict[str, Any]) -> str | None:
+    """The overlay device an agent keeps for CONFIG (flannel.<VNI>, flannel0, or none)."""
+    try:
+        parsed = parse_config(json.dumps(config))
+        return backend_class(parsed).device_for(parsed)
+    except (ValueError, BackendError):
+        return None
+
+
+def config_change_actions(
+    host: Host, current: dict[str, Any] | None, desired: dict[str, Any]
+) -> list[Action]:
+    """What replacing the network config in etcd (CURRENT -> DESIRED) means on HOST.
+
+    Agents read the config only when they start (as flanneld does): each restarts, after the
+    old backend's device goes (its routes go with it). docker follows in the docker phase when
+    the flags the agent writes change (the MTU of a new backend). Empty when nothing changes.
+    """
+    if current is None or current == desired or not host.is_node:
+        return []
+    actions = []
+    old, new = overlay_device(current), overlay_device(desired)
+    if old and old != new:
+        actions.append(Action("agent", "remove-device", old))
+    actions.append(Action("agent", "restart", "overlay-agent"))
+    return actions

@@ -19,7 +19,16 @@ from overlayctl.cli.common import (
     report_doc,
 )
 from overlayctl.errors import OverlayctlError
-from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
+from overlayctl.init import (
+    ConfigChange,
+    InitOptions,
+    InitReport,
+    add_config_change,
+    config_change,
+    ensure_pki,
+    gather_plans,
+    run_init,
+)
 from overlayctl.inventory_model import Inventory
 from overlayctl.output import plan_doc, plan_text, plural
 from overlayctl.session import Session
@@ -95,6 +104,7 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                           record_host_keys=False)  # fmt: skip
     plans = {}
+    change: ConfigChange | None = None
     error: OverlayctlError | None = None
     with (
         open_session(inv, "plan", options, lock=False, log=False) as session,
@@ -104,6 +114,11 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
             session.open()
             pki = ensure_pki(inv, session, write=False)
             plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
+            change = config_change(session)
+            if change is not None:
+                add_config_change(plans, session.inv, change)
         except OverlayctlError as exc:
             error = exc
-    return ended(session, plan_text(plans), plan_doc(plans), error, "plan")
+    note = f"{change.describe()} (init --force)" if change else ""
+    config = vars(change) | {"describe": change.describe()} if change else None
+    return ended(session, plan_text(plans, note), plan_doc(plans, config), error, "plan")

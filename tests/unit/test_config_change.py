@@ -1,0 +1,59 @@
+"""A network config replaced in etcd (issue #16 item 2): what it means for each host's plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from overlayctl.init import ConfigChange, add_config_change
+from overlayctl.inventory import parse_inventory
+from overlayctl.inventory_model import Host, Inventory
+from overlayctl.plan import Action, HostPlan, config_change_actions, overlay_device
+
+VXLAN = {"Network": "172.21.0.0/16", "Backend": {"Type": "vxlan"}}
+HOSTGW = {"Network": "172.21.0.0/16", "Backend": {"Type": "host-gw"}}
+UDP = {"Network": "172.21.0.0/16", "Backend": {"Type": "udp"}}
+
+
+def inventory(roles: list[str]) -> Inventory:
+    data = {"cluster": {"name": "c", "network": "172.21.0.0/16"},
+            "hosts": [{"name": "node1", "address": "192.0.2.1", "roles": roles}]}  # fmt: skip
+    return parse_inventory(data, base_dir=Path("/inv"))[0]
+
+
+def node(roles: tuple[str, ...] = ("etcd", "node")) -> Host:
+    return inventory(list(roles)).hosts[0]
+
+
+def test_devices_follow_the_backend() -> None:
+    assert overlay_device(VXLAN) == "flannel.1"
+    assert overlay_device({**VXLAN, "Backend": {"Type": "vxlan", "VNI": 7}}) == "flannel.7"
+    assert overlay_device(UDP) == "flannel0"
+    assert overlay_device(HOSTGW) is None
+    assert overlay_device({"Backend": "junk"}) is None  # unreadable: nothing to remove
+
+
+def test_a_backend_change_restarts_the_agent_after_removing_the_old_device() -> None:
+    assert config_change_actions(node(), VXLAN, HOSTGW) == [
+        Action("agent", "remove-device", "flannel.1"),
+        Action("agent", "restart", "overlay-agent"),
+    ]
+    assert config_change_actions(node(), HOSTGW, UDP) == [
+        Action("agent", "restart", "overlay-agent")
+    ]
+
+
+def test_nothing_when_unchanged_unknown_or_not_a_node() -> None:
+    assert config_change_actions(node(), VXLAN, VXLAN) == []
+    assert config_change_actions(node(), None, VXLAN) == []
+    assert config_change_actions(node(("etcd",)), VXLAN, HOSTGW) == []
+
+
+def test_added_to_a_plan_before_its_own_agent_start_without_a_second_restart() -> None:
+    plan = HostPlan("node1", actions=[Action("agent", "install-agent", "abc"),
+                                      Action("agent", "restart", "overlay-agent")])  # fmt: skip
+    add_config_change({"node1": plan}, inventory(["etcd", "node"]), ConfigChange(VXLAN, HOSTGW))
+    assert [str(a) for a in plan.actions] == [
+        "install-agent abc", "remove-device flannel.1", "restart overlay-agent",
+    ]  # fmt: skip
+    text = ConfigChange(VXLAN, HOSTGW).describe()
+    assert "its flannel.1 removed" in text and "restarts the agent on every node host" in text
