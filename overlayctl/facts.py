@@ -43,6 +43,11 @@ if [ "$(systemctl is-active firewalld 2>/dev/null)" = active ] &&
 fi
 for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
 echo "agent_digest=$(cat "$digest_file" 2>/dev/null)"
+# docker.mode: our drop-in, and docker's own unit with the seed's ExecStart edit (--bip=).
+[ -f "{dropin}" ] && echo "docker_dropin=yes"
+unit=$(systemctl show -p FragmentPath --value docker 2>/dev/null)
+echo "docker_unit=$unit"
+[ -n "$unit" ] && grep -q '^ExecStart=.*--bip=' "$unit" 2>/dev/null && echo "docker_unit_edited=yes"
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
 for p in "$@"; do
   if command -v dpkg-query >/dev/null 2>&1; then
@@ -52,7 +57,7 @@ for p in "$@"; do
   fi
 done
 true
-"""
+""".replace("{dropin}", hostpaths.DOCKER_DROPIN)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class Facts:
     etcd_data_dirs: frozenset[str] = frozenset()  # etcd data dirs holding a member (bootstrapped)
     agent_digest: str = ""  # fingerprint of the agent wheelhouse installed ("" if none)
     firewalld: Firewalld | None = None  # None: firewalld is not active
+    docker_dropin: bool = False  # overlayctl's drop-in for docker exists
+    docker_unit: str = ""  # docker's own unit file (FragmentPath)
+    docker_unit_edited: bool = False  # its ExecStart carries --bip (docker.mode: execstart)
 
     def iface_of(self, address: ipaddress.IPv4Address) -> str | None:
         """The interface that holds ADDRESS on this host, if any."""
@@ -155,6 +163,9 @@ def parse_facts(text: str) -> Facts:
         packages=frozenset(packages),
         etcd_data_dirs=frozenset(data_dirs),
         agent_digest=values.get("agent_digest", ""),
+        docker_dropin=values.get("docker_dropin") == "yes",
+        docker_unit=values.get("docker_unit", ""),
+        docker_unit_edited=values.get("docker_unit_edited") == "yes",
         firewalld=Firewalld(
             values["fw_default_zone"],
             fw_zones,
