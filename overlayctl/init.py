@@ -5,15 +5,14 @@ the overlay network config. Phases: connect+lock -> facts -> prepare -> packages
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from overlayctl import agent_phase, apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
 from overlayctl.agent_phase import AgentBundle
+from overlayctl.config_change import add_config_change, config_change, refuse_fixed_changes
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.output import plural
@@ -21,13 +20,11 @@ from overlayctl.pki import Member, Pki, foreign_cas
 from overlayctl.plan import (
     DesiredFile,
     HostPlan,
-    config_change_actions,
-    overlay_device,
     plan_host,
     wanted_packages,
 )
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import network_config, render_host
+from overlayctl.render import render_host
 from overlayctl.session import RunOptions, Session, state_dir
 
 # Before the etcd cluster is (re)started, and after it holds the network config.
@@ -194,50 +191,6 @@ def _same_ca_everywhere(session: Session, local_ca: Path) -> None:
     )
 
 
-@dataclass(frozen=True)
-class ConfigChange:
-    """The network config in etcd differs from the inventory's."""
-
-    current: dict[str, Any]
-    desired: dict[str, Any]
-
-    def describe(self) -> str:
-        old, new = (json.dumps(c, separators=(",", ":")) for c in (self.current, self.desired))
-        gone = overlay_device(self.current)
-        device = f", its {gone} removed" if gone and gone != overlay_device(self.desired) else ""
-        return (
-            f"etcd holds the network config {old}, the inventory wants {new}. Replacing it "
-            f"restarts the agent on every node host{device} (leases are rewritten with the new "
-            "backend), and docker where its flags change (the MTU); cross-host traffic stops "
-            "until every host has restarted"
-        )
-
-
-def config_change(session: Session) -> ConfigChange | None:
-    """Ask the first reachable etcd member; None when the configs agree or etcd is not up."""
-    inv = session.inv
-    remote = next((session.remotes[m.name] for m in inv.etcd_members
-                   if m.name in session.remotes), None)  # fmt: skip
-    current = etcd_cluster.current_network_config(remote, inv) if remote else None
-    desired = network_config(inv)
-    return ConfigChange(current, desired) if current is not None and current != desired else None
-
-
-def add_config_change(plans: dict[str, HostPlan], inv: Inventory, change: ConfigChange) -> None:
-    """Each node host's agent restart (and the old device's removal), before any start of the
-    agent the plan already has, without a second restart."""
-    for host in inv.hosts:
-        plan = plans.get(host.name)
-        if plan is None:
-            continue
-        extra = config_change_actions(host, change.current, change.desired)
-        if plan.wants("overlay-agent", "start", "restart"):
-            extra = [a for a in extra if a.target != "overlay-agent"]
-        at = next((i for i, a in enumerate(plan.actions) if a.target == "overlay-agent"
-                   and a.kind in ("start", "restart")), len(plan.actions))  # fmt: skip
-        plan.actions[at:at] = extra
-
-
 def run_init(
     session: Session, options: InitOptions, report: InitReport | None = None
 ) -> InitReport:
@@ -247,10 +200,12 @@ def run_init(
     report = report if report is not None else InitReport()
     session.open()
     change = config_change(session)
+    refuse_fixed_changes(change, {}, session.inv)
     if change is not None and not options.force:  # before any phase changes anything
         raise Conflict(f"{change.describe()}. Re-run with --force to do it")
     pki = ensure_pki(session.inv, session, renew_leaves=options.renew_certificates)
     report.plans = gather_plans(session, pki, options.restart_network, report=report)
+    refuse_fixed_changes(None, report.plans, session.inv)
     if change is not None:
         add_config_change(report.plans, session.inv, change)
     report.changes = dict.fromkeys(report.plans, 0)

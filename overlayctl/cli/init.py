@@ -18,17 +18,14 @@ from overlayctl.cli.common import (
     output_option,
     report_doc,
 )
-from overlayctl.errors import OverlayctlError
-from overlayctl.init import (
+from overlayctl.config_change import (
     ConfigChange,
-    InitOptions,
-    InitReport,
     add_config_change,
     config_change,
-    ensure_pki,
-    gather_plans,
-    run_init,
+    refuse_fixed_changes,
 )
+from overlayctl.errors import OverlayctlError
+from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
 from overlayctl.inventory_model import Inventory
 from overlayctl.output import plan_doc, plan_text, plural
 from overlayctl.session import Session
@@ -115,6 +112,7 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
             pki = ensure_pki(inv, session, write=False)
             plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
             change = config_change(session)
+            refuse_fixed_changes(change, plans, session.inv)
             if change is not None:
                 add_config_change(plans, session.inv, change)
         except OverlayctlError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overlayctl.init import ConfigChange, add_config_change
+from overlayctl.config_change import ConfigChange, add_config_change
 from overlayctl.inventory import parse_inventory
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.plan import Action, HostPlan, config_change_actions, overlay_device
@@ -57,3 +57,25 @@ def test_added_to_a_plan_before_its_own_agent_start_without_a_second_restart() -
     ]  # fmt: skip
     text = ConfigChange(VXLAN, HOSTGW).describe()
     assert "its flannel.1 removed" in text and "restarts the agent on every node host" in text
+
+
+def test_network_and_prefix_cannot_change_on_a_running_cluster() -> None:
+    import pytest
+
+    from overlayctl.config_change import refuse_fixed_changes
+    from overlayctl.errors import Conflict
+    from overlayctl.plan import DesiredFile, FileChange
+    from overlayctl.remote.ssh import RemoteFile
+
+    inv = inventory(["etcd", "node"])
+    moved = {**VXLAN, "Network": "10.99.0.0/16"}
+    with pytest.raises(Conflict, match=r"Network cannot change .* docs/runbooks/change-network"):
+        refuse_fixed_changes(ConfigChange(VXLAN, moved), {}, inv)
+    refuse_fixed_changes(ConfigChange(VXLAN, HOSTGW), {}, inv)  # a backend change may go on
+    env = "/etc/default/overlay-agent"
+    old = RemoteFile(env, b'FLANNEL_ETCD_PREFIX="/atomic.io/network"\n', 0o644, "root:root")
+    plan = HostPlan(
+        "node1", files=[FileChange("agent", env, DesiredFile(b"x", 0o644, "root"), old)]
+    )
+    with pytest.raises(Conflict, match=r"node1: cluster.etcd_prefix cannot change"):
+        refuse_fixed_changes(None, {"node1": plan}, inv)

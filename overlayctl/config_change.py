@@ -1,0 +1,99 @@
+"""The network config in etcd against the inventory's, on a running cluster.
+
+Agents read the config only when they start (as flanneld does), so a replaced config needs every
+agent restarted; some keys (the Network, the subnet length, the etcd prefix) cannot change under
+running agents at all. Both are decided here, before any phase of `init` runs, and shown by
+`plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from overlayctl import etcd_cluster, hostpaths
+from overlayctl.errors import Conflict
+from overlayctl.inventory_model import Inventory
+from overlayctl.plan import HostPlan, config_change_actions, overlay_device
+from overlayctl.render import network_config
+from overlayctl.session import Session
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """The network config in etcd differs from the inventory's."""
+
+    current: dict[str, Any]
+    desired: dict[str, Any]
+
+    def describe(self) -> str:
+        old, new = (json.dumps(c, separators=(",", ":")) for c in (self.current, self.desired))
+        gone = overlay_device(self.current)
+        device = f", its {gone} removed" if gone and gone != overlay_device(self.desired) else ""
+        return (
+            f"etcd holds the network config {old}, the inventory wants {new}. Replacing it "
+            f"restarts the agent on every node host{device} (leases are rewritten with the new "
+            "backend), and docker where its flags change (the MTU); cross-host traffic stops "
+            "until every host has restarted"
+        )
+
+
+# Config keys that cannot change under running agents: every subnet, bip and container address
+# follows from them.
+_FIXED_KEYS = ("Network", "SubnetLen")
+_PREFIX_LINE = re.compile(rb'^FLANNEL_ETCD_PREFIX="?([^"\n]*)"?$', re.M)
+
+
+def refuse_fixed_changes(
+    change: ConfigChange | None, plans: dict[str, HostPlan], inv: Inventory
+) -> None:
+    """cluster.network (and the subnet length) or cluster.etcd_prefix changed on a running
+    cluster: no --force helps, the runbook says how to rebuild (Conflict)."""
+    runbook = "follow docs/runbooks/change-network.md (reset, then init with the new inventory)"
+    if change is not None:
+        for key in _FIXED_KEYS:
+            old, new = change.current.get(key), change.desired.get(key)
+            if old != new:
+                raise Conflict(
+                    f"the network config's {key} cannot change on a running cluster (etcd has "
+                    f"{old}, the inventory {new}): every subnet, docker bip and container "
+                    f"address would change; {runbook}"
+                )
+    for name, plan in sorted(plans.items()):
+        for file in plan.files:
+            found = _PREFIX_LINE.search(file.current.content or b"")
+            if file.path in hostpaths.AGENT_ENV.values() and found:
+                old_prefix = found.group(1).decode()
+                if old_prefix != inv.cluster.etcd_prefix:
+                    raise Conflict(
+                        f"{name}: cluster.etcd_prefix cannot change on a running cluster (the "
+                        f"agent uses {old_prefix}, the inventory {inv.cluster.etcd_prefix}): "
+                        f"its leases live there; {runbook}"
+                    )
+
+
+def config_change(session: Session) -> ConfigChange | None:
+    """Ask the first reachable etcd member; None when the configs agree or etcd is not up."""
+    inv = session.inv
+    remote = next((session.remotes[m.name] for m in inv.etcd_members
+                   if m.name in session.remotes), None)  # fmt: skip
+    current = etcd_cluster.current_network_config(remote, inv) if remote else None
+    desired = network_config(inv)
+    return ConfigChange(current, desired) if current is not None and current != desired else None
+
+
+def add_config_change(plans: dict[str, HostPlan], inv: Inventory, change: ConfigChange) -> None:
+    """Each node host's agent restart (and the old device's removal), before any start of the
+    agent the plan already has, without a second restart."""
+    for host in inv.hosts:
+        plan = plans.get(host.name)
+        if plan is None:
+            continue
+        extra = config_change_actions(host, change.current, change.desired)
+        if plan.wants("overlay-agent", "start", "restart"):
+            extra = [a for a in extra if a.target != "overlay-agent"]
+        at = next((i for i, a in enumerate(plan.actions) if a.target == "overlay-agent"
+                   and a.kind in ("start", "restart")), len(plan.actions))  # fmt: skip
+        plan.actions[at:at] = extra
