@@ -176,6 +176,18 @@ class FlannelRules:
             log.info("iptables: flannel rules programmed (ip-masq %s)", self.ip_masq)
         return changed
 
+    def drop_unwanted(self) -> bool:
+        """Without ip-masq, remove a previous run's masquerade jump and chain (ip_masq turned
+        off on a running cluster); True if there were any."""
+        if self.ip_masq:
+            return False
+        jump, body = self.masq
+        found = self.ipt.delete_all(jump) > 0
+        found |= self.ipt.delete_chain(jump.table, body[0].chain)
+        if found:
+            log.info("iptables: removed %s (ip-masq is off)", body[0].chain)
+        return found
+
     def teardown(self) -> None:
         """Remove the jumps and the chains (both, even if ip-masq was off: a previous run's)."""
         for jump, body in (self.forward, self.masq):

@@ -49,14 +49,16 @@ class RulesKeeper:
         return self.forward or self.ip_masq
 
     def apply(self, subnet: IPv4Network) -> bool:
-        """Program the rules for SUBNET now; True on success (or nothing to do)."""
+        """Program the rules for SUBNET now; True on success (or nothing to do). The first time
+        (and on a new subnet), a previous run's masquerade rules go when ip-masq is off."""
         if not self.wanted:
             return True
         if self._rules is None or subnet != self._subnet:
             self._subnet = subnet
             try:
                 self._rules = _Rules(self.network, subnet, fwd=self.forward, masq=self.ip_masq)
-            except IptablesError as exc:
+                self._rules.drop_unwanted()
+            except (IptablesError, OSError) as exc:
                 return self._failed(exc)
         self._next = time.monotonic() + self.resync
         try:

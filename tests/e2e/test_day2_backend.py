@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,9 @@ HOSTS = ("node1", "node2", "node3")
 IMAGE = ("--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
 MTU = {"vxlan": 1450, "host-gw": 1500, "udp": 1472}
 DEVICE = {"vxlan": "flannel.1", "host-gw": None, "udp": "flannel0"}
+# Stops on SIGTERM within a second (a bare `sleep` as PID 1 ignores it, so every docker restart
+# would wait out docker's 10 s stop timeout).
+WORKLOAD = shlex.quote("trap 'exit 0' TERM; while true; do sleep 1; done")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def cluster() -> Iterator[tuple[state.LabState, Path]]:
         for host in HOSTS:  # a workload that docker's restarts interrupt
             run = (f"docker image inspect {BUSYBOX_IMAGE_TAG} >/dev/null 2>&1 || docker import "
                    f"{BUSYBOX_IMAGE} {BUSYBOX_IMAGE_TAG} >/dev/null; docker run -d --restart=always"
-                   f" --name workload {BUSYBOX_IMAGE_TAG} sleep 100000")  # fmt: skip
+                   f" --name workload {BUSYBOX_IMAGE_TAG} sh -c {WORKLOAD}")  # fmt: skip
             assert on(lab, host, run).returncode == 0
         yield lab, three
     finally:

@@ -83,3 +83,26 @@ def test_without_ip_masq_only_the_forward_chain_exists(light_lab) -> None:
     filt, nat = _listing(host)
     assert sum("FLANNEL-FWD" in x for x in filt) == 4
     assert not [x for x in nat if "FLANNEL" in x]
+
+
+_DROP = """
+import json, sys
+from ipaddress import IPv4Network
+from agent.iptables import FlannelRules
+args = json.loads(sys.argv[1])
+rules = FlannelRules(IPv4Network(args["network"]), IPv4Network(args["subnet"]), False)
+print(json.dumps({"changed": rules.drop_unwanted()}))
+"""
+
+
+def test_ip_masq_turned_off_removes_a_previous_runs_masquerade(light_lab) -> None:
+    """ip_masq on -> off on a running cluster (issue #16): the old FLANNEL-POSTRTG must go."""
+    host = light_lab.add_host("h1")
+    assert _rules(host, masq=True) is True
+    assert any("FLANNEL-POSTRTG" in line for line in _listing(host)[1])
+    args = json.dumps({"network": "10.5.0.0/16", "subnet": "10.5.1.0/24"})
+    run = ["env", f"PYTHONPATH={ROOT}", sys.executable, "-c", _DROP, args]
+    assert json.loads(host.run(run).stdout)["changed"] is True
+    assert not any("FLANNEL-POSTRTG" in line for line in _listing(host)[1])
+    assert any("FLANNEL-FWD" in line for line in _listing(host)[0])  # forwarding stays
+    assert json.loads(host.run(run).stdout)["changed"] is False  # nothing left the second time
