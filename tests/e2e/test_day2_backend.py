@@ -159,3 +159,40 @@ def test_docker_mode_switches_both_ways_like_a_fresh_init(cluster) -> None:
         assert report["ok"], report["errors"]
         again = json.loads(cli(lab, "plan", "-i", str(inventory), "-o", "json").stdout)
         assert again["changes"] == 0, again["hosts"]
+
+
+# Each step: the changes to the inventory's cluster section, whether the network config in etcd
+# changes (init needs --force), and a check on node1 that the change took effect.
+STEPS = [
+    ("ip-masq-on", {"ip_masq": True}, False, "iptables -t nat -S | grep -q FLANNEL-POSTRTG"),
+    ("ip-masq-off", {"ip_masq": False}, False, "! iptables -t nat -S | grep -q FLANNEL-POSTRTG"),
+    ("vni-port", {"backend_options": {"vni": 2, "port": 8473}}, True,
+     "ip -d link show flannel.2 | grep -q 'dstport 8473' && ! ip link show flannel.1"),
+    ("agent-options", {"backend_options": {"vni": 2, "port": 8473},
+                       "agent_options": ["--subnet-lease-renew-margin=30"]}, False,
+     "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value overlay-agent)/cmdline"
+     " | grep -q -- --subnet-lease-renew-margin=30"),
+    ("back", {}, True, "ip link show flannel.1 && ! ip link show flannel.2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "changes", "force", "check"), STEPS, ids=[s[0] for s in STEPS])
+def test_each_field_change_converges(cluster, name: str, changes: dict, force: bool, check: str):
+    """ip_masq both ways, vxlan vni/port and agent_options: init leaves what a fresh init with
+    that inventory would (the change in effect, verify and status pass, then 0 changes)."""
+    lab, three = cluster
+    doc = yaml.safe_load(three.read_text())
+    doc["cluster"].update(changes)
+    inventory = three.with_name(f"step-{name}.yaml")
+    inventory.write_text(yaml.safe_dump(doc))
+    planned = json.loads(cli(lab, "plan", "-i", str(inventory), "-o", "json").stdout)
+    assert planned["changes"] > 0, planned
+    done = cli(lab, "init", "-i", str(inventory), *(["--force"] if force else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert on(lab, "node1", check).returncode == 0, (name, check)
+    report = json.loads(cli(lab, "verify", "-i", str(inventory), "-o", "json", *IMAGE).stdout)
+    assert report["ok"], report["errors"]
+    status = cli(lab, "status", "-i", str(inventory), "-o", "json")
+    assert status.returncode == 0, json.loads(status.stdout)["errors"]
+    again = json.loads(cli(lab, "plan", "-i", str(inventory), "-o", "json").stdout)
+    assert again["changes"] == 0, again["hosts"]
