@@ -60,6 +60,9 @@ def save(session: Session, out: Path) -> int:
         remote.run(["chown", session.inv.ssh.user, f"{folder}/etcd.db"])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".part")
+        # Made 0600 before a byte arrives: the download writes into it (it was briefly 0644).
+        tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         remote.download(f"{folder}/etcd.db", tmp)
         os.chmod(tmp, 0o600)
         tmp.replace(out)
