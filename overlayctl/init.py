@@ -198,6 +198,14 @@ def run_init(
     a phase raises."""
     started = time.monotonic()
     report = report if report is not None else InitReport()
+    try:
+        _init_phases(session, options, report)
+    finally:  # the time is reported however the run ended
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def _init_phases(session: Session, options: InitOptions, report: InitReport) -> None:
     session.open()
     change = config_change(session)
     refuse_fixed_changes(change, {}, session.inv)
@@ -211,11 +219,7 @@ def run_init(
     report.changes = dict.fromkeys(report.plans, 0)
     apply_plans(session, report, ETCD_PHASES)
     _start_etcd(session, report, options)
-    try:
-        apply_plans(session, report, AGENT_PHASES)
-    finally:
-        report.seconds = time.monotonic() - started
-    return report
+    apply_plans(session, report, AGENT_PHASES)
 
 
 def apply_plans(session: Session, report: InitReport, phases: tuple[str, ...]) -> None:
