@@ -63,6 +63,15 @@ def refuse_fixed_changes(
                 )
     for name, plan in sorted(plans.items()):
         for file in plan.files:
+            if file.path == hostpaths.ETCD_CONF and _peer_scheme(file.current.content) not in (
+                None, _peer_scheme(file.desired.content),
+            ):  # fmt: skip
+                raise Conflict(
+                    f"{name}: cluster.tls cannot change on a running cluster (its etcd peers "
+                    "speak one scheme: members restarted one by one would reject each other); "
+                    "to move a plain-http cluster to TLS, take it over as built by hand (issue "
+                    f"#21, `overlayctl adopt`), or {runbook}"
+                )
             found = _PREFIX_LINE.search(file.current.content or b"")
             if file.path in hostpaths.AGENT_ENV.values() and found:
                 old_prefix = found.group(1).decode()
@@ -72,6 +81,14 @@ def refuse_fixed_changes(
                         f"agent uses {old_prefix}, the inventory {inv.cluster.etcd_prefix}): "
                         f"its leases live there; {runbook}"
                     )
+
+
+_PEER_URLS = re.compile(rb'^ETCD_LISTEN_PEER_URLS="?(https?)://', re.M)
+
+
+def _peer_scheme(etcd_conf: bytes | None) -> bytes | None:
+    found = _PEER_URLS.search(etcd_conf or b"")
+    return found.group(1) if found else None
 
 
 def config_change(session: Session) -> ConfigChange | None:

@@ -129,7 +129,12 @@ def run_reset(
     if anchor is not None and not whole:  # a whole cluster's leases go with etcd's data
 
         def forget(host: Host, _remote: Remote) -> list[str]:
-            return _delete_leases(anchor, inv, etcd_inv, status.leases, host)
+            try:
+                return _delete_leases(anchor, inv, etcd_inv, status.leases, host)
+            except OverlayctlError as exc:
+                if not force:
+                    raise
+                return [f"lease NOT deleted ({exc}); --force went on"]
 
         deleted = session.each("lease", forget, [h for h in nodes if h.name in stopped.succeeded])
         for name, steps in deleted.succeeded.items():
@@ -158,8 +163,9 @@ def run_reset(
         for host in leaving:
             member = next((m for m in status.members if m.name == host.name), None)
             if host.is_etcd and member is not None and host.name in session.remotes:
-                _remove_member(anchor, inv, etcd_inv, host)
-                report.done.setdefault(host.name, []).append("etcd member removed")
+                report.done.setdefault(host.name, []).append(
+                    _leave_cluster(anchor, inv, etcd_inv, host, force)
+                )
     result = session.each("reset", undo, [h for h in leaving if h.name in session.remotes])
     for name, steps in result.succeeded.items():
         report.done.setdefault(name, []).extend(steps)
@@ -212,6 +218,23 @@ def _delete_leases(
             time.sleep(2)
         steps.append(f"lease {lease.subnet} deleted")
     return steps
+
+
+def _leave_cluster(
+    anchor: Remote, inv: Inventory, staying: Inventory, host: Host, force: bool
+) -> str:
+    """Remove HOST's member; below quorum etcd cannot, and --force goes on without it (the
+    remaining members then still list it: `etcdctl member remove` once quorum is back)."""
+    try:
+        _remove_member(anchor, inv, staying, host)
+    except OverlayctlError as exc:
+        if not force:
+            raise
+        return (
+            f"etcd member NOT removed ({exc}); --force went on: remove it with `etcdctl member "
+            "remove` once the cluster has quorum"
+        )
+    return "etcd member removed"
 
 
 def _remove_member(anchor: Remote, inv: Inventory, staying: Inventory, host: Host) -> None:

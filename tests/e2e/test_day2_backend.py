@@ -172,14 +172,18 @@ STEPS = [
                        "agent_options": ["--subnet-lease-renew-margin=30"]}, False,
      "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value overlay-agent)/cmdline"
      " | grep -q -- --subnet-lease-renew-margin=30"),
-    ("back", {}, True, "ip link show flannel.1 && ! ip link show flannel.2"),
+    ("udp-batching", {"backend": "udp", "backend_options": {"batching": True}}, True,
+     "ip link show flannel0 && grep -q FLANNEL_MTU=1472 /run/flannel/subnet.env"),
+    ("back", {}, True,
+     "ip link show flannel.1 && ! ip link show flannel.2 && ! ip link show flannel0"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "changes", "force", "check"), STEPS, ids=[s[0] for s in STEPS])
 def test_each_field_change_converges(cluster, name: str, changes: dict, force: bool, check: str):
-    """ip_masq both ways, vxlan vni/port and agent_options: init leaves what a fresh init with
-    that inventory would (the change in effect, verify and status pass, then 0 changes)."""
+    """ip_masq both ways, vxlan vni/port, agent_options and udp with Batching: init leaves what a
+    fresh init with that inventory would (the change in effect, verify and status pass, then
+    0 changes)."""
     lab, three = cluster
     doc = yaml.safe_load(three.read_text())
     doc["cluster"].update(changes)

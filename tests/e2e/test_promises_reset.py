@@ -90,21 +90,19 @@ def test_reset_below_quorum_is_refused_and_changes_nothing(cluster) -> None:
     assert run(lab, "status", "-i", str(two))[1]["ok"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `reset --force` below quorum dies at `etcdctl member remove` (context deadline "
-    "exceeded, through the stopped member; overlayctl/reset.py _remove_member) after it stopped "
-    "the host's agent: node1 keeps its files, PKI, etcd and etcd data",
-)
 def test_reset_below_quorum_goes_with_force(cluster) -> None:
     lab, _, two, _ = cluster
     sh(lab, "node2", "systemctl stop etcd")
     try:
         result, doc = run(lab, "reset", "-i", str(two), "node1", "--force")
     finally:
-        sh(lab, "node2", "systemctl start etcd")
+        # node2 alone still lists node1 (no quorum to remove it): its etcd cannot become ready,
+        # so do not wait for it. The whole-cluster reset below takes it away.
+        sh(lab, "node2", "systemctl start --no-block etcd")
     assert result.returncode == 0 and doc["ok"] is True, result.stdout + result.stderr
     assert "files restored" in doc["hosts"]["node1"]
+    # etcd cannot remove a member without quorum: said, and the rest of the reset went on.
+    assert any(step.startswith("etcd member NOT removed") for step in doc["hosts"]["node1"])
     assert "etcd stopped, data removed" in doc["hosts"]["node1"]
     assert sh(lab, "node1", "systemctl is-active etcd; test -e /var/lib/etcd/node1.etcd; echo $?"
               ) == "inactive\n1\n"  # fmt: skip

@@ -79,3 +79,26 @@ def test_network_and_prefix_cannot_change_on_a_running_cluster() -> None:
     )
     with pytest.raises(Conflict, match=r"node1: cluster.etcd_prefix cannot change"):
         refuse_fixed_changes(None, {"node1": plan}, inv)
+
+
+def test_tls_cannot_be_switched_on_a_running_cluster() -> None:
+    import pytest
+
+    from overlayctl.config_change import refuse_fixed_changes
+    from overlayctl.errors import Conflict
+    from overlayctl.plan import DesiredFile, FileChange
+    from overlayctl.remote.ssh import RemoteFile
+
+    conf = "/etc/etcd/etcd.conf"
+
+    def change(old: bytes, new: bytes) -> dict[str, HostPlan]:
+        have = RemoteFile(conf, old, 0o644, "root:root")
+        return {"node1": HostPlan("node1", files=[
+            FileChange("etcd", conf, DesiredFile(new, 0o644, "root"), have)])}  # fmt: skip
+
+    http = b'ETCD_LISTEN_PEER_URLS="http://192.0.2.1:2380"\n'
+    https = b'ETCD_LISTEN_PEER_URLS="https://192.0.2.1:2380"\n'
+    with pytest.raises(Conflict, match=r"node1: cluster\.tls cannot change"):
+        refuse_fixed_changes(None, change(http, https), inventory(["etcd", "node"]))
+    refuse_fixed_changes(None, change(https, https + b"# other\n"), inventory(["etcd", "node"]))
+    refuse_fixed_changes(None, change(b"", https), inventory(["etcd", "node"]))  # a fresh host
