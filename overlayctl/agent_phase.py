@@ -123,23 +123,33 @@ def docker0(remote: Remote) -> str | None:
     return match.group(1) if match else None
 
 
-# dockerd's arguments, one a line (nothing when docker is not running).
-_DOCKERD_ARGS = r"""
-pid=$(systemctl show -p MainPID --value docker)
-[ "${pid:-0}" != 0 ] && tr '\0' '\n' < "/proc/$pid/cmdline"
+# $1 the agent's docker options file. docker0's address, the flags the agent wants, and dockerd's
+# arguments (none when docker is not running), in one round trip.
+_DOCKER_STATE = r"""
+echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
+[ -r "$1" ] && . "$1" && echo "want=$DOCKER_NETWORK_OPTIONS"
+pid=$(systemctl show -p MainPID --value docker 2>/dev/null)
+[ "${pid:-0}" != 0 ] && tr '\0' '\n' < "/proc/$pid/cmdline" | sed 's/^/arg=/'
 exit 0
 """
 
 
+def docker_runs_on(state: str, lease: str) -> bool:
+    """Pure: docker0 holds the lease's .1 and dockerd runs with every flag the agent wrote
+    (--bip, --ip-masq, --mtu). docker reads them only when it starts, so a new MTU (a backend
+    change) needs a restart although docker0 kept its address."""
+    values: dict[str, list[str]] = {}
+    for line in state.splitlines():
+        key, _, value = line.partition("=")
+        values.setdefault(key, []).append(value)
+    running = values.get("arg", [])
+    want = " ".join(values.get("want", [])).split()
+    return values.get("docker0") == [lease] and bool(running) and all(f in running for f in want)
+
+
 def docker_is_current(remote: Remote, lease: str) -> bool:
-    """docker0 holds the lease's .1 and dockerd runs with every flag the agent wrote (--bip,
-    --ip-masq, --mtu): docker reads them only when it starts, so a new MTU (a backend change)
-    needs a restart although docker0 kept its address."""
-    if docker0(remote) != lease:
-        return False
-    want = read_env(remote, hp.DOCKER_OPTS_ENV).get("DOCKER_NETWORK_OPTIONS", "").split()
-    running = remote.script(_DOCKERD_ARGS, name="dockerd-args").stdout.splitlines()
-    return bool(running) and all(flag in running for flag in want)
+    state = remote.script(_DOCKER_STATE, hp.DOCKER_OPTS_ENV, name="docker-state").stdout
+    return docker_runs_on(state, lease)
 
 
 def docker_busy(remote: Remote) -> bool:

@@ -102,3 +102,17 @@ def test_tls_cannot_be_switched_on_a_running_cluster() -> None:
         refuse_fixed_changes(None, change(http, https), inventory(["etcd", "node"]))
     refuse_fixed_changes(None, change(https, https + b"# other\n"), inventory(["etcd", "node"]))
     refuse_fixed_changes(None, change(b"", https), inventory(["etcd", "node"]))  # a fresh host
+
+
+def test_docker_runs_on_the_lease_with_the_agents_flags() -> None:
+    from overlayctl.agent_phase import docker_runs_on
+
+    lease = "172.21.5.1/24"
+    state = (f"docker0={lease}\nwant= --bip={lease} --ip-masq=true --mtu=1450\n"
+             "arg=/usr/sbin/dockerd\narg=-H\narg=fd://\n"
+             f"arg=--bip={lease}\narg=--ip-masq=true\narg=--mtu=1450\n")  # fmt: skip
+    assert docker_runs_on(state, lease)
+    assert not docker_runs_on(state.replace("--mtu=1450\n", "--mtu=1500\n", 1), lease)  # new MTU
+    assert not docker_runs_on(state, "172.21.6.1/24")  # docker0 elsewhere
+    stopped = "\n".join(line for line in state.splitlines() if not line.startswith("arg="))
+    assert not docker_runs_on(stopped, lease)  # docker0 outlives a stopped docker
