@@ -39,6 +39,7 @@ class LeaseInfo:
     expires_in_s: int | None  # None: a reservation (no TTL)
     host: str | None  # the inventory host with that PublicIP; None: stale
     error: str = ""  # the value could not be read as a lease
+    vtep_mac: str = ""  # vxlan: the peer's VtepMAC (BackendData), which its fdb entry names
 
     @property
     def reservation(self) -> bool:
@@ -254,5 +255,6 @@ def leases(remote: Remote, inv: Inventory) -> list[LeaseInfo]:
             subnet=str(lease.subnet), public_ip=str(lease.public_ip),
             backend=lease.backend_type, expires_in_s=ttls.get(lease_id) if lease_id else None,
             host=by_ip.get(str(lease.public_ip)),
+            vtep_mac=str((lease.backend_data or {}).get("VtepMAC") or "").lower(),
         ))  # fmt: skip
     return found

@@ -23,6 +23,9 @@ if [ -r "$2" ]; then . "$2"; echo "lease=$FLANNEL_SUBNET"; echo "mtu=$FLANNEL_MT
 echo "docker_active=$(systemctl is-active docker 2>/dev/null)"
 echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
 ip -4 route show | sed 's/^/route=/'
+for dev in $(ip -o link show type vxlan 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+  bridge fdb show dev "$dev" 2>/dev/null | sed 's/^/fdb=/'
+done
 """
 
 
@@ -36,6 +39,8 @@ class HostStatus:
     mtu: int | None = None
     docker0: str = ""
     missing_routes: list[str] = field(default_factory=list)
+    missing_fdb: list[str] = field(default_factory=list)  # vxlan peers without their fdb entry
+    lease_in_etcd: bool = True  # False: subnet.env's lease is not (any more) in etcd
     error: str = ""
 
     @property
@@ -62,8 +67,12 @@ class HostStatus:
             found.append("no lease in subnet.env")
         elif not self.bip_ok:
             found.append(f"docker0 is {self.docker0 or 'missing'}, not the lease's {self.lease}")
+        elif not self.lease_in_etcd:
+            found.append(f"its lease {self.lease} is not in etcd (deleted or expired)")
         if self.missing_routes:
             found.append(f"missing routes to {', '.join(self.missing_routes)}")
+        if self.missing_fdb:
+            found.append(f"missing fdb entries for {', '.join(self.missing_fdb)}")
         return found
 
 
@@ -109,21 +118,37 @@ def missing_routes(
     return [p.subnet for p in peers if not _installed(backend, by_dest.get(p.subnet), p)]
 
 
+def missing_fdb(fdb_lines: list[str], peers: list[LeaseInfo]) -> list[str]:
+    """Pure: vxlan peers whose `VtepMAC dst PublicIP` entry is not in the VXLAN device's fdb."""
+    have = set()
+    for line in fdb_lines:
+        words = line.split()
+        after = dict(itertools.pairwise(words))
+        if words and "dst" in after:
+            have.add((words[0].lower(), after["dst"]))
+    return [p.subnet for p in peers if p.vtep_mac and (p.vtep_mac, p.public_ip) not in have]
+
+
 def parse(
     name: str,
     text: str,
     peers: list[LeaseInfo],
     backend: str | None = None,
     network: str | None = None,
+    *,
+    own_leases: list[str] | None = None,
 ) -> HostStatus:
     """Pure: the script's output + the other hosts' leases -> HostStatus. BACKEND and NETWORK
-    (from the network config) say which routes the agent should have installed."""
+    (from the network config) say which routes (and, for vxlan, fdb entries) the agent should
+    have installed. OWN_LEASES: the subnets etcd holds for this host (None: etcd unknown)."""
     st = HostStatus(name)
-    routes = []
+    routes, fdb = [], []
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "route":
             routes.append(Route.parse(value))
+        elif key == "fdb":
+            fdb.append(value)
         elif key == "agent_active":
             st.agent_active = value == "active"
         elif key == "docker_active":
@@ -139,6 +164,10 @@ def parse(
     own = str(ipaddress.ip_interface(st.lease).network) if st.lease else None
     others = [p for p in peers if p.subnet != own and not p.error]
     st.missing_routes = missing_routes(backend, network, routes, others)
+    if backend == "vxlan":
+        st.missing_fdb = missing_fdb(fdb, others)
+    if own_leases is not None and own is not None:
+        st.lease_in_etcd = own in own_leases
     return st
 
 
@@ -148,7 +177,12 @@ def host_status(
     leases: list[LeaseInfo],
     backend: str | None = None,
     network: str | None = None,
+    *,
+    known: bool = True,
 ) -> HostStatus:
+    """KNOWN False: the leases could not be read (no quorum): no verdict on the own lease."""
     out = remote.script(_SCRIPT, str(hp.AGENT_HEALTHZ_PORT), hp.SUBNET_ENV, name="host-status")
     peers = [lease for lease in leases if lease.host and lease.host != host.name]
-    return parse(host.name, out.stdout, peers, backend, network)
+    mine = [lease.subnet for lease in leases if lease.host == host.name]
+    return parse(host.name, out.stdout, peers, backend, network,
+                 own_leases=mine if known else None)  # fmt: skip

@@ -77,7 +77,8 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
             {"name": h.name, "agent_active": h.agent_active, "agent_ready": h.agent_ready,
              "docker_active": h.docker_active,
              "lease": h.lease, "docker0": h.docker0, "bip_ok": h.bip_ok, "mtu": h.mtu,
-             "missing_routes": h.missing_routes, "error": h.error}
+             "missing_routes": h.missing_routes, "missing_fdb": h.missing_fdb,
+             "lease_in_etcd": h.lease_in_etcd, "error": h.error}
             for h in hosts
         ],
     }  # fmt: skip

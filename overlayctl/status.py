@@ -22,7 +22,9 @@ def cluster_status(session: Session) -> tuple[ClusterStatus, list[HostStatus]]:
     nodes = [h for h in inv.hosts if h.is_node]
     backend, network = _data_plane(cluster.network_config, inv)
     result = session.each(
-        "status", lambda h, r: host_status(r, h, cluster.leases, backend, network), nodes
+        "status",
+        lambda h, r: host_status(r, h, cluster.leases, backend, network, known=not cluster.errors),
+        nodes,
     )
     hosts = [result.succeeded.get(h.name) or HostStatus(h.name, error=_why(session, h.name))
              for h in nodes]  # fmt: skip

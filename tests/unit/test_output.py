@@ -148,7 +148,8 @@ def test_status_doc_degraded(degraded) -> None:
     assert doc["hosts"][2] == {
         "name": "node3", "agent_active": True, "agent_ready": True, "docker_active": True,
         "lease": "172.21.23.1/24", "docker0": "172.17.0.1/16", "bip_ok": False, "mtu": 1450,
-        "missing_routes": ["172.21.81.0/24", "172.21.89.0/24"], "error": "",
+        "missing_routes": ["172.21.81.0/24", "172.21.89.0/24"], "missing_fdb": [],
+        "lease_in_etcd": True, "error": "",
     }  # fmt: skip
     assert [(h["name"], h["agent_active"], h["docker_active"], h["bip_ok"], h["error"])
             for h in doc["hosts"]] == [

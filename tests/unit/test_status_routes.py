@@ -69,3 +69,28 @@ def test_the_seed_udp_case_is_healthy_unless_docker_stopped(docker: str) -> None
     assert st.bip_ok  # docker0 keeps its address after docker stops ...
     assert st.healthy is (docker == "active")  # ... so docker's own state decides
     assert st.problems == ([] if docker == "active" else ["docker is not running"])
+
+
+def test_vxlan_peers_need_their_fdb_entry_and_the_host_its_lease() -> None:
+    """A deleted fdb entry or a lease gone from etcd: named, not healthy (issue #16)."""
+    peers = [
+        LeaseInfo("172.21.31.0/24", "192.168.255.155", "vxlan", 86000, "node2",
+                  vtep_mac="0a:00:00:00:00:02"),
+        LeaseInfo("172.21.40.0/24", "192.168.255.156", "vxlan", 86000, "node3",
+                  vtep_mac="0a:00:00:00:00:03"),
+    ]  # fmt: skip
+    text = "\n".join([
+        "agent_active=active", "agent_ready=200", "docker_active=active",
+        "lease=172.21.16.1/24", "docker0=172.21.16.1/24",
+        "route=172.21.31.0/24 via 172.21.31.0 dev flannel.1 onlink",
+        "route=172.21.40.0/24 via 172.21.40.0 dev flannel.1 onlink",
+        "fdb=0a:00:00:00:00:02 dst 192.168.255.155 self permanent",
+        "fdb=0a:00:00:00:00:03 dst 192.168.255.99 self permanent",  # wrong destination
+    ])  # fmt: skip
+    st = parse("node1", text, peers, "vxlan", NETWORK, own_leases=["172.21.16.0/24"])
+    assert st.missing_fdb == ["172.21.40.0/24"] and st.missing_routes == []
+    assert st.problems == ["missing fdb entries for 172.21.40.0/24"]
+    gone = parse("node1", text, peers, "vxlan", NETWORK, own_leases=[])
+    assert "its lease 172.21.16.1/24 is not in etcd (deleted or expired)" in gone.problems
+    unknown = parse("node1", text, peers, "vxlan", NETWORK, own_leases=None)
+    assert unknown.lease_in_etcd  # etcd did not answer: no verdict on it
