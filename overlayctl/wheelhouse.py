@@ -40,11 +40,22 @@ def deps_dir(python: str, arch: str) -> Path:
     return CACHE / f"py{python}-{arch}-{key}"
 
 
+def _complete(target: Path) -> bool:
+    """The cache folder holds every wheel its `complete` list names (a folder whose wheels went
+    missing is not a cache: hosts would get the agent without its dependencies)."""
+    marker = target / "complete"
+    if not marker.exists():
+        return False
+    names = marker.read_text().split()
+    return bool(names) and all((target / name).is_file() for name in names)
+
+
 def download_dependencies(python: str, arch: str, progress=print) -> Path:
     """Fetch binary wheels of the agent's dependencies for CPython PYTHON on ARCH (cached)."""
     target = deps_dir(python, arch)
-    if (target / "complete").exists():
+    if _complete(target):
         return target
+    (target / "complete").unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     abi = "cp" + python.replace(".", "")
     platforms = [f"manylinux_2_{m}_{arch}" for m in (17, 28, 31, 34)] + [f"manylinux2014_{arch}"]
@@ -75,7 +86,7 @@ def download_dependencies(python: str, arch: str, progress=print) -> Path:
 def find_dependencies(python: str, arch: str) -> Path:
     """The cached dependency wheels for a host, or one clear line saying how to get them."""
     target = deps_dir(python, arch)
-    if not (target / "complete").exists():
+    if not _complete(target):
         raise EnvironmentProblem(
             f"no agent wheelhouse for Python {python} on {arch} in {CACHE}; on a machine that "
             f"reaches the package index run: overlayctl wheelhouse --python {python} --arch {arch}"
