@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from overlayctl.lab import state
-from tests.labtools import cli, on
+from tests.labtools import ETCDCTL, cli, on
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
@@ -126,3 +126,37 @@ def test_status_without_quorum_still_reports_what_it_can(shared_cluster) -> None
         for host in ("node2", "node3"):
             on(lab, host, "systemctl start --no-block etcd")
     wait_for(lambda: status_doc(lab, three)[0] == 0, 90, "quorum and health back", 2)
+
+
+def test_status_names_a_missing_fdb_entry_and_a_lease_gone_from_etcd(shared_cluster) -> None:
+    """The two holes status had (issue #16): a peer's fdb entry deleted on node1, and node3's
+    lease deleted in etcd while its agent is stopped (a running agent takes it back at once)."""
+    lab, three, _ = shared_cluster
+    code, doc = status_doc(lab, three)
+    assert code == 0, doc["errors"]
+    node2 = next(le for le in doc["leases"] if le["host"] == "node2")
+    mac = on(lab, "node2", "cat /sys/class/net/flannel.1/address").stdout.strip()
+    delete = f"bridge fdb del {mac} dev flannel.1 dst {node2['public_ip']}"
+    assert on(lab, "node1", delete).returncode == 0
+    try:
+        code, doc = status_doc(lab, three)
+        assert code == 1
+        expected = f"missing fdb entries for {node2['subnet']}"
+        assert {"host": "node1", "phase": "host", "message": expected} in doc["errors"]
+    finally:
+        on(lab, "node1", f"bridge fdb append {mac} dev flannel.1 dst {node2['public_ip']} "
+           "self permanent")  # fmt: skip
+    node3 = next(le for le in doc["leases"] if le["host"] == "node3")
+    key = f"/coreos.com/network/subnets/{node3['subnet'].replace('/', '-')}"
+    assert on(lab, "node3", "systemctl stop overlay-agent").returncode == 0
+    try:
+        assert on(lab, "node1", f"{ETCDCTL} del {key}").stdout.strip() == "1"
+        code, doc = status_doc(lab, three)
+        assert code == 1
+        gone = (
+            f"its lease {node3['subnet'].replace('.0/', '.1/')} is not in etcd (deleted or expired)"
+        )
+        assert {"host": "node3", "phase": "host", "message": gone} in doc["errors"], doc["errors"]
+    finally:
+        assert on(lab, "node3", "systemctl start overlay-agent").returncode == 0
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
