@@ -12,7 +12,8 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,30 @@ def report_doc(report: Any, log: Path | None) -> dict[str, Any]:
         "seconds": round(report.seconds, 2),
         "log": str(log) if log else None,
     }
+
+
+@dataclass
+class Run:
+    """A run over SESSION; ERROR is what stopped it, kept for the Outcome instead of raised."""
+
+    session: Session
+    error: OverlayctlError | None = None
+
+    def ended(self, text: str, doc: dict[str, Any], phase: str | None = None) -> Outcome:
+        return ended(self.session, text, doc, self.error, phase)
+
+
+@contextmanager
+def run_session(
+    inv: Inventory, command: str, options: RunOptions, lock: bool, log: bool = True
+) -> Iterator[Run]:
+    """open_session, keeping an OverlayctlError that stops the block in Run.error (the command
+    still prints what was done, and its document); the log is closed however it ends."""
+    with open_session(inv, command, options, lock, log) as session:
+        run = Run(session)
+        try:
+            yield run
+        except OverlayctlError as exc:
+            run.error = exc
+        finally:
+            session.reporter.close()

@@ -11,15 +11,13 @@ from overlayctl import etcd_snapshot
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
-    ended,
     etcd_timeout_option,
     inventory_option,
     load,
-    open_session,
     output_option,
+    run_session,
 )
 from overlayctl.cli.init import run_and_report
-from overlayctl.errors import OverlayctlError
 from overlayctl.init import InitOptions
 from overlayctl.session import RunOptions, state_dir
 
@@ -48,16 +46,11 @@ def save(inventory: Path, accept_new_host_keys: bool, parallel: int, out: Path |
     inv = load(inventory)
     target = out or state_dir(inv) / "snapshots" / f"etcd-{time.strftime('%Y%m%d-%H%M%S')}.db"
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
-    size, error = None, None
-    with open_session(inv, "snapshot", options, lock=False) as session:
-        try:
-            size = etcd_snapshot.save(session, target)
-        except OverlayctlError as exc:
-            error = exc
-        finally:
-            session.reporter.close()
+    size = None
+    with run_session(inv, "snapshot", options, lock=False) as run:
+        size = etcd_snapshot.save(run.session, target)
     doc = {"file": str(target) if size is not None else None, "bytes": size}
-    return ended(session, "", doc, error, "snapshot")
+    return run.ended("", doc, "snapshot")
 
 
 @snapshot.command()
@@ -81,16 +74,10 @@ def restore(
         click.confirm(f"Replace etcd's data on {len(inv.etcd_members)} members with "
                       f"{snapshot_file}?", abort=True, err=True)  # fmt: skip
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel)
-    error: OverlayctlError | None = None
-    with open_session(inv, "restore", options, lock=True) as session:
-        try:
-            etcd_snapshot.restore(session, snapshot_file, etcd_timeout)
-        except OverlayctlError as exc:
-            error = exc
-        finally:
-            session.reporter.close()
+    with run_session(inv, "restore", options, lock=True) as run:
+        etcd_snapshot.restore(run.session, snapshot_file, etcd_timeout)
     doc = {"snapshot": str(snapshot_file), "members": [m.name for m in inv.etcd_members]}
-    return ended(session, "", doc, error, "restore")
+    return run.ended("", doc, "restore")
 
 
 @click.group()

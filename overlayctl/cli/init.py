@@ -9,14 +9,14 @@ import click
 
 from overlayctl.cli.common import (
     Outcome,
+    Run,
     connection_options,
-    ended,
     etcd_timeout_option,
     inventory_option,
     load,
-    open_session,
     output_option,
     report_doc,
+    run_session,
 )
 from overlayctl.config_change import (
     ConfigChange,
@@ -24,11 +24,9 @@ from overlayctl.config_change import (
     config_change,
     refuse_fixed_changes,
 )
-from overlayctl.errors import OverlayctlError
 from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
 from overlayctl.inventory_model import Inventory
 from overlayctl.output import plan_doc, plan_text, plural
-from overlayctl.session import Session
 
 
 @click.command()
@@ -63,28 +61,21 @@ def init(
 def run_and_report(inv: Inventory, command: str, options: InitOptions) -> Outcome:
     """init and `certs rotate`: run every phase, then one summary line and the document."""
     report = InitReport()
-    error: OverlayctlError | None = None
-    with open_session(inv, command, options, lock=True) as session:
-        try:
-            run_init(session, options, report)
-        except OverlayctlError as exc:
-            error = exc
-        finally:
-            session.reporter.close()
-    return summary(session, "certs rotate" if command == "rotate" else command, report, error)
+    with run_session(inv, command, options, lock=True) as run:
+        run_init(run.session, options, report)
+    return summary(run, "certs rotate" if command == "rotate" else command, report)
 
 
-def summary(
-    session: Session, command: str, report: InitReport, error: OverlayctlError | None
-) -> Outcome:
+def summary(run: Run, command: str, report: InitReport) -> Outcome:
     """`init: 79 changes on 3 hosts in 10.0 s; 0 hosts failed; log: ...` and its document."""
-    failed = len(session.failures)
+    log = run.session.reporter.log_path
+    failed = len(run.session.failures)
     text = (
         f"{command}: {plural(report.total_changes, 'change')} on "
         f"{plural(len(report.plans), 'host')} in {report.seconds:.1f} s; "
-        f"{plural(failed, 'host')} failed; log: {session.reporter.log_path}"
+        f"{plural(failed, 'host')} failed; log: {log}"
     )
-    return ended(session, text, report_doc(report, session.reporter.log_path), error, command)
+    return run.ended(text, report_doc(report, log), command)
 
 
 @click.command()
@@ -102,21 +93,18 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
                           record_host_keys=False)  # fmt: skip
     plans = {}
     change: ConfigChange | None = None
-    error: OverlayctlError | None = None
     with (
-        open_session(inv, "plan", options, lock=False, log=False) as session,
+        run_session(inv, "plan", options, lock=False, log=False) as run,
         tempfile.TemporaryDirectory(prefix="overlayctl-plan-") as wheels,
     ):
-        try:
-            session.open()
-            pki = ensure_pki(inv, session, write=False)
-            plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
-            change = config_change(session)
-            refuse_fixed_changes(change, plans, session.inv)
-            if change is not None:
-                add_config_change(plans, session.inv, change)
-        except OverlayctlError as exc:
-            error = exc
+        session = run.session
+        session.open()
+        pki = ensure_pki(inv, session, write=False)
+        plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
+        change = config_change(session)
+        refuse_fixed_changes(change, plans, session.inv)
+        if change is not None:
+            add_config_change(plans, session.inv, change)
     note = f"{change.describe()} (init --force)" if change else ""
     config = vars(change) | {"describe": change.describe()} if change else None
-    return ended(session, plan_text(plans, note), plan_doc(plans, config), error, "plan")
+    return run.ended(plan_text(plans, note), plan_doc(plans, config), "plan")

@@ -12,11 +12,10 @@ from overlayctl.cli.common import (
     etcd_timeout_option,
     inventory_option,
     load,
-    open_session,
     output_option,
+    run_session,
 )
 from overlayctl.cli.init import summary
-from overlayctl.errors import OverlayctlError
 from overlayctl.init import InitOptions, InitReport
 from overlayctl.join import check_names, run_join
 
@@ -42,12 +41,6 @@ def join(
     options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                           break_lock=break_lock, etcd_timeout=etcd_timeout)  # fmt: skip
     report = InitReport()
-    error: OverlayctlError | None = None
-    with open_session(inv, "join", options, lock=True) as session:
-        try:
-            run_join(session, list(hosts), options, report)
-        except OverlayctlError as exc:
-            error = exc
-        finally:
-            session.reporter.close()
-    return summary(session, "join", report, error)
+    with run_session(inv, "join", options, lock=True) as run:
+        run_join(run.session, list(hosts), options, report)
+    return summary(run, "join", report)

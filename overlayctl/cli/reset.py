@@ -9,13 +9,11 @@ import click
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
-    ended,
     inventory_option,
     load,
-    open_session,
     output_option,
+    run_session,
 )
-from overlayctl.errors import OverlayctlError
 from overlayctl.reset import ResetReport, run_reset, targets
 from overlayctl.session import RunOptions
 
@@ -48,15 +46,9 @@ def reset(
     options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                          break_lock=break_lock)  # fmt: skip
     report = ResetReport()
-    error: OverlayctlError | None = None
-    with open_session(inv, "reset", options, lock=True) as session:
-        try:
-            run_reset(session, list(hosts), force, report)
-        except OverlayctlError as exc:
-            error = exc
-        finally:
-            session.reporter.close()
+    with run_session(inv, "reset", options, lock=True) as run:
+        run_reset(run.session, list(hosts), force, report)
     text = "\n".join(
         f"{name:<12} reset     {'; '.join(steps)}" for name, steps in report.done.items()
     )
-    return ended(session, text, {"hosts": report.done}, error, "reset")
+    return run.ended(text, {"hosts": report.done}, "reset")
