@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,13 +198,20 @@ def run_init(
 ) -> InitReport:
     """Every phase on every host. REPORT (filled as it goes) still tells what was done when
     a phase raises."""
-    started = time.monotonic()
     report = report if report is not None else InitReport()
-    try:
+    with timed(report):
         _init_phases(session, options, report)
-    finally:  # the time is reported however the run ended
-        report.seconds = time.monotonic() - started
     return report
+
+
+@contextmanager
+def timed(report: InitReport) -> Iterator[None]:
+    """REPORT.seconds is the block's time, however it ended (a summary after a failure too)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        report.seconds = time.monotonic() - started
 
 
 def _init_phases(session: Session, options: InitOptions, report: InitReport) -> None:

@@ -21,6 +21,7 @@ from overlayctl.init import (
     apply_plans,
     ensure_pki,
     gather_plans,
+    timed,
 )
 from overlayctl.inventory_model import Host, Inventory
 from overlayctl.remote.ssh import Remote
@@ -44,8 +45,13 @@ def run_join(
     session: Session, names: list[str], options: InitOptions, report: InitReport | None = None
 ) -> InitReport:
     """Add NAMES to the live cluster; REPORT (filled as it goes) tells what was done."""
-    started = time.monotonic()
     report = report if report is not None else InitReport()
+    with timed(report):
+        _join(session, names, options, report)
+    return report
+
+
+def _join(session: Session, names: list[str], options: InitOptions, report: InitReport) -> None:
     inv = session.inv
     check_names(inv, names)
     new_members = [inv.host(n) for n in names if inv.host(n).is_etcd]
@@ -80,8 +86,6 @@ def run_join(
         report.changes[member.name] += 1
     report.network_config = etcd_cluster.ensure_network_config(first, inv, force=False)
     apply_plans(session, report, AGENT_PHASES)
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def _member_add(
