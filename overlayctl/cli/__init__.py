@@ -10,7 +10,7 @@ import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab
-from overlayctl.cli.common import JSON_KEY, error_entry, print_document, set_json_mode
+from overlayctl.cli.common import error_entry, json_mode, print_document, set_json_mode
 from overlayctl.cli.completion import completion
 from overlayctl.cli.etcd import certs, etcd
 from overlayctl.cli.init import init, plan
@@ -41,8 +41,7 @@ class _Group(click.Group):
     traceback; with `-o json` also the one JSON document on stdout (`ok: false`, `errors`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta[JSON_KEY] = _asks_json(args)
-        set_json_mode(ctx.meta[JSON_KEY])
+        set_json_mode(_asks_json(args))
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
@@ -53,7 +52,7 @@ class _Group(click.Group):
         except click.Abort:
             self._fail(ctx, "aborted, nothing changed", "aborted, nothing changed", 1)
         except click.UsageError as exc:
-            if not ctx.meta.get(JSON_KEY):
+            if not json_mode():
                 raise
             exc.show()
             self._fail(ctx, "", f"usage: {exc.format_message()}", exc.exit_code)
@@ -74,7 +73,7 @@ class _Group(click.Group):
     def _fail(ctx: click.Context, line: str, message: str, code: int) -> None:
         if line:
             click.echo(f"overlayctl: {line}", err=True)
-        if ctx.meta.get(JSON_KEY):
+        if json_mode():
             phase = ctx.invoked_subcommand
             print_document({"ok": False, "errors": [error_entry(message, phase=phase)]})
         sys.exit(code)

@@ -27,7 +27,6 @@ from overlayctl.remote.group import HostFailure
 from overlayctl.session import Reporter, RunOptions, Session, state_dir
 
 F = Callable[..., Any]
-JSON_KEY = "overlayctl.json"  # ctx.meta: this run prints one JSON document on stdout
 
 
 def error_entry(message: str, host: str | None = None, phase: str | None = None) -> dict:
@@ -110,8 +109,7 @@ def output_option(*formats: str) -> Callable[[F], F]:
             if not outcome.ok:
                 sys.exit(int(outcome.code))
 
-        def remember(ctx: click.Context, _param: click.Parameter, value: str) -> str:
-            ctx.find_root().meta[JSON_KEY] = value == "json"
+        def remember(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
             set_json_mode(value == "json")
             return value
 
