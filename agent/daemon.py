@@ -9,7 +9,7 @@ if the subnet changes (rare), the backend is set up again and the files are rewr
 On SIGTERM/SIGINT the loops stop within a few seconds; the data plane and the lease stay in
 place unless ``--cleanup-on-exit`` (then teardown and revoke).
 
-Test-only hooks: see agent/wiring.py.
+Test-only hooks: see agent/hooks.py.
 """
 
 from __future__ import annotations
@@ -25,23 +25,23 @@ from typing import Any
 
 from agent import __version__
 from agent.backends import Backend, BackendError, ExternalInterface
-from agent.config import NetworkConfig, config_key, wait_for_config
 from agent.etcd import EtcdClientBase, client_class
 from agent.files import SubnetEnv, read_previous_subnet, write_docker_opts, write_subnet_env
-from agent.lease import LeaseManager
-from agent.logs import event
-from agent.notify import Notifier
-from agent.options import AgentOptions
-from agent.rules import RulesKeeper
-from agent.server import HealthServer, Metric
-from agent.subnets import Lease
-from agent.watch import SubnetWatcher
-from agent.wiring import (
+from agent.hooks import (
     InterfaceChooser,
     SerialSink,
     default_backend_factory,
     default_chooser,
 )
+from agent.http.server import HealthServer, Metric
+from agent.logs import event
+from agent.notify import Notifier
+from agent.options import AgentOptions
+from agent.rules import RulesKeeper
+from agent.subnet.config import NetworkConfig, config_key, wait_for_config
+from agent.subnet.layout import Lease
+from agent.subnet.lease import LeaseManager
+from agent.subnet.watch import SubnetWatcher
 
 log = logging.getLogger("agent")
 
@@ -135,7 +135,7 @@ class Agent:
 
     def metrics(self) -> list[Metric]:
         """Every sample for /metrics (see agent/metrics in the README)."""
-        from agent.metrics import collect  # noqa: PLC0415 - only the HTTP thread needs it
+        from agent.http.metrics import collect  # noqa: PLC0415 - only the HTTP thread needs it
 
         return collect(self)
 

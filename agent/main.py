@@ -1,4 +1,4 @@
-"""overlay-agent's entry point: parse the options (see agent/options.py), run the agent.
+"""overlay-agent's entry point: parse the options (see agent/options/table.py), run the agent.
 
 A bad option value is one line on stderr naming the option, exit status 2, no traceback.
 

@@ -1,4 +1,4 @@
-"""Keeps flannel's iptables rules (agent/iptables.py) in place while the agent runs.
+"""Keeps flannel's iptables rules (agent/net/iptables.py) in place while the agent runs.
 
 FLANNEL-FWD unless ``--iptables-forward-rules=false``; FLANNEL-POSTRTG with ``--ip-masq``.
 Programmed with the data plane, re-checked every ``--iptables-resync`` seconds (flanneld does
@@ -13,8 +13,8 @@ import logging
 import time
 from ipaddress import IPv4Network
 
-from agent.iptables import FlannelRules, IptablesError, Rule
 from agent.logs import event
+from agent.net.iptables import FlannelRules, IptablesError, Rule
 
 log = logging.getLogger("agent")
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.subnets import LeaseDecodeError, decode_lease, subnets_dir
+from agent.subnet.layout import LeaseDecodeError, decode_lease, subnets_dir
 from overlayctl import etcdctl
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory_model import Host, Inventory

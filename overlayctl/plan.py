@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.backends import BackendError, backend_class
-from agent.config import parse_config
+from agent.subnet.config import parse_config
 from overlayctl import hostpaths as hp
 from overlayctl.facts import Facts
 from overlayctl.inventory_model import Host

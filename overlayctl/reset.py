@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
-from agent.subnets import subnet_key
+from agent.subnet.layout import subnet_key
 from overlayctl import etcd_cluster, etcdctl, firewalld
 from overlayctl import hostpaths as hp
 from overlayctl.errors import BadInput, OverlayctlError

@@ -154,8 +154,8 @@ class _Dispatch:
     _start_watcher wires the same parts), so a bug in it fails the data-plane tests."""
 
     def __init__(self, backend: Any, own: Any) -> None:
-        from agent.subnets import encode_lease_value, subnet_key
-        from agent.wiring import SerialSink
+        from agent.hooks import SerialSink
+        from agent.subnet.layout import encode_lease_value, subnet_key
 
         self.backend = backend
         self.own = own
@@ -173,8 +173,8 @@ class _Dispatch:
         the first call starts the watcher (its first listing becomes sync_peers)."""
         from ipaddress import IPv4Network
 
-        from agent.subnets import encode_lease_value, subnet_key
-        from agent.watch import SubnetWatcher
+        from agent.subnet.layout import encode_lease_value, subnet_key
+        from agent.subnet.watch import SubnetWatcher
 
         values = {
             subnet_key(PREFIX, IPv4Network(p["subnet"])): encode_lease_value(
@@ -223,10 +223,10 @@ def main(argv: list[str]) -> int:
     from ipaddress import IPv4Network
 
     from agent.backends import make_backend
-    from agent.config import parse_config
-    from agent.iface import choose_interface
-    from agent.iptables import FlannelRules
-    from agent.subnets import Lease
+    from agent.net.iface import choose_interface
+    from agent.net.iptables import FlannelRules
+    from agent.subnet.config import parse_config
+    from agent.subnet.layout import Lease
 
     spec = json.loads(argv[1])
     workdir = Path(spec["dir"])

@@ -6,15 +6,15 @@ import importlib
 import logging
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.config import NetworkConfig
-from agent.netlink import Netlink
+from agent.net.netlink import Netlink
+from agent.subnet.config import NetworkConfig
 
 log = logging.getLogger("agent")
 
 _BACKENDS = {
     "vxlan": ("agent.backends.vxlan", "VxlanBackend"),
     "host-gw": ("agent.backends.hostgw", "HostGwBackend"),
-    "udp": ("agent.backends.udp", "UdpBackend"),
+    "udp": ("agent.backends.udp.backend", "UdpBackend"),
 }
 
 

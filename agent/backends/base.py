@@ -2,7 +2,8 @@
 
 The agent's wiring knows only this class: it builds a backend for the configured type, asks it
 for the BackendData to publish in its own lease and the MTU for subnet.env, calls `setup` with
-its own lease, then feeds it remote leases through the PeerSink methods (from agent/watch.py).
+its own lease, then feeds it remote leases through the PeerSink methods (from
+agent/subnet/watch.py).
 `teardown` removes what the backend created; without --cleanup-on-exit the agent leaves the
 data plane up on exit so traffic keeps flowing across an agent restart.
 """
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from agent.config import NetworkConfig
-from agent.subnets import Lease
-from agent.watch import PeerSink
+from agent.subnet.config import NetworkConfig
+from agent.subnet.layout import Lease
+from agent.subnet.watch import PeerSink
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import logging
 from ipaddress import IPv4Network
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.config import NetworkConfig
-from agent.netlink import Netlink, PeerTable, stale_routes
-from agent.subnets import Lease
+from agent.net.netlink import Netlink, PeerTable, stale_routes
+from agent.subnet.config import NetworkConfig
+from agent.subnet.layout import Lease
 
 log = logging.getLogger(__name__)
 

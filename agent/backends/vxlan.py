@@ -17,9 +17,9 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.config import NetworkConfig
-from agent.netlink import Netlink, NetlinkError, PeerTable, stale_routes, subnet_zero
-from agent.subnets import Lease
+from agent.net.netlink import Netlink, NetlinkError, PeerTable, stale_routes, subnet_zero
+from agent.subnet.config import NetworkConfig
+from agent.subnet.layout import Lease
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 udp_ceiling (the C loop), for compare.py ``--py NAME='benchmarks/udp_ceiling/pyloop.py ...'``.
 A study tool for issue #8 (see README.md), not part of overlayctl or of CI.
 
-``--impl agent`` (default) runs agent/backends/udp_forward.py's steps unchanged, in the loop of
+``--impl agent`` (default) runs agent/backends/udp/forward.py's steps unchanged, in the loop of
 UdpBackend._forward_batched (poll, drain each ready fd <= 256 steps, flush); the other
 ``--impl`` values are experiments from pyloop_fast.py (copies, nothing in agent/ is changed):
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import pyloop_fast  # noqa: E402
 
 from agent.backends import udp_offload  # noqa: E402
-from agent.backends.udp_forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step  # noqa: E402
+from agent.backends.udp.forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step  # noqa: E402
 
 IFF_NAPI = 0x0010
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)

@@ -18,9 +18,9 @@ import gc
 import os
 import struct
 
-from agent.backends.udp_batch import MAX_TRAIN
-from agent.backends.udp_forward import EMPTY, FAILED, MOVED, _SmallTrains
-from agent.backends.udp_offload import VNET_HDR_LEN, open_sender
+from agent.backends.udp.batch import MAX_TRAIN
+from agent.backends.udp.forward import EMPTY, FAILED, MOVED, _SmallTrains
+from agent.backends.udp.offload import VNET_HDR_LEN, open_sender
 
 _DST = struct.Struct("!I")
 _TOTLEN = struct.Struct("!H")

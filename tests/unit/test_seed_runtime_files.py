@@ -6,7 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from agent.backends import ExternalInterface, make_backend
-from agent.config import parse_config
+from agent.subnet.config import parse_config
 from agent.files import SubnetEnv, format_docker_opts, format_subnet_env, parse_env
 from overlayctl.inventory import load_inventory
 from overlayctl.render import network_config_json

@@ -1,0 +1,401 @@
+"""Subnet lease manager: acquire, renew and re-acquire our lease in etcd (flannel's layout).
+
+Independent of any data plane: it exposes :attr:`LeaseManager.current` and calls
+``on_change(old, new)`` whenever our lease changes. Better than flannel where flannel fails:
+a lost create race is retried with another subnet; a deleted or expired lease is re-acquired,
+preferring the same subnet; reservations (keys without TTL) are honoured; duplicates reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Optional
+
+from agent.etcd import EtcdClient, EtcdError, EtcdLeaseNotFound, WatchEvent, WatchStream
+from agent.subnet.config import NetworkConfig
+from agent.subnet.layout import (
+    Conflict,
+    Lease,
+    LeaseDecodeError,
+    NoFreeSubnet,
+    choose_subnet,
+    decode_lease,
+    encode_lease_value,
+    find_conflicts,
+    subnet_key,
+    subnets_dir,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 24 * 3600
+DEFAULT_RENEW_MARGIN = 3600
+DEFAULT_RETRY_INTERVAL = 60.0
+DEFAULT_CHECK_INTERVAL = 30.0
+DEFAULT_CONFLICT_INTERVAL = 300.0
+MIN_CHECK_GAP = 0.5  # never check our key more often than this, whatever pokes us
+
+ChangeCallback = Callable[[Optional[Lease], Optional[Lease]], None]
+
+
+class LeaseError(Exception):
+    """No subnet could be acquired (no free subnet, races lost too often, etcd down)."""
+
+
+def list_leases(client: EtcdClient, prefix: str) -> tuple[list[Lease], int]:
+    """Every decodable lease and reservation under ``<prefix>/subnets/`` and the revision."""
+    kvs, revision = client.get_prefix(subnets_dir(prefix))
+    found: list[Lease] = []
+    for kv in kvs:
+        try:
+            found.append(decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision))
+        except LeaseDecodeError as exc:
+            log.warning("ignoring %s", exc)
+    return found, revision
+
+
+class LeaseManager:
+    """Holds one subnet lease for ``public_ip``; run it with :meth:`start`."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        config: NetworkConfig,
+        public_ip: IPv4Address | str,
+        backend_data: Mapping[str, Any] | None = None,
+        *,
+        backend_type: str | None = None,
+        ttl: int = DEFAULT_TTL,
+        renew_margin: float = DEFAULT_RENEW_MARGIN,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        conflict_interval: float = DEFAULT_CONFLICT_INTERVAL,
+        previous_subnet: IPv4Network | None = None,
+        max_attempts: int = 10,
+        rng: random.Random | None = None,
+        on_change: ChangeCallback | None = None,
+    ) -> None:
+        if not 0 <= renew_margin < ttl:
+            raise ValueError(f"renew margin {renew_margin}s must be below the lease TTL {ttl}s")
+        self.client = client
+        self.prefix = prefix
+        self.config = config
+        self.public_ip = IPv4Address(str(public_ip))
+        self.backend_type = backend_type or config.backend_type
+        self.backend_data = backend_data
+        self.ttl = int(ttl)
+        self.renew_margin = renew_margin
+        self.retry_interval = retry_interval
+        self.check_interval = check_interval
+        self.conflict_interval = conflict_interval
+        self.max_attempts = max_attempts
+        self.rng = rng or random.Random()  # noqa: S311 - spreading subnets, not cryptography
+        self.on_change = on_change
+        self.conflicts: list[Conflict] = []
+        self.expires_at: float | None = None  # wall clock; None for a reservation
+        self._preferred = previous_subnet
+        self._current: Lease | None = None
+        self._renew_at = 0.0  # monotonic
+        self._cond = threading.Condition()
+        self._poked = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._key_watch: WatchStream | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Lease | None:
+        """The lease we hold right now (None while acquiring)."""
+        return self._current
+
+    def wait_for_lease(self, timeout: float) -> Lease | None:
+        """Block until a lease is held or ``timeout`` passed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._current is not None, timeout=timeout)
+            return self._current
+
+    def _set_current(self, new: Lease | None) -> None:
+        with self._cond:
+            old, self._current = self._current, new
+            self._cond.notify_all()
+        if new is not None:
+            self._preferred = new.subnet
+        if self.on_change is not None and (
+            old is None or new is None or old.key != new.key or not old.same_attrs(new)
+        ):
+            try:
+                self.on_change(old, new)
+            except Exception:
+                log.exception("lease change callback failed")
+
+    def set_backend_data(self, backend_data: Mapping[str, Any] | None) -> Lease | None:
+        """New BackendData (e.g. a recreated VTEP's MAC): rewrite our key, keeping the lease."""
+        self.backend_data = backend_data
+        lease = self._current
+        if lease is None:
+            return None
+        value = encode_lease_value(self.public_ip, self.backend_type, backend_data)
+        if not self.client.replace(lease.key, value, lease.mod_revision, lease.lease_id):
+            self.poke()  # changed under us: let the loop sort it out
+            return None
+        kv = self.client.get(lease.key)
+        if kv is not None:
+            self._set_current(decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision))
+        return self._current
+
+    def poke(self) -> None:
+        """Check our key now (e.g. the watch loop saw it change)."""
+        self._poked.set()
+
+    # -- acquire -------------------------------------------------------------------------------
+
+    def acquire(self) -> Lease:
+        """Choose and claim a subnet now and hold it (:class:`LeaseError`, EtcdError)."""
+        lease = self._acquire()
+        self._set_current(lease)
+        self._ensure_key_watch()
+        return lease
+
+    def _acquire(self) -> Lease:
+        """Choose and claim a subnet; a lost race is retried with another one (bounded)."""
+        lost: set[IPv4Network] = set()
+        granted, granted_ttl = 0, self.ttl
+        try:
+            for attempt in range(1, self.max_attempts + 1):
+                leases, _ = list_leases(self.client, self.prefix)
+                mine = [x for x in leases if x.public_ip == self.public_ip]
+                for other in mine:
+                    if not self.config.contains_subnet(other.subnet):
+                        log.warning(
+                            "ignoring lease %s of our PublicIP: outside the config", other.subnet
+                        )
+                choice = choose_subnet(
+                    self.config,
+                    [x for x in leases if not x.is_reservation],
+                    [x for x in leases if x.is_reservation],
+                    self.public_ip,
+                    self._preferred,
+                    self.rng,
+                    exclude=lost,
+                )
+                reservation = choice.existing is not None and choice.existing.is_reservation
+                if not reservation and not granted:
+                    granted, granted_ttl = self.client.lease_grant(self.ttl)
+                lease_id = 0 if reservation else granted
+                lease = self._claim(choice.subnet, choice.existing, lease_id, granted_ttl)
+                if lease is not None:
+                    if lease_id:
+                        granted = 0  # in use: do not revoke it below
+                    log.info(
+                        "acquired subnet %s for %s (%s, attempt %d)",
+                        lease.subnet,
+                        self.public_ip,
+                        choice.reason,
+                        attempt,
+                    )
+                    return lease
+                log.warning("lost the race for %s, trying another subnet", choice.subnet)
+                lost.add(choice.subnet)
+                self._stop.wait(self.rng.uniform(0.01, 0.1))
+        except NoFreeSubnet as exc:
+            raise LeaseError(str(exc)) from exc
+        finally:
+            if granted:
+                with contextlib.suppress(EtcdError):
+                    self.client.lease_revoke(granted)
+        raise LeaseError(f"could not acquire a subnet in {self.max_attempts} attempts")
+
+    def _claim(
+        self, subnet: IPv4Network, existing: Lease | None, lease_id: int, ttl: int
+    ) -> Lease | None:
+        """One transaction: create if absent, or take over our own key if unchanged."""
+        key = subnet_key(self.prefix, subnet)
+        value = encode_lease_value(self.public_ip, self.backend_type, self.backend_data)
+        if existing is None:
+            self.client.create(key, value, lease_id)
+        else:
+            self.client.replace(key, value, existing.mod_revision, lease_id)
+        # Read back rather than trust the answer: a transaction retried on another endpoint
+        # after a timeout reports failure although the first try was applied.
+        kv = self.client.get(key)
+        if kv is None or kv.lease_id != lease_id or kv.value != value:
+            return None
+        self._note_ttl(lease_id, ttl)
+        return decode_lease(key, kv.value, kv.lease_id, kv.mod_revision)
+
+    def _note_ttl(self, lease_id: int, ttl: int) -> None:
+        if not lease_id:
+            self.expires_at, self._renew_at = None, float("inf")
+            return
+        self.expires_at = time.time() + ttl
+        self._renew_at = time.monotonic() + max(ttl - self.renew_margin, 0.5)
+
+    # -- background loop -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Acquire (if needed), then renew and re-acquire in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="lease-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self, revoke: bool = False, timeout: float = 10.0) -> None:
+        """Stop the loop; with ``revoke`` also delete our lease (flannel keeps it)."""
+        self._stop.set()
+        self._poked.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._drop_key_watch()
+        lease = self._current
+        if revoke and lease is not None:
+            with contextlib.suppress(EtcdError):
+                if lease.is_reservation:
+                    log.info("keeping reservation %s", lease.subnet)
+                else:
+                    self.client.lease_revoke(lease.lease_id)
+
+    def _run(self) -> None:
+        next_conflicts = time.monotonic()
+        last_check = 0.0
+        while not self._stop.is_set():
+            if self._current is None:
+                self._try_acquire()
+                continue
+            now = time.monotonic()
+            wake = min(self._renew_at, now + self.check_interval, next_conflicts)
+            self._poked.wait(max(wake - now, 0.0))
+            if self._stop.is_set():
+                return
+            gap = MIN_CHECK_GAP - (time.monotonic() - last_check)
+            if self._poked.is_set() and gap > 0:
+                self._stop.wait(gap)
+            self._poked.clear()
+            last_check = time.monotonic()
+            try:
+                if last_check >= self._renew_at:
+                    self._renew()
+                if self._current is not None:
+                    self._check_key()
+                if last_check >= next_conflicts:
+                    next_conflicts = last_check + self.conflict_interval
+                    self.check_conflicts()
+            except EtcdError as exc:
+                log.warning("etcd error while holding %s: %s", self._current, exc)
+
+    def _try_acquire(self) -> None:
+        try:
+            self.acquire()
+        except (LeaseError, EtcdError) as exc:
+            log.error("subnet lease: %s; retrying in %.1fs", exc, self.retry_interval)
+            self._stop.wait(self.retry_interval)
+
+    def _renew(self) -> None:
+        lease = self._current
+        if lease is None or lease.is_reservation:
+            return
+        try:
+            ttl = self.client.lease_refresh(lease.lease_id)
+        except EtcdLeaseNotFound:
+            self._lost(f"etcd lease of {lease.subnet} expired or was revoked")
+            return
+        except EtcdError as exc:
+            log.warning(
+                "renewing %s failed: %s; retrying in %.1fs", lease.subnet, exc, self.retry_interval
+            )
+            self._renew_at = time.monotonic() + self.retry_interval
+            return
+        self._note_ttl(lease.lease_id, ttl)
+        log.debug("renewed %s for %ss", lease.subnet, ttl)
+
+    def _check_key(self) -> None:
+        """Is our key still ours? Re-acquire if it vanished, adopt a reservation for us."""
+        lease = self._current
+        if lease is None:
+            return
+        self._ensure_key_watch()
+        kv = self.client.get(lease.key)
+        if kv is None:
+            self._lost(f"lease key {lease.key} was deleted or expired")
+            return
+        if kv.lease_id == lease.lease_id:
+            return
+        try:
+            now = decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision)
+        except LeaseDecodeError as exc:
+            log.error("our lease key was overwritten with garbage (%s); re-acquiring", exc)
+            self._lost("lease key overwritten")
+            return
+        if now.public_ip != self.public_ip:
+            log.error(
+                "subnet %s was taken over by PublicIP %s; re-acquiring", now.subnet, now.public_ip
+            )
+            self._preferred = None
+            self._lost("lease taken over")
+        elif now.is_reservation:
+            log.info("subnet %s is now reserved for us", now.subnet)
+            with contextlib.suppress(EtcdError):
+                self.client.lease_revoke(lease.lease_id)
+            self._note_ttl(0, 0)
+            self._set_current(now)
+        else:
+            log.error(
+                "subnet %s now carries another etcd lease with our PublicIP %s: is a second"
+                " agent using this PublicIP?",
+                now.subnet,
+                self.public_ip,
+            )
+
+    def _lost(self, why: str) -> None:
+        log.warning(
+            "%s: re-acquiring, preferring %s (the data plane stays up)", why, self._preferred
+        )
+        self._drop_key_watch()
+        try:
+            self.acquire()
+        except (LeaseError, EtcdError) as exc:
+            log.error("re-acquiring failed: %s", exc)
+            self._set_current(None)
+
+    def _ensure_key_watch(self) -> None:
+        lease = self._current
+        if self._key_watch is not None or lease is None:
+            return
+
+        def on_event(item: list[WatchEvent] | EtcdError) -> None:
+            if isinstance(item, EtcdError):
+                self._key_watch = None
+                self.poke()
+            elif any(e.kv.key == lease.key for e in item):
+                self.poke()
+
+        try:
+            self._key_watch = self.client.watch_prefix(lease.key, callback=on_event)
+        except EtcdError as exc:
+            log.debug("cannot watch our key yet: %s", exc)
+
+    def _drop_key_watch(self) -> None:
+        watch, self._key_watch = self._key_watch, None
+        if watch is not None:
+            watch.cancel()
+
+    # -- conflicts -----------------------------------------------------------------------------
+
+    def check_conflicts(self) -> list[Conflict]:
+        """List all leases and report duplicate PublicIPs and overlapping subnets."""
+        leases, _ = list_leases(self.client, self.prefix)
+        found = find_conflicts(leases)
+        if found != self.conflicts:
+            for conflict in found:
+                log.error("lease conflict: %s", conflict.detail)
+        self.conflicts = found
+        return found
