@@ -25,14 +25,10 @@ from typing import Any
 
 from agent import __version__
 from agent.backends import Backend, BackendError, ExternalInterface
+from agent.backends.base import SerialSink
 from agent.etcd import EtcdClientBase, client_class
 from agent.files import SubnetEnv, read_previous_subnet, write_docker_opts, write_subnet_env
-from agent.hooks import (
-    InterfaceChooser,
-    SerialSink,
-    default_backend_factory,
-    default_chooser,
-)
+from agent.hooks import InterfaceChooser, default_backend_factory, default_chooser
 from agent.http.server import HealthServer, Metric
 from agent.logs import event
 from agent.notify import Notifier
@@ -134,10 +130,29 @@ class Agent:
         return not missing, reason
 
     def metrics(self) -> list[Metric]:
-        """Every sample for /metrics (see agent/metrics in the README)."""
-        from agent.http.metrics import collect  # noqa: PLC0415 - only the HTTP thread needs it
+        """Every sample for /metrics (agent/http/metrics.py), from a snapshot of our state."""
+        from agent.http.metrics import AgentStatus, collect  # noqa: PLC0415 - HTTP thread only
 
-        return collect(self)
+        leases, watcher, backend = self.leases, self.watcher, self.backend
+        lease = leases.current if leases is not None else None
+        watch_stats = dict(watcher.stats) if watcher is not None else {}
+        client_errors = self.client.errors if self.client is not None else 0
+        return collect(
+            AgentStatus(
+                ready=self.is_ready(),
+                backend_type=self.config.backend_type if self.config is not None else "",
+                etcd_errors=client_errors + watch_stats.get("errors", 0),
+                iptables_errors=self.rules.errors if self.rules else 0,
+                lease_reacquired=self.reacquired,
+                lease_expires_at=leases.expires_at
+                if leases is not None and lease is not None and not lease.is_reservation
+                else None,
+                conflicts=tuple(c.kind for c in leases.conflicts) if leases is not None else None,
+                peers=len(watcher.peers) if watcher is not None else 0,
+                watch_stats=watch_stats,
+                backend_stats=backend.stats if backend is not None else None,
+            )
+        )
 
     # -- run -----------------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""Small parts the daemon plugs together: the interface chooser, the backend factory, an etcd
-client that counts errors, and a peer sink that serialises backend calls.
+"""Which interface chooser and backend factory the daemon uses: the real ones, or the test
+stand-ins named in the environment.
 
 Test-only hooks (never set them in production; the agent logs a warning when they are used):
 ``OVERLAY_AGENT_TEST_BACKEND=module:Class`` replaces the backend registry (make_backend) and
-``OVERLAY_AGENT_TEST_IFACE=module:function`` replaces agent.iface.choose_interface.
+``OVERLAY_AGENT_TEST_IFACE=module:function`` replaces agent.net.iface.choose_interface.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from agent.backends import Backend, ExternalInterface, make_backend
 from agent.subnet.config import NetworkConfig
-from agent.subnet.layout import Lease
-from agent.subnet.watch import PeerSink
 
 log = logging.getLogger("agent")
 
@@ -35,30 +32,6 @@ class InterfaceChooser(Protocol):
         regexes: Sequence[str] = (),
         public_ip: str | None = None,
     ) -> ExternalInterface: ...
-
-
-class SerialSink(PeerSink):
-    """Forwards peer changes to the backend under the lock its setup also takes."""
-
-    def __init__(self, backend: Backend, lock: threading.Lock) -> None:
-        self.backend = backend
-        self.lock = lock
-
-    def add_peer(self, lease: Lease) -> None:
-        with self.lock:
-            self.backend.add_peer(lease)
-
-    def remove_peer(self, lease: Lease) -> None:
-        with self.lock:
-            self.backend.remove_peer(lease)
-
-    def replace_peer(self, old: Lease, new: Lease) -> None:
-        with self.lock:
-            self.backend.replace_peer(old, new)
-
-    def sync_peers(self, leases: Sequence[Lease]) -> None:
-        with self.lock:
-            self.backend.sync_peers(leases)
 
 
 def load_hook(spec: str) -> Any:

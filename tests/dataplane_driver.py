@@ -154,7 +154,7 @@ class _Dispatch:
     _start_watcher wires the same parts), so a bug in it fails the data-plane tests."""
 
     def __init__(self, backend: Any, own: Any) -> None:
-        from agent.hooks import SerialSink
+        from agent.backends.base import SerialSink
         from agent.subnet.layout import encode_lease_value, subnet_key
 
         self.backend = backend

@@ -11,24 +11,14 @@ data plane up on exit so traffic keeps flowing across an agent restart.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+import threading
+from collections.abc import Sequence
 from typing import Any
 
+from agent.net.iface import ExternalInterface
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import Lease
 from agent.subnet.watch import PeerSink
-
-
-@dataclass(frozen=True)
-class ExternalInterface:
-    """The underlay interface the overlay runs over (flannel's --iface / --public-ip)."""
-
-    name: str
-    index: int
-    address: IPv4Address  # the interface's own address
-    public_ip: IPv4Address  # what peers send to (usually == address)
-    mtu: int
 
 
 class BackendError(Exception):
@@ -69,3 +59,27 @@ class Backend(PeerSink, abc.ABC):
     def stats(self) -> dict[str, float]:
         """Counters for /metrics (e.g. routes programmed; udp packets, bytes, drops)."""
         return {}
+
+
+class SerialSink(PeerSink):
+    """Forwards peer changes to the backend under the lock its setup also takes."""
+
+    def __init__(self, backend: Backend, lock: threading.Lock) -> None:
+        self.backend = backend
+        self.lock = lock
+
+    def add_peer(self, lease: Lease) -> None:
+        with self.lock:
+            self.backend.add_peer(lease)
+
+    def remove_peer(self, lease: Lease) -> None:
+        with self.lock:
+            self.backend.remove_peer(lease)
+
+    def replace_peer(self, old: Lease, new: Lease) -> None:
+        with self.lock:
+            self.backend.replace_peer(old, new)
+
+    def sync_peers(self, leases: Sequence[Lease]) -> None:
+        with self.lock:
+            self.backend.sync_peers(leases)

@@ -13,7 +13,8 @@ import logging
 from ipaddress import IPv4Network
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.net.netlink import Netlink, PeerTable, stale_routes
+from agent.backends.peers import PeerTable, stale_routes
+from agent.net.netlink import Netlink
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import Lease
 

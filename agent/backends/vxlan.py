@@ -17,7 +17,8 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.net.netlink import Netlink, NetlinkError, PeerTable, stale_routes, subnet_zero
+from agent.backends.peers import PeerTable, stale_routes, subnet_zero
+from agent.net.netlink import Netlink, NetlinkError
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import Lease
 

@@ -14,13 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
-from agent.backends.base import BackendError, ExternalInterface
-
 IFF_LOOPBACK = 0x8
 
 
-class InterfaceError(BackendError):
+class InterfaceError(ValueError):
     """No interface matches what was asked (one line, says what was tried)."""
+
+
+@dataclass(frozen=True)
+class ExternalInterface:
+    """The underlay interface the overlay runs over (flannel's --iface / --public-ip)."""
+
+    name: str
+    index: int
+    address: IPv4Address  # the interface's own address
+    public_ip: IPv4Address  # what peers send to (usually == address)
+    mtu: int
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,8 @@ Everything acts on the network namespace of the calling process: a :class:`Netli
 rtnetlink socket there (open one per batch of changes, they are cheap). Creation is idempotent
 ("replace" semantics) and deletion of something already gone is not an error, so a backend can
 re-run its whole programming after a restart without special cases. The messages themselves are
-built and parsed by agent/net/rtnl.py.
-
-The bottom of the module holds the little peer bookkeeping every backend shares.
+built and parsed by agent/net/rtnl.py. Part of the agent/net library: it imports nothing
+of the agent, so its errors are its own (:class:`NetlinkError`, an OSError).
 """
 
 from __future__ import annotations
@@ -14,19 +13,16 @@ from __future__ import annotations
 import errno
 import logging
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from socket import AF_INET, AF_UNSPEC
 from typing import Any
 
-from agent.backends.base import BackendError
 from agent.net import rtnl
 from agent.net.rtnl import NetlinkError, as_ipv4, as_mac, as_text, as_u32, attributes
-from agent.subnet.config import NetworkConfig
-from agent.subnet.layout import Lease
 
-__all__ = ["Neighbour", "Netlink", "NetlinkError", "PeerTable", "Route"]
+__all__ = ["Neighbour", "Netlink", "NetlinkError", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +152,7 @@ class Netlink:
         self.rt.request(rtnl.RTM_NEWLINK, body, flags, f"create {kind} link {name}")
         index = self.link_index(name)
         if index is None:
-            raise BackendError(f"link {name} vanished right after it was created")
+            raise NetlinkError(errno.ENODEV, f"link {name} vanished right after it was created")
         return index
 
     def delete_link(self, name: str) -> bool:
@@ -342,139 +338,3 @@ class Netlink:
                 return False
             raise
         return True
-
-
-# -- peer bookkeeping shared by the backends -----------------------------------------------------
-
-
-def subnet_zero(subnet: IPv4Network) -> IPv4Address:
-    """A subnet's .0 address (flannel puts it on the overlay device, /32 or /Network)."""
-    return subnet.network_address
-
-
-def skip_reason(
-    lease: Lease, type_name: str, config: NetworkConfig, own: Lease | None
-) -> str | None:
-    """Why a TYPE_NAME backend refuses LEASE; '' if it can program it, None for our own lease."""
-    if own is not None and lease.subnet == own.subnet:
-        return None
-    if own is not None and lease.public_ip == own.public_ip:
-        return f"its PublicIP {lease.public_ip} is ours too (duplicate PublicIP, flannel #98)"
-    if lease.backend_type != type_name:
-        return f"its backend type is {lease.backend_type!r}, not {type_name!r}"
-    if not lease.subnet.subnet_of(config.network):
-        return f"it is outside the Network {config.network}"
-    return ""
-
-
-def stale_routes(
-    routes: list[Route], network: IPv4Network, keep: set[IPv4Network]
-) -> Iterator[Route]:
-    """Routes inside NETWORK (narrower than it) that no current lease explains."""
-    for route in routes:
-        if (
-            route.dst.prefixlen > network.prefixlen
-            and route.dst.subnet_of(network)
-            and route.dst not in keep
-        ):
-            yield route
-
-
-class PeerTable:
-    """Mixin for a Backend: the remote-lease bookkeeping all data planes share.
-
-    A backend provides ``_install`` / ``_uninstall`` (program or remove one lease), optionally
-    ``_verdict`` (extra refusal reasons) and ``_sweep`` (drop state a previous run left), and
-    gets add/replace/remove/sync_peers with flannel's semantics: leases of another backend
-    type or outside the Network are skipped with one warning line, a refused lease raises
-    :class:`BackendError` from ``add_peer`` but never stops ``sync_peers`` from routing the rest.
-    """
-
-    type_name: str
-    config: NetworkConfig
-    own: Lease | None
-    peers: dict[IPv4Network, Lease]
-    refused: int
-
-    def _verdict(self, nl: Netlink, lease: Lease) -> str | None:
-        """'' to program LEASE, None to ignore it silently (our own), else why it is refused."""
-        return skip_reason(lease, self.type_name, self.config, self.own)
-
-    def _install(self, nl: Netlink, lease: Lease, old: Lease | None) -> None:
-        raise NotImplementedError
-
-    def _uninstall(self, nl: Netlink, lease: Lease) -> None:
-        raise NotImplementedError
-
-    def _sweep(self, nl: Netlink, keep: dict[IPv4Network, Lease]) -> None:
-        """Remove what a previous run programmed for subnets not in KEEP (default: nothing)."""
-
-    def _require_setup(self) -> None:
-        if self.own is None:
-            raise BackendError(f"{self.type_name}: setup() must run before peers are added")
-
-    def _add(self, nl: Netlink, lease: Lease) -> None:
-        reason = self._verdict(nl, lease)
-        if reason is None:
-            return
-        if reason:
-            self.refused += 1
-            log.warning(
-                "%s: not routing %s (PublicIP %s): %s",
-                self.type_name,
-                lease.subnet,
-                lease.public_ip,
-                reason,
-            )
-            raise BackendError(f"{self.type_name}: not routing {lease.subnet}: {reason}")
-        try:
-            self._install(nl, lease, self.peers.get(lease.subnet))
-        except OSError as exc:  # e.g. the kernel rejects the next hop (NetlinkError): skip it
-            self.refused += 1
-            log.warning("%s: cannot program %s: %s", self.type_name, lease.subnet, exc)
-            raise BackendError(f"{self.type_name}: cannot program {lease.subnet}: {exc}") from exc
-        self.peers[lease.subnet] = lease
-
-    def add_peer(self, lease: Lease) -> None:
-        """Program one remote lease (BackendError if this backend refuses it)."""
-        self._require_setup()
-        with Netlink() as nl:
-            self._add(nl, lease)
-
-    def replace_peer(self, old: Lease, new: Lease) -> None:
-        """New entries first, then the old ones that differ: no gap for an unchanged subnet."""
-        self._require_setup()
-        if old.subnet != new.subnet:
-            self.remove_peer(old)
-        try:
-            self.add_peer(new)
-        except BackendError:
-            self.remove_peer(old)  # the old entries are no longer valid either
-            raise
-
-    def remove_peer(self, lease: Lease) -> None:
-        """Remove exactly what was programmed for LEASE's subnet."""
-        self._require_setup()
-        known = self.peers.pop(lease.subnet, None)
-        with Netlink() as nl:
-            self._uninstall(nl, known or lease)
-
-    def sync_peers(self, leases: Sequence[Lease]) -> None:
-        """The full set of remote leases: drop stale state, then program every usable one."""
-        self._require_setup()
-        with Netlink() as nl:
-            keep = {x.subnet: x for x in leases if self._verdict(nl, x) == ""}
-            self._sweep(nl, keep)
-            self.peers = {s: x for s, x in self.peers.items() if s in keep}
-            for lease in leases:
-                try:
-                    self._add(nl, lease)
-                except BackendError:
-                    continue  # logged once by _add; the others still get routed
-
-    def stats(self) -> dict[str, float]:
-        return {
-            "peers": len(self.peers),
-            "routes_programmed": len(self.peers),
-            "peers_refused": self.refused,
-        }

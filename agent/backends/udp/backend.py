@@ -12,11 +12,11 @@ socket -> write to the TUN. Packets for subnets without a lease are dropped and 
 Nothing is logged or allocated per packet beyond the small objects Python itself creates.
 
 ``Batching: true`` (opt-in, ours, both ends must have it; see agent/backends/udp/offload.py
-and udp_batch.py): the TUN hands over TCP super-packets of up to 64 KiB (TSO), each sent as
+and batch.py): the TUN hands over TCP super-packets of up to 64 KiB (TSO), each sent as
 one UDP_SEGMENT train of MTU-sized datagrams (one 6-byte head per train, marks checked and
 removed per train) and read back with UDP_GRO, so one Python iteration moves up to 45
 packets' worth. TUN -> UDP runs in a thread, UDP -> TUN in a worker process
-(udp_worker.py), so the two directions do not share one GIL. Containers see the same MTU; a
+(worker.py), so the two directions do not share one GIL. Containers see the same MTU; a
 Batching end still reads flannel's format, but a flannel-format end drops what a Batching end
 sends.
 """
@@ -34,6 +34,7 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
+from agent.backends.peers import PeerTable, subnet_zero
 from agent.backends.udp.batch import MIN_SEGMENT
 from agent.backends.udp.forward import (
     BATCH,
@@ -46,7 +47,7 @@ from agent.backends.udp.forward import (
 )
 from agent.backends.udp.offload import open_sender, open_socket, open_tun
 from agent.backends.udp.worker import RxWorker, forward
-from agent.net.netlink import SCOPE_LINK, Netlink, NetlinkError, PeerTable, subnet_zero
+from agent.net.netlink import SCOPE_LINK, Netlink, NetlinkError
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import Lease
 

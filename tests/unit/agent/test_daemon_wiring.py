@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from agent.backends.base import SerialSink
 from agent.etcd import EtcdClientBase, EtcdUnavailable, client_class
-from agent.hooks import SerialSink, load_hook
+from agent.hooks import load_hook
 from agent.logs import LogfmtFormatter, event, format_fields, setup_logging
 from agent.net.iptables import FORWARD_CHAIN, MASQ_CHAIN
 from agent.rules import RulesKeeper, _Rules

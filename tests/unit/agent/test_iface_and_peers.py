@@ -6,9 +6,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
+from agent.backends.peers import skip_reason, stale_routes
 from agent.net.iface import InterfaceError, LinkInfo, select_interface
 from agent.net.iptables import forward_rules, masq_rules
-from agent.net.netlink import Route, skip_reason, stale_routes
+from agent.net.netlink import Route
 from agent.subnet.config import parse_config
 from agent.subnet.layout import Lease
 
