@@ -1,30 +1,22 @@
-"""Pure subnet-lease logic: flannel's key layout and value JSON, subnet choice, conflict checks.
+"""flannel's lease layout in etcd: the keys under ``<prefix>/subnets/``, the value JSON and the
+:class:`Lease` record decoded from them.
 
-No I/O here: :mod:`agent.subnet.lease` does the etcd side, :mod:`agent.subnet.watch` reuses the
-decoding.
+Pure: :mod:`agent.subnet.lease` and :mod:`agent.subnet.watch` do the etcd side and both decode
+with this module; overlayctl reads leases the same way (status, reset).
 """
 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Any
 
-from agent.subnet.config import NetworkConfig
-
-RANDOM_POOL = 100  # flannel picks at random among the first 100 free subnets
-
 
 class LeaseDecodeError(ValueError):
     """A key or value under ``<prefix>/subnets/`` is not a flannel lease."""
-
-
-class NoFreeSubnet(Exception):
-    """Every subnet between SubnetMin and SubnetMax is taken."""
 
 
 @dataclass(frozen=True)
@@ -55,24 +47,6 @@ class Lease:
 
     def _data(self) -> str:
         return json.dumps(dict(self.backend_data or {}), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class SubnetChoice:
-    """The outcome of :func:`choose_subnet`."""
-
-    subnet: IPv4Network
-    reason: str  # "own-reservation", "own-lease", "previous" or "random"
-    existing: Lease | None = None
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """Something wrong among the leases that an operator must fix (flannel #805, #98)."""
-
-    kind: str  # "duplicate-public-ip" or "overlapping-subnets"
-    detail: str
-    subnets: tuple[IPv4Network, ...] = field(default=())
 
 
 def subnets_dir(prefix: str) -> str:
@@ -136,109 +110,3 @@ def decode_lease(key: str, value: bytes | str, lease_id: int = 0, mod_revision: 
         mod_revision=mod_revision,
         key=key,
     )
-
-
-def iter_subnets(config: NetworkConfig) -> Iterator[IPv4Network]:
-    """Every SubnetLen subnet from SubnetMin to SubnetMax, in order."""
-    size = config.subnet_size
-    for base in range(int(config.subnet_min), int(config.subnet_max) + 1, size):
-        yield IPv4Network((base, config.subnet_len))
-
-
-class _Taken:
-    """Fast 'is this subnet used' over leases of any length."""
-
-    def __init__(self, subnet_len: int, used: Iterable[IPv4Network]) -> None:
-        self.exact: set[IPv4Network] = set()
-        self.other: list[IPv4Network] = []
-        for net in used:
-            if net.prefixlen == subnet_len:
-                self.exact.add(net)
-            else:
-                self.other.append(net)
-
-    def __contains__(self, subnet: IPv4Network) -> bool:
-        return subnet in self.exact or any(subnet.overlaps(o) for o in self.other)
-
-
-def choose_subnet(  # noqa: PLR0917 - the documented signature
-    config: NetworkConfig,
-    leases: Iterable[Lease],
-    reservations: Iterable[Lease],
-    public_ip: IPv4Address,
-    previous_subnet: IPv4Network | None,
-    rng: random.Random | None = None,
-    *,
-    exclude: Iterable[IPv4Network] = (),
-) -> SubnetChoice:
-    """Pick our subnet in flannel's order (with reservations honoured, unlike flannel on v3).
-
-    1. a reservation, then a lease, whose PublicIP is ours and that fits the config;
-    2. ``previous_subnet`` (from the last subnet.env) if it fits the config and is free;
-    3. a random one among the first 100 free subnets from SubnetMin.
-    ``exclude`` lists subnets just lost in a race. Raises :class:`NoFreeSubnet`.
-    """
-    leases = list(leases)
-    reservations = list(reservations)
-    excluded = set(exclude)
-    for kind, group in (("own-reservation", reservations), ("own-lease", leases)):
-        for lease in group:
-            if (
-                lease.public_ip == public_ip
-                and config.contains_subnet(lease.subnet)
-                and lease.subnet not in excluded
-            ):
-                return SubnetChoice(lease.subnet, kind, lease)
-    taken = _Taken(config.subnet_len, [x.subnet for x in leases + reservations] + list(excluded))
-    if (
-        previous_subnet is not None
-        and config.contains_subnet(previous_subnet)
-        and previous_subnet not in taken
-    ):
-        return SubnetChoice(previous_subnet, "previous")
-    pool: list[IPv4Network] = []
-    for subnet in iter_subnets(config):
-        if subnet not in taken:
-            pool.append(subnet)
-            if len(pool) >= RANDOM_POOL:
-                break
-    if not pool:
-        raise NoFreeSubnet(
-            f"no free subnet left in {config.network} between {config.subnet_min} and "
-            f"{config.subnet_max} (/{config.subnet_len})"
-        )
-    picker = rng or random.Random()  # noqa: S311 - spreading subnets, not cryptography
-    return SubnetChoice(picker.choice(pool), "random")
-
-
-def find_conflicts(leases: Iterable[Lease]) -> list[Conflict]:
-    """Duplicate PublicIPs and overlapping subnets among all leases and reservations."""
-    leases = sorted(leases, key=lambda x: (int(x.subnet.network_address), x.subnet.prefixlen))
-    found: list[Conflict] = []
-    by_ip: dict[IPv4Address, list[Lease]] = {}
-    for lease in leases:
-        by_ip.setdefault(lease.public_ip, []).append(lease)
-    for ip, group in sorted(by_ip.items()):
-        if len(group) > 1:
-            nets = tuple(x.subnet for x in group)
-            found.append(
-                Conflict(
-                    "duplicate-public-ip",
-                    f"PublicIP {ip} holds {len(group)} subnets: " + ", ".join(str(n) for n in nets),
-                    nets,
-                )
-            )
-    # Sorted by start address: a subnet can only overlap the ones that start before it ends.
-    for i, lease in enumerate(leases):
-        for other in leases[i + 1 :]:
-            if other.subnet.network_address > lease.subnet.broadcast_address:
-                break
-            found.append(
-                Conflict(
-                    "overlapping-subnets",
-                    f"subnets {lease.subnet} ({lease.public_ip}) and {other.subnet} "
-                    f"({other.public_ip}) overlap",
-                    (lease.subnet, other.subnet),
-                )
-            )
-    return found

@@ -18,16 +18,13 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Optional
 
 from agent.etcd import EtcdClient, EtcdError, EtcdLeaseNotFound, WatchEvent, WatchStream
+from agent.subnet.choice import Conflict, NoFreeSubnet, choose_subnet, find_conflicts
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import (
-    Conflict,
     Lease,
     LeaseDecodeError,
-    NoFreeSubnet,
-    choose_subnet,
     decode_lease,
     encode_lease_value,
-    find_conflicts,
     subnet_key,
     subnets_dir,
 )

@@ -22,8 +22,9 @@ from agent.daemon import Agent
 from agent.http.server import HealthServer, Metric, format_metrics
 from agent.notify import Notifier
 from agent.options import AgentOptions
+from agent.subnet.choice import Conflict
 from agent.subnet.config import parse_config
-from agent.subnet.layout import Conflict, Lease
+from agent.subnet.layout import Lease
 
 CONFIG = parse_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "udp"}}')
 IFACE = ExternalInterface("eth0", 2, IPv4Address("10.0.0.5"), IPv4Address("10.0.0.5"), 1500)

@@ -8,17 +8,19 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from agent.subnet.config import parse_config
-from agent.subnet.layout import (
+from agent.subnet.choice import (
     RANDOM_POOL,
-    Lease,
-    LeaseDecodeError,
     NoFreeSubnet,
     choose_subnet,
-    decode_lease,
-    encode_lease_value,
     find_conflicts,
     iter_subnets,
+)
+from agent.subnet.config import parse_config
+from agent.subnet.layout import (
+    Lease,
+    LeaseDecodeError,
+    decode_lease,
+    encode_lease_value,
     parse_subnet_key,
     subnet_key,
 )
