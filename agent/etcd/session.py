@@ -31,7 +31,7 @@ POOL_SIZE = 4
 _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 # A pooled connection the server closed while idle fails like this: send again, once, fresh.
 _STALE = (ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
-_NETWORK_ERRORS = (OSError,)  # socket, TLS and protocol errors (agent.httpwire.HttpError)
+_NETWORK_ERRORS = (OSError,)  # socket, TLS and protocol errors (agent.http.wire.HttpError)
 
 
 def b64(data: bytes | str) -> str:

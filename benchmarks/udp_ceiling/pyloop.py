@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 # pyloop_fast sits next to this script, which Python puts on sys.path itself.
 import pyloop_fast  # noqa: E402
 
-from agent.backends import udp_offload  # noqa: E402
+from agent.backends.udp import offload as udp_offload  # noqa: E402
 from agent.backends.udp.forward import FAILED, MOVED, tun_to_udp_step, udp_to_tun_step  # noqa: E402
 
 IFF_NAPI = 0x0010

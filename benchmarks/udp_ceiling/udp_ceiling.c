@@ -2,7 +2,7 @@
  * without Python (issue #8). A study tool run by compare.py (which compiles it with cc -O2),
  * not part of overlayctl or of CI. See README.md next to this file.
  *
- * Same data plane as agent/backends/udp_forward.py + udp_batch.py + udp_offload.py:
+ * Same data plane as agent/backends/udp/forward.py + batch.py + offload.py:
  *  - TUN IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN (64 KiB
  *    TSO super-packets, each preceded by a 10-byte virtio_net_hdr);
  *  - UDP socket, 8 MiB SO_{RCV,SND}BUFFORCE, UDP_GRO on, UDP_SEGMENT = segment as a socket

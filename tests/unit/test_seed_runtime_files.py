@@ -6,11 +6,11 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from agent.backends import ExternalInterface, make_backend
-from agent.subnet.config import parse_config
 from agent.files import SubnetEnv, format_docker_opts, format_subnet_env, parse_env
+from agent.subnet.config import parse_config
 from overlayctl.inventory import load_inventory
 from overlayctl.render import network_config_json
-from tests.unit.test_render import SEED
+from tests.unit.overlayctl.test_render import SEED
 
 NIC = ExternalInterface("ens33", 2, IPv4Address("192.168.255.154"),
                         IPv4Address("192.168.255.154"), 1500)  # fmt: skip

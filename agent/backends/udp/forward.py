@@ -35,7 +35,7 @@ def tun_to_udp_step(
 ) -> tuple[Callable[[], int], Callable[[], None]]:
     """TUN -> UDP: read one super-packet, send it as one UDP_SEGMENT train on the socket
     ROUTES has for its destination's subnet (connect()ed to the peer, UDP_SEGMENT = SEGMENT
-    set: udp_offload.open_sender). Returns the step and a flush() to call before sleeping
+    set: offload.open_sender). Returns the step and a flush() to call before sleeping
     (small packets wait, see _SmallTrains)."""
     framer = Framer(segment)
     frame, buf = framer.frame, framer.buffer

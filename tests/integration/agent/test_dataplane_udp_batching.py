@@ -106,7 +106,7 @@ def test_restart_without_batching_turns_the_offloads_off(light_lab) -> None:
 
 def _workers(node: Node) -> list[int]:
     """PIDs (as seen from here) of NODE's receive workers: the driver's children running
-    agent.backends.udp_worker."""
+    agent.backends.udp.worker."""
     assert node.proc is not None
     driver = int(Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text())
     found = []
