@@ -35,7 +35,7 @@ from overlayctl.render import (
 )
 from overlayctl.render_out import render_to_dir
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 SEED = GOLDEN / "seed"
 DEBIAN = GOLDEN / "debian-tls"
 RHEL = GOLDEN / "rhel-tls"

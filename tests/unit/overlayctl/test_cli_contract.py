@@ -1,6 +1,7 @@
 """The CLI's promises that need no host: one JSON document under `-o json` whatever happens,
 help text on every option, the reset prompt's refusal, the command named as typed, and counts
-in words. The same contract against real SSH hosts: tests/integration/test_cli_output.py."""
+in words. The same contract against real SSH hosts:
+tests/integration/overlayctl/test_cli_output.py."""
 
 from __future__ import annotations
 
@@ -200,7 +201,7 @@ def test_bash_completes_commands_and_options() -> None:
     assert second.split() == ["--output"]
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def documented_paths(snippet: str) -> list[tuple[str, ...]]:

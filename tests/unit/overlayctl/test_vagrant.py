@@ -277,7 +277,7 @@ def test_from_vagrant_without_vagrant(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_ci_workflow_runs_the_vagrant_path_for_both_families() -> None:
-    workflow = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "vagrant.yml"
+    workflow = Path(__file__).resolve().parents[3] / ".github" / "workflows" / "vagrant.yml"
     job = yaml.safe_load(workflow.read_text())["jobs"]["cluster"]
     families = {(m["family"], m["box"]) for m in job["strategy"]["matrix"]["include"]}
     assert families == {("debian", "debian/bookworm64"), ("rhel", "generic/rocky9")}

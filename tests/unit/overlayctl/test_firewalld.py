@@ -23,7 +23,7 @@ from overlayctl.plan import Action, DesiredFile, HostPlan, plan_host
 from overlayctl.remote.ssh import RemoteFile, RunResult
 from overlayctl.render import render_hosts
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 ETCD_SVC = hp.firewalld_service(hp.FIREWALLD_ETCD)
 NODE_SVC = hp.firewalld_service(hp.FIREWALLD_NODE)
 ZONE = hp.firewalld_zone(hp.FIREWALLD_ZONE)

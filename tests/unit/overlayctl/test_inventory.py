@@ -205,7 +205,7 @@ def test_missing_inventory_file(tmp_path: Path) -> None:
 
 
 def test_load_reads_the_seed_inventory() -> None:
-    golden = Path(__file__).resolve().parents[1] / "golden" / "seed" / "cluster.yaml"
+    golden = Path(__file__).resolve().parents[2] / "golden" / "seed" / "cluster.yaml"
     inv, warnings = load_inventory(golden)
     assert [h.name for h in inv.hosts] == ["node1", "node2"]
     assert inv.source == golden

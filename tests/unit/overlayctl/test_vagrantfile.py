@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-VAGRANTFILE = Path(__file__).resolve().parents[2] / "Vagrantfile"
+VAGRANTFILE = Path(__file__).resolve().parents[3] / "Vagrantfile"
 SKIP_REASON = "vagrant is not installed (Debian: apt-get install vagrant; scripts/deps.sh does it)"
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None, reason=SKIP_REASON)
 

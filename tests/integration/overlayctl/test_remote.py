@@ -242,7 +242,7 @@ class JumpLab:
             ["ip", "netns", "exec", self.client_ns, sys.executable, "-c", CLIENT,
              json.dumps(cases)],
             capture_output=True, text=True, timeout=120, check=False,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=Path(__file__).resolve().parents[3],
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
