@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
 from overlayctl.remote.ssh import Remote
 

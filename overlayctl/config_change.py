@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from overlayctl import etcd_cluster, hostpaths
+from overlayctl import etcd_cluster
+from overlayctl import paths as hostpaths
 from overlayctl.errors import Conflict
-from overlayctl.inventory_model import Inventory
+from overlayctl.inventory.model import Inventory
+from overlayctl.inventory.network import network_config
 from overlayctl.plan import HostPlan, config_change_actions, overlay_device
-from overlayctl.render import network_config
 from overlayctl.session import Session
 
 

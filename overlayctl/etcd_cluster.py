@@ -14,9 +14,10 @@ from typing import Any
 from agent.subnet.layout import LeaseDecodeError, decode_lease, subnets_dir
 from overlayctl import etcdctl
 from overlayctl.errors import Conflict, OverlayctlError
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.endpoints import etcd_client_urls
+from overlayctl.inventory.model import Host, Inventory
+from overlayctl.inventory.network import network_config, network_config_key
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import etcd_client_urls, network_config, network_config_key
 
 
 @dataclass

@@ -14,11 +14,11 @@ import secrets
 from pathlib import Path
 
 from overlayctl import apply, etcd_cluster, etcdctl
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
-from overlayctl.inventory_model import Host
+from overlayctl.inventory.endpoints import etcd_scheme
+from overlayctl.inventory.model import Host
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import etcd_scheme
 from overlayctl.session import Session
 
 # $1 snapshot file, $2 data dir, then the `etcdctl snapshot restore` flags.

@@ -12,10 +12,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from overlayctl import hostpaths
+from overlayctl import paths as hostpaths
 from overlayctl.errors import OverlayctlError
-from overlayctl.inventory_model import Inventory
-from overlayctl.render import etcd_client_urls
+from overlayctl.inventory.endpoints import etcd_client_urls
+from overlayctl.inventory.model import Inventory
 
 
 def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from overlayctl import hostpaths
+from overlayctl import paths as hostpaths
 from overlayctl.errors import OverlayctlError
 from overlayctl.remote.ssh import Remote
 

@@ -7,7 +7,7 @@ firewalld is reloaded so its runtime forgets the overlay's zone too.
 
 from __future__ import annotations
 
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.remote.ssh import Remote
 
 # $1: firewalld's folder. Works with firewalld stopped too (firewall-offline-cmd), and is a no-op

@@ -6,9 +6,9 @@ import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.etcd_cluster import LeaseInfo
-from overlayctl.inventory_model import Host
+from overlayctl.inventory.model import Host
 from overlayctl.remote.ssh import Remote
 
 # $1 healthz port, $2 subnet.env. key=value lines, then the IPv4 routes.

@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from overlayctl import agent_phase, apply, etcd_cluster, etcdctl, facts, hostpaths, wheelhouse
+from overlayctl import agent_phase, apply, etcd_cluster, etcdctl, facts, wheelhouse
+from overlayctl import paths as hostpaths
 from overlayctl.agent_phase import AgentBundle
 from overlayctl.config_change import add_config_change, config_change, refuse_fixed_changes
 from overlayctl.errors import Conflict, OverlayctlError
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.load import state_dir
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.output import plural
 from overlayctl.pki import Member, Pki, foreign_cas
 from overlayctl.plan import (
@@ -27,7 +29,7 @@ from overlayctl.plan import (
 )
 from overlayctl.remote.ssh import Remote
 from overlayctl.render import render_host
-from overlayctl.session import RunOptions, Session, state_dir
+from overlayctl.session import RunOptions, Session
 
 # Before the etcd cluster is (re)started, and after it holds the network config.
 ETCD_PHASES = ("prepare", "packages", "pki", "etcd")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from overlayctl import apply, etcd_cluster, etcdctl, hostpaths
+from overlayctl import apply, etcd_cluster, etcdctl
+from overlayctl import paths as hostpaths
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.etcd_cluster import with_members
 from overlayctl.init import (
@@ -23,9 +24,9 @@ from overlayctl.init import (
     gather_plans,
     timed,
 )
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import etcd_client_urls, etcd_scheme
 from overlayctl.session import Session
 
 

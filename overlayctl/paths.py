@@ -1,19 +1,118 @@
-"""Where overlayctl finds its own data files, installed or run from a checkout."""
+"""Every place on a managed host that overlayctl writes or points at: files, modes, owners, ports.
+
+One module so that render, plan, PKI, reset and status agree on where things live. Everything
+here is a plain constant or a tiny pure function; nothing touches a host.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import NamedTuple
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+# --- modes and owners ---------------------------------------------------------------------------
+MODE_FILE = 0o644  # every rendered configuration file
+MODE_KEY = 0o600  # every private key
+OWNER_ROOT = "root"
+OWNER_ETCD = "etcd"  # the user the distro etcd unit runs as (Debian and RHEL alike)
+
+# --- host basics --------------------------------------------------------------------------------
+HOSTNAME = "/etc/hostname"
+HOSTS = "/etc/hosts"
+SYSCTL = "/etc/sysctl.d/90-overlayctl.conf"
+RHEL_IFCFG_DIR = "/etc/sysconfig/network-scripts"
+DEBIAN_INTERFACES_DIR = "/etc/network/interfaces.d"
+
+# --- etcd ---------------------------------------------------------------------------------------
+ETCD_CONF = "/etc/etcd/etcd.conf"
+# Drop-in for the distro unit (Debian's reads /etc/default/etcd, RHEL's /etc/etcd/etcd.conf).
+ETCD_DROPIN = "/etc/systemd/system/etcd.service.d/overlayctl.conf"
+ETCD_DATA_ROOT = "/var/lib/etcd"
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+ETCD_LEGACY_CLIENT_PORT = 4001  # the seed's extra client port; only with cluster.legacy_client_port
+
+# --- the overlay agent (flanneld-compatible) ----------------------------------------------------
+# The env file keeps the seed's keys (FLANNEL_ETCD_ENDPOINTS, FLANNEL_ETCD_PREFIX, FLANNEL_OPTIONS).
+AGENT_ENV = {
+    "rhel": "/etc/sysconfig/flanneld",
+    "debian": "/etc/default/overlay-agent",
+}
+AGENT_UNIT = "/etc/systemd/system/overlay-agent.service"
+AGENT_HOME = "/opt/overlay-agent"  # venv/ and wheelhouse/ live here
+AGENT_VENV = f"{AGENT_HOME}/venv"
+AGENT_BIN = f"{AGENT_VENV}/bin/overlay-agent"
+AGENT_WHEELHOUSE = f"{AGENT_HOME}/wheelhouse"
+AGENT_DIGEST = f"{AGENT_HOME}/wheelhouse.sha256"  # fingerprint of what is installed
+AGENT_HEALTHZ_PORT = 8471  # on 127.0.0.1 only: /healthz, /readyz, /metrics
+SUBNET_ENV = "/run/flannel/subnet.env"
+DOCKER_OPTS_ENV = "/run/flannel/docker"
+
+# --- docker ---------------------------------------------------------------------------------------
+# A drop-in, never an edit of the vendor unit: dockerd gets $DOCKER_NETWORK_OPTIONS from the agent.
+DOCKER_DROPIN = "/etc/systemd/system/docker.service.d/overlayctl.conf"
+DOCKERD = {"debian": "/usr/sbin/dockerd", "rhel": "/usr/bin/dockerd"}
+
+# --- firewalld (RHEL family; written and enabled only where firewalld is active) ---------------
+# Services are added to the zone of the underlay interface; the zone takes the overlay Network as
+# its source, so traffic from and to containers on other hosts is accepted and forwarded.
+FIREWALLD_DIR = "/etc/firewalld"
+FIREWALLD_ETCD = "overlayctl-etcd"  # service: etcd clients and peers (etcd members)
+FIREWALLD_NODE = "overlayctl-node"  # service: the backend's data port (node hosts)
+FIREWALLD_ZONE = "overlayctl"  # zone: source = the overlay Network, target ACCEPT (node hosts)
 
 
-def templates_dir() -> Path:
-    """The Jinja2 templates folder.
+def firewalld_service(name: str) -> str:
+    """A firewalld service definition overlayctl writes."""
+    return f"{FIREWALLD_DIR}/services/{name}.xml"
 
-    An installed wheel carries it as overlayctl/templates (see [tool.setuptools.package-dir]);
-    a checkout or an editable install keeps it at the top of the repository.
-    """
-    for candidate in (_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("overlayctl's templates folder is missing from this installation")
+
+def firewalld_zone(name: str) -> str:
+    """A firewalld zone definition overlayctl writes."""
+    return f"{FIREWALLD_DIR}/zones/{name}.xml"
+
+
+# --- PKI (written by the PKI phase; referenced by etcd.conf and the agent's options) ------------
+PKI_DIR = "/etc/overlayctl/pki"
+CA_CERT = f"{PKI_DIR}/ca.crt"
+ETCD_SERVER_CERT = f"{PKI_DIR}/etcd-server.crt"
+ETCD_SERVER_KEY = f"{PKI_DIR}/etcd-server.key"
+ETCD_PEER_CERT = f"{PKI_DIR}/etcd-peer.crt"
+ETCD_PEER_KEY = f"{PKI_DIR}/etcd-peer.key"
+ETCD_CLIENT_CERT = f"{PKI_DIR}/etcd-client.crt"
+ETCD_CLIENT_KEY = f"{PKI_DIR}/etcd-client.key"
+
+
+class PkiFile(NamedTuple):
+    """A PKI file on a host: where, with which mode, owned by whom, and who needs it."""
+
+    path: str
+    mode: int
+    owner: str
+    etcd_only: bool  # only on hosts with the etcd role
+
+
+# Server and peer keys are read by etcd (User=etcd in the unit), the client key by the root agent
+# and by an operator's etcdctl.
+PKI_FILES: tuple[PkiFile, ...] = (
+    PkiFile(CA_CERT, MODE_FILE, OWNER_ROOT, etcd_only=False),
+    PkiFile(ETCD_SERVER_CERT, MODE_FILE, OWNER_ROOT, etcd_only=True),
+    PkiFile(ETCD_SERVER_KEY, MODE_KEY, OWNER_ETCD, etcd_only=True),
+    PkiFile(ETCD_PEER_CERT, MODE_FILE, OWNER_ROOT, etcd_only=True),
+    PkiFile(ETCD_PEER_KEY, MODE_KEY, OWNER_ETCD, etcd_only=True),
+    PkiFile(ETCD_CLIENT_CERT, MODE_FILE, OWNER_ROOT, etcd_only=False),
+    PkiFile(ETCD_CLIENT_KEY, MODE_KEY, OWNER_ROOT, etcd_only=False),
+)
+
+
+def rhel_ifcfg(iface: str) -> str:
+    """The RHEL-family static IP file for `iface`."""
+    return f"{RHEL_IFCFG_DIR}/ifcfg-{iface}"
+
+
+def debian_interfaces(iface: str) -> str:
+    """The Debian-family ifupdown stanza file for `iface`."""
+    return f"{DEBIAN_INTERFACES_DIR}/{iface}"
+
+
+def etcd_data_dir(member: str) -> str:
+    """etcd's data directory for a member, named like the seed's (/var/lib/etcd/node1.etcd)."""
+    return f"{ETCD_DATA_ROOT}/{member}.etcd"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from overlayctl import hostpaths
+from overlayctl import paths as hostpaths
 
 CA_DAYS = 3650
 LEAF_DAYS = 825

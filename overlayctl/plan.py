@@ -14,9 +14,9 @@ from typing import Any
 
 from agent.backends import BackendError, backend_class
 from agent.subnet.config import parse_config
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.facts import Facts
-from overlayctl.inventory_model import Host
+from overlayctl.inventory.model import Host
 from overlayctl.remote.ssh import RemoteFile
 
 PHASES = ("prepare", "packages", "pki", "etcd", "agent", "docker")

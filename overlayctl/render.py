@@ -6,18 +6,18 @@ A template is looked up as ``<os>/<name>.j2`` first, then ``common/<name>.j2``.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.errors import BadInput
-from overlayctl.inventory_model import BACKEND_OPTIONS, Host, Inventory, flannel_defaults
-from overlayctl.paths import templates_dir
+from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme, initial_cluster, peer_url
+from overlayctl.inventory.model import BACKEND_OPTIONS, Host, Inventory
 
 # Fixed namespace so derived ids are the same on every machine and every run.
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://overlayctl.invalid/ifcfg")
@@ -41,49 +41,6 @@ def header(inv: Inventory) -> str:
     )
 
 
-def etcd_scheme(inv: Inventory) -> str:
-    return "https" if inv.cluster.tls else "http"
-
-
-def etcd_client_urls(inv: Inventory) -> list[str]:
-    """Every etcd member's client URL on the standard port: what the agent and tools dial."""
-    scheme = etcd_scheme(inv)
-    return [f"{scheme}://{m.address}:{hp.ETCD_CLIENT_PORT}" for m in inv.etcd_members]
-
-
-def network_config_key(inv: Inventory) -> str:
-    """The etcd key the network config JSON lives at."""
-    return f"{inv.cluster.etcd_prefix}/config"
-
-
-def network_config(inv: Inventory) -> dict[str, Any]:
-    """flannel's network config. Keys equal to flannel's defaults are left out; Backend is always
-    given (flannel itself would fall back to udp, our agent to vxlan: being explicit avoids both).
-    """
-    c = inv.cluster
-    config: dict[str, Any] = {"Network": str(c.network)}
-    default_len = flannel_defaults(c.network)[0]
-    if c.subnet_len != default_len:
-        config["SubnetLen"] = c.subnet_len
-    _, default_min, default_max = flannel_defaults(c.network, c.subnet_len)
-    if c.subnet_min != default_min:
-        config["SubnetMin"] = str(c.subnet_min)
-    if c.subnet_max != default_max:
-        config["SubnetMax"] = str(c.subnet_max)
-    backend: dict[str, Any] = {"Type": c.backend}
-    for key, value in c.backend_options:
-        spec = BACKEND_OPTIONS[c.backend][key]
-        if value != spec.default:
-            backend[spec.json_key] = value
-    config["Backend"] = backend
-    return config
-
-
-def network_config_json(inv: Inventory) -> str:
-    """The exact value written to etcd, compact like the seed's `{"Network":"172.21.0.0/16"}`."""
-    return json.dumps(network_config(inv), separators=(",", ":"))
-
-
 def agent_options(inv: Inventory, host: Host) -> list[str]:
     """FLANNEL_OPTIONS for `host`, in the seed's order: extra options, endpoints, TLS, iface."""
     options = [*inv.cluster.agent_options, f"--etcd-endpoints={','.join(etcd_client_urls(inv))}"]
@@ -104,6 +61,21 @@ def ifcfg_uuid(inv: Inventory, host: Host) -> uuid.UUID:
     if host.ifcfg is not None and host.ifcfg.uuid is not None:
         return host.ifcfg.uuid
     return uuid.uuid5(_UUID_NAMESPACE, f"{inv.cluster.name}/{host.name}/{host.iface}")
+
+
+def templates_dir() -> Path:
+    """The Jinja2 templates folder.
+
+    An installed wheel carries it as overlayctl/templates (see [tool.setuptools.package-dir]);
+    a checkout or an editable install keeps it at the top of the repository.
+    """
+    package = Path(__file__).resolve().parent
+    while package.name != "overlayctl":
+        package = package.parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("overlayctl's templates folder is missing from this installation")
 
 
 @cache
@@ -152,11 +124,9 @@ def _etcd_values(
         "listen_peer_urls": f"{scheme}://0.0.0.0:{hp.ETCD_PEER_PORT}",
         "listen_client_urls": ",".join(f"{scheme}://0.0.0.0:{p}" for p in ports),
         # Only this host's own address: the seed's node1 advertised node2's (a typo we cannot make).
-        "advertise_peer_urls": f"{scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
+        "advertise_peer_urls": peer_url(inv, host),
         "advertise_client_urls": ",".join(f"{scheme}://{host.address}:{p}" for p in ports),
-        "initial_cluster": ",".join(
-            f"{m.name}={scheme}://{m.address}:{hp.ETCD_PEER_PORT}" for m in initial
-        ),
+        "initial_cluster": initial_cluster(inv, initial),
         "token": inv.cluster.name,
         "state": INITIAL_CLUSTER_STATE if joining_with is None else "existing",
         "security": security,

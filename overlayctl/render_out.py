@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from overlayctl.errors import BadInput
-from overlayctl.inventory_model import Inventory
-from overlayctl.render import RenderedFile, network_config_json, network_config_key, render_hosts
+from overlayctl.inventory.model import Inventory
+from overlayctl.inventory.network import network_config_json, network_config_key
+from overlayctl.render import RenderedFile, render_hosts
 
 ETCD_DIR = "_etcd"
 

@@ -15,12 +15,13 @@ from ipaddress import IPv4Network
 
 from agent.subnet.layout import subnet_key
 from overlayctl import etcd_cluster, etcdctl, firewalld
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.etcd_cluster import with_members
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.endpoints import etcd_client_urls
+from overlayctl.inventory.model import Host, Inventory
+from overlayctl.inventory.network import network_config_key
 from overlayctl.remote.ssh import BACKUP_ROOT, Remote
-from overlayctl.render import etcd_client_urls, network_config_key
 from overlayctl.session import Session
 
 # $1: the overlay Network, from the inventory.

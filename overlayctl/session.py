@@ -3,7 +3,6 @@ and a progress/log reporter. Hosts that fail a phase leave the run; the others g
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,22 +10,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from overlayctl.errors import Conflict, EnvironmentProblem
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.remote.group import GroupResult, HostFailure, run_on_hosts
 from overlayctl.remote.lock import HostLock
 from overlayctl.remote.root import root_problem
 from overlayctl.remote.ssh import Remote, SshTarget
 
 T = TypeVar("T")
-
-
-def state_dir(inv: Inventory) -> Path:
-    """The cluster's local state (PKI, logs): next to the inventory, or $OVERLAYCTL_STATE_DIR."""
-    base = os.environ.get("OVERLAYCTL_STATE_DIR")
-    if base:
-        return Path(base) / inv.cluster.name
-    folder = inv.source.parent if inv.source else Path.cwd()
-    return folder / "overlayctl-state" / inv.cluster.name
 
 
 class Reporter:

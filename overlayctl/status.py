@@ -5,7 +5,7 @@ from __future__ import annotations
 from overlayctl import etcd_cluster
 from overlayctl.etcd_cluster import ClusterStatus
 from overlayctl.host_status import HostStatus, host_status
-from overlayctl.inventory_model import Inventory
+from overlayctl.inventory.model import Inventory
 from overlayctl.session import Session
 
 

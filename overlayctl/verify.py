@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from overlayctl.errors import OverlayctlError
-from overlayctl.inventory_model import Host
+from overlayctl.inventory.model import Host
 from overlayctl.remote.ssh import Remote
 from overlayctl.session import Session
 

@@ -22,9 +22,10 @@ import click
 
 from overlayctl.errors import ExitCode, OverlayctlError
 from overlayctl.inventory import check_local_files, load_inventory
-from overlayctl.inventory_model import Inventory
+from overlayctl.inventory.load import state_dir
+from overlayctl.inventory.model import Inventory
 from overlayctl.remote.group import HostFailure
-from overlayctl.session import Reporter, RunOptions, Session, state_dir
+from overlayctl.session import Reporter, RunOptions, Session
 
 F = Callable[..., Any]
 

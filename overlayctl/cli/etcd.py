@@ -19,7 +19,8 @@ from overlayctl.cli.common import (
 )
 from overlayctl.cli.init import run_and_report
 from overlayctl.init import InitOptions
-from overlayctl.session import RunOptions, state_dir
+from overlayctl.inventory.load import state_dir
+from overlayctl.session import RunOptions
 
 
 @click.group()

@@ -25,7 +25,7 @@ from overlayctl.config_change import (
     refuse_fixed_changes,
 )
 from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
-from overlayctl.inventory_model import Inventory
+from overlayctl.inventory.model import Inventory
 from overlayctl.output import plan_doc, plan_text, plural
 
 

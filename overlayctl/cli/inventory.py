@@ -17,7 +17,7 @@ from overlayctl import vagrant
 from overlayctl.cli.common import Outcome, json_mode, output_option
 from overlayctl.errors import BadInput, Conflict, EnvironmentProblem, OverlayctlError
 from overlayctl.inventory import parse_inventory
-from overlayctl.inventory_model import BACKEND_OPTIONS
+from overlayctl.inventory.model import BACKEND_OPTIONS
 from overlayctl.output import plural
 
 _TIMEOUT = 120.0

@@ -9,7 +9,7 @@ from agent.backends import ExternalInterface, make_backend
 from agent.files import SubnetEnv, format_docker_opts, format_subnet_env, parse_env
 from agent.subnet.config import parse_config
 from overlayctl.inventory import load_inventory
-from overlayctl.render import network_config_json
+from overlayctl.inventory.network import network_config_json
 from tests.unit.overlayctl.test_render import SEED
 
 NIC = ExternalInterface("ens33", 2, IPv4Address("192.168.255.154"),

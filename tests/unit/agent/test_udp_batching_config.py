@@ -27,7 +27,7 @@ def test_the_inventory_can_turn_batching_on_for_every_host() -> None:
 
     from agent.subnet.config import parse_config
     from overlayctl.inventory import parse_inventory
-    from overlayctl.render import network_config_json
+    from overlayctl.inventory.network import network_config_json
 
     doc = {
         "cluster": {"name": "t", "network": "172.21.0.0/16", "backend": "udp",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from overlayctl.config_change import ConfigChange, add_config_change
 from overlayctl.inventory import parse_inventory
-from overlayctl.inventory_model import Host, Inventory
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.plan import Action, HostPlan, config_change_actions, overlay_device
 
 VXLAN = {"Network": "172.21.0.0/16", "Backend": {"Type": "vxlan"}}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from overlayctl import apply, firewalld
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.facts import _FACTS, Firewalld, parse_facts
 from overlayctl.inventory import load_inventory, parse_inventory
 from overlayctl.plan import Action, DesiredFile, HostPlan, plan_host

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from overlayctl import hostpaths
+from overlayctl import paths as hostpaths
 from overlayctl.pki import Member, Pki
 
 MEMBERS = [Member("node1", "192.168.255.154"), Member("node2", "192.168.255.155")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from overlayctl import hostpaths as hp
+from overlayctl import paths as hp
 from overlayctl.facts import Facts, UnitState, os_family, parse_facts
 from overlayctl.inventory import parse_inventory
 from overlayctl.plan import DesiredFile, FileChange, plan_host

@@ -1,4 +1,4 @@
-"""The inventory's typed model: frozen dataclasses and flannel's subnet defaults (no I/O)."""
+"""The inventory's typed model: frozen dataclasses, the choices each field allows (no I/O)."""
 
 from __future__ import annotations
 
@@ -144,15 +144,3 @@ class Inventory:
             if h.name == name:
                 return h
         raise KeyError(name)
-
-
-def flannel_defaults(
-    network: ipaddress.IPv4Network, subnet_len: int | None = None
-) -> tuple[int, ipaddress.IPv4Address, ipaddress.IPv4Address]:
-    """flannel's SubnetLen, SubnetMin and SubnetMax for `network` (SubnetLen as given if given)."""
-    if subnet_len is None:
-        subnet_len = 24 if network.prefixlen <= 22 else network.prefixlen + 2
-    size = 1 << (32 - subnet_len)
-    first = network.network_address + size
-    last = ipaddress.IPv4Address(int(network.broadcast_address) + 1 - size)
-    return subnet_len, first, last

@@ -50,18 +50,24 @@ hosts (list; required, not empty), each:
 Roles: when no host lists ``roles``, the first three hosts (in file order) get ``[etcd, node]`` and
 the rest ``[node]``. As soon as one host lists roles, every host without ``roles`` gets ``[node]``.
 ``etcd`` runs an etcd member; ``node`` runs the overlay agent and docker with ``--bip``.
+
+The package is the only door to the inventory: model.py (the frozen model), parse.py (one field
+at a time, with fields.py), checks.py (rules across fields and hosts), load.py (the file, and the
+state folder beside it), network.py and endpoints.py (values derived from it: the network config
+written into etcd, the URLs etcd listens on).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-from overlayctl.errors import BadInput
-from overlayctl.inventory_checks import check_inventory, check_ssh_files
-from overlayctl.inventory_model import (
+from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme
+from overlayctl.inventory.load import (
+    check_local_files,
+    load_inventory,
+    parse_inventory,
+    read_yaml,
+    state_dir,
+)
+from overlayctl.inventory.model import (
     BACKENDS,
     DOCKER_MODES,
     OS_FAMILIES,
@@ -72,9 +78,13 @@ from overlayctl.inventory_model import (
     Inventory,
     JumpHost,
     Ssh,
-    flannel_defaults,
 )
-from overlayctl.inventory_parse import parse_top
+from overlayctl.inventory.network import (
+    flannel_defaults,
+    network_config,
+    network_config_json,
+    network_config_key,
+)
 
 __all__ = [
     "BACKENDS",
@@ -88,74 +98,14 @@ __all__ = [
     "JumpHost",
     "Ssh",
     "check_local_files",
+    "etcd_client_urls",
+    "etcd_scheme",
     "flannel_defaults",
     "load_inventory",
+    "network_config",
+    "network_config_json",
+    "network_config_key",
     "parse_inventory",
     "read_yaml",
+    "state_dir",
 ]
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if isinstance(key, str) and key in seen:
-                mark = key_node.start_mark
-                raise BadInput(
-                    f"line {mark.line + 1}, column {mark.column + 1}: duplicate key {key!r}"
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(text: str) -> Any:
-    """Parsed YAML, or BadInput naming the line (and column) of the problem."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
-        raise BadInput(f"{where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"invalid YAML: {' '.join(str(exc).split())}") from None
-
-
-def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
-    """Read and validate an inventory file. Returns the model and the warnings (not printed).
-
-    Errors are BadInput, one line, prefixed with the file name.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(
-            f"{path}: inventory file not found (use -i or OVERLAYCTL_INVENTORY)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read the inventory: {exc}") from None
-    try:
-        data = read_yaml(text)
-        return parse_inventory(data, base_dir=path.resolve().parent, source=path)
-    except BadInput as exc:
-        raise BadInput(f"{path}: {exc}") from None
-
-
-def parse_inventory(
-    data: Any, base_dir: Path, source: Path | None = None
-) -> tuple[Inventory, list[str]]:
-    """Validate already-parsed YAML data. Returns the model and the warnings."""
-    inventory = parse_top(data, base_dir, source)
-    return inventory, check_inventory(inventory)
-
-
-def check_local_files(inventory: Inventory) -> list[str]:
-    """Check the local files SSH needs (key, known_hosts). BadInput on errors; returns warnings.
-
-    Separate from validation because `render` needs none of them.
-    """
-    return check_ssh_files(inventory.ssh)

@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from overlayctl.errors import BadInput
-from overlayctl.inventory_model import Host, Inventory, Ssh
+from overlayctl.inventory.model import Host, Inventory, Ssh
 
 
 def check_inventory(inv: Inventory) -> list[str]:

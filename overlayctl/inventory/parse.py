@@ -1,6 +1,6 @@
 """Per-field parsing of the inventory into the model (types, ranges, formats).
 
-Cross-field rules (overlaps, duplicates, capacity, etcd member count) live in inventory_checks.
+Cross-field rules (overlaps, duplicates, capacity, etcd member count) live in checks.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from overlayctl.errors import BadInput
-from overlayctl.inventory_fields import (
+from overlayctl.inventory.fields import (
     Section,
     check_label,
     describe,
@@ -21,7 +21,7 @@ from overlayctl.inventory_fields import (
     parse_ipv4,
     suggest,
 )
-from overlayctl.inventory_model import (
+from overlayctl.inventory.model import (
     BACKEND_OPTIONS,
     BACKENDS,
     DEFAULT_ETCD_HOSTS,
@@ -36,8 +36,8 @@ from overlayctl.inventory_model import (
     Inventory,
     JumpHost,
     Ssh,
-    flannel_defaults,
 )
+from overlayctl.inventory.network import flannel_defaults
 
 # Options overlayctl derives from the inventory itself; agent_options may not set them.
 _MANAGED_FLAGS = frozenset(
