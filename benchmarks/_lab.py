@@ -145,7 +145,7 @@ def host_style_agent(workdir: Path, python: str = HOST_PYTHON) -> str:
 
     The host's Python (Debian's, not this checkout's development venv), a venv made
     --without-pip, the agent wheel and its pinned wheelhouse unpacked by the same program
-    (overlayctl.agent_phase.UNPACK_WHEELS), then byte-compiled, as after its first start.
+    (overlayctl/remote/scripts/unpack_wheels.py), then byte-compiled, as after its first start.
     """
     from overlayctl.agent_phase import UNPACK_WHEELS  # noqa: PLC0415 - sys.path set first
     from overlayctl.init import Bundles  # noqa: PLC0415
@@ -158,6 +158,6 @@ def host_style_agent(workdir: Path, python: str = HOST_PYTHON) -> str:
     venv = workdir / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
     venv_python = str(venv / "bin" / "python")
-    subprocess.run([venv_python, "-c", UNPACK_WHEELS, str(venv), *map(str, wheels)], check=True)
+    subprocess.run([venv_python, UNPACK_WHEELS.path, str(venv), *map(str, wheels)], check=True)
     subprocess.run([venv_python, "-m", "compileall", "-q", "-j0", str(venv / "lib")], check=True)
     return str(venv / "bin" / "overlay-agent")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
 
 
@@ -23,84 +24,30 @@ class AgentBundle:
     digest: str
 
 
-# Run by a venv's python: unpack WHEELS (argv[2:]) into its site-packages and write the
-# overlay-agent script, which names FINAL (argv[1]) as its venv (the venv is renamed after).
-UNPACK_WHEELS = r"""
-import pathlib, sys, sysconfig, zipfile
-final, wheels = sys.argv[1], sys.argv[2:]
-site = pathlib.Path(sysconfig.get_paths()["purelib"])
-for wheel in wheels:
-    if pathlib.Path(wheel).name.startswith("pip-"):
-        continue
-    with zipfile.ZipFile(wheel) as zf:
-        if any(".data/" in name for name in zf.namelist()):
-            sys.exit(wheel + ": wheels with .data/ folders are not supported here")
-        zf.extractall(site)
-script = pathlib.Path(sys.prefix) / "bin" / "overlay-agent"
-script.write_text("#!" + final + "/bin/python\nimport sys\nfrom agent.main import main\n"
-                  "sys.exit(main())\n")
-script.chmod(0o755)
-"""
-
-# $1 upload dir, $2 AGENT_HOME, $3 digest; stdin: sha256sum lines of the uploaded wheels.
-# The wheelhouse holds exactly one version of each distribution, so there is nothing to resolve:
-# a fresh venv (without pip) gets every wheel unpacked into it by the small program below (no
-# .data/ folders in the agent's wheels: checked; pip's own wheel skipped), then replaces the old
-# venv. Several times cheaper in CPU than pip, which counts when ten hosts install at once.
-_INSTALL = r"""
-set -eu
-src=$1; home=$2; digest=$3
-(cd "$src" && sha256sum --check --quiet --strict -)
-mkdir -p "$home"
-rm -rf "$home/wheelhouse" "$home/venv.new" "$home/venv.old"
-mkdir "$home/wheelhouse"
-cp "$src"/*.whl "$home/wheelhouse/"
-python3 -m venv --without-pip "$home/venv.new"
-"$home/venv.new/bin/python" - "$home/venv" "$home"/wheelhouse/*.whl <<'PY'
-{unpack}PY
-[ -d "$home/venv" ] && mv "$home/venv" "$home/venv.old"
-mv "$home/venv.new" "$home/venv"
-rm -rf "$home/venv.old" "$src"
-printf '%s\n' "$digest" > "$home/wheelhouse.sha256"
-""".replace("{unpack}", UNPACK_WHEELS.lstrip("\n"))
-
-# $1 port, $2 seconds: poll /readyz until it answers 200; print the last answer.
-_READY = r"""
-import sys, time, urllib.request, urllib.error
-url = "http://127.0.0.1:%s/readyz" % sys.argv[1]
-deadline = time.monotonic() + float(sys.argv[2])
-last = "no answer"
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            print(answer.read().decode()); sys.exit(0)
-    except urllib.error.HTTPError as exc:
-        last = exc.read().decode()
-    except OSError as exc:
-        last = str(exc)
-    time.sleep(0.5)
-print(last); sys.exit(1)
-"""
+INSTALL = HostScript("install-agent.sh")
+UNPACK_WHEELS = HostScript("unpack_wheels.py")
+READY = HostScript("agent_ready.py")
+DOCKER_STATE = HostScript("docker-state.sh")
 
 
 def install_agent(remote: Remote, bundle: AgentBundle) -> None:
-    """Upload into a fresh private folder, check every wheel's hash as root, then install."""
+    """Upload the wheels and the program that unpacks them into a fresh private folder, check
+    every file's hash as root, then install."""
     upload = f"/tmp/overlayctl-agent-{secrets.token_hex(8)}"  # noqa: S108 - made 0700, must be new
-    remote.upload(list(bundle.wheels), upload)
-    sums = "".join(
-        f"{hashlib.sha256(w.read_bytes()).hexdigest()}  {w.name}\n" for w in bundle.wheels
-    )
-    remote.script(_INSTALL, upload, hp.AGENT_HOME, bundle.digest, name="install-agent",
-                  stdin=sums, timeout=600, waiting_for="the agent's install")  # fmt: skip
+    files = [*bundle.wheels, UNPACK_WHEELS.path]
+    remote.upload(files, upload)
+    sums = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n" for f in files)
+    remote.script(INSTALL, upload, hp.AGENT_HOME, bundle.digest, stdin=sums, timeout=600,
+                  waiting_for="the agent's install")  # fmt: skip
 
 
 def restart_agent(remote: Remote, timeout: float = 90) -> None:
     """Restart the agent (Type=notify: returns once it has written subnet.env), then /readyz."""
     remote.run(["systemctl", "restart", "overlay-agent"], timeout=timeout + 30,
                waiting_for="overlay-agent to start (it writes subnet.env)")  # fmt: skip
-    ready = remote.run(["python3", "-c", _READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout)],
-                       check=False, timeout=timeout + 30,
-                       waiting_for="overlay-agent's /readyz to answer")  # fmt: skip
+    ready = remote.script(READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout), check=False,
+                          timeout=timeout + 30,
+                          waiting_for="overlay-agent's /readyz to answer")  # fmt: skip
     if ready.code != 0:
         raise OverlayctlError(
             f"{remote.target.name}: overlay-agent not ready: {ready.stdout.strip()[:300]}"
@@ -123,17 +70,6 @@ def docker0(remote: Remote) -> str | None:
     return match.group(1) if match else None
 
 
-# $1 the agent's docker options file. docker0's address, the flags the agent wants, and dockerd's
-# arguments (none when docker is not running), in one round trip.
-_DOCKER_STATE = r"""
-echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
-[ -r "$1" ] && . "$1" && echo "want=$DOCKER_NETWORK_OPTIONS"
-pid=$(systemctl show -p MainPID --value docker 2>/dev/null)
-[ "${pid:-0}" != 0 ] && tr '\0' '\n' < "/proc/$pid/cmdline" | sed 's/^/arg=/'
-exit 0
-"""
-
-
 def docker_runs_on(state: str, lease: str) -> bool:
     """Pure: docker0 holds the lease's .1 and dockerd runs with every flag the agent wrote
     (--bip, --ip-masq, --mtu). docker reads them only when it starts, so a new MTU (a backend
@@ -148,7 +84,7 @@ def docker_runs_on(state: str, lease: str) -> bool:
 
 
 def docker_is_current(remote: Remote, lease: str) -> bool:
-    state = remote.script(_DOCKER_STATE, hp.DOCKER_OPTS_ENV, name="docker-state").stdout
+    state = remote.script(DOCKER_STATE, hp.DOCKER_OPTS_ENV, hp.SUBNET_ENV).stdout
     return docker_runs_on(state, lease)
 
 

@@ -19,7 +19,7 @@ from overlayctl.errors import Conflict
 from overlayctl.inventory.model import Inventory
 from overlayctl.inventory.network import network_config
 from overlayctl.plan import HostPlan, config_change_actions, overlay_device
-from overlayctl.session import Session
+from overlayctl.remote.session import Session
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config, network_config_key
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
+
+LEASE_TTLS = HostScript("lease-ttls.sh")
 
 
 @dataclass
@@ -238,11 +241,8 @@ def leases(remote: Remote, inv: Inventory) -> list[LeaseInfo]:
     ids = sorted({lease_id for _, _, lease_id in kvs if lease_id})
     ttls = {}
     if ids:
-        out = remote.run(
-            ["sh", "-c", etcdctl.TIME_TO_LIVE_SCRIPT, "sh", *etcdctl.base_argv(inv)],
-            stdin="".join(f"{i:x}\n" for i in ids),
-            check=False,
-        )
+        out = remote.script(LEASE_TTLS, *etcdctl.base_argv(inv),
+                            stdin="".join(f"{i:x}\n" for i in ids), check=False)  # fmt: skip
         ttls = etcdctl.parse_ttls(out.stdout)
     by_ip = {str(h.address): h.name for h in inv.hosts}
     found = []

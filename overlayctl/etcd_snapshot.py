@@ -18,20 +18,11 @@ from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory.endpoints import etcd_scheme
 from overlayctl.inventory.model import Host
+from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
-from overlayctl.session import Session
 
-# $1 snapshot file, $2 data dir, then the `etcdctl snapshot restore` flags.
-_RESTORE = r"""
-set -eu
-file=$1; data=$2; shift 2
-rm -rf "$data.restoring"
-ETCDCTL_API=3 etcdctl snapshot restore "$file" --data-dir "$data.restoring" "$@" >/dev/null
-rm -rf "$data"
-mv "$data.restoring" "$data"
-chown -R etcd:etcd "$data"
-chmod 700 "$data"
-"""
+RESTORE = HostScript("snapshot-restore.sh")
 
 
 def _members(session: Session) -> list[tuple[Host, Remote]]:
@@ -90,11 +81,11 @@ def restore(session: Session, snapshot: Path, timeout: float) -> None:
         try:
             remote.run(["systemctl", "stop", "etcd"], timeout=120, waiting_for="etcd to stop")
             remote.script(
-                _RESTORE, f"{folder}/{snapshot.name}", hp.etcd_data_dir(host.name),
+                RESTORE, f"{folder}/{snapshot.name}", hp.etcd_data_dir(host.name),
                 f"--name={host.name}", f"--initial-cluster={initial}",
                 f"--initial-cluster-token={inv.cluster.name}",
                 f"--initial-advertise-peer-urls={scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
-                name="snapshot-restore", timeout=600, waiting_for="the snapshot's restore",
+                timeout=600, waiting_for="the snapshot's restore",
             )  # fmt: skip
         finally:
             remote.run(["rm", "-rf", folder], check=False)

@@ -167,17 +167,8 @@ def parse_kvs(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-# $@: the etcdctl base command; stdin: lease ids in hex, one per line. One JSON object a line.
-TIME_TO_LIVE_SCRIPT = r"""
-while read -r id; do
-  "$@" lease timetolive "$id" -w json 2>/dev/null || echo '{}'
-  echo
-done
-"""
-
-
 def parse_ttls(text: str) -> dict[int, int]:
-    """lease id -> seconds left, from the TIME_TO_LIVE_SCRIPT's output."""
+    """lease id -> seconds left, from lease-ttls.sh's output."""
     ttls = {}
     for line in text.splitlines():
         if line.strip():

@@ -9,24 +9,10 @@ from dataclasses import dataclass, field
 from overlayctl import paths as hp
 from overlayctl.etcd_cluster import LeaseInfo
 from overlayctl.inventory.model import Host
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
 
-# $1 healthz port, $2 subnet.env. key=value lines, then the IPv4 routes.
-_SCRIPT = r"""
-echo "agent_active=$(systemctl is-active overlay-agent 2>/dev/null)"
-echo "agent_ready=$(python3 -c 'import sys, urllib.request
-try:
-    print(urllib.request.urlopen("http://127.0.0.1:%s/readyz" % sys.argv[1], timeout=2).status)
-except Exception as exc:
-    print(getattr(exc, "code", 0))' "$1")"
-if [ -r "$2" ]; then . "$2"; echo "lease=$FLANNEL_SUBNET"; echo "mtu=$FLANNEL_MTU"; fi
-echo "docker_active=$(systemctl is-active docker 2>/dev/null)"
-echo "docker0=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{print $4}')"
-ip -4 route show | sed 's/^/route=/'
-for dev in $(ip -o link show type vxlan 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-  bridge fdb show dev "$dev" 2>/dev/null | sed 's/^/fdb=/'
-done
-"""
+SCRIPT = HostScript("host-status.sh")
 
 
 @dataclass
@@ -181,7 +167,7 @@ def host_status(
     known: bool = True,
 ) -> HostStatus:
     """KNOWN False: the leases could not be read (no quorum): no verdict on the own lease."""
-    out = remote.script(_SCRIPT, str(hp.AGENT_HEALTHZ_PORT), hp.SUBNET_ENV, name="host-status")
+    out = remote.script(SCRIPT, str(hp.AGENT_HEALTHZ_PORT), hp.SUBNET_ENV)
     peers = [lease for lease in leases if lease.host and lease.host != host.name]
     mine = [lease.subnet for lease in leases if lease.host == host.name]
     return parse(host.name, out.stdout, peers, backend, network,

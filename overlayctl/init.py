@@ -27,9 +27,9 @@ from overlayctl.plan import (
     plan_host,
     wanted_packages,
 )
+from overlayctl.remote.session import RunOptions, Session
 from overlayctl.remote.ssh import Remote
 from overlayctl.render import render_host
-from overlayctl.session import RunOptions, Session
 
 # Before the etcd cluster is (re)started, and after it holds the network config.
 ETCD_PHASES = ("prepare", "packages", "pki", "etcd")

@@ -26,8 +26,8 @@ from overlayctl.init import (
 )
 from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme
 from overlayctl.inventory.model import Host, Inventory
+from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
-from overlayctl.session import Session
 
 
 def check_names(inv: Inventory, names: list[str]) -> None:

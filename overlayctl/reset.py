@@ -21,58 +21,13 @@ from overlayctl.etcd_cluster import with_members
 from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config_key
+from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import BACKUP_ROOT, Remote
-from overlayctl.session import Session
 
-# $1: the overlay Network, from the inventory.
-_DATAPLANE = r"""
-import ipaddress, shlex, subprocess, sys
-net = ipaddress.ip_network(sys.argv[1])
-def run(*args):
-    return subprocess.run(args, capture_output=True, text=True).stdout
-for line in run("ip", "-o", "link", "show").splitlines():
-    name = line.split(": ")[1].split("@")[0]
-    if name == "flannel0" or name.startswith("flannel."):
-        run("ip", "link", "delete", name)
-for line in run("ip", "-4", "route", "show").splitlines():
-    dst = line.split()[0]
-    if dst != "default" and "docker0" not in line and ipaddress.ip_network(dst).subnet_of(net):
-        run("ip", "route", "delete", dst)
-for table, parent, chain in (("filter", "FORWARD", "FLANNEL-FWD"),
-                             ("nat", "POSTROUTING", "FLANNEL-POSTRTG")):
-    for rule in run("iptables", "-t", table, "-S", parent).splitlines():
-        words = shlex.split(rule)
-        if words[-2:] == ["-j", chain]:
-            run("iptables", "-t", table, "-D", *words[1:])
-    run("iptables", "-t", table, "-F", chain)
-    run("iptables", "-t", table, "-X", chain)
-"""
-
-# $1 backup root. Put back what overlayctl replaced, remove what it created.
-_RESTORE = r"""
-set -eu
-root=$1
-[ -d "$root" ] || exit 0
-find "$root" -type f | while read -r saved; do
-  target=${saved#"$root"}
-  case "$target" in
-    *.absent) rm -f "${target%.absent}"; rmdir "$(dirname "$target")" 2>/dev/null || true ;;
-    *) cp -a "$saved" "$target" ;;
-  esac
-done
-rm -rf "$root"
-"""
-
-
-# docker keeps the default bridge's last address in its network store even without --bip.
-# Forget it (only when no user-defined network lives there) so docker0 gets its own again.
-_DOCKER_OWN_BRIDGE = r"""
-custom=$(docker network ls --filter type=custom -q 2>/dev/null)
-systemctl stop docker docker.socket
-ip link delete docker0 2>/dev/null || true
-[ -z "$custom" ] && rm -f /var/lib/docker/network/files/local-kv.db
-systemctl start docker
-"""
+DATAPLANE = HostScript("reset_dataplane.py")
+RESTORE = HostScript("restore-backups.sh", label="restore")
+OWN_BRIDGE = HostScript("docker-own-bridge.sh")
 
 
 @dataclass
@@ -144,7 +99,7 @@ def run_reset(
     def undo(host: Host, remote: Remote) -> list[str]:
         steps = []
         firewalld.reset(remote)  # before its service files go (RHEL hosts; no-op elsewhere)
-        remote.script(_RESTORE, BACKUP_ROOT, name="restore")
+        remote.script(RESTORE, BACKUP_ROOT)
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
         remote.run(["rmdir", "--ignore-fail-on-non-empty", hp.PKI_DIR.rsplit("/", 1)[0]],
                    check=False)  # fmt: skip
@@ -154,7 +109,7 @@ def run_reset(
         if host.is_node and remote.run(["systemctl", "is-active", "docker"], check=False).code == 0:
             # docker keeps an existing docker0's address: remove the bridge so that it makes
             # its own again.
-            remote.script(_DOCKER_OWN_BRIDGE, name="docker-own-bridge", check=False, timeout=300,
+            remote.script(OWN_BRIDGE, check=False, timeout=300,
                           waiting_for="docker to restart on its own bridge")  # fmt: skip
             steps.append("docker restarted on its own bridge")
         return steps
@@ -187,7 +142,7 @@ def run_reset(
 def _stop_agent(remote: Remote, inv: Inventory) -> None:
     remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False,
                waiting_for="overlay-agent to stop")  # fmt: skip
-    remote.run(["python3", "-c", _DATAPLANE, str(inv.cluster.network)], check=False)
+    remote.script(DATAPLANE, str(inv.cluster.network), check=False)
 
 
 def _delete_leases(

@@ -6,7 +6,7 @@ from overlayctl import etcd_cluster
 from overlayctl.etcd_cluster import ClusterStatus
 from overlayctl.host_status import HostStatus, host_status
 from overlayctl.inventory.model import Inventory
-from overlayctl.session import Session
+from overlayctl.remote.session import Session
 
 
 def cluster_status(session: Session) -> tuple[ClusterStatus, list[HostStatus]]:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory.model import Host
+from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
-from overlayctl.session import Session
 
 _RTT = re.compile(r"= [\d.]+/([\d.]+)/")
 

@@ -25,7 +25,7 @@ from overlayctl.inventory import check_local_files, load_inventory
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Inventory
 from overlayctl.remote.group import HostFailure
-from overlayctl.session import Reporter, RunOptions, Session
+from overlayctl.remote.session import Reporter, RunOptions, Session
 
 F = Callable[..., Any]
 

@@ -20,7 +20,7 @@ from overlayctl.cli.common import (
 from overlayctl.cli.init import run_and_report
 from overlayctl.init import InitOptions
 from overlayctl.inventory.load import state_dir
-from overlayctl.session import RunOptions
+from overlayctl.remote.session import RunOptions
 
 
 @click.group()

@@ -14,8 +14,8 @@ from overlayctl.cli.common import (
     output_option,
     run_session,
 )
+from overlayctl.remote.session import RunOptions
 from overlayctl.reset import ResetReport, run_reset, targets
-from overlayctl.session import RunOptions
 
 
 @click.command()

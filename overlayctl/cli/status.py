@@ -18,7 +18,7 @@ from overlayctl.cli.common import (
     output_option,
 )
 from overlayctl.output import status_doc, status_text
-from overlayctl.session import RunOptions
+from overlayctl.remote.session import RunOptions
 from overlayctl.status import cluster_status
 
 

@@ -16,7 +16,7 @@ from overlayctl.cli.common import (
     output_option,
 )
 from overlayctl.output import verify_doc, verify_text
-from overlayctl.session import RunOptions
+from overlayctl.remote.session import RunOptions
 from overlayctl.verify import VerifyOptions, run_verify
 
 

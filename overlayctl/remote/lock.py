@@ -1,7 +1,9 @@
 """A per-host lock so that two overlayctl runs never change one host at the same time.
 
 The lock is a directory (mkdir is atomic) holding a description of its holder. A second run is
-refused with the holder named; a lock left by a killed run is removed only when asked.
+refused with the holder named; a lock left by a killed run is removed only when asked. The
+script takes it only as root, so a login that cannot act as root never leaves one behind (the
+root check says why: see root.py).
 """
 
 from __future__ import annotations
@@ -12,26 +14,14 @@ import os
 import socket
 import time
 
-from overlayctl.errors import Conflict
-from overlayctl.remote.ssh import Remote
+from overlayctl.errors import Conflict, OverlayctlError
+from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.ssh import Command, Remote, RunResult, command_of
 
 LOCK_DIR = "/var/lock/overlayctl.lock"
-
-# $1 lock dir, $2 holder JSON. Exit 0: taken. Exit 3: held (holder on stdout).
-_TAKE = r"""
-if mkdir "$1" 2>/dev/null; then
-  printf '%s\n' "$2" > "$1/holder"
-  exit 0
-fi
-cat "$1/holder" 2>/dev/null || echo '{}'
-exit 3
-"""
-
-# $1 lock dir, $2 our token: remove only our own lock.
-_RELEASE = r"""
-grep -qF "$2" "$1/holder" 2>/dev/null && rm -rf "$1"
-exit 0
-"""
+TAKE = HostScript("lock-take.sh", label="script")
+RELEASE = HostScript("lock-release.sh", label="script")
+_HELD, _NOT_ROOT = 3, 5  # lock-take.sh's exit codes
 
 
 def holder_description(command: str) -> dict[str, object]:
@@ -46,7 +36,8 @@ def holder_description(command: str) -> dict[str, object]:
 
 
 class HostLock:
-    """Take with acquire(); give back with release(). `break_stale` removes any holder first."""
+    """Take with acquire() (or run take() in a batch, then settle() its result); give back with
+    release(). `break_stale` removes any holder first."""
 
     def __init__(self, remote: Remote, command: str, lock_dir: str = LOCK_DIR) -> None:
         self.remote = remote
@@ -54,13 +45,21 @@ class HostLock:
         self.holder = holder_description(command)
         self.held = False
 
-    def acquire(self, break_stale: bool = False) -> None:
-        if break_stale:
-            self.remote.run(["rm", "-rf", self.lock_dir])
-        result = self.remote.script(_TAKE, self.lock_dir, json.dumps(self.holder), check=False)
+    def take(self, break_stale: bool = False) -> Command:
+        """The command that takes the lock, for Remote.run or a batch."""
+        holder = json.dumps(self.holder)
+        return command_of(TAKE, self.lock_dir, holder, "yes" if break_stale else "no")
+
+    def settle(self, result: RunResult) -> None:
+        """Held after TAKE's RESULT, or Conflict naming the holder."""
         if result.code == 0:
             self.held = True
             return
+        if result.code != _HELD:
+            why = "not root" if result.code == _NOT_ROOT else (result.stderr.strip() or "?")
+            raise OverlayctlError(
+                f"{self.remote.target.name}: cannot take {self.lock_dir}: {why.splitlines()[-1]}"
+            )
         try:
             other = json.loads(result.stdout or "{}")
         except json.JSONDecodeError:
@@ -75,7 +74,11 @@ class HostLock:
             "re-run with --break-lock"
         )
 
+    def acquire(self, break_stale: bool = False) -> None:
+        argv, label = self.take(break_stale)
+        self.settle(self.remote.run(argv, check=False, log_as=label))
+
     def release(self) -> None:
         if self.held:
-            self.remote.script(_RELEASE, self.lock_dir, str(self.holder["token"]), check=False)
+            self.remote.script(RELEASE, self.lock_dir, str(self.holder["token"]), check=False)
             self.held = False

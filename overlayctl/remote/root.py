@@ -6,15 +6,22 @@ a lock "held by ?", PKI that "would be replaced", etcd "without quorum", busybox
 
 from __future__ import annotations
 
-from overlayctl.remote.ssh import Remote
+from overlayctl.remote.ssh import Command, Remote, RunResult, SshTarget
+
+# `id -u`, as every remote command runs (through `sudo -n` when the inventory says so).
+ID_U: Command = (["id", "-u"], "id -u (root check)")
 
 
 def root_problem(remote: Remote) -> str | None:
     """None when commands run as root there (directly, or through `sudo -n`); else why not."""
-    got = remote.run(["id", "-u"], check=False, timeout=30, log_as="id -u (root check)")
+    argv, label = ID_U
+    return why_not_root(remote.target, remote.run(argv, check=False, timeout=30, log_as=label))
+
+
+def why_not_root(target: SshTarget, got: RunResult) -> str | None:
+    """Pure: what `id -u` (GOT) says about acting as root on TARGET: None, or why not."""
     if got.code == 0 and got.stdout.strip() == "0":
         return None
-    target = remote.target
     who = f"{target.name} ({target.address})"
     if target.sudo:
         said = (got.stderr.strip().splitlines() or [f"exit {got.code}"])[-1]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import secrets
 import shlex
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fabric
 import paramiko
@@ -20,6 +22,10 @@ import paramiko
 from overlayctl.errors import OverlayctlError
 from overlayctl.remote.connect_errors import connect_failure
 from overlayctl.remote.heartbeat import INTERVAL, Heartbeat
+from overlayctl.remote.scripts import HostScript
+
+READ_FILES = HostScript("read-files.sh")
+PUT_FILE = HostScript("put-file.sh", label="script")
 
 BACKUP_ROOT = "/var/lib/overlayctl/backup"
 
@@ -207,6 +213,7 @@ class Remote:
         timeout: float | None = 300,
         log_as: str | None = None,
         waiting_for: str | None = None,
+        quiet: bool = False,
     ) -> RunResult:
         """Run ARGV (quoted) on the host, as root through `sudo -n` when the inventory says so.
 
@@ -229,7 +236,8 @@ class Remote:
             raise OverlayctlError(f"{self.target.name}: SSH connection lost: {exc}") from None
         out = RunResult(code, stdout, stderr)
         # Commands only: file contents travel on stdin and never reach the log.
-        self._log(f"{self.target.name}: {log_as or command} -> exit {out.code}")
+        if not quiet:
+            self._log(f"{self.target.name}: {log_as or command} -> exit {out.code}")
         if check and out.code != 0:
             raise RemoteCommandFailed(self.target.name, log_as or command, out.code, out.stderr)
         return out
@@ -262,10 +270,42 @@ class Remote:
             code = chan.recv_exit_status()
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
-    def script(self, script: str, *args: str, name: str = "script", **kw) -> RunResult:
-        """Run a fixed shell SCRIPT with ARGS as $1.. (values never enter the script text)."""
-        label = f"sh -c <{name}> {shlex.join(args)}"
-        return self.run(["sh", "-c", script, "sh", *args], log_as=label, **kw)
+    def script(
+        self, script: HostScript | str, *args: str, name: str = "script", **kw: Any
+    ) -> RunResult:
+        """Run SCRIPT (one of ours, or a fixed shell text named NAME) with ARGS as $1.. (values
+        never enter the script's text)."""
+        argv, label = command_of(script, *args, name=name)
+        return self.run(argv, log_as=label, **kw)
+
+    def batch(
+        self, commands: Sequence[Command], *, timeout: float | None = 300, waiting_for: str = ""
+    ) -> list[RunResult]:
+        """COMMANDS ((argv, log label) pairs) in one round trip: one shell runs them in turn
+        (stdin from /dev/null), each with its own stdout and exit code. stderr is the batch's
+        as a whole; when the batch itself cannot run (no sudo there), every result carries its
+        exit code and stderr. For reads that would each cost a round trip of their own."""
+        token = f"--overlayctl-batch-{secrets.token_hex(8)}--"
+        text = "\n".join(
+            f"{shlex.join(argv)} </dev/null; printf '\\n%s %s\\n' {token} $?"
+            for argv, _ in commands
+        )
+        what = waiting_for or f"{len(commands)} commands"
+        labels = "; ".join(label for _, label in commands)
+        got = self.run(["sh", "-c", text], check=False, timeout=timeout, waiting_for=what,
+                       log_as=f"batch: {labels}", quiet=True)  # fmt: skip
+        results, rest = [], got.stdout
+        for _argv, label in commands:
+            out, found, after = rest.partition(f"\n{token} ")
+            if not found:  # the batch stopped before this command (or never ran)
+                results.append(RunResult(got.code or 255, rest, got.stderr))
+                self._log(f"{self.target.name}: {label} -> not run (batch exit {got.code})")
+                rest = ""
+                continue
+            code, _, rest = after.partition("\n")
+            results.append(RunResult(int(code), out, got.stderr))
+            self._log(f"{self.target.name}: {label} -> exit {code}")
+        return results
 
     def upload(self, files: Sequence[Path], remote_dir: str) -> None:
         """Copy FILES into a new REMOTE_DIR (0700) over SFTP, as the login user.
@@ -294,16 +334,7 @@ class Remote:
         """Content, mode and owner of PATHS in one round trip."""
         if not paths:
             return {}
-        out = self.script(_READ_FILES, *paths, name="read-files").stdout
-        found: dict[str, RemoteFile] = {}
-        for line, path in zip(out.splitlines(), paths, strict=True):
-            state, _, rest = line.partition(" ")
-            if state == "absent":
-                found[path] = RemoteFile(path, None)
-                continue
-            mode, owner, data = rest.split(" ", 2)  # "MODE USER:GROUP BASE64" (BASE64 may be "")
-            found[path] = RemoteFile(path, base64.b64decode(data), int(mode, 8), owner)
-        return found
+        return parse_files(self.script(READ_FILES, *paths).stdout, paths)
 
     def put_file(
         self, path: str, content: bytes, mode: int = 0o644, owner: str = "root:root"
@@ -315,7 +346,7 @@ class Remote:
         """
         backup = self.backup_root + path
         self.script(
-            _PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
+            PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
         )
 
 
@@ -350,32 +381,26 @@ def _connection(
     return conn
 
 
-# One line per path: "absent" or "file MODE USER:GROUP BASE64".
-_READ_FILES = r"""
-for p in "$@"; do
-  if [ -f "$p" ]; then
-    printf 'file %s ' "$(stat -c '%a %U:%G' "$p")"; base64 -w0 < "$p"; echo
-  else
-    echo absent
-  fi
-done
-"""
+# A command for Remote.run or Remote.batch: the argument list, and how the log names it.
+Command = tuple[list[str], str]
 
-# $1 path, $2 mode (octal), $3 owner, $4 backup path; content (base64) on stdin.
-_PUT_FILE = r"""
-set -eu
-path=$1; mode=$2; owner=$3; bak=$4
-dir=$(dirname "$path")
-mkdir -p "$dir"
-tmp="$dir/.$(basename "$path").overlayctl-tmp"
-umask 077
-base64 -d > "$tmp"
-chmod "$mode" "$tmp"
-chown "$owner" "$tmp"
-if [ ! -e "$bak" ] && [ ! -e "$bak.absent" ]; then
-  mkdir -p "$(dirname "$bak")"
-  if [ -e "$path" ]; then cp -a "$path" "$bak"; else : > "$bak.absent"; fi
-fi
-sync "$tmp" 2>/dev/null || true
-mv -f "$tmp" "$path"
-"""
+
+def command_of(script: HostScript | str, *args: str, name: str = "script") -> Command:
+    """SCRIPT (one of ours, or a fixed shell text named NAME) with ARGS, and its log label:
+    `sh -c <facts> ARGS`, never the script's text."""
+    if isinstance(script, HostScript):
+        return script.argv(*args), f"{script.interpreter} -c <{script.label}> {shlex.join(args)}"
+    return ["sh", "-c", script, "sh", *args], f"sh -c <{name}> {shlex.join(args)}"
+
+
+def parse_files(out: str, paths: Sequence[str]) -> dict[str, RemoteFile]:
+    """Pure: read-files.sh's output (one line per path) -> RemoteFile per path."""
+    found: dict[str, RemoteFile] = {}
+    for line, path in zip(out.splitlines(), paths, strict=True):
+        state, _, rest = line.partition(" ")
+        if state == "absent":
+            found[path] = RemoteFile(path, None)
+            continue
+        mode, owner, data = rest.split(" ", 2)  # "MODE USER:GROUP BASE64" (BASE64 may be "")
+        found[path] = RemoteFile(path, base64.b64decode(data), int(mode, 8), owner)
+    return found

@@ -41,6 +41,9 @@ def test_wheel_ships_templates_assets_and_both_scripts(tmp_path: Path) -> None:
     }
     assert shipped == in_repo
     assert "overlayctl/lab/assets/lab-cgroup-rw.service" in names
+    host_scripts = ROOT / "overlayctl" / "remote" / "scripts"
+    for script in host_scripts.glob("*.sh"):  # data files, not modules: named in pyproject.toml
+        assert f"overlayctl/remote/scripts/{script.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "overlayctl = overlayctl.cli:main" in text

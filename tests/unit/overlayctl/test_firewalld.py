@@ -17,7 +17,8 @@ import pytest
 
 from overlayctl import apply, firewalld
 from overlayctl import paths as hp
-from overlayctl.facts import _FACTS, Firewalld, parse_facts
+from overlayctl.facts import FACTS as FACTS_SCRIPT
+from overlayctl.facts import Firewalld, parse_facts
 from overlayctl.inventory import load_inventory, parse_inventory
 from overlayctl.plan import Action, DesiredFile, HostPlan, plan_host
 from overlayctl.remote.ssh import RemoteFile, RunResult
@@ -124,8 +125,11 @@ def run_sh(script: str, bin_dir: Path, *args: str) -> str:
     return done.stdout
 
 
+NO_FILES = ("/nonexistent", "/nonexistent")  # the agent's digest file, docker's drop-in
+
+
 def test_facts_report_firewalld_zones_and_services(tmp_path: Path) -> None:
-    found = parse_facts(run_sh(_FACTS, fake_bin(tmp_path, "active"), "/nonexistent"))
+    found = parse_facts(run_sh(FACTS_SCRIPT.text, fake_bin(tmp_path, "active"), *NO_FILES))
     assert found.firewalld == Firewalld(
         "public",
         {"docker0": "docker", "eth0": "public", "eth1": "internal"},
@@ -144,7 +148,7 @@ def test_facts_report_firewalld_zones_and_services(tmp_path: Path) -> None:
 
 
 def test_facts_without_active_firewalld(tmp_path: Path) -> None:
-    found = parse_facts(run_sh(_FACTS, fake_bin(tmp_path, "inactive"), "/nonexistent"))
+    found = parse_facts(run_sh(FACTS_SCRIPT.text, fake_bin(tmp_path, "inactive"), *NO_FILES))
     assert found.firewalld is None
     assert not (tmp_path / "calls.log").exists()
 
@@ -254,7 +258,7 @@ def test_reset_takes_the_services_out_of_every_zone_before_removing_them(tmp_pat
         target = fw_dir / path.removeprefix("/etc/firewalld/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("x")
-    run_sh(firewalld._RESET, bin_dir, str(fw_dir))
+    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls == [
         "--permanent --list-all-zones",
@@ -267,10 +271,10 @@ def test_reset_takes_the_services_out_of_every_zone_before_removing_them(tmp_pat
     ]
     # an etcd-only host: one service file, no zone file
     (fw_dir / "services" / "overlayctl-etcd.xml").write_text("x")
-    run_sh(firewalld._RESET, bin_dir, str(fw_dir))
+    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
     assert not (fw_dir / "services" / "overlayctl-etcd.xml").exists()
     assert (tmp_path / "calls.log").read_text().splitlines()[-1] == "--reload"
     # nothing of ours left: nothing is done at all
     (tmp_path / "calls.log").unlink()
-    run_sh(firewalld._RESET, bin_dir, str(fw_dir))
+    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
     assert not (tmp_path / "calls.log").exists()

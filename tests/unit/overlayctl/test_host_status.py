@@ -1,7 +1,7 @@
 """The per-host half of `status` without hosts: `parse` on what its script prints on a host,
 and `problems`, the words each unhealthy state is reported with.
 
-The outputs are those of the real script (host_status._SCRIPT): `systemctl is-active`, the
+The outputs are those of the real script (host-status.sh): `systemctl is-active`, the
 /readyz status code (0 when nothing answers), subnet.env's values, `ip -4 -o addr` for docker0
 and `ip -4 route show`, one key=value per line.
 """

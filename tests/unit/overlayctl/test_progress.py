@@ -10,8 +10,8 @@ import pytest
 
 from overlayctl import etcd_cluster, etcdctl
 from overlayctl.remote.heartbeat import Heartbeat
+from overlayctl.remote.session import Reporter
 from overlayctl.remote.ssh import Remote, SshTarget
-from overlayctl.session import Reporter
 
 TICK = 0.05  # the heartbeat interval in these tests (10 s in real runs)
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from overlayctl.errors import Conflict, EnvironmentProblem
+from overlayctl.errors import EnvironmentProblem, OverlayctlError
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.remote.group import GroupResult, HostFailure, run_on_hosts
 from overlayctl.remote.lock import HostLock
-from overlayctl.remote.root import root_problem
-from overlayctl.remote.ssh import Remote, SshTarget
+from overlayctl.remote.root import ID_U, why_not_root
+from overlayctl.remote.ssh import Remote, RunResult, SshTarget
 
 T = TypeVar("T")
 
@@ -91,7 +91,8 @@ class Session:
 
         The first reachable host's lock is taken alone, before any other: it is the cluster's
         lock. Of two runs started together, the second is then refused there and touches
-        nothing, instead of both holding some hosts and both failing.
+        nothing, instead of both holding some hosts and both failing. Every host must let the
+        login act as root first: one that does not stops the run (exit 3), leaving no lock.
         """
 
         def connect(host: Host) -> Remote:
@@ -107,25 +108,57 @@ class Session:
         result = run_on_hosts("connect", self.inv.hosts, connect, _name, self.options.parallel)
         self.remotes.update(result.succeeded)
         self._drop_failed(result)
-        self._require_root()
-        if not self.lock or not self.alive:
+        if not self.alive:
             return
-        first, *rest = self.alive
-        try:
-            self._lock(first, self.remotes[first.name])
-        except Conflict:
-            self.close()
-            raise
-        self.each("lock", self._lock, rest)
-
-    def _require_root(self) -> None:
-        """Stop before any lock or phase when a host does not let us act as root: every later
-        step would fail in ways that read like cluster states."""
-        checked = self.each("connect", lambda _h, remote: root_problem(remote))
-        problems = [why for why in checked.succeeded.values() if why]
+        first = self.alive[0]
+        # One round trip: every host's root check, and with the first one's, the cluster's lock.
+        lock = HostLock(self.remotes[first.name], self.command) if self.lock else None
+        checked = self.each("connect", lambda h, r: self._check_root(r, lock, h is first))
+        problems = [why for why, _ in checked.succeeded.values() if why]
+        taken = checked.succeeded.get(first.name, (None, None))[1]
+        if lock is not None and taken is not None:
+            if problems:
+                if taken.code == 0:  # taken, but another host stops the run: give it back
+                    lock.held = True
+                    lock.release()
+            else:
+                self._settle(first, lock, taken)
         if problems:
             self.close()
             raise EnvironmentProblem("; ".join(problems))
+        if not self.lock:
+            return
+        todo = [h for h in self.alive if h.name not in self.locks]
+        if todo and not self.locks:  # the first host left the run: the next one's lock first
+            self._settle(todo[0], HostLock(self.remotes[todo[0].name], self.command), None)
+            todo = todo[1:]
+        self.each("lock", self._lock, todo)
+
+    def _settle(self, host: Host, lock: HostLock, taken: RunResult | None) -> None:
+        """HOST's LOCK held (TAKEN: the result of taking it already), or the run ends here."""
+        try:
+            if taken is None:
+                lock.acquire(self.options.break_lock)
+            else:
+                lock.settle(taken)
+        except OverlayctlError:
+            self.close()
+            raise
+        self.locks[host.name] = lock
+
+    def _check_root(
+        self, remote: Remote, lock: HostLock | None, first: bool
+    ) -> tuple[str | None, RunResult | None]:
+        """Why this login cannot act as root here (None: it can) and, with LOCK (the first
+        host's), the result of taking it in the same round trip (the script takes it only as
+        root). Asked before any other lock or any phase: every later step would fail in ways
+        that read like cluster states."""
+        if lock is None or not first:
+            argv, label = ID_U
+            got = remote.run(argv, check=False, timeout=30, log_as=label)
+            return why_not_root(remote.target, got), None
+        root, taken = remote.batch([ID_U, lock.take(self.options.break_lock)], timeout=60)
+        return why_not_root(remote.target, root), taken
 
     def _lock(self, host: Host, remote: Remote) -> None:
         lock = HostLock(remote, self.command)

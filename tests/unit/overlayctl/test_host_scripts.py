@@ -1,0 +1,99 @@
+"""The programs overlayctl runs on hosts (overlayctl/remote/scripts/): each is a file that parses
+(sh -n; Python 3.9's grammar), the Python ones need only the standard library and run nothing
+when imported, every file is named by the code that runs it, and Remote.batch keeps each
+command's output and exit code apart (run here by a local shell in place of SSH)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from overlayctl.remote.scripts import FOLDER, HostScript
+from overlayctl.remote.ssh import Remote, RunResult, SshTarget, command_of
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPTS = sorted(p for p in FOLDER.iterdir() if p.suffix in (".sh", ".py") and p.stem != "__init__")
+
+
+@pytest.mark.parametrize("path", [p for p in SCRIPTS if p.suffix == ".sh"], ids=lambda p: p.name)
+def test_shell_scripts_parse(path: Path) -> None:
+    done = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("path", [p for p in SCRIPTS if p.suffix == ".py"], ids=lambda p: p.name)
+def test_python_scripts_are_stdlib_only_python_39_and_inert_on_import(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path), feature_version=(3, 9))
+    imported = {a.name.partition(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}  # fmt: skip
+    imported |= {n.module.partition(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}  # fmt: skip
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    last = tree.body[-1]
+    assert isinstance(last, ast.If) and "__main__" in ast.unparse(last.test)
+    assert all(isinstance(n, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.If | ast.Expr)
+               for n in tree.body), "only imports, functions and the main guard"  # fmt: skip
+
+
+def test_every_script_is_named_by_the_code_that_runs_it() -> None:
+    code = "\n".join(p.read_text() for p in (ROOT / "overlayctl").rglob("*.py"))
+    named = set(re.findall(r'HostScript\("([^"]+)"', code))
+    assert named == {p.name for p in SCRIPTS}
+
+
+def test_a_missing_script_is_an_error_at_import_not_on_a_host() -> None:
+    with pytest.raises(FileNotFoundError):
+        HostScript("no-such-script.sh")
+
+
+def test_log_labels_name_the_script_never_its_text() -> None:
+    argv, label = command_of(HostScript("facts.sh"), "/a b", "x")
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "/a b", "x"]
+    assert label == "sh -c <facts> '/a b' x"
+    argv, label = command_of(HostScript("agent_ready.py"), "8471", "90")
+    assert argv[:2] == ["python3", "-c"] and argv[3:] == ["8471", "90"]
+    assert label == "python3 -c <agent_ready> 8471 90"
+
+
+class LocalRemote(Remote):
+    """A Remote whose commands run in a local shell: what Remote.batch hands to SSH, run."""
+
+    def __init__(self) -> None:  # no connection
+        self.target = SshTarget("local", "127.0.0.1", Path("/dev/null"))
+        self.lines: list[str] = []
+        self._log = self.lines.append
+
+    def run(self, argv, **kw) -> RunResult:  # type: ignore[no-untyped-def, override]
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+        return RunResult(done.returncode, done.stdout, done.stderr)
+
+
+def test_a_batch_keeps_each_commands_output_and_exit_code() -> None:
+    remote = LocalRemote()
+    results = remote.batch([
+        (["printf", "a\\nb\\n"], "first"),
+        (["sh", "-c", "printf 'no newline'; exit 3"], "second"),
+        (["cat"], "stdin is empty"),
+        (["true"], "silent"),
+    ])  # fmt: skip
+    assert [(r.code, r.stdout) for r in results] == [
+        (0, "a\nb\n"), (3, "no newline"), (0, ""), (0, ""),
+    ]  # fmt: skip
+    assert remote.lines == [
+        "local: first -> exit 0", "local: second -> exit 3",
+        "local: stdin is empty -> exit 0", "local: silent -> exit 0",
+    ]  # fmt: skip
+
+
+def test_a_batch_that_cannot_run_gives_every_command_its_failure() -> None:
+    class NoSudo(LocalRemote):
+        def run(self, argv, **kw) -> RunResult:  # type: ignore[no-untyped-def, override]
+            return RunResult(127, "", "sudo: command not found\n")
+
+    results = NoSudo().batch([(["id", "-u"], "id"), (["true"], "true")])
+    assert [(r.code, r.stderr) for r in results] == [(127, "sudo: command not found\n")] * 2
