@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from overlayctl import etcd_cluster
 from overlayctl import paths as hostpaths
 from overlayctl.errors import Conflict
+from overlayctl.etcd import netconfig
 from overlayctl.inventory.model import Inventory
 from overlayctl.inventory.network import network_config
 from overlayctl.plan import HostPlan, config_change_actions, overlay_device
@@ -97,7 +97,7 @@ def config_change(session: Session) -> ConfigChange | None:
     inv = session.inv
     remote = next((session.remotes[m.name] for m in inv.etcd_members
                    if m.name in session.remotes), None)  # fmt: skip
-    current = etcd_cluster.current_network_config(remote, inv) if remote else None
+    current = netconfig.current(remote, inv) if remote else None
     desired = network_config(inv)
     return ConfigChange(current, desired) if current is not None and current != desired else None
 

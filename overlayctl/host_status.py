@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from overlayctl import paths as hp
-from overlayctl.etcd_cluster import LeaseInfo
+from overlayctl.etcd.cluster import LeaseInfo
 from overlayctl.inventory.model import Host
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote

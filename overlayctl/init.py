@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from overlayctl import agent_phase, apply, etcd_cluster, etcdctl, facts, wheelhouse
+from overlayctl import agent_phase, apply, facts, wheelhouse
 from overlayctl import paths as hostpaths
 from overlayctl.agent_phase import AgentBundle
 from overlayctl.config_change import add_config_change, config_change, refuse_fixed_changes
 from overlayctl.errors import Conflict, OverlayctlError
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import netconfig
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.output import plural
@@ -282,7 +284,7 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
     if to_start:
         running_before = any(not report.plans[m.name].wants("etcd", "start") for m in members)
         if running_before:  # a live cluster: one member at a time, keep quorum
-            _require_members(first, inv, to_start)
+            members.require(first, inv, to_start)
             for m in to_start:
                 apply.restart_unit(session.remotes[m.name], "etcd", wait=True)
                 etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
@@ -298,19 +300,7 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
         )
     else:
         etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)
-    report.network_config = etcd_cluster.ensure_network_config(first, inv, options.force)
+    report.network_config = netconfig.ensure(first, inv, options.force)
     session.reporter.say(
         f"{'cluster':<12} {'config':<9} {report.network_config}: {inv.cluster.etcd_prefix}/config"
     )
-
-
-def _require_members(first: Remote, inv: Inventory, members: list[Host]) -> None:
-    """Members to (re)start in a live cluster must already belong to it: new ones need `join`."""
-    listed = first.run(etcdctl.member_list(inv), check=False)
-    names = {m.name for m in etcdctl.parse_members(listed.stdout)} if listed.code == 0 else set()
-    for member in members:
-        if names and member.name not in names:
-            raise OverlayctlError(
-                f"{member.name} is not a member of the running etcd cluster; add it with "
-                f"`overlayctl join {member.name}`"
-            )

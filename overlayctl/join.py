@@ -8,12 +8,12 @@ must become healthy; if it does not, it is removed again, so the cluster is left
 
 from __future__ import annotations
 
-import time
-
-from overlayctl import apply, etcd_cluster, etcdctl
+from overlayctl import apply
 from overlayctl import paths as hostpaths
 from overlayctl.errors import BadInput, OverlayctlError
-from overlayctl.etcd_cluster import with_members
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import members, netconfig
+from overlayctl.etcd.members import with_members
 from overlayctl.init import (
     AGENT_PHASES,
     ETCD_PHASES,
@@ -24,7 +24,6 @@ from overlayctl.init import (
     gather_plans,
     timed,
 )
-from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
@@ -85,29 +84,8 @@ def _join(session: Session, names: list[str], options: InitOptions, report: Init
         _add_member(session, first, remote, member, running=running, options=options)
         running.append(member)
         report.changes[member.name] += 1
-    report.network_config = etcd_cluster.ensure_network_config(first, inv, force=False)
+    report.network_config = netconfig.ensure(first, inv, force=False)
     apply_plans(session, report, AGENT_PHASES)
-
-
-def _member_add(
-    first: Remote, live: Inventory, member: Host, peer_url: str, endpoints: list[str]
-) -> str:
-    """`member add`, retried while etcd calls the cluster unhealthy.
-
-    etcd refuses reconfiguration until every member has been connected for a few seconds
-    (its strict reconfig check), which is the case right after the cluster was started.
-    """
-    argv = etcdctl.member_add(live, member.name, peer_url, endpoints)
-    deadline = time.monotonic() + 30
-    with first.waiting(f"etcd to accept {member.name} as a member", phase="etcd"):
-        while True:
-            result = first.run(argv, check=False)
-            if result.code == 0:
-                return result.stdout
-            if "unhealthy cluster" not in result.stderr or time.monotonic() > deadline:
-                last = (result.stderr.strip().splitlines() or ["?"])[-1]
-                raise OverlayctlError(f"join: etcd refused to add {member.name}: {last}")
-            time.sleep(1)
 
 
 def _add_member(
@@ -121,9 +99,7 @@ def _add_member(
 ) -> None:
     """Add MEMBER to the cluster of RUNNING members, or leave that cluster exactly as it was."""
     live = with_members(session.inv, running)
-    peer_url = f"{etcd_scheme(live)}://{member.address}:{hostpaths.ETCD_PEER_PORT}"
-    endpoints = etcd_client_urls(live)
-    member_id = etcdctl.parse_member_add(_member_add(first, live, member, peer_url, endpoints))
+    member_id = members.add(first, live, member)
     session.reporter.host(member.name, "etcd", f"added as member {member_id}; starting")
     grown = with_members(session.inv, [*running, member])
     try:
@@ -132,7 +108,7 @@ def _add_member(
             first, grown, options.etcd_timeout, quorum_only=True, required=(member.name,)
         )
     except OverlayctlError as exc:
-        first.run(etcdctl.member_remove(live, member_id, endpoints), check=False)
+        members.remove_id(first, live, member_id)
         remote.run(["systemctl", "stop", "etcd"], check=False, waiting_for="etcd to stop")
         remote.run(["rm", "-rf", hostpaths.etcd_data_dir(member.name)], check=False)
         raise OverlayctlError(

@@ -6,7 +6,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from overlayctl.etcd_cluster import ClusterStatus, LeaseInfo
+from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
 from overlayctl.host_status import HostStatus
 from overlayctl.plan import HostPlan
 from overlayctl.verify import PairResult, VerifyReport

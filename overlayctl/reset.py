@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
 from agent.subnet.layout import subnet_key
-from overlayctl import etcd_cluster, etcdctl, firewalld
+from overlayctl import firewalld
 from overlayctl import paths as hp
 from overlayctl.errors import BadInput, OverlayctlError
-from overlayctl.etcd_cluster import with_members
-from overlayctl.inventory.endpoints import etcd_client_urls
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import etcdctl, members
+from overlayctl.etcd.members import with_members
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config_key
 from overlayctl.remote.scripts import HostScript
@@ -182,7 +183,7 @@ def _leave_cluster(
     """Remove HOST's member; below quorum etcd cannot, and --force goes on without it (the
     remaining members then still list it: `etcdctl member remove` once quorum is back)."""
     try:
-        _remove_member(anchor, inv, staying, host)
+        members.remove(anchor, inv, staying, host)
     except OverlayctlError as exc:
         if not force:
             raise
@@ -191,10 +192,3 @@ def _leave_cluster(
             "remove` once the cluster has quorum"
         )
     return "etcd member removed"
-
-
-def _remove_member(anchor: Remote, inv: Inventory, staying: Inventory, host: Host) -> None:
-    listed = etcdctl.parse_members(anchor.run(etcdctl.member_list(inv)).stdout)
-    member = next((m for m in listed if m.name == host.name), None)
-    if member is not None:
-        anchor.run(etcdctl.member_remove(staying, member.id, etcd_client_urls(staying)))

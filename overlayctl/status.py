@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from overlayctl import etcd_cluster
-from overlayctl.etcd_cluster import ClusterStatus
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd.cluster import ClusterStatus
 from overlayctl.host_status import HostStatus, host_status
 from overlayctl.inventory.model import Inventory
 from overlayctl.remote.session import Session

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from overlayctl import etcd_snapshot
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -18,6 +17,7 @@ from overlayctl.cli.common import (
     run_session,
 )
 from overlayctl.cli.init import run_and_report
+from overlayctl.etcd import snapshot as etcd_snapshot
 from overlayctl.init import InitOptions
 from overlayctl.inventory.load import state_dir
 from overlayctl.remote.session import RunOptions

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from overlayctl import etcdctl
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -17,6 +16,7 @@ from overlayctl.cli.common import (
     open_session,
     output_option,
 )
+from overlayctl.etcd import etcdctl
 from overlayctl.output import status_doc, status_text
 from overlayctl.remote.session import RunOptions
 from overlayctl.status import cluster_status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from overlayctl import etcdctl
+from overlayctl.etcd import etcdctl
 from overlayctl.inventory import parse_inventory
 
 MEMBERS = '{"header":{"cluster_id":1,"member_id":810089443374648463,"raft_term":2},"members":[{"ID":810089443374648463,"name":"node1","peerURLs":["https://192.168.255.154:2380"],"clientURLs":["https://192.168.255.154:2379"]},{"ID":5567339973973005985,"name":"node2","peerURLs":["https://192.168.255.155:2380"],"clientURLs":["https://192.168.255.155:2379"]}]}'

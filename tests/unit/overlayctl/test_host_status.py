@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlayctl.etcd_cluster import LeaseInfo
+from overlayctl.etcd.cluster import LeaseInfo
 from overlayctl.host_status import HostStatus, Route, missing_routes, parse
 
 NETWORK = "172.21.0.0/16"

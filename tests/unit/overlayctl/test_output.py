@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from overlayctl.etcd_cluster import ClusterStatus, LeaseInfo, MemberStatus
+from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo, MemberStatus
 from overlayctl.host_status import HostStatus
 from overlayctl.output import plan_doc, plan_text, status_doc, status_text, verify_doc, verify_text
 from overlayctl.plan import Action, DesiredFile, FileChange, HostPlan

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from overlayctl import etcd_cluster, etcdctl
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import etcdctl
 from overlayctl.remote.heartbeat import Heartbeat
 from overlayctl.remote.session import Reporter
 from overlayctl.remote.ssh import Remote, SshTarget

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlayctl.etcd_cluster import LeaseInfo
+from overlayctl.etcd.cluster import LeaseInfo
 from overlayctl.host_status import Route, missing_routes, parse
 
 PEERS = [

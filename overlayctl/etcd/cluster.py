@@ -1,22 +1,20 @@
-"""etcd as a whole: wait for health, read the cluster's state, write the network config.
-
-All through `etcdctl` on one member over SSH (see etcdctl.py for why).
+"""etcd as a whole: its health (and waiting for it), and its state for `status`: members,
+leader, the network config and every lease. All through `etcdctl` on one member over SSH.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.subnet.layout import LeaseDecodeError, decode_lease, subnets_dir
-from overlayctl import etcdctl
-from overlayctl.errors import Conflict, OverlayctlError
+from overlayctl.errors import OverlayctlError
+from overlayctl.etcd import etcdctl
 from overlayctl.inventory.endpoints import etcd_client_urls
-from overlayctl.inventory.model import Host, Inventory
-from overlayctl.inventory.network import network_config, network_config_key
+from overlayctl.inventory.model import Inventory
+from overlayctl.inventory.network import network_config_key
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
 
@@ -80,14 +78,6 @@ class ClusterStatus:
         return "degraded" if self.quorum else "unavailable"
 
 
-def with_members(inv: Inventory, members: list[Host] | tuple[Host, ...]) -> Inventory:
-    """INV as a cluster of only MEMBERS sees it: other hosts keep their roles but not etcd."""
-    names = {m.name for m in members}
-    return dataclasses.replace(
-        inv, hosts=tuple(h for h in inv.hosts if not h.is_etcd or h.name in names)
-    )
-
-
 def _endpoint_owner(inv: Inventory, endpoint: str) -> str:
     for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True):
         if url == endpoint:
@@ -139,7 +129,7 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
     members = remote.run(etcdctl.member_list(inv), check=False, timeout=30)
     if members.code != 0:
         result.unreachable = [m.name for m in inv.etcd_members]
-        result.errors.append(f"etcd member list failed: {_last_line(members.stderr)}")
+        result.errors.append(f"etcd member list failed: {last_line(members.stderr)}")
         return result
     statuses = {
         s.endpoint: s
@@ -170,7 +160,7 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
     got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=30)
     if got.code != 0:
         # No quorum (or no member answering): say so, and keep every section filled so far.
-        result.errors.append(f"cannot read {key}: {_last_line(got.stderr)}")
+        result.errors.append(f"cannot read {key}: {last_line(got.stderr)}")
         return result
     raw = etcdctl.parse_get(got.stdout)
     result.network_config_raw = raw
@@ -186,52 +176,9 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
     return result
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last line of an etcdctl error, for a one-line message."""
     return (text.strip().splitlines() or ["no answer"])[-1][:300]
-
-
-def current_network_config(remote: Remote, inv: Inventory) -> dict[str, Any] | None:
-    """The network config in etcd now, through REMOTE (an etcd member); None when etcd is not
-    running there, does not answer, or holds none. Never raises: it only informs a plan."""
-    if remote.run(["systemctl", "is-active", "--quiet", "etcd"], check=False).code != 0:
-        return None  # a fresh host: no etcd to wait 5 s for
-    got = remote.run(etcdctl.get_value(inv, network_config_key(inv)), check=False, timeout=30)
-    if got.code != 0:
-        return None
-    try:
-        raw = etcdctl.parse_get(got.stdout)
-        value = json.loads(raw) if raw is not None else None
-    except (ValueError, OverlayctlError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def ensure_network_config(remote: Remote, inv: Inventory, force: bool) -> str:
-    """Write the network config if absent; never replace a different one without FORCE.
-
-    Returns "created", "unchanged" or "replaced".
-    """
-    key = network_config_key(inv)
-    want = network_config(inv)
-    value = json.dumps(want, separators=(",", ":"))
-    current = etcdctl.parse_get(remote.run(etcdctl.get_value(inv, key)).stdout)
-    if current is not None:
-        try:
-            same = json.loads(current) == want
-        except json.JSONDecodeError:
-            same = False
-        if same:
-            return "unchanged"
-        if not force:
-            raise Conflict(
-                f"etcd key {key} holds a different network config ({current}); the inventory "
-                f"wants {value}. Re-run with --force to replace it"
-            )
-    stdin = etcdctl.txn_stdin(key, value, only_if_absent=current is None)
-    result = remote.run(etcdctl.txn(inv), stdin=stdin)
-    if not etcdctl.parse_txn_succeeded(result.stdout):
-        raise Conflict(f"etcd key {key} was written by someone else meanwhile; re-run init")
-    return "created" if current is None else "replaced"
 
 
 def leases(remote: Remote, inv: Inventory) -> list[LeaseInfo]:

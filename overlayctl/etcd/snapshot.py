@@ -13,9 +13,11 @@ import os
 import secrets
 from pathlib import Path
 
-from overlayctl import apply, etcd_cluster, etcdctl
+from overlayctl import apply
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import etcdctl
 from overlayctl.inventory.endpoints import etcd_scheme
 from overlayctl.inventory.model import Host
 from overlayctl.remote.scripts import HostScript
