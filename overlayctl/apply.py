@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from overlayctl import agent_phase
 from overlayctl.errors import OverlayctlError
-from overlayctl.plan import Action, HostPlan
+from overlayctl.plan.changes import Action, HostPlan
 from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 
 _APT = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]

@@ -12,26 +12,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from overlayctl import agent_phase, apply, facts, wheelhouse
+from overlayctl import agent_phase, apply, wheelhouse
 from overlayctl import paths as hostpaths
 from overlayctl.agent_phase import AgentBundle
-from overlayctl.config_change import add_config_change, config_change, refuse_fixed_changes
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd import members as etcd_members
 from overlayctl.etcd import netconfig
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.output import plural
+from overlayctl.phases.facts import gather
 from overlayctl.pki import Member, Pki, foreign_cas
-from overlayctl.plan import (
-    DesiredFile,
+from overlayctl.plan.changes import (
     HostPlan,
     plan_host,
     wanted_packages,
 )
+from overlayctl.plan.config_change import (
+    ConfigChange,
+    add_config_change,
+    config_change,
+    refuse_fixed_changes,
+)
+from overlayctl.plan.facts import Facts
+from overlayctl.plan.files import desired_files
 from overlayctl.remote.session import RunOptions, Session
 from overlayctl.remote.ssh import Remote
-from overlayctl.render import render_host
 
 # Before the etcd cluster is (re)started, and after it holds the network config.
 ETCD_PHASES = ("prepare", "packages", "pki", "etcd")
@@ -79,21 +86,7 @@ class InitReport:
         return sum(self.changes.values()) + (self.network_config in ("created", "replaced"))
 
 
-def desired_files(
-    inv: Inventory, host: Host, pki: Pki | None, joining_with: tuple[Host, ...] | None = None
-) -> dict[str, DesiredFile]:
-    """Every file HOST should have: the rendered ones and, with TLS, its certificates."""
-    rendered = render_host(inv, host, joining_with=joining_with)
-    files = {p: DesiredFile(f.content, f.mode, f.owner) for p, f in rendered.items()}
-    if pki is not None:
-        content = pki.host_files(host.name if host.is_etcd else None)
-        for spec in hostpaths.PKI_FILES:
-            if spec.path in content:
-                files[spec.path] = DesiredFile(content[spec.path], spec.mode, spec.owner)
-    return files
-
-
-def _resolve_host(inv: Inventory, host: Host, found: facts.Facts) -> Host:
+def _resolve_host(inv: Inventory, host: Host, found: Facts) -> Host:
     """HOST with its detected OS family, after checking the inventory against the facts."""
     if found.iface_of(host.address) is None:
         # Catches NAT set-ups where every VM answers SSH on one address but owns another
@@ -140,7 +133,7 @@ def gather_plans(
     def one(host: Host, remote: Remote) -> tuple[Host, HostPlan]:
         family = host.os or inv.cluster.os or "debian"
         both = wanted_packages(host, "debian") + wanted_packages(host, "rhel")
-        found = facts.gather(remote, sorted(set(both)))
+        found = gather(remote, sorted(set(both)))
         host = _resolve_host(inv, host, found)
         desired = desired_files(inv, host, pki, joining.get(host.name))
         current = remote.read_files(sorted(desired))
@@ -197,6 +190,14 @@ def _same_ca_everywhere(session: Session, local_ca: Path) -> None:
     )
 
 
+def current_config_change(session: Session) -> ConfigChange | None:
+    """Ask the first reachable etcd member; None when the configs agree or etcd is not up."""
+    inv = session.inv
+    remote = next((session.remotes[m.name] for m in inv.etcd_members
+                   if m.name in session.remotes), None)  # fmt: skip
+    return config_change(netconfig.current(remote, inv) if remote else None, inv)
+
+
 def run_init(
     session: Session, options: InitOptions, report: InitReport | None = None
 ) -> InitReport:
@@ -220,7 +221,7 @@ def timed(report: InitReport) -> Iterator[None]:
 
 def _init_phases(session: Session, options: InitOptions, report: InitReport) -> None:
     session.open()
-    change = config_change(session)
+    change = current_config_change(session)
     refuse_fixed_changes(change, {}, session.inv)
     if change is not None and not options.force:  # before any phase changes anything
         raise Conflict(f"{change.describe()}. Re-run with --force to do it")
@@ -284,7 +285,7 @@ def _start_etcd(session: Session, report: InitReport, options: InitOptions) -> N
     if to_start:
         running_before = any(not report.plans[m.name].wants("etcd", "start") for m in members)
         if running_before:  # a live cluster: one member at a time, keep quorum
-            members.require(first, inv, to_start)
+            etcd_members.require(first, inv, to_start)
             for m in to_start:
                 apply.restart_unit(session.remotes[m.name], "etcd", wait=True)
                 etcd_cluster.wait_healthy(first, inv, options.etcd_timeout)

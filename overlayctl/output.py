@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
 from overlayctl.host_status import HostStatus
-from overlayctl.plan import HostPlan
+from overlayctl.plan.changes import HostPlan
 from overlayctl.verify import PairResult, VerifyReport
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from overlayctl.errors import BadInput
 from overlayctl.inventory.model import Inventory
 from overlayctl.inventory.network import network_config_json, network_config_key
-from overlayctl.render import RenderedFile, render_hosts
+from overlayctl.plan.render import RenderedFile, render_hosts
 
 ETCD_DIR = "_etcd"
 

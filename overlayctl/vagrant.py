@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from overlayctl.errors import BadInput
-from overlayctl.facts import os_family
+from overlayctl.plan.facts import os_family
 
 # VirtualBox's NAT network: the first interface of every VM, the same address on all of them.
 VIRTUALBOX_NAT = ipaddress.IPv4Network("10.0.2.0/24")

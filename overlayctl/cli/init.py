@@ -18,15 +18,21 @@ from overlayctl.cli.common import (
     report_doc,
     run_session,
 )
-from overlayctl.config_change import (
-    ConfigChange,
-    add_config_change,
-    config_change,
-    refuse_fixed_changes,
+from overlayctl.init import (
+    InitOptions,
+    InitReport,
+    current_config_change,
+    ensure_pki,
+    gather_plans,
+    run_init,
 )
-from overlayctl.init import InitOptions, InitReport, ensure_pki, gather_plans, run_init
 from overlayctl.inventory.model import Inventory
 from overlayctl.output import plan_doc, plan_text, plural
+from overlayctl.plan.config_change import (
+    ConfigChange,
+    add_config_change,
+    refuse_fixed_changes,
+)
 
 
 @click.command()
@@ -101,7 +107,7 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
         session.open()
         pki = ensure_pki(inv, session, write=False)
         plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
-        change = config_change(session)
+        change = current_config_change(session)
         refuse_fixed_changes(change, plans, session.inv)
         if change is not None:
             add_config_change(plans, session.inv, change)

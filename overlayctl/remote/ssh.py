@@ -20,6 +20,7 @@ import fabric
 import paramiko
 
 from overlayctl.errors import OverlayctlError
+from overlayctl.plan.facts import RemoteFile, parse_files
 from overlayctl.remote.connect_errors import connect_failure
 from overlayctl.remote.heartbeat import INTERVAL, Heartbeat
 from overlayctl.remote.scripts import HostScript
@@ -62,16 +63,6 @@ class RunResult:
     code: int
     stdout: str
     stderr: str
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file as found on a host; content None when absent."""
-
-    path: str
-    content: bytes | None
-    mode: int | None = None
-    owner: str | None = None
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -391,16 +382,3 @@ def command_of(script: HostScript | str, *args: str, name: str = "script") -> Co
     if isinstance(script, HostScript):
         return script.argv(*args), f"{script.interpreter} -c <{script.label}> {shlex.join(args)}"
     return ["sh", "-c", script, "sh", *args], f"sh -c <{name}> {shlex.join(args)}"
-
-
-def parse_files(out: str, paths: Sequence[str]) -> dict[str, RemoteFile]:
-    """Pure: read-files.sh's output (one line per path) -> RemoteFile per path."""
-    found: dict[str, RemoteFile] = {}
-    for line, path in zip(out.splitlines(), paths, strict=True):
-        state, _, rest = line.partition(" ")
-        if state == "absent":
-            found[path] = RemoteFile(path, None)
-            continue
-        mode, owner, data = rest.split(" ", 2)  # "MODE USER:GROUP BASE64" (BASE64 may be "")
-        found[path] = RemoteFile(path, base64.b64decode(data), int(mode, 8), owner)
-    return found

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from overlayctl.cli import main
 from overlayctl.cli.common import command_as_typed
 from overlayctl.output import plan_text, verify_text
-from overlayctl.plan import HostPlan
+from overlayctl.plan.changes import HostPlan
 from overlayctl.verify import PairResult, VerifyReport
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overlayctl.config_change import ConfigChange, add_config_change
 from overlayctl.inventory import parse_inventory
 from overlayctl.inventory.model import Host, Inventory
-from overlayctl.plan import Action, HostPlan, config_change_actions, overlay_device
+from overlayctl.plan.changes import Action, HostPlan
+from overlayctl.plan.config_change import (
+    ConfigChange,
+    add_config_change,
+    config_change_actions,
+    overlay_device,
+)
 
 VXLAN = {"Network": "172.21.0.0/16", "Backend": {"Type": "vxlan"}}
 HOSTGW = {"Network": "172.21.0.0/16", "Backend": {"Type": "host-gw"}}
@@ -62,10 +67,10 @@ def test_added_to_a_plan_before_its_own_agent_start_without_a_second_restart() -
 def test_network_and_prefix_cannot_change_on_a_running_cluster() -> None:
     import pytest
 
-    from overlayctl.config_change import refuse_fixed_changes
     from overlayctl.errors import Conflict
-    from overlayctl.plan import DesiredFile, FileChange
-    from overlayctl.remote.ssh import RemoteFile
+    from overlayctl.plan.changes import DesiredFile, FileChange
+    from overlayctl.plan.config_change import refuse_fixed_changes
+    from overlayctl.plan.facts import RemoteFile
 
     inv = inventory(["etcd", "node"])
     moved = {**VXLAN, "Network": "10.99.0.0/16"}
@@ -84,10 +89,10 @@ def test_network_and_prefix_cannot_change_on_a_running_cluster() -> None:
 def test_tls_cannot_be_switched_on_a_running_cluster() -> None:
     import pytest
 
-    from overlayctl.config_change import refuse_fixed_changes
     from overlayctl.errors import Conflict
-    from overlayctl.plan import DesiredFile, FileChange
-    from overlayctl.remote.ssh import RemoteFile
+    from overlayctl.plan.changes import DesiredFile, FileChange
+    from overlayctl.plan.config_change import refuse_fixed_changes
+    from overlayctl.plan.facts import RemoteFile
 
     conf = "/etc/etcd/etcd.conf"
 

@@ -17,12 +17,12 @@ import pytest
 
 from overlayctl import apply, firewalld
 from overlayctl import paths as hp
-from overlayctl.facts import FACTS as FACTS_SCRIPT
-from overlayctl.facts import Firewalld, parse_facts
 from overlayctl.inventory import load_inventory, parse_inventory
-from overlayctl.plan import Action, DesiredFile, HostPlan, plan_host
-from overlayctl.remote.ssh import RemoteFile, RunResult
-from overlayctl.render import render_hosts
+from overlayctl.phases.facts import FACTS as FACTS_SCRIPT
+from overlayctl.plan.changes import Action, DesiredFile, HostPlan, plan_host
+from overlayctl.plan.facts import Firewalld, RemoteFile, parse_facts
+from overlayctl.plan.render import render_hosts
+from overlayctl.remote.ssh import RunResult
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 ETCD_SVC = hp.firewalld_service(hp.FIREWALLD_ETCD)

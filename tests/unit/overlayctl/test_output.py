@@ -15,8 +15,8 @@ import pytest
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo, MemberStatus
 from overlayctl.host_status import HostStatus
 from overlayctl.output import plan_doc, plan_text, status_doc, status_text, verify_doc, verify_text
-from overlayctl.plan import Action, DesiredFile, FileChange, HostPlan
-from overlayctl.remote.ssh import RemoteFile
+from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
+from overlayctl.plan.facts import RemoteFile
 from overlayctl.verify import PairResult, VerifyReport
 
 CONFIG = '{"Network":"172.21.0.0/16","Backend":{"Type":"vxlan"}}'

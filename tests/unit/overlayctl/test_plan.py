@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from overlayctl import paths as hp
-from overlayctl.facts import Facts, UnitState, os_family, parse_facts
 from overlayctl.inventory import parse_inventory
-from overlayctl.plan import DesiredFile, FileChange, plan_host
-from overlayctl.remote.ssh import RemoteFile
+from overlayctl.plan.changes import DesiredFile, FileChange, plan_host
+from overlayctl.plan.facts import Facts, RemoteFile, UnitState, os_family, parse_facts
 
 FACTS_OUTPUT = """os_id=debian
 os_like=

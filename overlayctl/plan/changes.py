@@ -8,16 +8,11 @@ changes nothing and restarts nothing.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
-from agent.backends import BackendError, backend_class
-from agent.subnet.config import parse_config
 from overlayctl import paths as hp
-from overlayctl.facts import Facts
 from overlayctl.inventory.model import Host
-from overlayctl.remote.ssh import RemoteFile
+from overlayctl.plan.facts import Facts, RemoteFile
 
 PHASES = ("prepare", "packages", "pki", "etcd", "agent", "docker")
 
@@ -289,31 +284,3 @@ def _without_initial(content: bytes) -> list[bytes]:
 
 def _user(owner: str | None) -> str:
     return (owner or "").split(":")[0]
-
-
-def overlay_device(config: dict[str, Any]) -> str | None:
-    """The overlay device an agent keeps for CONFIG (flannel.<VNI>, flannel0, or none)."""
-    try:
-        parsed = parse_config(json.dumps(config))
-        return backend_class(parsed).device_for(parsed)
-    except (ValueError, BackendError):
-        return None
-
-
-def config_change_actions(
-    host: Host, current: dict[str, Any] | None, desired: dict[str, Any]
-) -> list[Action]:
-    """What replacing the network config in etcd (CURRENT -> DESIRED) means on HOST.
-
-    Agents read the config only when they start (as flanneld does): each restarts, after the
-    old backend's device goes (its routes go with it). docker follows in the docker phase when
-    the flags the agent writes change (the MTU of a new backend). Empty when nothing changes.
-    """
-    if current is None or current == desired or not host.is_node:
-        return []
-    actions = []
-    old, new = overlay_device(current), overlay_device(desired)
-    if old and old != new:
-        actions.append(Action("agent", "remove-device", old))
-    actions.append(Action("agent", "restart", "overlay-agent"))
-    return actions

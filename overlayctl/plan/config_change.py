@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent.backends import BackendError, backend_class
+from agent.subnet.config import parse_config
 from overlayctl import paths as hostpaths
 from overlayctl.errors import Conflict
-from overlayctl.etcd import netconfig
-from overlayctl.inventory.model import Inventory
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config
-from overlayctl.plan import HostPlan, config_change_actions, overlay_device
-from overlayctl.remote.session import Session
+from overlayctl.plan.changes import Action, HostPlan
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ class ConfigChange:
             "backend), and docker where its flags change (the MTU); cross-host traffic stops "
             "until every host has restarted"
         )
+
+
+def config_change(current: dict[str, Any] | None, inv: Inventory) -> ConfigChange | None:
+    """CURRENT (the config in etcd; None: etcd not up, or no config yet) against INV's: the
+    change, or None when they agree."""
+    desired = network_config(inv)
+    return ConfigChange(current, desired) if current is not None and current != desired else None
 
 
 # Config keys that cannot change under running agents: every subnet, bip and container address
@@ -92,14 +99,32 @@ def _peer_scheme(etcd_conf: bytes | None) -> bytes | None:
     return found.group(1) if found else None
 
 
-def config_change(session: Session) -> ConfigChange | None:
-    """Ask the first reachable etcd member; None when the configs agree or etcd is not up."""
-    inv = session.inv
-    remote = next((session.remotes[m.name] for m in inv.etcd_members
-                   if m.name in session.remotes), None)  # fmt: skip
-    current = netconfig.current(remote, inv) if remote else None
-    desired = network_config(inv)
-    return ConfigChange(current, desired) if current is not None and current != desired else None
+def overlay_device(config: dict[str, Any]) -> str | None:
+    """The overlay device an agent keeps for CONFIG (flannel.<VNI>, flannel0, or none)."""
+    try:
+        parsed = parse_config(json.dumps(config))
+        return backend_class(parsed).device_for(parsed)
+    except (ValueError, BackendError):
+        return None
+
+
+def config_change_actions(
+    host: Host, current: dict[str, Any] | None, desired: dict[str, Any]
+) -> list[Action]:
+    """What replacing the network config in etcd (CURRENT -> DESIRED) means on HOST.
+
+    Agents read the config only when they start (as flanneld does): each restarts, after the
+    old backend's device goes (its routes go with it). docker follows in the docker phase when
+    the flags the agent writes change (the MTU of a new backend). Empty when nothing changes.
+    """
+    if current is None or current == desired or not host.is_node:
+        return []
+    actions = []
+    old, new = overlay_device(current), overlay_device(desired)
+    if old and old != new:
+        actions.append(Action("agent", "remove-device", old))
+    actions.append(Action("agent", "restart", "overlay-agent"))
+    return actions
 
 
 def add_config_change(plans: dict[str, HostPlan], inv: Inventory, change: ConfigChange) -> None:

@@ -1,17 +1,36 @@
 """What a host is like before we change it: OS family, package manager, packages, interfaces,
-runtime settings and unit states, gathered in one SSH round trip and parsed by pure code."""
+runtime settings and unit states (facts.sh's output), and its files as found (read-files.sh's),
+parsed by pure code. Gathered by overlayctl/phases/facts.py in one round trip."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from overlayctl import paths as hostpaths
-from overlayctl.errors import OverlayctlError
-from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Remote
 
-FACTS = HostScript("facts.sh")
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file as found on a host; content None when absent."""
+
+    path: str
+    content: bytes | None
+    mode: int | None = None
+    owner: str | None = None
+
+
+def parse_files(out: str, paths: Sequence[str]) -> dict[str, RemoteFile]:
+    """read-files.sh's output (one line per path) -> RemoteFile per path."""
+    found: dict[str, RemoteFile] = {}
+    for line, path in zip(out.splitlines(), paths, strict=True):
+        state, _, rest = line.partition(" ")
+        if state == "absent":
+            found[path] = RemoteFile(path, None)
+            continue
+        mode, owner, data = rest.split(" ", 2)  # "MODE USER:GROUP BASE64" (BASE64 may be "")
+        found[path] = RemoteFile(path, base64.b64decode(data), int(mode, 8), owner)
+    return found
 
 
 @dataclass(frozen=True)
@@ -128,17 +147,3 @@ def parse_facts(text: str) -> Facts:
         if values.get("fw_default_zone")
         else None,
     )
-
-
-def gather(remote: Remote, packages: list[str]) -> Facts:
-    facts = parse_facts(
-        remote.script(FACTS, hostpaths.AGENT_DIGEST, hostpaths.DOCKER_DROPIN, *packages).stdout
-    )
-    name = remote.target.name
-    if facts.os_family is None:
-        raise OverlayctlError(f"{name}: unsupported OS {facts.os_id!r} (Debian or RHEL family)")
-    if not facts.systemd:
-        raise OverlayctlError(f"{name}: systemd is not running; overlayctl manages systemd hosts")
-    if not facts.pkg_manager:
-        raise OverlayctlError(f"{name}: no apt-get, dnf or yum found")
-    return facts
