@@ -17,6 +17,14 @@ MAX_HEADERS = 100
 MAX_BODY = 64 * 1024 * 1024  # a full etcd range reply stays far below this
 
 
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "\xb2" (superscript two), which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 class HttpError(OSError):
     """The peer broke the protocol or the connection (an OSError, like socket errors)."""
 
@@ -62,7 +70,7 @@ class Response:
         self.headers = headers
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
-        self._left = int(length) if length and length.isdigit() and not self.chunked else None
+        self._left = int(length) if length and _is_decimal(length) and not self.chunked else None
         if self._left is not None and self._left > MAX_BODY:
             raise HttpError(f"HTTP body of {self._left} bytes is too large")
         self._chunk_left = 0
@@ -89,10 +97,10 @@ class Response:
             return data
         if self._chunk_left == 0:
             size_line = read_line(self._reader)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise HttpError(f"bad chunk size {size_line[:20]!r}") from exc
+            digits = size_line.split(b";", 1)[0].strip()
+            if not digits or not _HEX.issuperset(digits):  # int(x, 16) also takes "-1", "0x1f"
+                raise HttpError(f"bad chunk size {size_line[:20]!r}")
+            size = int(digits, 16)
             if size == 0:
                 while read_line(self._reader) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -131,6 +139,18 @@ class Response:
         return line + sep
 
 
+def read_response(reader: Any) -> Response:
+    """A response's status line and headers from READER; its body is read from the Response."""
+    head = read_head(reader)
+    if head is None:
+        raise ClosedWithoutAnswer("the server closed the connection without an answer")
+    status_line, reply_headers = head
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _is_decimal(parts[1]):
+        raise HttpError(f"not an HTTP status line: {status_line[:60]!r}")
+    return Response(reader, int(parts[1]), reply_headers)
+
+
 class Connection:
     """One client connection (TLS if ``context``); requests go one after the other."""
 
@@ -163,14 +183,7 @@ class Connection:
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        head = read_head(self._reader)
-        if head is None:
-            raise ClosedWithoutAnswer("the server closed the connection without an answer")
-        status_line, reply_headers = head
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise HttpError(f"not an HTTP status line: {status_line[:60]!r}")
-        return Response(self._reader, int(parts[1]), reply_headers)
+        return read_response(self._reader)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None

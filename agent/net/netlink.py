@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -48,8 +47,8 @@ _VXLAN: dict[str, tuple[int, Callable[[int, Any], bytes], Callable[[bytes], Any]
     "IFLA_VXLAN_ID": (1, rtnl.u32, as_u32),
     "IFLA_VXLAN_LINK": (3, rtnl.u32, as_u32),
     "IFLA_VXLAN_LOCAL": (4, rtnl.ipv4, lambda raw: str(as_ipv4(raw))),
-    "IFLA_VXLAN_LEARNING": (7, rtnl.u8, lambda raw: raw[0]),
-    "IFLA_VXLAN_PORT": (15, rtnl.be16, lambda raw: struct.unpack("!H", raw[:2])[0]),
+    "IFLA_VXLAN_LEARNING": (7, rtnl.u8, rtnl.as_u8),
+    "IFLA_VXLAN_PORT": (15, rtnl.be16, rtnl.as_be16),
 }
 
 
@@ -72,7 +71,7 @@ class Neighbour:
 
 
 def _link_facts(payload: bytes) -> dict[str, Any]:
-    _, _, index, flags, _ = rtnl.IFINFOMSG.unpack_from(payload)
+    _, _, index, flags, _ = rtnl.header(rtnl.IFINFOMSG, payload, "link")
     attrs = attributes(payload, rtnl.IFINFOMSG.size)
     info = attributes(attrs[IFLA_LINKINFO]) if IFLA_LINKINFO in attrs else {}
     kind = as_text(info.get(IFLA_INFO_KIND))
@@ -182,13 +181,13 @@ class Netlink:
         found = []
         body = rtnl.IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)
         for kind, payload in self.rt.dump(rtnl.RTM_GETADDR, body, "addresses"):
-            family, prefixlen, _, _, ifindex = rtnl.IFADDRMSG.unpack_from(payload)
+            family, prefixlen, _, _, ifindex = rtnl.header(rtnl.IFADDRMSG, payload, "address")
             if kind != rtnl.RTM_NEWADDR or family != AF_INET or ifindex != index:
                 continue
             attrs = attributes(payload, rtnl.IFADDRMSG.size)
             address = as_ipv4(attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL))
             if address is not None:
-                found.append(IPv4Interface(f"{address}/{prefixlen}"))
+                found.append(IPv4Interface(rtnl.prefix(address, prefixlen)))
         return found
 
     @staticmethod
@@ -256,7 +255,7 @@ class Netlink:
         found = []
         body = rtnl.RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         for kind, payload in self.rt.dump(rtnl.RTM_GETROUTE, body, "routes"):
-            family, dst_len, _, _, table, _, _, _, flags = rtnl.RTMSG.unpack_from(payload)
+            family, dst_len, _, _, table, _, _, _, flags = rtnl.header(rtnl.RTMSG, payload, "route")
             attrs = attributes(payload, rtnl.RTMSG.size)
             table = as_u32(attrs.get(RTA_TABLE)) or table
             route_oif = as_u32(attrs.get(RTA_OIF))
@@ -267,7 +266,7 @@ class Netlink:
             dst = as_ipv4(attrs.get(RTA_DST)) or IPv4Address(0)
             found.append(
                 Route(
-                    dst=IPv4Network(f"{dst}/{dst_len}"),
+                    dst=IPv4Network(rtnl.prefix(dst, dst_len), strict=False),
                     gateway=as_ipv4(attrs.get(RTA_GATEWAY)),
                     oif=route_oif,
                     onlink=bool(flags & RTNH_F_ONLINK),
@@ -294,7 +293,7 @@ class Netlink:
     def _neighbours(self, family: int, index: int) -> Iterator[Neighbour]:
         body = rtnl.NDMSG.pack(family, 0, 0, 0, 0)
         for kind, payload in self.rt.dump(rtnl.RTM_GETNEIGH, body, "neighbours"):
-            msg_family, ifindex, state, _, _ = rtnl.NDMSG.unpack_from(payload)
+            msg_family, ifindex, state, _, _ = rtnl.header(rtnl.NDMSG, payload, "neighbour")
             if kind != rtnl.RTM_NEWNEIGH or msg_family != family or ifindex != index:
                 continue
             attrs = attributes(payload, rtnl.NDMSG.size)

@@ -8,11 +8,13 @@ per agent start (it brings asyncio and every message class), more than the rest 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from typing import Any
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
@@ -51,6 +53,25 @@ class NetlinkError(OSError):
     def __init__(self, code: int, what: str = "") -> None:
         super().__init__(code, f"{what}: {os.strerror(code)}" if what else os.strerror(code))
         self.code = code
+
+
+def malformed(what: str) -> NetlinkError:
+    """The error for a reply the kernel would never send (truncated, impossible values)."""
+    return NetlinkError(errno.EBADMSG, f"malformed rtnetlink reply: {what}")
+
+
+def header(layout: struct.Struct, payload: bytes, what: str = "message") -> tuple[Any, ...]:
+    """The fixed header (ifinfomsg, rtmsg, ...) at the start of PAYLOAD."""
+    if len(payload) < layout.size:
+        raise malformed(f"{what} of {len(payload)} bytes, its header needs {layout.size}")
+    return layout.unpack_from(payload)
+
+
+def prefix(address: IPv4Address | None, length: int) -> str:
+    """ADDRESS/LENGTH as text, refusing a prefix length past 32."""
+    if length > 32:
+        raise malformed(f"IPv4 prefix length {length}")
+    return f"{address or IPv4Address(0)}/{length}"
 
 
 def _align(length: int) -> int:
@@ -105,6 +126,14 @@ def as_text(raw: bytes | None) -> str | None:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace") if raw is not None else None
 
 
+def as_u8(raw: bytes | None) -> int | None:
+    return raw[0] if raw else None
+
+
+def as_be16(raw: bytes | None) -> int | None:
+    return struct.unpack("!H", raw[:2])[0] if raw is not None and len(raw) >= 2 else None
+
+
 def as_u32(raw: bytes | None) -> int | None:
     return struct.unpack("=I", raw[:4])[0] if raw is not None and len(raw) >= 4 else None
 
@@ -153,27 +182,35 @@ class RtnlSocket:
         self.sock.send(header + body)
         done = False
         while not done:  # bounded by the socket timeout: the kernel always ends with DONE/ERROR
-            data = self.sock.recv(RECV_BUFFER)
-            offset = 0
-            while offset + NLMSGHDR.size <= len(data):
-                length, kind, _, reply_seq, _ = NLMSGHDR.unpack_from(data, offset)
-                if length < NLMSGHDR.size:
-                    break
-                payload = data[offset + NLMSGHDR.size : offset + length]
-                offset += _align(length)
-                if reply_seq != seq:
-                    continue
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise NetlinkError(code, what)
-                    done = True  # an ACK
-                elif kind == NLMSG_DONE:
-                    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
-                    if code > 0:
-                        raise NetlinkError(code, what)
-                    done = True
+            for kind, payload in replies(self.sock.recv(RECV_BUFFER), seq, what):
+                if kind in (NLMSG_ERROR, NLMSG_DONE):
+                    done = True  # an ACK, or the end of a dump
                 else:
                     yield kind, payload
                     if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
                         done = True  # a get: one object, no DONE follows
+
+
+def replies(data: bytes, seq: int, what: str = "") -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of each message of DATA (one recv) that answers SEQ; an error reply is
+    raised as NetlinkError. A length field that cannot be right ends the buffer."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, reply_seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size:
+            break
+        payload = data[offset + NLMSGHDR.size : offset + length]
+        offset += _align(length)
+        if reply_seq != seq:
+            continue
+        if kind == NLMSG_ERROR:
+            if len(payload) < 4:
+                raise malformed("an error message without its code")
+            code = -struct.unpack_from("=i", payload)[0]
+            if code:
+                raise NetlinkError(code, what) if code > 0 else malformed(f"error code {-code}")
+        elif kind == NLMSG_DONE:
+            code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+            if code > 0:
+                raise NetlinkError(code, what)
+        yield kind, payload
