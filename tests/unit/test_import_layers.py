@@ -50,11 +50,10 @@ SELF_CONTAINED = (
 FORBIDDEN = (
     ("agent", "overlayctl", "the agent is installed alone on hosts (its own wheel, Python 3.9)"),
     ("overlayctl.inventory", "overlayctl.remote", "the inventory is read and checked offline"),
+    ("overlayctl.plan", "overlayctl.remote", "planning is pure; only remote/ speaks SSH"),
 )
 
-PENDING = (
-    ("overlayctl.plan", "overlayctl.remote", "planning is pure; only remote/ speaks SSH (#15)"),
-)
+PENDING: tuple[tuple[str, str, str], ...] = ()
 
 
 def module_name(path: Path) -> str:
@@ -239,7 +238,7 @@ def test_forbidden_imports(importer: str, imported: str, why: str) -> None:
     assert forbidden_imports(importer, imported) == [], why
 
 
-@pytest.mark.parametrize(("importer", "imported", "why"), PENDING)
+@pytest.mark.parametrize(("importer", "imported", "why"), PENDING)  # none now: skipped
 @pytest.mark.xfail(reason="a rule the code does not meet yet (see PENDING)", strict=False)
 def test_pending_rules(importer: str, imported: str, why: str) -> None:
     assert forbidden_imports(importer, imported) == [], why
