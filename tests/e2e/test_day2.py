@@ -160,3 +160,59 @@ def test_status_names_a_missing_fdb_entry_and_a_lease_gone_from_etcd(shared_clus
     finally:
         assert on(lab, "node3", "systemctl start overlay-agent").returncode == 0
     wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
+
+
+def test_fields_fixed_on_a_running_cluster_are_refused_naming_the_runbook(shared_cluster) -> None:
+    """cluster.tls, cluster.network and the cluster name changed in the inventory: plan and init
+    exit 4 with the way forward, before anything is written or restarted (issue #16's matrix)."""
+    lab, three, _ = shared_cluster
+    text = three.read_text()
+    changed = {
+        "tls": text.replace("cluster:\n", "cluster:\n  tls: false\n", 1),
+        "network": text.replace("network: 172.21.0.0/16", "network: 172.22.0.0/16"),
+        "name": text.replace(f"name: {lab.name}", f"name: {lab.name}x", 1),
+    }
+    assert all(t != text for t in changed.values())
+    before = fingerprints(lab)
+    for field, variant in changed.items():
+        inventory = lab.dir / f"{field}-changed.yaml"
+        inventory.write_text(variant)
+        try:
+            for command in ("plan", "init"):
+                result = cli(lab, command, "-i", str(inventory), "-o", "json")
+                assert result.returncode == 4, (field, command, result.stdout, result.stderr)
+                (error,) = json.loads(result.stdout)["errors"]
+                if field == "name":  # another name is another state folder: its own CA
+                    assert "trust a CA this state folder did not make" in error["message"]
+                else:
+                    assert "cannot change on a running cluster" in error["message"], error
+                    assert "docs/runbooks/change-network.md" in error["message"], error
+        finally:
+            inventory.unlink()
+    assert fingerprints(lab) == before
+    assert status_doc(lab, three)[1]["ok"] is True
+
+
+def test_status_names_an_agent_that_runs_but_does_not_answer_ready(shared_cluster) -> None:
+    """A hung agent (SIGSTOP): systemd still says active, /readyz does not answer; status must
+    name it, exit 1, and be healthy again once the agent continues."""
+    lab, three, _ = shared_cluster
+    pid = on(lab, "node3", "systemctl show -p MainPID --value overlay-agent").stdout.strip()
+    assert pid.isdigit() and pid != "0", pid
+    assert on(lab, "node3", f"kill -STOP {pid}").returncode == 0
+    try:
+        code, doc = status_doc(lab, three)
+        assert code == 1 and doc["ok"] is False
+        node3 = next(h for h in doc["hosts"] if h["name"] == "node3")
+        assert node3["agent_active"] is True and node3["agent_ready"] is False, node3
+        expected = {
+            "host": "node3",
+            "phase": "host",
+            "message": "overlay-agent is not ready (/readyz)",
+        }
+        assert expected in doc["errors"], doc["errors"]
+        table = cli(lab, "status", "-i", str(three))
+        assert table.returncode == 1 and "not ready" in table.stdout + table.stderr
+    finally:
+        assert on(lab, "node3", f"kill -CONT {pid}").returncode == 0
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
