@@ -147,8 +147,8 @@ def host_style_agent(workdir: Path, python: str = HOST_PYTHON) -> str:
     --without-pip, the agent wheel and its pinned wheelhouse unpacked by the same program
     (overlayctl/remote/scripts/unpack_wheels.py), then byte-compiled, as after its first start.
     """
-    from overlayctl.agent_phase import UNPACK_WHEELS  # noqa: PLC0415 - sys.path set first
-    from overlayctl.init import Bundles  # noqa: PLC0415
+    from overlayctl.phases.agent import UNPACK_WHEELS  # noqa: PLC0415 - sys.path set first
+    from overlayctl.wheelhouse import Bundles  # noqa: PLC0415
 
     version = subprocess.run(
         [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],

@@ -6,10 +6,11 @@ from typing import Any
 
 from tabulate import tabulate
 
+from overlayctl.actions.status import HostStatus
+from overlayctl.actions.verify import PairResult, VerifyReport
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
-from overlayctl.host_status import HostStatus
 from overlayctl.plan.changes import HostPlan
-from overlayctl.verify import PairResult, VerifyReport
+from overlayctl.text import plural
 
 
 def plan_text(plans: dict[str, HostPlan], cluster: str = "") -> str:
@@ -197,8 +198,3 @@ def verify_text(report: VerifyReport) -> str:
         "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
     )
     return "\n".join(lines)
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 change`, `2 changes`: counts an operator reads."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

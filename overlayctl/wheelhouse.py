@@ -15,7 +15,9 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import zipfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -141,3 +143,32 @@ def digest(paths: list[Path]) -> str:
     for path in sorted(paths, key=lambda p: p.name):
         h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """The wheels one host installs (agent + dependencies for its Python) and their digest."""
+
+    wheels: tuple[Path, ...]
+    digest: str
+
+
+class Bundles:
+    """The agent's bundle per (Python version, architecture), made once per run: the agent's
+    wheel is built once, into FOLDER, whatever the number of hosts asking at once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, str], AgentBundle] = {}
+        self._agent_wheel: Path | None = None
+
+    def get(self, python: str, arch: str) -> AgentBundle:
+        with self._lock:
+            if (python, arch) not in self._made:
+                if self._agent_wheel is None:
+                    self._agent_wheel = build_agent_wheel(self.folder)
+                deps = sorted(find_dependencies(python, arch).glob("*.whl"))
+                wheels = (*deps, self._agent_wheel)
+                self._made[python, arch] = AgentBundle(wheels, digest(list(wheels)))
+            return self._made[python, arch]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions import snapshot as etcd_snapshot
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -17,9 +18,8 @@ from overlayctl.cli.common import (
     run_session,
 )
 from overlayctl.cli.init import run_and_report
-from overlayctl.etcd import snapshot as etcd_snapshot
-from overlayctl.init import InitOptions
 from overlayctl.inventory.load import state_dir
+from overlayctl.phases.base import RolloutOptions
 from overlayctl.remote.session import RunOptions
 
 
@@ -99,6 +99,6 @@ def rotate(
     etcd members restart one at a time (quorum kept), agents restart (the data plane stays up).
     """
     inv = load(inventory)
-    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                          etcd_timeout=etcd_timeout, renew_certificates=True)  # fmt: skip
+    options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                             etcd_timeout=etcd_timeout)  # fmt: skip
     return run_and_report(inv, "rotate", options)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions import certs
+from overlayctl.actions.init import run_init, run_plan
 from overlayctl.cli.common import (
     Outcome,
     Run,
@@ -18,21 +20,10 @@ from overlayctl.cli.common import (
     report_doc,
     run_session,
 )
-from overlayctl.init import (
-    InitOptions,
-    InitReport,
-    current_config_change,
-    ensure_pki,
-    gather_plans,
-    run_init,
-)
 from overlayctl.inventory.model import Inventory
-from overlayctl.output import plan_doc, plan_text, plural
-from overlayctl.plan.config_change import (
-    ConfigChange,
-    add_config_change,
-    refuse_fixed_changes,
-)
+from overlayctl.output import plan_doc, plan_text
+from overlayctl.phases.base import Rollout, RolloutOptions, RolloutReport
+from overlayctl.text import plural
 
 
 @click.command()
@@ -58,21 +49,22 @@ def init(
 ) -> Outcome:
     """Prepare every host, form the etcd cluster (TLS) and write the network config."""
     inv = load(inventory)
-    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                          break_lock=break_lock, restart_network=restart_network, force=force,
-                          etcd_timeout=etcd_timeout)  # fmt: skip
+    options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                             break_lock=break_lock, restart_network=restart_network, force=force,
+                             etcd_timeout=etcd_timeout)  # fmt: skip
     return run_and_report(inv, "init", options)
 
 
-def run_and_report(inv: Inventory, command: str, options: InitOptions) -> Outcome:
+def run_and_report(inv: Inventory, command: str, options: RolloutOptions) -> Outcome:
     """init and `certs rotate`: run every phase, then one summary line and the document."""
-    report = InitReport()
+    report = RolloutReport()
+    run_all = certs.rotate if command == "rotate" else run_init
     with run_session(inv, command, options, lock=True) as run:
-        run_init(run.session, options, report)
+        run_all(run.session, options, report)
     return summary(run, "certs rotate" if command == "rotate" else command, report)
 
 
-def summary(run: Run, command: str, report: InitReport) -> Outcome:
+def summary(run: Run, command: str, report: RolloutReport) -> Outcome:
     """`init: 79 changes on 3 hosts in 10.0 s; 0 hosts failed; log: ...` and its document."""
     log = run.session.reporter.log_path
     failed = len(run.session.failures)
@@ -95,22 +87,15 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     certificates a first `init` would make are made in memory and listed)."""
     inv = load(inventory)
     # --accept-new-host-keys: trusted for this run, recorded by `init` only (plan writes nothing).
-    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                          record_host_keys=False)  # fmt: skip
-    plans = {}
-    change: ConfigChange | None = None
+    options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                             record_host_keys=False)  # fmt: skip
     with (
         run_session(inv, "plan", options, lock=False, log=False) as run,
         tempfile.TemporaryDirectory(prefix="overlayctl-plan-") as wheels,
     ):
-        session = run.session
-        session.open()
-        pki = ensure_pki(inv, session, write=False)
-        plans = gather_plans(session, pki, restart_network=False, wheels_dir=Path(wheels))
-        change = current_config_change(session)
-        refuse_fixed_changes(change, plans, session.inv)
-        if change is not None:
-            add_config_change(plans, session.inv, change)
+        rollout = Rollout(run.session, options)
+        run_plan(rollout, Path(wheels))
+    plans, change = rollout.report.plans, rollout.change
     note = f"{change.describe()} (init --force)" if change else ""
     config = vars(change) | {"describe": change.describe()} if change else None
     return run.ended(plan_text(plans, note), plan_doc(plans, config), "plan")

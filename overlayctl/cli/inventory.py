@@ -18,7 +18,7 @@ from overlayctl.cli.common import Outcome, json_mode, output_option
 from overlayctl.errors import BadInput, Conflict, EnvironmentProblem, OverlayctlError
 from overlayctl.inventory import parse_inventory
 from overlayctl.inventory.model import BACKEND_OPTIONS
-from overlayctl.output import plural
+from overlayctl.text import plural
 
 _TIMEOUT = 120.0
 

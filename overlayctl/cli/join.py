@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions.join import check_names, run_join
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -16,8 +17,7 @@ from overlayctl.cli.common import (
     run_session,
 )
 from overlayctl.cli.init import summary
-from overlayctl.init import InitOptions, InitReport
-from overlayctl.join import check_names, run_join
+from overlayctl.phases.base import RolloutOptions, RolloutReport
 
 
 @click.command()
@@ -38,9 +38,9 @@ def join(
     """Add HOSTS (already listed in the inventory) to the running cluster."""
     inv = load(inventory)
     check_names(inv, list(hosts))
-    options = InitOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                          break_lock=break_lock, etcd_timeout=etcd_timeout)  # fmt: skip
-    report = InitReport()
+    options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                             break_lock=break_lock, etcd_timeout=etcd_timeout)  # fmt: skip
+    report = RolloutReport()
     with run_session(inv, "join", options, lock=True) as run:
         run_join(run.session, list(hosts), options, report)
     return summary(run, "join", report)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions.render import render_to_dir
 from overlayctl.cli.common import Outcome, inventory_option, load, output_option
-from overlayctl.output import plural
-from overlayctl.render_out import render_to_dir
+from overlayctl.text import plural
 
 
 @click.command()

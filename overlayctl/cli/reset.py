@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions.reset import ResetReport, run_reset, targets
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -15,7 +16,6 @@ from overlayctl.cli.common import (
     run_session,
 )
 from overlayctl.remote.session import RunOptions
-from overlayctl.reset import ResetReport, run_reset, targets
 
 
 @click.command()

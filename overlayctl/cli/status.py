@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions.status import cluster_status
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -19,7 +20,6 @@ from overlayctl.cli.common import (
 from overlayctl.etcd import etcdctl
 from overlayctl.output import status_doc, status_text
 from overlayctl.remote.session import RunOptions
-from overlayctl.status import cluster_status
 
 
 @click.command()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions.verify import VerifyOptions, run_verify
 from overlayctl.cli.common import (
     Outcome,
     connection_options,
@@ -17,7 +18,6 @@ from overlayctl.cli.common import (
 )
 from overlayctl.output import verify_doc, verify_text
 from overlayctl.remote.session import RunOptions
-from overlayctl.verify import VerifyOptions, run_verify
 
 
 @click.command()

@@ -8,7 +8,7 @@ import click
 
 from overlayctl import wheelhouse as wh
 from overlayctl.cli.common import Outcome, output_option, progress
-from overlayctl.output import plural
+from overlayctl.text import plural
 
 
 @click.command()

@@ -1,25 +1,130 @@
-"""The facts phase: what each host is like, gathered in one round trip."""
+"""facts: what each host is like, in one round trip per host: its facts (OS family, package
+manager, Python, interfaces, packages, unit states), every file it may be given, the CA it
+trusts and, on the first etcd member, the network config in etcd. From those, before any phase
+changes anything: the network config change (refused without --force), the CA check, the PKI,
+and each host's plan (planner.plan_host). The hosts found keep their detected OS family in the
+rollout's targets; the inventory is never rewritten.
+"""
 
 from __future__ import annotations
 
-from overlayctl import paths as hostpaths
-from overlayctl.errors import OverlayctlError
-from overlayctl.plan.facts import Facts, parse_facts
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overlayctl import paths as hp
+from overlayctl.errors import Conflict
+from overlayctl.etcd import netconfig
+from overlayctl.inventory.load import state_dir
+from overlayctl.inventory.model import Host
+from overlayctl.phases.base import Rollout, Target
+from overlayctl.phases.packages import both_families
+from overlayctl.phases.pki import ensure_pki
+from overlayctl.phases.planner import plan_host
+from overlayctl.plan.config_change import add_config_change, config_change, refuse_fixed_changes
+from overlayctl.plan.facts import Facts, RemoteFile, checked, parse_facts, parse_files, resolve_host
+from overlayctl.plan.files import candidate_paths, desired_files
 from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Remote
+from overlayctl.remote.ssh import (
+    READ_FILES,
+    Command,
+    Remote,
+    RemoteCommandFailed,
+    RunResult,
+    command_of,
+)
+from overlayctl.wheelhouse import Bundles
 
 FACTS = HostScript("facts.sh")
 
 
-def gather(remote: Remote, packages: list[str]) -> Facts:
-    facts = parse_facts(
-        remote.script(FACTS, hostpaths.AGENT_DIGEST, hostpaths.DOCKER_DROPIN, *packages).stdout
-    )
-    name = remote.target.name
-    if facts.os_family is None:
-        raise OverlayctlError(f"{name}: unsupported OS {facts.os_id!r} (Debian or RHEL family)")
-    if not facts.systemd:
-        raise OverlayctlError(f"{name}: systemd is not running; overlayctl manages systemd hosts")
-    if not facts.pkg_manager:
-        raise OverlayctlError(f"{name}: no apt-get, dnf or yum found")
-    return facts
+@dataclass(frozen=True)
+class Found:
+    """One host as its facts round trip found it."""
+
+    host: Host  # with its OS family
+    facts: Facts
+    files: dict[str, RemoteFile]
+    config: dict[str, Any] | None = None  # the network config in etcd (first member only)
+
+
+@dataclass
+class Gather:
+    """READ_CONFIG: read the network config in etcd with the first member's facts (init, plan).
+    REFUSE_CHANGE: a different config without --force ends the run here (init; `plan` shows
+    it). WRITE False (`plan`): the PKI is made in memory only, the agent's wheel in WHEELS_DIR.
+    JOINING: etcd members being added to a live cluster -> the members they join with."""
+
+    read_config: bool = True
+    refuse_change: bool = True
+    write: bool = True
+    wheels_dir: Path | None = None
+    joining: dict[str, tuple[Host, ...]] = field(default_factory=dict)
+    title: str = "facts"
+
+    def should_run(self, rollout: Rollout) -> bool:
+        return True
+
+    def run(self, rollout: Rollout) -> None:
+        session, inv = rollout.session, rollout.inv
+        member = next((m for m in inv.etcd_members if m.name in session.remotes), None)
+        ask = member.name if member is not None and self.read_config else None
+        found = session.each("facts", lambda h, r: look(r, rollout, h, h.name == ask)).succeeded
+        rollout.known_config = found[ask].config if ask in found else None
+        if self.read_config:
+            rollout.change = config_change(rollout.known_config, inv)
+        if self.refuse_change:  # before anything is made or changed, here or on the hosts
+            refuse_fixed_changes(rollout.change, {}, inv)
+            if rollout.change is not None and not rollout.options.force:
+                raise Conflict(f"{rollout.change.describe()}. Re-run with --force to do it")
+        cas = {name: f.files[hp.CA_CERT].content for name, f in found.items()}
+        rollout.pki = ensure_pki(inv, session.reporter, cas, write=self.write,
+                                 renew_leaves=rollout.options.renew_certificates)  # fmt: skip
+        bundles = Bundles(self.wheels_dir or state_dir(inv) / "wheels")
+        made = session.each(
+            "facts", lambda h, _r: self._target(rollout, found[h.name], bundles),
+            [h for h in session.alive if h.name in found],
+        )  # fmt: skip
+        rollout.targets = made.succeeded
+        plans = {name: t.plan for name, t in made.succeeded.items()}
+        rollout.report.plans = plans
+        # Network and the subnet length (and cluster.tls, the etcd prefix) never change here.
+        refuse_fixed_changes(None if self.refuse_change else rollout.change, plans, inv)
+        if rollout.change is not None:
+            add_config_change(plans, inv, rollout.change)
+        rollout.report.changes = dict.fromkeys(plans, 0)
+
+    def _target(self, rollout: Rollout, found: Found, bundles: Bundles) -> Target:
+        host, facts, inv = found.host, found.facts, rollout.inv
+        desired = desired_files(inv, host, rollout.pki, self.joining.get(host.name))
+        current = {path: found.files[path] for path in desired}
+        bundle = bundles.get(facts.python, facts.arch) if host.is_node else None
+        plan = plan_host(
+            host, facts.os_family or "debian", desired, current, facts,
+            restart_network=rollout.options.restart_network,
+            agent_digest=bundle.digest if bundle else None, docker_mode=inv.cluster.docker_mode,
+        )  # fmt: skip
+        return Target(host, facts, plan, bundle)
+
+
+def look(remote: Remote, rollout: Rollout, host: Host, with_config: bool) -> Found:
+    """HOST's facts, its files and (WITH_CONFIG) the network config in etcd: one round trip."""
+    inv = rollout.inv
+    paths = candidate_paths(inv, host)
+    commands: list[Command] = [
+        command_of(FACTS, hp.AGENT_DIGEST, hp.DOCKER_DROPIN, *both_families(host)),
+        command_of(READ_FILES, *paths),
+    ]
+    if with_config:
+        commands.append(netconfig.read_command(inv))
+    results = remote.batch(commands, waiting_for="the host's facts")
+    facts = checked(host.name, parse_facts(_ok(host, commands[0], results[0]).stdout))
+    files = parse_files(_ok(host, commands[1], results[1]).stdout, paths)
+    config = netconfig.parse_current(results[2]) if with_config else None
+    return Found(resolve_host(inv, host, facts), facts, files, config)
+
+
+def _ok(host: Host, command: Command, result: RunResult) -> RunResult:
+    if result.code != 0:
+        raise RemoteCommandFailed(host.name, command[1], result.code, result.stderr)
+    return result

@@ -5,9 +5,13 @@ parsed by pure code. Gathered by overlayctl/phases/facts.py in one round trip.""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from overlayctl.errors import OverlayctlError
+from overlayctl.inventory.model import Host, Inventory
 
 
 @dataclass(frozen=True)
@@ -147,3 +151,38 @@ def parse_facts(text: str) -> Facts:
         if values.get("fw_default_zone")
         else None,
     )
+
+
+def checked(name: str, facts: Facts) -> Facts:
+    """FACTS of a host overlayctl can manage, or why not."""
+    if facts.os_family is None:
+        raise OverlayctlError(f"{name}: unsupported OS {facts.os_id!r} (Debian or RHEL family)")
+    if not facts.systemd:
+        raise OverlayctlError(f"{name}: systemd is not running; overlayctl manages systemd hosts")
+    if not facts.pkg_manager:
+        raise OverlayctlError(f"{name}: no apt-get, dnf or yum found")
+    return facts
+
+
+def resolve_host(inv: Inventory, host: Host, found: Facts) -> Host:
+    """HOST with its detected OS family, after checking the inventory against the facts."""
+    if found.iface_of(host.address) is None:
+        # Catches NAT set-ups where every VM answers SSH on one address but owns another
+        # (flannel #98: every node announcing Vagrant's 10.0.2.15).
+        owned = ", ".join(f"{dev} {a}" for dev, addrs in found.addresses.items() for a in addrs)
+        raise OverlayctlError(
+            f"{host.name}: address {host.address} is not on any interface of the host "
+            f"(it has: {owned or 'none'}); set hosts[].address to the underlay address"
+        )
+    holder = found.iface_of(host.address)
+    if host.iface and host.iface != holder:
+        raise OverlayctlError(
+            f"{host.name}: address {host.address} is on {holder}, not on iface {host.iface!r}"
+        )
+    declared = host.os or inv.cluster.os
+    if declared and declared != found.os_family:
+        raise OverlayctlError(
+            f"{host.name}: inventory says os {declared!r} but the host runs {found.os_id!r} "
+            f"({found.os_family} family)"
+        )
+    return dataclasses.replace(host, os=found.os_family)

@@ -1,9 +1,12 @@
-"""Every file a host should have: the rendered ones and, with TLS, its certificates."""
+"""Every file a host should have: the rendered ones and, with TLS, its certificates; and every
+path it may need, read with its facts before its OS family is known."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from overlayctl import paths as hp
-from overlayctl.inventory.model import Host, Inventory
+from overlayctl.inventory.model import OS_FAMILIES, Host, Inventory
 from overlayctl.pki import Pki
 from overlayctl.plan.changes import DesiredFile
 from overlayctl.plan.render import render_host
@@ -21,3 +24,14 @@ def desired_files(
             if spec.path in content:
                 files[spec.path] = DesiredFile(content[spec.path], spec.mode, spec.owner)
     return files
+
+
+def candidate_paths(inv: Inventory, host: Host) -> list[str]:
+    """Every path HOST may be given, whichever OS family it turns out to run: read in the same
+    round trip as its facts (an absent file costs nothing), so planning needs no second one."""
+    paths = {hp.CA_CERT}  # the CA the host trusts, checked against this state folder's
+    for family in OS_FAMILIES:
+        paths.update(render_host(inv, dataclasses.replace(host, os=family)))
+    if inv.cluster.tls:
+        paths.update(f.path for f in hp.PKI_FILES)
+    return sorted(paths)

@@ -16,7 +16,7 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 if TYPE_CHECKING:
-    from overlayctl.remote.ssh import SshTarget
+    from overlayctl.remote.target import SshTarget
 
 _ERRNO_WORDS = {
     errno.ECONNREFUSED: "connection refused",

@@ -24,9 +24,11 @@ from overlayctl.plan.facts import RemoteFile, parse_files
 from overlayctl.remote.connect_errors import connect_failure
 from overlayctl.remote.heartbeat import INTERVAL, Heartbeat
 from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.target import SshTarget
 
 READ_FILES = HostScript("read-files.sh")
 PUT_FILE = HostScript("put-file.sh", label="script")
+RESTORE_BACKUPS = HostScript("restore-backups.sh", label="restore")
 
 BACKUP_ROOT = "/var/lib/overlayctl/backup"
 
@@ -41,21 +43,6 @@ class RemoteCommandFailed(OverlayctlError):
         super().__init__(f"{host}: `{command}` failed: {last}")
         self.exit_code = code
         self.stderr = stderr
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """Where and how to reach one host."""
-
-    name: str
-    address: str
-    known_hosts: Path
-    user: str = "root"
-    port: int = 22
-    key: Path | None = None
-    sudo: bool = False
-    connect_timeout: float = 10.0
-    jump: tuple[str, str, int] | None = None  # (user, host, port) of a bastion to go through
 
 
 @dataclass(frozen=True)
@@ -339,6 +326,11 @@ class Remote:
         self.script(
             PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
         )
+
+    def restore_backups(self) -> None:
+        """Put back every file put_file replaced (from its first backup) and remove the ones
+        it created; the backups go too (`reset`)."""
+        self.script(RESTORE_BACKUPS, self.backup_root)
 
 
 def _connection(

@@ -41,16 +41,35 @@ LAYERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("daemon", ("agent.daemon", "agent.hooks")),
         ("entry point", ("agent.main",)),
     ),
+    "overlayctl": (
+        ("the package", ("overlayctl",)),
+        (
+            "words, errors, the hosts' paths",
+            ("overlayctl.text", "overlayctl.errors", "overlayctl.paths"),
+        ),
+        ("inventory", ("overlayctl.inventory",)),
+        ("local state, the lab", ("overlayctl.pki", "overlayctl.wheelhouse", "overlayctl.lab")),
+        ("planning (pure)", ("overlayctl.plan",)),
+        ("SSH", ("overlayctl.remote",)),
+        ("etcd over SSH", ("overlayctl.etcd",)),
+        ("phases and their engine", ("overlayctl.phases",)),
+        ("actions", ("overlayctl.actions", "overlayctl.vagrant")),
+        ("tables, diffs, JSON", ("overlayctl.output",)),
+        ("command line", ("overlayctl.cli", "overlayctl.__main__")),
+    ),
 }
 
 SELF_CONTAINED = (
     ("agent.net", "the kernel library: callers pass plain values, it knows no lease or backend"),
+    ("overlayctl.remote.scripts", "programs run on hosts: the standard library only"),
 )
 
 FORBIDDEN = (
     ("agent", "overlayctl", "the agent is installed alone on hosts (its own wheel, Python 3.9)"),
     ("overlayctl.inventory", "overlayctl.remote", "the inventory is read and checked offline"),
     ("overlayctl.plan", "overlayctl.remote", "planning is pure; only remote/ speaks SSH"),
+    ("overlayctl.inventory", "overlayctl.plan", "the inventory knows nothing of what it becomes"),
+    ("overlayctl.etcd", "overlayctl.plan.render", "an etcdctl command needs no Jinja2"),
 )
 
 PENDING: tuple[tuple[str, str, str], ...] = ()

@@ -12,11 +12,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from overlayctl.actions.verify import PairResult, VerifyReport
 from overlayctl.cli import main
 from overlayctl.cli.common import command_as_typed
 from overlayctl.output import plan_text, verify_text
 from overlayctl.plan.changes import HostPlan
-from overlayctl.verify import PairResult, VerifyReport
 
 
 def commands(group: click.Group = main, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

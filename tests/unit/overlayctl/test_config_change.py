@@ -110,7 +110,7 @@ def test_tls_cannot_be_switched_on_a_running_cluster() -> None:
 
 
 def test_docker_runs_on_the_lease_with_the_agents_flags() -> None:
-    from overlayctl.agent_phase import docker_runs_on
+    from overlayctl.phases.docker import docker_runs_on
 
     lease = "172.21.5.1/24"
     state = (f"docker0={lease}\nwant= --bip={lease} --ip-masq=true --mtu=1450\n"

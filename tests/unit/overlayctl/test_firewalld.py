@@ -11,15 +11,17 @@ import os
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from overlayctl import apply, firewalld
 from overlayctl import paths as hp
 from overlayctl.inventory import load_inventory, parse_inventory
 from overlayctl.phases.facts import FACTS as FACTS_SCRIPT
-from overlayctl.plan.changes import Action, DesiredFile, HostPlan, plan_host
+from overlayctl.phases.planner import plan_host
+from overlayctl.phases.prepare import FIREWALLD_RESET, Prepare
+from overlayctl.plan.changes import Action, DesiredFile, HostPlan
 from overlayctl.plan.facts import Firewalld, RemoteFile, parse_facts
 from overlayctl.plan.render import render_hosts
 from overlayctl.remote.ssh import RunResult
@@ -238,11 +240,9 @@ class Recorder:
 
 def test_apply_adds_the_service_permanently_and_at_once() -> None:
     remote = Recorder()
-    ctx = apply.ApplyContext(family="rhel")
-    apply._ACTIONS["reload"](remote, Action("prepare", "reload", "firewalld"), ctx)  # type: ignore[arg-type]
-    apply._ACTIONS["add-service"](
-        remote, Action("prepare", "add-service", "overlayctl-etcd zone=internal"), ctx
-    )  # type: ignore[arg-type]
+    on = SimpleNamespace(remote=remote, family="rhel")  # the host Prepare acts on
+    Prepare().act(on, Action("prepare", "reload", "firewalld"))  # type: ignore[arg-type]
+    Prepare().act(on, Action("prepare", "add-service", "overlayctl-etcd zone=internal"))  # type: ignore[arg-type]
     assert remote.argvs == [
         ["firewall-cmd", "--reload"],
         ["firewall-cmd", "--permanent", "--zone=internal", "--add-service=overlayctl-etcd"],
@@ -258,7 +258,7 @@ def test_reset_takes_the_services_out_of_every_zone_before_removing_them(tmp_pat
         target = fw_dir / path.removeprefix("/etc/firewalld/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("x")
-    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
+    run_sh(FIREWALLD_RESET.text, bin_dir, str(fw_dir))
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls == [
         "--permanent --list-all-zones",
@@ -271,10 +271,10 @@ def test_reset_takes_the_services_out_of_every_zone_before_removing_them(tmp_pat
     ]
     # an etcd-only host: one service file, no zone file
     (fw_dir / "services" / "overlayctl-etcd.xml").write_text("x")
-    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
+    run_sh(FIREWALLD_RESET.text, bin_dir, str(fw_dir))
     assert not (fw_dir / "services" / "overlayctl-etcd.xml").exists()
     assert (tmp_path / "calls.log").read_text().splitlines()[-1] == "--reload"
     # nothing of ours left: nothing is done at all
     (tmp_path / "calls.log").unlink()
-    run_sh(firewalld.RESET.text, bin_dir, str(fw_dir))
+    run_sh(FIREWALLD_RESET.text, bin_dir, str(fw_dir))
     assert not (tmp_path / "calls.log").exists()

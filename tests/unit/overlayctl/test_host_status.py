@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from overlayctl.actions.status import HostStatus, Route, missing_routes, parse
 from overlayctl.etcd.cluster import LeaseInfo
-from overlayctl.host_status import HostStatus, Route, missing_routes, parse
 
 NETWORK = "172.21.0.0/16"
 OWN = "172.21.81.0/24"

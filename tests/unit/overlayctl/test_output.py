@@ -12,12 +12,12 @@ import re
 
 import pytest
 
+from overlayctl.actions.status import HostStatus
+from overlayctl.actions.verify import PairResult, VerifyReport
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo, MemberStatus
-from overlayctl.host_status import HostStatus
 from overlayctl.output import plan_doc, plan_text, status_doc, status_text, verify_doc, verify_text
 from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
 from overlayctl.plan.facts import RemoteFile
-from overlayctl.verify import PairResult, VerifyReport
 
 CONFIG = '{"Network":"172.21.0.0/16","Backend":{"Type":"vxlan"}}'
 

@@ -10,7 +10,8 @@ import pytest
 
 from overlayctl import paths as hp
 from overlayctl.inventory import parse_inventory
-from overlayctl.plan.changes import DesiredFile, FileChange, plan_host
+from overlayctl.phases.planner import plan_host
+from overlayctl.plan.changes import DesiredFile, FileChange
 from overlayctl.plan.facts import Facts, RemoteFile, UnitState, os_family, parse_facts
 
 FACTS_OUTPUT = """os_id=debian

@@ -21,13 +21,13 @@ import pytest
 from click.testing import CliRunner
 
 from overlayctl import paths as hp
+from overlayctl.actions.render import render_to_dir
 from overlayctl.cli import main
 from overlayctl.errors import BadInput
 from overlayctl.inventory import Inventory, load_inventory, parse_inventory
 from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.network import network_config, network_config_json
 from overlayctl.plan.render import RenderedFile, _template, agent_options, render_hosts
-from overlayctl.render_out import render_to_dir
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 SEED = GOLDEN / "seed"

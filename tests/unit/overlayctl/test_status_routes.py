@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from overlayctl.actions.status import Route, missing_routes, parse
 from overlayctl.etcd.cluster import LeaseInfo
-from overlayctl.host_status import Route, missing_routes, parse
 
 PEERS = [
     LeaseInfo("172.21.31.0/24", "192.168.255.155", "udp", 86000, "node2"),

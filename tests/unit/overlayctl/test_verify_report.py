@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from overlayctl import verify
+from overlayctl.actions import verify
+from overlayctl.actions.verify import Container, PairResult, VerifyOptions, VerifyReport
 from overlayctl.inventory import parse_inventory
 from overlayctl.remote.session import Reporter, RunOptions, Session
 from overlayctl.remote.ssh import RemoteCommandFailed, RunResult
-from overlayctl.verify import Container, PairResult, VerifyOptions, VerifyReport
 
 IPUTILS_OK = """PING 172.21.2.2 (172.21.2.2) 56(84) bytes of data.
 

@@ -1,4 +1,5 @@
-"""`overlayctl reset [HOST...]`: undo what init did, host by host, the etcd cluster last.
+"""`overlayctl reset [HOST...]`: undo what init did, host by host, the etcd cluster last; each
+step undoes a phase (the phases' modules say how).
 
 Per host: the agent is stopped and disabled and its data plane removed (flannel devices, routes
 into the Network, the FLANNEL-* iptables chains), its lease deleted (reservations are kept),
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
 from agent.subnet.layout import subnet_key
-from overlayctl import firewalld
 from overlayctl import paths as hp
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.etcd import cluster as etcd_cluster
@@ -22,13 +22,9 @@ from overlayctl.etcd import etcdctl, members
 from overlayctl.etcd.members import with_members
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config_key
-from overlayctl.remote.scripts import HostScript
+from overlayctl.phases import agent, docker, etcd, prepare
 from overlayctl.remote.session import Session
-from overlayctl.remote.ssh import BACKUP_ROOT, Remote
-
-DATAPLANE = HostScript("reset_dataplane.py")
-RESTORE = HostScript("restore-backups.sh", label="restore")
-OWN_BRIDGE = HostScript("docker-own-bridge.sh")
+from overlayctl.remote.ssh import Remote
 
 
 @dataclass
@@ -56,11 +52,37 @@ def _quorum_check(inv: Inventory, status: etcd_cluster.ClusterStatus, leaving: l
         )
 
 
+@dataclass
+class _Reset:
+    """One reset: who leaves, who stays, and the member etcd is reached through."""
+
+    session: Session
+    report: ResetReport
+    leaving: list[Host]
+    force: bool
+    whole: bool
+    anchor: Remote | None  # a member that stays (any member, for the whole cluster)
+    status: etcd_cluster.ClusterStatus
+    etcd_inv: Inventory  # the cluster as its remaining members see it
+
+    def done(self, name: str, *steps: str) -> None:
+        self.report.done.setdefault(name, []).extend(steps)
+
+    def live(self, hosts: list[Host]) -> list[Host]:
+        return [h for h in hosts if h.name in self.session.remotes]
+
+
 def run_reset(
     session: Session, names: list[str], force: bool, report: ResetReport | None = None
 ) -> ResetReport:
     """Undo init on NAMES (all hosts when empty); REPORT (filled as it goes) tells what was
-    done when a step raises."""
+    done when a step raises.
+
+    The order cannot strand state: agents stop (else one takes its deleted lease back), then
+    leases go (through the members that stay, retried), and only then members leave and files
+    go. A host whose lease could not be deleted fails there with everything else still in
+    place, so re-running the same reset finishes it.
+    """
     inv = session.inv
     leaving = targets(inv, names)
     whole = len(leaving) == len(inv.hosts)
@@ -74,76 +96,79 @@ def run_reset(
         _quorum_check(inv, status, [h for h in leaving if h.is_etcd])
     # After members leave, talk only to the ones that stay (a removed member may still answer).
     etcd_inv = with_members(inv, staying) if staying and not whole else inv
-    nodes = [h for h in leaving if h.is_node and h.name in session.remotes]
-
-    # The order cannot strand state: agents stop (else one takes its deleted lease back), then
-    # leases go (through the members that stay, retried), and only then members leave and files
-    # go. A host whose lease could not be deleted fails here with everything else still in
-    # place, so re-running the same reset finishes it.
-    stopped = session.each("agent", lambda _h, r: _stop_agent(r, inv), nodes)
-    for name in stopped.succeeded:
-        report.done.setdefault(name, []).append("agent stopped, data plane removed")
+    run = _Reset(session, report, leaving, force, whole, anchor, status, etcd_inv)
+    stopped = _stop_agents(run)
     if anchor is not None and not whole:  # a whole cluster's leases go with etcd's data
+        _forget_leases(run, anchor, stopped)
+        _leave_cluster(run, anchor)
+    _restore_files(run)
+    _wipe_etcd(run)
+    if whole:
+        run.done("cluster", f"etcd cluster gone; {network_config_key(inv)} went with it")
+    return report
 
-        def forget(host: Host, _remote: Remote) -> list[str]:
-            try:
-                return _delete_leases(anchor, inv, etcd_inv, status.leases, host)
-            except OverlayctlError as exc:
-                if not force:
-                    raise
-                return [f"lease NOT deleted ({exc}); --force went on"]
 
-        deleted = session.each("lease", forget, [h for h in nodes if h.name in stopped.succeeded])
-        for name, steps in deleted.succeeded.items():
-            report.done.setdefault(name, []).extend(steps)
+def _stop_agents(run: _Reset) -> list[Host]:
+    """Agents stop and their data plane goes (devices, routes, chains); the hosts where so."""
+    nodes = run.live([h for h in run.leaving if h.is_node])
+    network = str(run.session.inv.cluster.network)
+    stopped = run.session.each("agent", lambda _h, r: agent.uninstall(r, network), nodes)
+    for name in stopped.succeeded:
+        run.done(name, "agent stopped, data plane removed")
+    return [h for h in nodes if h.name in stopped.succeeded]
+
+
+def _forget_leases(run: _Reset, anchor: Remote, hosts: list[Host]) -> None:
+    """Each stopped host's leases (reservations stay), through the members that stay."""
+    inv = run.session.inv
+
+    def forget(host: Host, _remote: Remote) -> list[str]:
+        try:
+            return _delete_leases(anchor, inv, run.etcd_inv, run.status.leases, host)
+        except OverlayctlError as exc:
+            if not run.force:
+                raise
+            return [f"lease NOT deleted ({exc}); --force went on"]
+
+    deleted = run.session.each("lease", forget, hosts)
+    for name, steps in deleted.succeeded.items():
+        run.done(name, *steps)
+
+
+def _leave_cluster(run: _Reset, anchor: Remote) -> None:
+    """Members leaving a cluster that stays are removed from it before their files go."""
+    listed = {m.name for m in run.status.members}
+    for host in run.live([h for h in run.leaving if h.is_etcd and h.name in listed]):
+        run.done(host.name, _leave(anchor, run.session.inv, run.etcd_inv, host, run.force))
+
+
+def _restore_files(run: _Reset) -> None:
+    """Every file init replaced put back, the ones it created removed (firewalld's services out
+    of their zones first), docker back on its own bridge."""
 
     def undo(host: Host, remote: Remote) -> list[str]:
-        steps = []
-        firewalld.reset(remote)  # before its service files go (RHEL hosts; no-op elsewhere)
-        remote.script(RESTORE, BACKUP_ROOT)
+        prepare.undo_firewalld(remote)  # before its service files go (RHEL; no-op elsewhere)
+        remote.restore_backups()
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
         remote.run(["rmdir", "--ignore-fail-on-non-empty", hp.PKI_DIR.rsplit("/", 1)[0]],
                    check=False)  # fmt: skip
         remote.run(["systemctl", "daemon-reload"])
         remote.run(["sh", "-c", "hostname -F /etc/hostname"], check=False)
-        steps.append("files restored")
-        if host.is_node and remote.run(["systemctl", "is-active", "docker"], check=False).code == 0:
-            # docker keeps an existing docker0's address: remove the bridge so that it makes
-            # its own again.
-            remote.script(OWN_BRIDGE, check=False, timeout=300,
-                          waiting_for="docker to restart on its own bridge")  # fmt: skip
+        steps = ["files restored"]
+        if host.is_node and docker.own_bridge(remote):
             steps.append("docker restarted on its own bridge")
         return steps
 
-    # Members leaving a cluster that stays are removed from it before their files go.
-    if not whole and anchor is not None:
-        for host in leaving:
-            member = next((m for m in status.members if m.name == host.name), None)
-            if host.is_etcd and member is not None and host.name in session.remotes:
-                report.done.setdefault(host.name, []).append(
-                    _leave_cluster(anchor, inv, etcd_inv, host, force)
-                )
-    result = session.each("reset", undo, [h for h in leaving if h.name in session.remotes])
+    result = run.session.each("reset", undo, run.live(run.leaving))
     for name, steps in result.succeeded.items():
-        report.done.setdefault(name, []).extend(steps)
-    for host in leaving:
-        if host.is_etcd and host.name in session.remotes:
-            remote = session.remotes[host.name]
-            remote.run(["systemctl", "disable", "--now", "etcd"], check=False,
-                       waiting_for="etcd to stop")  # fmt: skip
-            remote.run(["rm", "-rf", hp.etcd_data_dir(host.name)])
-            report.done.setdefault(host.name, []).append("etcd stopped, data removed")
-    if whole:
-        report.done.setdefault("cluster", []).append(
-            f"etcd cluster gone; {network_config_key(inv)} went with it"
-        )
-    return report
+        run.done(name, *steps)
 
 
-def _stop_agent(remote: Remote, inv: Inventory) -> None:
-    remote.run(["systemctl", "disable", "--now", "overlay-agent"], check=False,
-               waiting_for="overlay-agent to stop")  # fmt: skip
-    remote.script(DATAPLANE, str(inv.cluster.network), check=False)
+def _wipe_etcd(run: _Reset) -> None:
+    """etcd stopped and disabled, its data removed, on every leaving member."""
+    for host in run.live([h for h in run.leaving if h.is_etcd]):
+        etcd.wipe(run.session.remotes[host.name], host.name)
+        run.done(host.name, "etcd stopped, data removed")
 
 
 def _delete_leases(
@@ -177,9 +202,7 @@ def _delete_leases(
     return steps
 
 
-def _leave_cluster(
-    anchor: Remote, inv: Inventory, staying: Inventory, host: Host, force: bool
-) -> str:
+def _leave(anchor: Remote, inv: Inventory, staying: Inventory, host: Host, force: bool) -> str:
     """Remove HOST's member; below quorum etcd cannot, and --force goes on without it (the
     remaining members then still list it: `etcdctl member remove` once quorum is back)."""
     try:

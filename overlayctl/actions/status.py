@@ -1,4 +1,7 @@
-"""Per-host half of `status`: agent active and ready, docker0 on the lease, routes to peers."""
+"""`overlayctl status`, a read-only survey: etcd (members, leader, health, DB size, the network
+config, every lease) through the first member that answers, then each node host's own state:
+the agent active and ready, docker running on the lease, the routes (and vxlan fdb entries) its
+backend installs towards every peer."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ import itertools
 from dataclasses import dataclass, field
 
 from overlayctl import paths as hp
-from overlayctl.etcd.cluster import LeaseInfo
-from overlayctl.inventory.model import Host
+from overlayctl.etcd import cluster as etcd_cluster
+from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
+from overlayctl.inventory.model import Host, Inventory
 from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
 
 SCRIPT = HostScript("host-status.sh")
@@ -172,3 +177,42 @@ def host_status(
     mine = [lease.subnet for lease in leases if lease.host == host.name]
     return parse(host.name, out.stdout, peers, backend, network,
                  own_leases=mine if known else None)  # fmt: skip
+
+
+def cluster_status(session: Session) -> tuple[ClusterStatus, list[HostStatus]]:
+    """etcd through the first member that answers over SSH, then every node host's own state."""
+    inv = session.inv
+    session.open()
+    cluster = ClusterStatus(unreachable=[m.name for m in inv.etcd_members])
+    for member in inv.etcd_members:
+        remote = session.remotes.get(member.name)
+        if remote is not None:
+            cluster = etcd_cluster.status(remote, inv)
+            break
+    nodes = [h for h in inv.hosts if h.is_node]
+    backend, network = _data_plane(cluster.network_config, inv)
+    result = session.each(
+        "status",
+        lambda h, r: host_status(r, h, cluster.leases, backend, network, known=not cluster.errors),
+        nodes,
+    )
+    hosts = [result.succeeded.get(h.name) or HostStatus(h.name, error=_why(session, h.name))
+             for h in nodes]  # fmt: skip
+    return cluster, hosts
+
+
+def _why(session: Session, name: str) -> str:
+    return next((f.error for f in session.failures if f.host == name), "not reachable")
+
+
+def _data_plane(config: object, inv: Inventory) -> tuple[str, str]:
+    """The backend and Network the agents run on: etcd's config, else the inventory's. The routes
+    status expects on each host follow from them."""
+    config = config if isinstance(config, dict) else {}
+    backend = config.get("Backend")
+    kind = backend.get("Type") if isinstance(backend, dict) else None
+    network = config.get("Network")
+    return (
+        kind if isinstance(kind, str) else inv.cluster.backend,
+        network if isinstance(network, str) else str(inv.cluster.network),
+    )

@@ -1,0 +1,254 @@
+"""What every phase is: the types the engine runs and the state of one rollout.
+
+A phase has a title, says whether it should run and runs (k0sctl's Title/ShouldRun/Run). A host
+phase adds what it owns and plans (pure, from facts) and how it applies and restarts (through
+remote/); its `restart` declares the unit it restarts and how the restarts roll.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from overlayctl.errors import OverlayctlError
+from overlayctl.inventory.model import Host, Inventory
+from overlayctl.pki import Pki
+from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
+from overlayctl.plan.config_change import ConfigChange
+from overlayctl.plan.facts import Facts, RemoteFile
+from overlayctl.remote.session import RunOptions, Session
+from overlayctl.remote.ssh import Remote
+from overlayctl.wheelhouse import AgentBundle
+
+
+@dataclass
+class RolloutOptions(RunOptions):
+    restart_network: bool = False
+    force: bool = False
+    etcd_timeout: float = 90.0
+    renew_certificates: bool = False  # `certs rotate`: new member and client certs, same CA
+
+
+@dataclass
+class RolloutReport:
+    """What a rollout did, filled as it goes (it still tells when a phase raises)."""
+
+    plans: dict[str, HostPlan] = field(default_factory=dict)
+    changes: dict[str, int] = field(default_factory=dict)
+    network_config: str = ""  # created, unchanged, replaced ("": not reached)
+    seconds: float = 0.0
+
+    @property
+    def total_changes(self) -> int:
+        return sum(self.changes.values()) + (self.network_config in ("created", "replaced"))
+
+
+@dataclass
+class Target:
+    """One host of the rollout: the host with its detected OS family, its facts, its plan, and
+    the agent's bundle for its Python (node hosts)."""
+
+    host: Host
+    facts: Facts
+    plan: HostPlan
+    bundle: AgentBundle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def family(self) -> str:
+        return self.host.os or "debian"
+
+
+@dataclass
+class Rollout:
+    """The state one run of phases shares: its session, options and report, and what the facts
+    phase found (never written back into the inventory)."""
+
+    session: Session
+    options: RolloutOptions
+    report: RolloutReport = field(default_factory=RolloutReport)
+    targets: dict[str, Target] = field(default_factory=dict)
+    change: ConfigChange | None = None  # the network config in etcd differs from the inventory's
+    known_config: dict | None = None  # the network config in etcd before any phase ran
+    pki: Pki | None = None
+
+    @property
+    def inv(self) -> Inventory:
+        return self.session.inv
+
+    def live(self, runs_on: Callable[[Host], bool] | None = None) -> list[Target]:
+        """The targets still in the run, in inventory order (only those RUNS_ON accepts)."""
+        return [
+            self.targets[h.name]
+            for h in self.session.alive
+            if h.name in self.targets and (runs_on is None or runs_on(h))
+        ]
+
+    def remote(self, target: Target | Host) -> Remote:
+        return self.session.remotes[target.host.name if isinstance(target, Target) else target.name]
+
+    def say(self, who: str, phase: str, message: str) -> None:
+        """A progress line: `node1        etcd      4 changes`."""
+        self.session.reporter.host(who, phase, message)
+
+
+@dataclass(frozen=True)
+class OnHost:
+    """One host while a host phase applies there: the rollout, the host's connection, and what
+    the facts phase found for it."""
+
+    rollout: Rollout
+    remote: Remote
+    target: Target
+
+    @property
+    def family(self) -> str:
+        return self.target.family
+
+    @property
+    def inv(self) -> Inventory:
+        return self.rollout.inv
+
+
+class Phase(Protocol):
+    """One step of a rollout (k0sctl's Title/ShouldRun/Run)."""
+
+    title: str
+
+    def should_run(self, rollout: Rollout) -> bool: ...
+
+    def run(self, rollout: Rollout) -> None: ...
+
+
+class Rolling(enum.Enum):
+    """How a phase's restarts roll over the hosts that need one. The words say why, in the
+    progress line of a host restarted alone."""
+
+    AT_ONCE = "at once"  # every host together
+    ONE_BY_ONE = "one host at a time"  # where the unit runs already (its service is in use)
+    WHERE_BUSY = "containers run"  # one at a time where containers run, at once elsewhere
+    # A running cluster one member at a time, each healthy before the next; a new one together
+    # (a first member alone never reaches quorum).
+    KEEP_QUORUM = "quorum"
+    SEPARATELY = "a phase of its own"  # a later phase starts it (join adds members one by one)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The unit a phase (re)starts, and how those restarts roll."""
+
+    unit: str
+    rolling: Rolling
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """What a host phase plans its actions from (pure)."""
+
+    host: Host
+    family: str
+    facts: Facts
+    desired: dict[str, DesiredFile]  # every file the host should have (its phase's and others')
+    changed: frozenset[str]  # paths whose content, mode or owner differ
+    installing: str  # the packages this run installs, space-separated (the facts predate them)
+    restart_network: bool = False
+    agent_digest: str | None = None  # the agent bundle to have installed (node hosts)
+    docker_mode: str = "dropin"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A host phase's look at a host right before it applies there: whether its unit must
+    restart, whether that restart stops containers, and what the restart needs to know."""
+
+    restart: bool
+    busy: bool = False
+    lease: str = ""
+
+
+class HostPhase:
+    """A phase applied host by host: its files, then its actions, then its unit's restart.
+
+    Subclasses name themselves, the paths they own and the actions they plan (pure), and how
+    they carry out those actions and restart their unit (through Remote). The engine runs them
+    (engine.run_host_phase).
+    """
+
+    name: ClassVar[str]
+    restart: Restart | None = None
+    probe_hosts: ClassVar[bool] = False  # probe() looks at the host (a round trip), in parallel
+
+    @property
+    def title(self) -> str:
+        return self.name
+
+    def runs_on(self, host: Host) -> bool:
+        """Which hosts the phase (and a quorum of its unit) concerns."""
+        return True
+
+    # -- planning (pure) ---------------------------------------------------------------------
+
+    def owns(self, path: str) -> bool:
+        """Whether the file at PATH is written in this phase."""
+        return False
+
+    def keeps(self, path: str, facts: Facts) -> bool:
+        """Whether a file this phase owns is wanted on a host with FACTS at all."""
+        return True
+
+    def same(
+        self, host: Host, path: str, have: RemoteFile, want: DesiredFile, facts: Facts
+    ) -> bool:
+        """Whether HAVE's content already is WANT's."""
+        return have.content == want.content
+
+    def actions(self, inp: PlanInput) -> list[Action]:
+        return []
+
+    # -- applying ------------------------------------------------------------------------------
+
+    def should_run(self, rollout: Rollout) -> bool:
+        return True
+
+    def probe(self, on: OnHost) -> Probe:
+        """Whether the unit must restart here: by default, when the plan says so."""
+        unit = self.restart.unit if self.restart else ""
+        return Probe(restart=bool(unit) and on.target.plan.wants(unit, "start", "restart"))
+
+    def running(self, target: Target) -> bool:
+        """Whether the unit runs here already (a restart then interrupts its service)."""
+        return self.restart is not None and not target.plan.wants(self.restart.unit, "start")
+
+    def write(self, on: OnHost, change: FileChange) -> None:
+        want = change.desired
+        on.remote.put_file(change.path, want.content, want.mode, f"{want.owner}:{want.owner}")
+
+    def act(self, on: OnHost, action: Action) -> None:
+        """Carry out one of the phase's actions (its unit's start and restart excepted: the
+        engine does those). systemd's daemon-reload and enable are every phase's."""
+        if action.kind == "daemon-reload":
+            on.remote.run(["systemctl", "daemon-reload"])
+        elif action.kind == "enable":
+            on.remote.run(["systemctl", "enable", action.target])
+        else:
+            raise OverlayctlError(f"{self.name}: no way to {action.kind} {action.target}")
+
+    def finish(self, on: OnHost) -> int:
+        """After the files and actions, before the restart; returns the changes it made."""
+        return 0
+
+    def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
+        """(Re)start the unit here. TOGETHER: every host at once (etcd: do not wait for it)."""
+        raise OverlayctlError(f"{self.name}: cannot restart {self.restart}")
+
+    def healthy(self, rollout: Rollout) -> float:
+        """Wait until the unit's cluster is healthy (KEEP_QUORUM); returns the seconds it took."""
+        return 0.0
+
+    def admit(self, rollout: Rollout, targets: list[Target]) -> None:
+        """Before TARGETS restart one by one in a running cluster: refuse what would break it."""

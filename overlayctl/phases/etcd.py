@@ -1,0 +1,140 @@
+"""etcd: the env-style /etc/etcd/etcd.conf (the seed's format, TLS by default) and a systemd
+drop-in so the distro's unit reads it; restarts keep quorum (a new cluster starts all at once, a
+running one member by member, each healthy before the next). Then the network config is written
+into etcd (NetworkConfig), and for `join`, new members are added one at a time (AddMembers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from overlayctl import paths as hp
+from overlayctl.errors import OverlayctlError
+from overlayctl.etcd import cluster, members, netconfig
+from overlayctl.inventory.model import Host, Inventory
+from overlayctl.inventory.network import network_config
+from overlayctl.phases.base import (
+    HostPhase,
+    OnHost,
+    PlanInput,
+    Probe,
+    Restart,
+    Rolling,
+    Rollout,
+    Target,
+)
+from overlayctl.plan.changes import Action, DesiredFile, service_actions
+from overlayctl.plan.facts import Facts, RemoteFile
+from overlayctl.remote.ssh import Remote, RemoteCommandFailed
+
+_PATHS = (hp.ETCD_CONF, hp.ETCD_DROPIN)
+_PKI = {f.path for f in hp.PKI_FILES if f.etcd_only} | {hp.CA_CERT}  # what etcd reads at start
+
+
+def anchor(rollout: Rollout, inv: Inventory | None = None) -> Remote:
+    """The member etcd is reached through: INV's first (the inventory's, by default)."""
+    first = (inv or rollout.inv).etcd_members[0]
+    remote = rollout.session.remotes.get(first.name)
+    if remote is None:
+        raise OverlayctlError(f"etcd member {first.name} is not reachable")
+    return remote
+
+
+@dataclass
+class Etcd(HostPhase):
+    """ROLLING: KEEP_QUORUM (init), or SEPARATELY (join: members are added by AddMembers, and
+    running ones are not restarted)."""
+
+    name: ClassVar[str] = "etcd"
+    rolling: Rolling = Rolling.KEEP_QUORUM
+
+    @property
+    def restart(self) -> Restart:  # type: ignore[override]
+        return Restart("etcd", self.rolling)
+
+    def runs_on(self, host: Host) -> bool:
+        return host.is_etcd
+
+    def owns(self, path: str) -> bool:
+        return path in _PATHS
+
+    def same(
+        self, host: Host, path: str, have: RemoteFile, want: DesiredFile, facts: Facts
+    ) -> bool:
+        """Equal, or (etcd.conf of a member whose data dir exists) equal but for ETCD_INITIAL_*.
+
+        etcd reads ETCD_INITIAL_* only when it bootstraps an empty data dir. A member that
+        joined a live cluster keeps the initial cluster it joined with; rewriting those lines
+        later would change nothing in etcd but would make every re-run report a change. Before
+        the member has data, those lines are exactly what matters, so then they must match.
+        """
+        if have.content == want.content:
+            return True
+        if path != hp.ETCD_CONF or have.content is None:
+            return False
+        if hp.etcd_data_dir(host.name) not in facts.etcd_data_dirs:
+            return False
+        return _without_initial(have.content) == _without_initial(want.content)
+
+    def actions(self, inp: PlanInput) -> list[Action]:
+        if not inp.host.is_etcd:
+            return []
+        return service_actions(
+            self.name, "etcd", inp.facts, reload=hp.ETCD_DROPIN in inp.changed,
+            restart=bool(inp.changed & (set(_PATHS) | _PKI)), fresh="etcd" in inp.installing,
+        )  # fmt: skip
+
+    def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
+        """Together: return at once (members wait for each other to reach quorum)."""
+        restart_etcd(on.remote, wait=not together)
+
+    def healthy(self, rollout: Rollout) -> float:
+        return cluster.wait_healthy(anchor(rollout), rollout.inv, rollout.options.etcd_timeout)
+
+    def admit(self, rollout: Rollout, targets: list[Target]) -> None:
+        members.require(anchor(rollout), rollout.inv, [t.host for t in targets])
+
+
+def restart_etcd(remote: Remote, wait: bool) -> None:
+    """(Re)start etcd; without WAIT, return at once."""
+    argv = ["systemctl", "restart"] + ([] if wait else ["--no-block"]) + ["etcd"]
+    try:
+        remote.run(argv, timeout=120, waiting_for="etcd to start")
+    except RemoteCommandFailed as exc:
+        raise OverlayctlError(f"{remote.target.name}: starting etcd failed: {exc}") from None
+
+
+def wipe(remote: Remote, member: str) -> None:
+    """reset: etcd stopped and disabled on MEMBER, its data gone (after it left the cluster)."""
+    remote.run(["systemctl", "disable", "--now", "etcd"], check=False, waiting_for="etcd to stop")
+    remote.run(["rm", "-rf", hp.etcd_data_dir(member)])
+
+
+def _without_initial(content: bytes) -> list[bytes]:
+    return [line for line in content.splitlines() if not line.startswith(b"ETCD_INITIAL_")]
+
+
+@dataclass
+class NetworkConfig:
+    """The network config JSON at <etcd_prefix>/config, written only if absent (FORCE: replaced
+    when it differs). Skipped while an etcd member is out of the run, as etcd's restarts are."""
+
+    force: bool = False
+    via: Inventory | None = None  # whose first member to write through (join: the running one)
+    quiet: bool = False  # join: no line of its own
+    title: str = "config"
+
+    def should_run(self, rollout: Rollout) -> bool:
+        members = (self.via or rollout.inv).etcd_members
+        return all(m.name in rollout.session.remotes for m in members)
+
+    def run(self, rollout: Rollout) -> None:
+        inv = rollout.inv
+        if rollout.known_config is not None and rollout.known_config == network_config(inv):
+            result = "unchanged"  # read with the facts; nothing in this run writes it
+        else:
+            result = netconfig.ensure(anchor(rollout, self.via), inv, self.force)
+        rollout.report.network_config = result
+        if not self.quiet:
+            rollout.say("cluster", self.title, f"{result}: {inv.cluster.etcd_prefix}/config")
