@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,13 +23,48 @@ def _lab_capable() -> str | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With xdist (`-n N`, as `make test` runs), the controller builds the installed overlayctl
+    once and every worker reuses it (OVERLAYCTL_INSTALLED_VENV), instead of N builds at once."""
+    controller = not hasattr(config, "workerinput")
+    if (
+        controller
+        and getattr(config.option, "numprocesses", None)
+        and not os.environ.get(installed.ENV_VAR)
+    ):
+        # A failed build is left to each worker, which reports it in the tests that need it.
+        with contextlib.suppress(Exception):
+            os.environ[installed.ENV_VAR] = str(installed.get().venv)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = _lab_capable()
-    if reason is None:
-        return
     for item in items:
         if "lab" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=f"lab tier {reason}"))
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=f"lab tier {reason}"))
+            item.add_marker(pytest.mark.xdist_group(_lab_group(item)))
+    # Longest work first, so that `-n 2 --dist loadgroup` does not end on one long group while
+    # the other worker idles: the full-host tier, then the light one, then the unit tests.
+    items.sort(key=lambda item: _TIER_ORDER.get(_tier(item), len(_TIER_ORDER)))
+
+
+_TIER_ORDER = {"shared": 0, "full": 1, "lab": 2}
+
+
+def _lab_group(item: pytest.Item) -> str:
+    """The xdist group of a lab test: every user of the session's shared cluster in one (it is
+    booted once, on one worker), else its module (module-scoped labs are booted once too)."""
+    if "shared_cluster" in getattr(item, "fixturenames", ()):
+        return "shared-cluster"
+    return item.nodeid.split("::")[0]
+
+
+def _tier(item: pytest.Item) -> str:
+    if "shared_cluster" in getattr(item, "fixturenames", ()):
+        return "shared"
+    return "full" if "full" in item.keywords else "lab" if "lab" in item.keywords else "unit"
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -3,7 +3,10 @@ namespace, and a command on one of its hosts over SSH."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,13 +36,37 @@ def cli(lab: state.LabState, *args: str) -> subprocess.CompletedProcess[str]:
     """overlayctl run from the lab's workstation namespace, as an operator would."""
     env = {**installed.clean_env(), "OVERLAYCTL_INVENTORY": str(lab.inventory)}
     argv = ["ip", "netns", "exec", lab.workstation_netns, str(installed.get().overlayctl), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+    with _timed("overlayctl", args):
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=300, check=False
+        )
 
 
 def on(lab: state.LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:
     """COMMAND on HOST over SSH from the workstation (strict host keys)."""
     argv = labs.ssh_argv(lab, lab.host(host), command)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    with _timed("on", (host, command)):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+@contextmanager
+def _timed(kind: str, args: tuple[str, ...]) -> Iterator[None]:
+    """With OVERLAYCTL_TEST_TIMINGS=FILE, one JSON line per call (test, kind, args, seconds):
+    where the e2e tier's time goes, for the speed work of issue #14. Off by default."""
+    path = os.environ.get("OVERLAYCTL_TEST_TIMINGS")
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        if path:
+            line = {
+                "test": os.environ.get("PYTEST_CURRENT_TEST", "?"),
+                "kind": kind,
+                "args": [a[:80] for a in args],
+                "s": round(time.monotonic() - started, 2),
+            }
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
 
 
 # etcdctl on an etcd member, through that member's own client URL, with the client certificate

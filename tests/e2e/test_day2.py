@@ -212,7 +212,9 @@ def test_status_names_an_agent_that_runs_but_does_not_answer_ready(shared_cluste
         }
         assert expected in doc["errors"], doc["errors"]
         table = cli(lab, "status", "-i", str(three))
-        assert table.returncode == 1 and "not ready" in table.stdout + table.stderr
+        assert table.returncode == 1, table.stdout + table.stderr
+        (row,) = [line.split() for line in table.stdout.splitlines() if line.startswith("node3 ")]
+        assert row[1:3] == ["yes", "NO"], row  # agent: active yes, ready NO
     finally:
         assert on(lab, "node3", f"kill -CONT {pid}").returncode == 0
     wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
