@@ -8,7 +8,13 @@ that could not be tested and how they count.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +24,9 @@ import pytest
 from overlayctl.actions import verify
 from overlayctl.actions.verify import Container, PairResult, VerifyOptions, VerifyReport
 from overlayctl.inventory import parse_inventory
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.session import Reporter, RunOptions, Session
-from overlayctl.remote.ssh import RemoteCommandFailed, RunResult
+from overlayctl.remote.ssh import RemoteCommandFailed, RunResult, command_of
 
 IPUTILS_OK = """PING 172.21.2.2 (172.21.2.2) 56(84) bytes of data.
 
@@ -142,6 +149,11 @@ class FakeHost:
             raise RemoteCommandFailed(self.name, " ".join(argv), result.code, result.stderr)
         return result
 
+    def script(self, script: HostScript, *args: str, **kw: object) -> RunResult:
+        """As Remote.script: the script's own command line."""
+        argv, _label = command_of(script, *args)
+        return self.run(argv, **kw)  # type: ignore[arg-type]
+
     def _answer(self, argv: list[str]) -> RunResult:
         if argv[:3] == ["docker", "image", "inspect"]:
             missing = f"Error: No such image: {argv[3]}\n"
@@ -154,9 +166,32 @@ class FakeHost:
             return RunResult(0, argv[-1] + "\n", "")
         if argv[4:] == ["ip", "-o", "link", "show", "eth0"]:
             return RunResult(0, LINK.format(mtu=self.mtu), "")
-        if argv[4] == "ping":
-            return self._ping(argv)
+        if argv[:3] == ["sh", "-c", verify.PINGS.text]:
+            return self._pings(argv)
         raise AssertionError(f"unexpected command on {self.name}: {argv}")
+
+    def _pings(self, argv: list[str]) -> RunResult:
+        """The real pings.sh under sh, with a stand-in `nsenter` on PATH that answers each ping
+        command line as _ping would (a table written beforehand) and records it."""
+        args = argv[4:]  # marker, pid, wait, count, then target/size pairs
+        base = ["-t", args[1], "-n", "ping", "-n", "-q", "-W", args[2]]
+        answers = {}
+        for target, size in zip(args[4::2], args[5::2], strict=True):
+            for line in (
+                [*base, "-c", args[3], target],
+                [*base, "-c", "1", "-M", "do", "-s", size, target],
+            ):
+                answers[json.dumps(line)] = dataclasses.astuple(self._ping(["nsenter", *line]))
+        with tempfile.TemporaryDirectory() as tmp:
+            table, calls, stub = Path(tmp, "answers.json"), Path(tmp, "calls"), Path(tmp, "nsenter")
+            table.write_text(json.dumps(answers))
+            stub.write_text(NSENTER_STUB.format(python=sys.executable, table=table, calls=calls))
+            stub.chmod(0o755)
+            env = {**os.environ, "PATH": f"{tmp}:{os.environ['PATH']}"}
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            ran = [["nsenter", *json.loads(line)] for line in calls.read_text().splitlines()]
+        self.calls += sorted(ran)  # run at once: their order is the scheduler's
+        return RunResult(done.returncode, done.stdout, done.stderr)
 
     def _ping(self, argv: list[str]) -> RunResult:
         target = argv[-1]
@@ -195,6 +230,18 @@ class FakeSession(Session):
             self.fail(name, "connect", why)
 
 
+NSENTER_STUB = """#!{python}
+import json, sys
+argv = sys.argv[1:]
+with open("{calls}", "a") as calls:
+    calls.write(json.dumps(argv) + "\\n")
+code, out, err = json.load(open("{table}"))[json.dumps(argv)]
+sys.stdout.write(out)
+sys.stderr.write(err)
+sys.exit(code)
+"""
+
+
 def overlay_hosts(count: int, **kw: object) -> list[FakeHost]:
     """COUNT hosts with containers on their own overlay subnets (172.21.N.0/24)."""
     return [
@@ -215,12 +262,12 @@ def test_all_pairs_pass_with_the_ping_average_and_df_at_the_overlay_mtu() -> Non
     assert (report.hosts, report.hosts_failed, report.ok) == (["n1", "n2"], {}, True)
     pings = [c for c in hosts[0].calls if "ping" in c]
     base = ["nsenter", "-t", "4001", "-n", "ping", "-n", "-q", "-W", "2"]
-    assert pings == [
+    assert pings == sorted([
         [*base, "-c", "2", "172.21.1.1"],  # the diagonal: its own docker0
         [*base, "-c", "1", "-M", "do", "-s", "1422", "172.21.1.1"],  # 1450 - 20 - 8
         [*base, "-c", "2", "172.21.2.2"],
         [*base, "-c", "1", "-M", "do", "-s", "1422", "172.21.2.2"],
-    ]
+    ])  # fmt: skip
     assert hosts[0].calls[-1][:3] == ["docker", "rm", "-f"]  # removed afterwards
 
 
