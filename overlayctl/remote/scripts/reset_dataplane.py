@@ -19,14 +19,14 @@ def run(*args: str) -> str:
 
 
 def main(network: str) -> None:
-    net = ipaddress.ip_network(network)
+    net = ipaddress.IPv4Network(network)
     for line in run("ip", "-o", "link", "show").splitlines():
         name = line.split(": ")[1].split("@")[0]
         if name == "flannel0" or name.startswith("flannel."):
             run("ip", "link", "delete", name)
     for line in run("ip", "-4", "route", "show").splitlines():
         dst = line.split()[0]
-        if dst != "default" and "docker0" not in line and ipaddress.ip_network(dst).subnet_of(net):
+        if dst != "default" and "docker0" not in line and ipaddress.IPv4Network(dst).subnet_of(net):
             run("ip", "route", "delete", dst)
     for table, parent, chain in (
         ("filter", "FORWARD", "FLANNEL-FWD"),
