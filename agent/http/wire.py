@@ -1,10 +1,22 @@
 """The little HTTP/1.1 the agent speaks, on plain sockets: a client for etcd's JSON gateway and
 the framing its health server needs.
 
-Why not http.client / http.server: together with the email package they pull in, they are ~15 %
-of the agent's start-up CPU, for a handful of JSON requests and three GET endpoints. What is
-here: request and status lines, headers (bounded in count and size), bodies by Content-Length
-or chunked transfer coding (etcd's streams), keep-alive on the client side.
+What is here: request and status lines, headers (bounded in count and size), bodies by
+Content-Length or chunked transfer coding (etcd's streams), keep-alive on the client side.
+
+Why not http.client / http.server, measured (2026-12-02, this project's 2-core machine; one
+agent as `init` installs it, Debian's Python 3.11 in a venv; exec to sd_notify READY=1 against a
+local etcd, then VmRSS; medians of 10 runs, interleaved):
+
+    hand-written (this module)            145 ms to READY, 16.7 MB RSS, 0.115 CPU-s
+    + http.client and http.server         166 ms to READY, 22.6 MB RSS, 0.140 CPU-s
+      (http.client alone: 164 ms, 21.9 MB; they pull in the email package)
+
+The 21 ms to READY are not something a user sees; the memory is: +5.9 MB (+35 %) resident in
+every host's agent for as long as it runs, for a handful of JSON requests and three GET
+endpoints. Kept for that, and for the 100-agents-at-once start-up (benchmarks/scale.py: +0.025
+CPU-s per agent). Since it parses what a TLS peer and a listening port send, it is fuzzed
+(tests/unit/agent/test_wire_fuzz.py): any bytes raise only :class:`HttpError`, memory bounded.
 """
 
 from __future__ import annotations

@@ -2,8 +2,19 @@
 
 The agent programs a handful of kernel objects (a vxlan link, addresses, routes, ARP and fdb
 entries); this module speaks the few rtnetlink messages that takes (``man 7 rtnetlink``), so
-agent/net/netlink.py needs no netlink library. Why not pyroute2: its import alone costs ~0.16 CPU-s
-per agent start (it brings asyncio and every message class), more than the rest of the agent.
+agent/net/netlink.py needs no netlink library.
+
+Why not pyroute2, measured (2026-12-02, this project's 2-core machine; one agent with the vxlan
+backend, as `init` installs it: Debian's Python 3.11 in a venv; time from exec to sd_notify
+READY=1 against a local etcd, then VmRSS; medians of 10 runs, interleaved):
+
+    hand-written (this module)               145 ms to READY, 16.7 MB RSS, 0.12 CPU-s
+    + pyroute2 0.9.7 (import, one IPRoute)   324 ms to READY, 33.5 MB RSS, 0.30 CPU-s
+
+pyroute2 doubles the memory every host's agent keeps for good (+17 MB) and its time to ready
+(+180 ms): it imports asyncio and every message class for the five kinds used here. Kept for that.
+It is fuzzed (tests/unit/agent/test_wire_fuzz.py): whatever the replies hold, decoding them
+raises only :class:`NetlinkError` and allocates memory bounded by their size.
 """
 
 from __future__ import annotations
