@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,14 +38,12 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ[installed.ENV_VAR] = str(installed.get().venv)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = _lab_capable()
-    for item in items:
-        if "lab" in item.keywords:
-            if reason is not None:
+    if reason is not None:
+        for item in items:
+            if "lab" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=f"lab tier {reason}"))
-            item.add_marker(pytest.mark.xdist_group(_lab_group(item)))
     # Longest work first, so that `-n 2 --dist loadgroup` does not end on one long group while
     # the other worker idles: the full-host tier, then the light one, then the unit tests.
     items.sort(key=lambda item: _TIER_ORDER.get(_tier(item), len(_TIER_ORDER)))
@@ -53,12 +52,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _TIER_ORDER = {"shared": 0, "full": 1, "lab": 2}
 
 
-def _lab_group(item: pytest.Item) -> str:
-    """The xdist group of a lab test: every user of the session's shared cluster in one (it is
-    booted once, on one worker), else its module (module-scoped labs are booted once too)."""
-    if "shared_cluster" in getattr(item, "fixturenames", ()):
-        return "shared-cluster"
-    return item.nodeid.split("::")[0]
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup` with our groups: xdist 3.8's own loadgroup cannot group under pytest 9
+    (it renames node ids through an attribute pytest no longer reads), so a lab module would be
+    split over both workers, each booting its module's lab and running half its steps. Here
+    each lab module is one unit of work, and every user of the session's shared cluster one
+    unit (booted once, on one worker); unit tests are distributed one by one."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = _shared_cluster_modules(config.rootpath)
+
+    class LabScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if not path.startswith(("tests/e2e/", "tests/integration/")):
+                return nodeid
+            return "shared-cluster" if path in shared else path
+
+    return LabScheduling(config, log)
+
+
+def _shared_cluster_modules(root: Path) -> set[str]:
+    """The e2e modules that use the session's shared cluster (their text names the fixture)."""
+    return {
+        str(path.relative_to(root))
+        for path in (root / "tests" / "e2e").glob("test_*.py")
+        if "shared_cluster" in path.read_text()
+    }
 
 
 def _tier(item: pytest.Item) -> str:

@@ -189,6 +189,8 @@ def test_fields_fixed_on_a_running_cluster_are_refused_naming_the_runbook(shared
                     assert "docs/runbooks/change-network.md" in error["message"], error
         finally:
             inventory.unlink()
+    # The renamed cluster's refused runs left their logs in a state folder of that name.
+    shutil.rmtree(lab.dir / "overlayctl-state" / f"{lab.name}x", ignore_errors=True)
     assert fingerprints(lab) == before
     assert status_doc(lab, three)[1]["ok"] is True
 
@@ -213,8 +215,8 @@ def test_status_names_an_agent_that_runs_but_does_not_answer_ready(shared_cluste
         assert expected in doc["errors"], doc["errors"]
         table = cli(lab, "status", "-i", str(three))
         assert table.returncode == 1, table.stdout + table.stderr
-        (row,) = [line.split() for line in table.stdout.splitlines() if line.startswith("node3 ")]
-        assert row[1:3] == ["yes", "NO"], row  # agent: active yes, ready NO
+        rows = [line.split() for line in table.stdout.splitlines() if line.startswith("node3 ")]
+        assert ["yes", "NO"] in [row[1:3] for row in rows], rows  # hosts: active yes, ready NO
     finally:
         assert on(lab, "node3", f"kill -CONT {pid}").returncode == 0
     wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
