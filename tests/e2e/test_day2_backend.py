@@ -57,11 +57,13 @@ def with_backend(three: Path, backend: str) -> Path:
     return path
 
 
-def docker_windows(lab: state.LabState, since: str) -> dict[str, tuple[float, float]]:
-    """HOST -> (first stop, last start) of docker since SINCE (epoch seconds, from journald)."""
+def docker_windows(
+    lab: state.LabState, since: str, unit: str = "docker"
+) -> dict[str, tuple[float, float]]:
+    """HOST -> (first stop, last start) of UNIT since SINCE (epoch seconds, from journald)."""
     found = {}
     for host in HOSTS:
-        out = on(lab, host, f"journalctl -u docker -o short-unix --no-pager --since @{since}")
+        out = on(lab, host, f"journalctl -u {unit} -o short-unix --no-pager --since @{since}")
         stamps = [(float(line.split()[0]), line) for line in out.stdout.splitlines()
                   if re.match(r"^\d+\.\d+ ", line)]  # fmt: skip
         stops = [t for t, line in stamps if "Stopping" in line]
@@ -116,6 +118,15 @@ def test_the_backend_changes_on_a_live_cluster(cluster, backend: str) -> None:
         assert a_end <= b_start, f"docker down on {a} and {b} at once: {windows}"
     outage = {h: round(end - start, 1) for h, (start, end) in windows}
     print(f"docker outage per host ({backend}): {outage}")  # shown with -s
+    assert_one_at_a_time(docker_windows(lab, since, "overlay-agent"), "overlay-agent")
+
+
+def assert_one_at_a_time(found: dict[str, tuple[float, float]], unit: str) -> None:
+    """UNIT restarted on every host, never on two hosts at once (#16's rolling restarts)."""
+    windows = sorted(found.items(), key=lambda kv: kv[1])
+    assert len(windows) == len(HOSTS), (unit, windows)
+    for (a, (_, a_end)), (b, (b_start, _)) in itertools.pairwise(windows):
+        assert a_end <= b_start, f"{unit} down on {a} and {b} at once: {windows}"
 
 
 def with_docker_mode(three: Path, mode: str) -> Path:
@@ -191,9 +202,11 @@ def test_each_field_change_converges(cluster, name: str, changes: dict, force: b
     inventory.write_text(yaml.safe_dump(doc))
     planned = json.loads(cli(lab, "plan", "-i", str(inventory), "-o", "json").stdout)
     assert planned["changes"] > 0, planned
+    since = on(lab, "node1", "date +%s").stdout.strip()
     done = cli(lab, "init", "-i", str(inventory), *(["--force"] if force else []))
     assert done.returncode == 0, done.stdout + done.stderr
     assert on(lab, "node1", check).returncode == 0, (name, check)
+    assert_one_at_a_time(docker_windows(lab, since, "overlay-agent"), "overlay-agent")
     report = json.loads(cli(lab, "verify", "-i", str(inventory), "-o", "json", *IMAGE).stdout)
     assert report["ok"], report["errors"]
     status = cli(lab, "status", "-i", str(inventory), "-o", "json")
