@@ -62,9 +62,36 @@ def pki_keys(lab: state.LabState) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def shared_cluster() -> Iterator[Cluster]:
+    if _SHARED:
+        pytest.fail("the shared cluster was already taken down: its users must run in a row")
     lab, three, every = make_lab(4, "vxlan", prefix="s")
+    _SHARED.append(lab)
     try:
         first = init_or_fail(lab, three)
         yield Cluster(lab, three, every, first_init=first, first_keys=pki_keys(lab))
     finally:
-        labs.down(lab.name, progress=lambda _m: None)
+        _take_down_shared()
+
+
+# The shared cluster's lab while it is up; taken down as soon as its last user has run (below),
+# not at the session's end: an idle 4-host cluster (etcd, docker, agents) would otherwise share
+# the machine's two cores with every later module.
+_SHARED: list[state.LabState] = []
+
+
+def _uses_shared(item: pytest.Item | None) -> bool:
+    return item is not None and "shared_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures have cleaned up on the lab
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The shared cluster's users run in a row (tests/conftest.py orders them first, and on
+    one xdist worker): after the last of them, the lab goes."""
+    if _uses_shared(item) and not _uses_shared(nextitem):
+        _take_down_shared()
+
+
+def _take_down_shared() -> None:
+    for lab in _SHARED:
+        if lab.dir.exists():
+            labs.down(lab.name, progress=lambda _m: None)
