@@ -224,9 +224,11 @@ class HostPhase:
         """Whether the unit runs here already (a restart then interrupts its service)."""
         return self.restart is not None and not target.plan.wants(self.restart.unit, "start")
 
-    def write(self, on: OnHost, change: FileChange) -> None:
-        want = change.desired
-        on.remote.put_file(change.path, want.content, want.mode, f"{want.owner}:{want.owner}")
+    def write(self, on: OnHost, changes: list[FileChange]) -> None:
+        """The phase's files that differ, in one round trip (each atomically, with its backup)."""
+        files = [(c.path, c.desired.content, c.desired.mode, f"{c.desired.owner}:{c.desired.owner}")
+                 for c in changes]  # fmt: skip
+        on.remote.put_files(files)
 
     def act(self, on: OnHost, action: Action) -> None:
         """Carry out one of the phase's actions (its unit's start and restart excepted: the

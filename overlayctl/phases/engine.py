@@ -106,8 +106,7 @@ def _step(phase: HostPhase, on: OnHost, probe: Probe, restart_now: bool) -> tupl
     """PHASE on one host: its files, its actions, then its unit's restart when RESTART_NOW
     (else the engine restarts it with the cluster). Returns the changes and the restart's time."""
     files, actions = on.target.plan.in_phase(phase.name)
-    for change in files:
-        phase.write(on, change)
+    phase.write(on, files)
     done = len(files)
     unit = phase.restart.unit if phase.restart else None
     for action in actions:

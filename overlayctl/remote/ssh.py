@@ -322,10 +322,20 @@ class Remote:
         The first time overlayctl replaces a file, the original is kept under BACKUP_ROOT (or a
         marker that it did not exist), so `reset` can put things back as they were.
         """
-        backup = self.backup_root + path
-        self.script(
-            PUT_FILE, path, f"{mode:o}", owner, backup, stdin=base64.b64encode(content).decode()
-        )
+        self.put_files([(path, content, mode, owner)])
+
+    def put_files(self, files: Sequence[tuple[str, bytes, int, str]]) -> None:
+        """Each (path, content, mode, owner) written as put_file writes it, all in one round
+        trip (a phase writes its files on a host together). Contents travel on stdin only."""
+        if not files:
+            return
+        args = [
+            arg
+            for path, _, mode, owner in files
+            for arg in (path, f"{mode:o}", owner, self.backup_root + path)
+        ]
+        stdin = "".join(base64.b64encode(content).decode() + "\n" for _, content, _, _ in files)
+        self.script(PUT_FILE, *args, stdin=stdin)
 
     def restore_backups(self) -> None:
         """Put back every file put_file replaced (from its first backup) and remove the ones

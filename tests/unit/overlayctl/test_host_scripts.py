@@ -6,7 +6,9 @@ command's output and exit code apart (run here by a local shell in place of SSH)
 from __future__ import annotations
 
 import ast
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -63,13 +65,19 @@ def test_log_labels_name_the_script_never_its_text() -> None:
 class LocalRemote(Remote):
     """A Remote whose commands run in a local shell: what Remote.batch hands to SSH, run."""
 
-    def __init__(self) -> None:  # no connection
+    def __init__(self, backup_root: str = "/nonexistent") -> None:  # no connection
         self.target = SshTarget("local", "127.0.0.1", Path("/dev/null"))
+        self.backup_root = backup_root
         self.lines: list[str] = []
         self._log = self.lines.append
+        self.labels: list[str] = []
 
-    def run(self, argv, **kw) -> RunResult:  # type: ignore[no-untyped-def, override]
-        done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    def run(self, argv, *, stdin=None, log_as=None, check=True, **kw) -> RunResult:  # type: ignore[no-untyped-def, override]
+        self.labels.append(log_as or "")
+        done = subprocess.run(list(argv), capture_output=True, text=True, input=stdin or "",
+                              check=False)  # fmt: skip
+        if check and done.returncode:
+            raise AssertionError(done.stderr)
         return RunResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -97,3 +105,31 @@ def test_a_batch_that_cannot_run_gives_every_command_its_failure() -> None:
 
     results = NoSudo().batch([(["id", "-u"], "id"), (["true"], "true")])
     assert [(r.code, r.stderr) for r in results] == [(127, "sudo: command not found\n")] * 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to root:root needs root")
+def test_put_files_writes_each_file_atomically_with_its_mode_and_first_backup(tmp_path) -> None:
+    backups = tmp_path / "backup"
+    remote = LocalRemote(str(backups))
+    old = tmp_path / "etc" / "old.conf"
+    old.parent.mkdir()
+    old.write_text("original\n")
+    new = tmp_path / "etc" / "sub" / "new.key"
+    empty = tmp_path / "etc" / "empty"
+    remote.put_files([
+        (str(old), b"replaced\n", 0o644, "root:root"),
+        (str(new), b"-----BEGIN KEY-----\nsecret\n" * 200, 0o600, "root:root"),
+        (str(empty), b"", 0o640, "root:root"),
+    ])  # fmt: skip
+    assert old.read_text() == "replaced\n" and stat.S_IMODE(old.stat().st_mode) == 0o644
+    assert new.read_bytes() == b"-----BEGIN KEY-----\nsecret\n" * 200
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+    assert stat.S_IMODE(new.parent.stat().st_mode) == 0o755  # folders made as usual
+    assert empty.read_bytes() == b"" and stat.S_IMODE(empty.stat().st_mode) == 0o640
+    assert (backups / str(old).lstrip("/")).read_text() == "original\n"
+    assert (backups / (str(new).lstrip("/") + ".absent")).exists()
+    assert sorted(p.name for p in old.parent.iterdir()) == ["empty", "old.conf", "sub"]
+    remote.put_file(str(old), b"again\n")  # the first original stays the backup
+    assert (backups / str(old).lstrip("/")).read_text() == "original\n"
+    assert remote.labels[-1] == f"sh -c <script> {old} 644 root:root {backups}{old}"
+    assert "secret" not in " ".join(remote.labels)  # contents never reach a log line
