@@ -3,27 +3,39 @@
 Generated locally with `cryptography` into the cluster state folder (private keys 0600, folder
 0700) and reused on every run: a certificate is made again only when it is missing, no longer
 matches its host (name or address), was signed by another CA, or expires within 30 days.
+
+A CA replacement (`certs rotate --new-ca`) goes in three rounds, each rolled out to every host
+before the next begins: 1 hosts trust both CAs (leaves still from the old one), 2 every leaf from
+the new CA, 3 hosts trust the new CA alone. Meanwhile the new CA is ca-new.crt/.key beside the old
+ca.crt/.key, and ca-replacement.json records the round the folder's files are at and whether it
+reached every host; after round 3 the new CA takes ca.crt's place and the old one is gone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from overlayctl import paths as hostpaths
+from overlayctl.errors import OverlayctlError
 
 CA_DAYS = 3650
 LEAF_DAYS = 825
 RENEW_BEFORE = dt.timedelta(days=30)
 CLIENT_NAME = "overlayctl-client"
+REPLACEMENT = "ca-replacement.json"  # in the PKI folder while a CA replacement is under way
+ROUNDS = {1: "trust both CAs", 2: "leaves from the new CA", 3: "trust the new CA only"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,20 @@ _CaPair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """A CA replacement under way: ROUND (1-3, see ROUNDS) is what the state folder's files are
+    at; DONE once that round reached every host (the next may begin)."""
+
+    round: int
+    done: bool
+
+    @property
+    def next_round(self) -> int:
+        """The round a `certs rotate --new-ca` run works on now (4: only the clean-up is left)."""
+        return self.round + 1 if self.done else self.round
+
+
+@dataclass(frozen=True)
 class _Leaf:
     name: str  # file stem in the PKI folder
     sans: list[x509.GeneralName]
@@ -61,6 +87,7 @@ class Pki:
         self._renew = False
         self._write_files = write
         self._unwritten: dict[str, bytes] = {}  # file name -> PEM, when WRITE is False
+        self.replacement = self._read_replacement()
 
     # -- public ------------------------------------------------------------------------------
     def ensure(self, members: list[Member], renew_leaves: bool = False) -> list[str]:
@@ -68,13 +95,19 @@ class Pki:
 
         RENEW_LEAVES: make every member and client certificate again (same CA), as
         `certs rotate` does; hosts keep trusting the CA, so they accept old and new alike.
+        During a CA replacement no CA is made or renewed; leaves come from the old CA in round 1
+        (those it signed are kept: hosts do not trust the new one everywhere yet), from the new
+        one after.
         """
         self._renew = renew_leaves
         if self._write_files:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.dir, 0o700)
         made: list[str] = []
-        ca = self._ensure_ca(made)
+        if self.replacement is None:
+            ca = self._ensure_ca(made)
+        else:
+            ca = self._load_ca("old" if self.replacement.round == 1 else "new")
         for m in members:
             for kind in ("server", "peer"):
                 self._ensure_leaf(ca, _Leaf(f"{m.name}-{kind}", _member_sans(m), _EKU_BOTH), made)
@@ -84,6 +117,90 @@ class Pki:
 
     def ca_cert(self) -> bytes:
         return self._read("ca.crt")
+
+    def trusted(self) -> bytes:
+        """What hosts trust (their ca.crt): this folder's CA; during a CA replacement the old
+        and new CAs together in rounds 1 and 2, the new one alone in round 3."""
+        if self.replacement is None:
+            return self.ca_cert()
+        if self.replacement.round == 3:
+            return self._ca_file("new", "crt").read_bytes()
+        return self._ca_file("old", "crt").read_bytes() + self._ca_file("new", "crt").read_bytes()
+
+    def ca_ends_soon(self) -> dt.datetime | None:
+        """When the CA hosts trust ends, if that is within RENEW_BEFORE (else None)."""
+        ends = min(c.not_valid_after_utc for c in x509.load_pem_x509_certificates(self.trusted()))
+        return ends if ends - _now() < RENEW_BEFORE else None
+
+    def known_cas(self) -> list[bytes]:
+        """The CA certificates a host may trust, for the check before anything is pushed: this
+        folder's; during a replacement the old one and the new one (alone or together, as an
+        interrupted round left them)."""
+        if self.replacement is None:
+            return [self.ca_cert()] if (self.dir / "ca.crt").exists() else []
+        paths = {self._ca_file("new", "crt")}
+        if (self.dir / "ca-new.crt").exists():  # else the old one is gone already (round 3)
+            paths.add(self.dir / "ca.crt")
+        return [p.read_bytes() for p in sorted(paths)]
+
+    # -- a CA replacement ---------------------------------------------------------------------
+    def begin_replacement(self) -> None:
+        """Round 1 of a CA replacement: a new CA beside this one (ca-new.*), then the round
+        recorded. A run stopped before the record leaves an unused ca-new, made again here."""
+        if self.replacement is not None:
+            return
+        if not (self.dir / "ca.crt").exists():
+            raise OverlayctlError(f"no CA to replace: {self.dir / 'ca.crt'} does not exist")
+        key = ec.generate_private_key(ec.SECP256R1())
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        self._write("ca-new", self._ca_cert(key, f"{_now():%Y-%m-%d} {ski.digest.hex()[:8]}"), key)
+        self.record(Replacement(1, done=False))
+
+    def record(self, state: Replacement) -> None:
+        """The round the folder is at (written atomically: a re-run resumes from it)."""
+        doc = {"round": state.round, "done": state.done, "rounds": ROUNDS}
+        _write_file(self.dir / REPLACEMENT, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
+        self.replacement = state
+
+    def finish_replacement(self) -> None:
+        """After round 3 reached every host: the new CA becomes ca.*, the old one is gone. Each
+        step is a rename, and the record goes last, so a stopped run is finished by the next."""
+        for ext in ("key", "crt"):
+            new = self.dir / f"ca-new.{ext}"
+            if new.exists():
+                new.replace(self.dir / f"ca.{ext}")
+        (self.dir / REPLACEMENT).unlink(missing_ok=True)
+        self.replacement = None
+
+    def _read_replacement(self) -> Replacement | None:
+        path = self.dir / REPLACEMENT
+        if not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+            state = Replacement(int(doc["round"]), bool(doc["done"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OverlayctlError(f"{path}: not a CA replacement record ({exc})") from None
+        if state.round not in ROUNDS:
+            raise OverlayctlError(f"{path}: round {state.round} is not one of 1, 2, 3")
+        return state
+
+    def _ca_file(self, which: str, ext: str) -> Path:
+        """The old or new CA's file during a replacement. The new CA is ca-new.* until the end,
+        when each file moves onto ca.* (one may have moved already, the other not yet)."""
+        if which == "old":
+            return self.dir / f"ca.{ext}"
+        new = self.dir / f"ca-new.{ext}"
+        return new if new.exists() else self.dir / f"ca.{ext}"
+
+    def _load_ca(self, which: str) -> _CaPair:
+        try:
+            cert = x509.load_pem_x509_certificate(self._ca_file(which, "crt").read_bytes())
+            key = serialization.load_pem_private_key(self._ca_file(which, "key").read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise OverlayctlError(f"the {which} CA of the replacement under way in {self.dir} "
+                                  f"cannot be read: {exc}") from None  # fmt: skip
+        return cert, key  # type: ignore[return-value]
 
     def pair(self, name: str) -> KeyPair:
         return KeyPair(self._read(f"{name}.crt"), self._read(f"{name}.key"))
@@ -97,7 +214,7 @@ class Pki:
         """Remote path -> content of each PKI file a host needs (MEMBER None: not etcd)."""
         client = self.pair("client")
         files = {
-            hostpaths.CA_CERT: self.ca_cert(),
+            hostpaths.CA_CERT: self.trusted(),
             hostpaths.ETCD_CLIENT_CERT: client.cert,
             hostpaths.ETCD_CLIENT_KEY: client.key,
         }
@@ -117,24 +234,32 @@ class Pki:
 
     # -- internals ---------------------------------------------------------------------------
     def _ensure_ca(self, made: list[str]) -> _CaPair:
+        """This folder's CA, made when there is none. One near its end is kept all the same: a
+        new CA pushed to a running cluster at once is one no etcd peer trusts yet (`certs rotate
+        --new-ca` replaces it round by round; ensure_pki says when it is time)."""
         cert_path, key_path = self.dir / "ca.crt", self.dir / "ca.key"
         if cert_path.exists() and key_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if cert.not_valid_after_utc - _now() > RENEW_BEFORE:
-                key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-                return cert, key  # type: ignore[return-value]
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            return cert, key  # type: ignore[return-value]
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"overlayctl {self.cluster} CA")])
-        cert = (
+        cert = self._ca_cert(key)
+        self._write("ca", cert, key)
+        made.append("ca")
+        return cert, key
+
+    def _ca_cert(self, key: ec.EllipticCurvePrivateKey, suffix: str = "") -> x509.Certificate:
+        """A self-signed CA certificate. SUFFIX: a replacement's (its date and key id), so that
+        hosts trusting both CAs, and people reading an issuer, can tell them apart."""
+        common = f"overlayctl {self.cluster} CA" + (f" {suffix}" if suffix else "")
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+        return (
             _builder(name, name, key.public_key(), CA_DAYS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        self._write("ca", cert, key)
-        made.append("ca")
-        return cert, key
 
     def _ensure_leaf(self, ca: _CaPair, leaf: _Leaf, made: list[str]) -> None:
         ca_cert, ca_key = ca
@@ -170,8 +295,8 @@ class Pki:
         if not self._write_files:
             self._unwritten |= {f"{name}.key": key_pem, f"{name}.crt": cert_pem}
             return
-        _write_private(self.dir / f"{name}.key", key_pem)
-        (self.dir / f"{name}.crt").write_bytes(cert_pem)
+        _write_file(self.dir / f"{name}.key", key_pem, 0o600)
+        _write_file(self.dir / f"{name}.crt", cert_pem, 0o644)
 
 
 _EKU_BOTH = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -191,7 +316,7 @@ def _still_good(cert: x509.Certificate, ca: x509.Certificate, sans: list) -> boo
         return False
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     try:
         have = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
@@ -223,12 +348,14 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
     )  # fmt: skip
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Atomically (a stopped run leaves the old file or the new, never half of one); a key is
+    0600 from its first byte on."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
-    os.chmod(tmp, 0o600)
+    os.chmod(tmp, mode)
     tmp.replace(path)
 
 
@@ -242,18 +369,28 @@ def fingerprint(cert_pem: bytes) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
-def foreign_cas(local: bytes | None, on_hosts: dict[str, bytes | None]) -> dict[str, str]:
-    """Pure: the hosts whose CA certificate is not LOCAL -> that CA's fingerprint.
+def foreign_cas(known: Sequence[bytes], on_hosts: dict[str, bytes | None]) -> dict[str, str]:
+    """Pure: the hosts whose CA file holds a certificate that is none of KNOWN -> the
+    fingerprints of what it holds (`A + B` for a bundle).
 
-    Hosts without a CA are not listed (a fresh host); an unreadable certificate counts as
-    foreign, fingerprinted by its bytes.
+    A bundle passes when each of its certificates is known (a CA replacement's rounds 1 and 2).
+    Hosts without a CA are not listed (a fresh host); an unreadable file counts as foreign.
     """
+    ours = {fp for pem in known for fp in _fingerprints(pem)}
     found = {}
     for host, pem in on_hosts.items():
-        if pem is None or pem == local:
+        if pem is None:
             continue
         try:
-            found[host] = fingerprint(pem)
+            theirs = _fingerprints(pem)
         except ValueError:
             found[host] = "unreadable certificate"
+            continue
+        if not set(theirs) <= ours:
+            found[host] = " + ".join(theirs)
     return found
+
+
+def _fingerprints(pem: bytes) -> list[str]:
+    certs = x509.load_pem_x509_certificates(pem)  # ValueError when there is none
+    return [c.fingerprint(hashes.SHA256()).hex(":").upper() for c in certs]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from overlayctl.actions import certs as certs_action
 from overlayctl.actions import snapshot as etcd_snapshot
 from overlayctl.cli.common import (
     Outcome,
@@ -17,7 +18,7 @@ from overlayctl.cli.common import (
     output_option,
     run_session,
 )
-from overlayctl.cli.init import run_and_report
+from overlayctl.cli.init import run_and_report, summary
 from overlayctl.inventory.load import state_dir
 from overlayctl.phases.base import RolloutOptions
 from overlayctl.remote.session import RunOptions
@@ -90,15 +91,35 @@ def certs() -> None:
 @inventory_option
 @connection_options
 @output_option("table")
+@click.option(
+    "--new-ca",
+    is_flag=True,
+    help="Replace the CA itself, in three rolling rounds; resumes a replacement that stopped.",
+)
+@click.option("--break-lock", is_flag=True, help="Remove a lock left on hosts by a dead run.")
 @etcd_timeout_option
 def rotate(
-    inventory: Path, accept_new_host_keys: bool, parallel: int, etcd_timeout: float
+    inventory: Path,
+    accept_new_host_keys: bool,
+    parallel: int,
+    new_ca: bool,
+    break_lock: bool,
+    etcd_timeout: float,
 ) -> Outcome:
     """New member and client certificates from the same CA, pushed without downtime.
 
     etcd members restart one at a time (quorum kept), agents restart (the data plane stays up).
+    With --new-ca, a new CA replaces the old one in three rounds, each on every host before the
+    next: hosts trust both CAs, every certificate is signed by the new one, hosts trust only it.
     """
     inv = load(inventory)
     options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
-                             etcd_timeout=etcd_timeout)  # fmt: skip
-    return run_and_report(inv, "rotate", options)
+                             break_lock=break_lock, etcd_timeout=etcd_timeout)  # fmt: skip
+    if not new_ca:
+        return run_and_report(inv, "rotate", options)
+    report = certs_action.CaReport()
+    with run_session(inv, "replace-ca", options, lock=True) as run:
+        certs_action.replace_ca(run.session, options, report)
+    outcome = summary(run, "certs rotate --new-ca", report)
+    outcome.doc["ca"] = report.ca_doc()
+    return outcome

@@ -29,6 +29,7 @@ class RolloutOptions(RunOptions):
     force: bool = False
     etcd_timeout: float = 90.0
     renew_certificates: bool = False  # `certs rotate`: new member and client certs, same CA
+    new_ca: bool = False  # `certs rotate --new-ca`: a CA replacement begins unless one is under way
 
 
 @dataclass

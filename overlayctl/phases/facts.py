@@ -79,7 +79,8 @@ class Gather:
                 raise Conflict(f"{rollout.change.describe()}. Re-run with --force to do it")
         cas = {name: f.files[hp.CA_CERT].content for name, f in found.items()}
         rollout.pki = ensure_pki(inv, session.reporter, cas, write=self.write,
-                                 renew_leaves=rollout.options.renew_certificates)  # fmt: skip
+                                 renew_leaves=rollout.options.renew_certificates,
+                                 new_ca=rollout.options.new_ca)  # fmt: skip
         bundles = Bundles(self.wheels_dir or state_dir(inv) / "wheels")
         made = session.each(
             "facts", lambda h, _r: self._target(rollout, found[h.name], bundles),

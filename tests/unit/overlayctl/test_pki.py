@@ -79,8 +79,8 @@ def test_foreign_cas_names_hosts_that_trust_another_ca(tmp_path) -> None:
     for pki in (ours, theirs):
         pki.ensure([Member("node1", "192.0.2.1")])
     mine, other = ours.ca_cert(), theirs.ca_cert()
-    assert foreign_cas(mine, {"node1": mine, "node2": None}) == {}
-    assert foreign_cas(mine, {"node1": other}) == {"node1": fingerprint(other)}
-    assert foreign_cas(None, {"node1": other, "node2": None}) == {"node1": fingerprint(other)}
-    assert foreign_cas(mine, {"node1": b"junk"}) == {"node1": "unreadable certificate"}
+    assert foreign_cas([mine], {"node1": mine, "node2": None}) == {}
+    assert foreign_cas([mine], {"node1": other}) == {"node1": fingerprint(other)}
+    assert foreign_cas([], {"node1": other, "node2": None}) == {"node1": fingerprint(other)}
+    assert foreign_cas([mine], {"node1": b"junk"}) == {"node1": "unreadable certificate"}
     assert len(fingerprint(mine).split(":")) == 32
