@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -219,4 +220,44 @@ def test_status_names_an_agent_that_runs_but_does_not_answer_ready(shared_cluste
         assert ["yes", "NO"] in [row[1:3] for row in rows], rows  # hosts: active yes, ready NO
     finally:
         assert on(lab, "node3", f"kill -CONT {pid}").returncode == 0
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
+
+
+def test_status_names_docker0_off_its_lease(shared_cluster) -> None:
+    """docker0 holding another address than its lease's .1 (docker's default bridge back)."""
+    lab, three, _ = shared_cluster
+    code, doc = status_doc(lab, three)
+    assert code == 0, doc["errors"]
+    lease = next(h for h in doc["hosts"] if h["name"] == "node2")["lease"]
+    assert lease and lease.endswith(".1/24"), lease
+    swap = f"ip addr del {lease} dev docker0 && ip addr add 172.17.0.1/16 dev docker0"
+    assert on(lab, "node2", swap).returncode == 0
+    try:
+        code, doc = status_doc(lab, three)
+        assert code == 1 and doc["ok"] is False
+        node2 = next(h for h in doc["hosts"] if h["name"] == "node2")
+        assert node2["bip_ok"] is False and node2["docker0"] == "172.17.0.1/16", node2
+        expected = f"docker0 is 172.17.0.1/16, not the lease's {lease}"
+        assert {"host": "node2", "phase": "host", "message": expected} in doc["errors"]
+    finally:
+        on(lab, "node2", f"ip addr del 172.17.0.1/16 dev docker0; ip addr add {lease} dev docker0")
+    wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
+
+
+def test_status_names_a_host_it_cannot_reach_over_ssh(shared_cluster) -> None:
+    """node3's sshd refuses (a reset from its own firewall, set from outside SSH through its
+    network namespace): status says so for node3, still reports the others and etcd, exit 1."""
+    lab, three, _ = shared_cluster
+    inside = ["nsenter", "-t", str(lab.host("node3").pid), "-n", "iptables"]
+    rule = ["INPUT", "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    subprocess.run([*inside, "-I", *rule], check=True, timeout=30)
+    try:
+        code, doc = status_doc(lab, three)
+        assert code == 1 and doc["ok"] is False
+        assert [e["phase"] for e in doc["errors"] if e["host"] == "node3"] == ["connect"], doc
+        others = {h["name"]: h for h in doc["hosts"] if h["name"] in ("node1", "node2")}
+        assert all(h["agent_active"] and h["bip_ok"] for h in others.values()), others
+        assert doc["etcd"]["quorum"] is True  # node3's etcd still answers its peers
+    finally:
+        subprocess.run([*inside, "-D", *rule], check=True, timeout=30)
     wait_for(lambda: status_doc(lab, three)[0] == 0, 60, "status healthy again", 1)
