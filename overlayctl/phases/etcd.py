@@ -1,7 +1,7 @@
 """etcd: the env-style /etc/etcd/etcd.conf (the seed's format, TLS by default) and a systemd
 drop-in so the distro's unit reads it; restarts keep quorum (a new cluster starts all at once, a
 running one member by member, each healthy before the next). Then the network config is written
-into etcd (NetworkConfig), and for `join`, new members are added one at a time (AddMembers).
+into etcd (NetworkConfig); for `join`, new members are added one at a time (members.py).
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ class Etcd(HostPhase):
     running ones are not restarted)."""
 
     name: ClassVar[str] = "etcd"
+    unit: ClassVar[str] = "etcd"
     rolling: Rolling = Rolling.KEEP_QUORUM
 
     @property
     def restart(self) -> Restart:  # type: ignore[override]
-        return Restart("etcd", self.rolling)
+        return Restart(self.unit, self.rolling)
 
     def runs_on(self, host: Host) -> bool:
         return host.is_etcd
@@ -81,7 +82,7 @@ class Etcd(HostPhase):
         if not inp.host.is_etcd:
             return []
         return service_actions(
-            self.name, "etcd", inp.facts, reload=hp.ETCD_DROPIN in inp.changed,
+            self.name, self.unit, inp.facts, reload=hp.ETCD_DROPIN in inp.changed,
             restart=bool(inp.changed & (set(_PATHS) | _PKI)), fresh="etcd" in inp.installing,
         )  # fmt: skip
 

@@ -14,7 +14,7 @@ from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import cluster, members
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.base import Rollout
-from overlayctl.phases.etcd import anchor, restart_etcd
+from overlayctl.phases.etcd import Etcd, anchor, restart_etcd
 from overlayctl.remote.ssh import Remote
 
 
@@ -23,7 +23,7 @@ class EtcdQuorum:
     """A cluster with one member down still takes new hosts (and members) while it has quorum."""
 
     live: Inventory  # the inventory as the running cluster sees it (without the new members)
-    title: str = "etcd"
+    title: str = Etcd.name
 
     def should_run(self, rollout: Rollout) -> bool:
         return True
@@ -42,7 +42,7 @@ class AddMembers:
 
     live: Inventory
     new: list[Host] = field(default_factory=list)
-    title: str = "etcd"
+    title: str = Etcd.name
 
     def should_run(self, rollout: Rollout) -> bool:
         return True
@@ -50,8 +50,8 @@ class AddMembers:
     def run(self, rollout: Rollout) -> None:
         joining = {m.name for m in self.new}
         for target in rollout.live(lambda h: h.is_etcd and h.name not in joining):
-            if target.plan.wants("etcd", "start", "restart"):
-                rollout.say(target.name, "etcd", "needs an etcd restart: run `overlayctl init`")
+            if target.plan.wants(Etcd.unit, "start", "restart"):
+                rollout.say(target.name, self.title, "needs an etcd restart: run `overlayctl init`")
         first = anchor(rollout, self.live)
         running = list(self.live.etcd_members)
         for member in self.new:
@@ -70,7 +70,7 @@ class AddMembers:
         inv = rollout.inv
         live = members.with_members(inv, running)
         member_id = members.add(first, live, member)
-        rollout.say(member.name, "etcd", f"added as member {member_id}; starting")
+        rollout.say(member.name, self.title, f"added as member {member_id}; starting")
         grown = members.with_members(inv, [*running, member])
         try:
             restart_etcd(remote, wait=True)
@@ -84,4 +84,4 @@ class AddMembers:
                 f"join: {member.name} could not join etcd ({exc}); it was removed again and the "
                 "cluster is as it was"
             ) from None
-        rollout.say(member.name, "etcd", f"joined, cluster healthy ({took:.1f} s)")
+        rollout.say(member.name, self.title, f"joined, cluster healthy ({took:.1f} s)")
