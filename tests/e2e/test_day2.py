@@ -248,7 +248,7 @@ def test_status_names_a_host_it_cannot_reach_over_ssh(shared_cluster) -> None:
     """node3's sshd refuses (a reset from its own firewall, set from outside SSH through its
     network namespace): status says so for node3, still reports the others and etcd, exit 1."""
     lab, three, _ = shared_cluster
-    inside = ["nsenter", "-t", str(lab.host("node3").pid), "-n", "iptables"]
+    inside = ["ip", "netns", "exec", lab.host("node3").netns, "iptables"]  # node3's own
     rule = ["INPUT", "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"]
     subprocess.run([*inside, "-I", *rule], check=True, timeout=30)
     try:
