@@ -9,9 +9,7 @@ The rules live in the tables below, one row per rule, so another package's rules
 - LAYERS: per package, its layers from the bottom up; a module may import its own layer and
   the ones below, never one above (the longest matching prefix gives a module its layer);
 - SELF_CONTAINED: libraries that import nothing of their package outside themselves;
-- FORBIDDEN: (importer, imported, why) pairs;
-- PENDING: rows of FORBIDDEN that the code does not meet yet; they run as expected failures
-  and show up as XPASS once it does (then move them to FORBIDDEN).
+- FORBIDDEN: (importer, imported, why) pairs.
 """
 
 from __future__ import annotations
@@ -71,8 +69,6 @@ FORBIDDEN = (
     ("overlayctl.inventory", "overlayctl.plan", "the inventory knows nothing of what it becomes"),
     ("overlayctl.etcd", "overlayctl.plan.render", "an etcdctl command needs no Jinja2"),
 )
-
-PENDING: tuple[tuple[str, str, str], ...] = ()
 
 
 def module_name(path: Path) -> str:
@@ -254,10 +250,4 @@ def test_self_contained_libraries(library: str, why: str) -> None:
 
 @pytest.mark.parametrize(("importer", "imported", "why"), FORBIDDEN)
 def test_forbidden_imports(importer: str, imported: str, why: str) -> None:
-    assert forbidden_imports(importer, imported) == [], why
-
-
-@pytest.mark.parametrize(("importer", "imported", "why"), PENDING)  # none now: skipped
-@pytest.mark.xfail(reason="a rule the code does not meet yet (see PENDING)", strict=False)
-def test_pending_rules(importer: str, imported: str, why: str) -> None:
     assert forbidden_imports(importer, imported) == [], why
