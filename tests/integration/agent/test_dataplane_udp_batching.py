@@ -49,6 +49,12 @@ def _tcp_transfer(cluster: Cluster, megabytes: int = 50) -> None:
         proc.wait(timeout=10)
 
 
+def _counted(cluster: Cluster, node: object, key: str) -> dict | None:
+    """NODE's data-plane counters once KEY shows the whole transfer (over 50 MB), else None."""
+    stats = cluster.publish(node, [])["stats"]  # type: ignore[arg-type]
+    return stats if stats[key] > 50e6 else None
+
+
 def test_batching_carries_pings_and_tcp_super_packets(light_lab) -> None:
     with Cluster(light_lab, "udp") as cluster:
         cluster.config["Backend"] = dict(BATCHING)
@@ -57,7 +63,12 @@ def test_batching_carries_pings_and_tcp_super_packets(light_lab) -> None:
         assert [a["errors"] for a in cluster.mesh()] == [[], [], []]
         assert cluster.ping_failures() == []
         _tcp_transfer(cluster)
-        sender, receiver = (cluster.publish(n, [])["stats"] for n in cluster.nodes[:2])
+        # The counters reach the driver a moment after iperf3 ends (seen at 49.8 of 52.4 MB
+        # under load): poll them, bounded, rather than read them once.
+        sender, receiver = (
+            wait_for(lambda n=n, key=key: _counted(cluster, n, key), 10, f"{key} counted", 0.5)
+            for n, key in zip(cluster.nodes[:2], ("tx_bytes", "rx_bytes"), strict=True)
+        )
         # TSO: far fewer, far bigger packets than the 1472-byte MTU allows.
         assert sender["tx_bytes"] > 50e6 and sender["tx_bytes"] / sender["tx_packets"] > 8000
         assert receiver["rx_bytes"] > 50e6 and receiver["rx_packets"] < sender["tx_packets"] * 1.1
