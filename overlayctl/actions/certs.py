@@ -21,6 +21,7 @@ from typing import Any
 from overlayctl.actions.init import init_phases, run_init
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.inventory.load import state_dir
+from overlayctl.inventory.model import Inventory
 from overlayctl.phases.base import HostPhase, Phase, Rollout, RolloutOptions, RolloutReport
 from overlayctl.phases.connect import Connect
 from overlayctl.phases.engine import run_phases, timed
@@ -56,8 +57,7 @@ def replace_ca(session: Session, options: RolloutOptions, report: CaReport) -> C
 
     Stops (OverlayctlError) at a round that did not reach every host: the record stays at that
     round, and the next run resumes it."""
-    if not session.inv.cluster.tls:
-        raise BadInput("cluster.tls is false: the cluster has no CA to replace")
+    require_tls(session.inv)
     with timed(report):
         Connect().run(Rollout(session, options))
         if session.failures:
@@ -82,6 +82,12 @@ def replace_ca(session: Session, options: RolloutOptions, report: CaReport) -> C
         session.reporter.host("cluster", "ca", f"replaced: every host trusts sha256 "
                               f"{report.new_ca} alone; the old CA is gone")  # fmt: skip
     return report
+
+
+def require_tls(inv: Inventory) -> None:
+    """A cluster without TLS has no CA: refused before any connection or log (exit 2)."""
+    if not inv.cluster.tls:
+        raise BadInput("cluster.tls is false: the cluster has no CA to replace")
 
 
 def rounds_left(at: Replacement | None) -> list[int]:

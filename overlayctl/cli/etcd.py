@@ -117,6 +117,7 @@ def rotate(
                              break_lock=break_lock, etcd_timeout=etcd_timeout)  # fmt: skip
     if not new_ca:
         return run_and_report(inv, "rotate", options)
+    certs_action.require_tls(inv)
     report = certs_action.CaReport()
     with run_session(inv, "replace-ca", options, lock=True) as run:
         certs_action.replace_ca(run.session, options, report)

@@ -257,3 +257,21 @@ def test_a_ca_near_its_end_is_kept_and_init_names_the_replacement(
     assert again is not None and again.ca_cert() == ca
     assert not any("made ca" in x for x in lines), lines
     assert any("the CA ends on " in x and "certs rotate --new-ca" in x for x in lines), lines
+
+
+def test_without_tls_there_is_no_ca_to_replace(tmp_path: Path) -> None:
+    """Refused as bad input, one JSON document, before any connection or log is made."""
+    from click.testing import CliRunner
+
+    from overlayctl.cli import main
+
+    inventory(tmp_path)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(path.read_text().replace("network: 172.21.0.0/16", "network: 172.21.0.0/16, "
+                                             "tls: false"))  # fmt: skip
+    args = ["certs", "rotate", "--new-ca", "-i", str(path), "-o", "json"]
+    result = CliRunner().invoke(main, args, prog_name="overlayctl")
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and "no CA to replace" in doc["errors"][0]["message"]
+    assert not (tmp_path / "overlayctl-state").exists()
