@@ -32,6 +32,9 @@ class HostStatus:
     missing_routes: list[str] = field(default_factory=list)
     missing_fdb: list[str] = field(default_factory=list)  # vxlan peers without their fdb entry
     lease_in_etcd: bool = True  # False: subnet.env's lease is not (any more) in etcd
+    # Its lease's backend in etcd, when the network config names another: the agent has not
+    # restarted since the config changed (a run that stopped before every agent restarted).
+    stale_backend: tuple[str, str] | None = None  # (the lease's, the config's)
     error: str = ""
 
     @property
@@ -60,6 +63,12 @@ class HostStatus:
             found.append(f"docker0 is {self.docker0 or 'missing'}, not the lease's {self.lease}")
         elif not self.lease_in_etcd:
             found.append(f"its lease {self.lease} is not in etcd (deleted or expired)")
+        if self.stale_backend:
+            leased, configured = self.stale_backend
+            found.append(
+                f"its lease says backend {leased}, the network config {configured}: its agent "
+                "has not restarted since the config changed (restart overlay-agent there)"
+            )
         if self.missing_routes:
             found.append(f"missing routes to {', '.join(self.missing_routes)}")
         if self.missing_fdb:
@@ -159,6 +168,9 @@ def parse(
         st.missing_fdb = missing_fdb(fdb, others)
     if own_leases is not None and own is not None:
         st.lease_in_etcd = own in own_leases
+    mine = next((p for p in peers if p.subnet == own and not p.error), None)
+    if backend and mine is not None and mine.backend and mine.backend != backend:
+        st.stale_backend = (mine.backend, backend)
     return st
 
 

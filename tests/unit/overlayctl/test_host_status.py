@@ -178,3 +178,21 @@ def test_route_parse() -> None:
         "172.21.0.0/16", "flannel0", ""
     )
     assert missing_routes("udp", None, [], PEERS) == ["the network route"]
+
+
+def test_its_own_lease_on_the_configured_backend_is_healthy() -> None:
+    mine = LeaseInfo(OWN, "192.168.255.154", "vxlan", 86000, "node1")
+    st = parse("node1", output(), [*PEERS, mine], "vxlan", NETWORK)
+    assert st.stale_backend is None and st.healthy, st.problems
+
+
+def test_a_lease_on_another_backend_than_the_config_names_an_agent_not_restarted() -> None:
+    """A config change whose run stopped before this agent restarted: etcd already holds the
+    new config (a re-run sees no change), the agent still runs, and leases, the old backend."""
+    mine = LeaseInfo(OWN, "192.168.255.154", "udp", 86000, "node1")
+    st = parse("node1", output(), [*PEERS, mine], "vxlan", NETWORK)
+    assert st.stale_backend == ("udp", "vxlan")
+    assert st.problems == [
+        "its lease says backend udp, the network config vxlan: its agent has not restarted "
+        "since the config changed (restart overlay-agent there)"
+    ]
