@@ -94,8 +94,9 @@ def pings_from(
 ) -> list[PairResult]:
     """SRC's container pings every one of DSTS, plainly and with Don't-Fragment, all at once on
     its host (remote/scripts/pings.sh, the host's ping inside the container's namespace: any
-    image works). One round trip per host however many peers: in turn, 3 hosts took about
-    3.5 s, and each lost peer added its whole timeout.
+    image works). One round trip per host however many peers, and a lost peer costs its
+    timeout once rather than delaying every ping after it (in turn, each peer cost a round trip
+    and a ping of about a second).
 
     A container "pinging itself" pings its host's docker0 instead: the matrix's diagonal checks
     the local bridge (and its MTU), the rest checks the overlay.
