@@ -45,6 +45,15 @@ CODE_UNAUTHENTICATED = 16
 _UNAVAILABLE_CODES = (CODE_UNAVAILABLE, CODE_DEADLINE_EXCEEDED, CODE_INTERNAL, CODE_CANCELLED)
 _AUTH_CODES = (CODE_UNAUTHENTICATED, CODE_PERMISSION_DENIED)
 _AUTH_WORDS = ("auth", "user name", "password", "permission")
+# etcd's answer to a login while its authentication is off. Not a failure: `init` gives agents
+# their user and password before it switches authentication on, so that no agent is ever locked
+# out; until then they call without a token, and log in on the first call refused for lack of one.
+AUTH_NOT_ENABLED = "authentication is not enabled"
+
+
+def auth_is_off(exc: BaseException) -> bool:
+    """EXC is etcd saying that its authentication is off (whatever the transport wrapped)."""
+    return AUTH_NOT_ENABLED in str(exc)
 
 
 def classify(code: int | None, details: str) -> EtcdError:

@@ -16,7 +16,7 @@ import grpc
 import pyetcd
 from pyetcd import exceptions as pyexc
 
-from agent.etcd.base import EtcdClientBase, classify
+from agent.etcd.base import EtcdClientBase, auth_is_off, classify
 from agent.etcd.types import (
     EtcdCompacted,
     EtcdError,
@@ -106,9 +106,15 @@ class GrpcEtcdClient(EtcdClientBase):
         )
         user, password = self._auth
         try:
-            cli = pyetcd.MultiEndpointEtcd3Client(
-                endpoints=[lib_ep], timeout=self.timeout, user=user, password=password
-            )
+            try:
+                cli = pyetcd.MultiEndpointEtcd3Client(
+                    endpoints=[lib_ep], timeout=self.timeout, user=user, password=password
+                )
+            except Exception as exc:
+                if not user or not auth_is_off(translate(exc)):
+                    raise
+                # Authentication is off (see agent.etcd.base.AUTH_NOT_ENABLED): no token.
+                cli = pyetcd.MultiEndpointEtcd3Client(endpoints=[lib_ep], timeout=self.timeout)
         except Exception:
             lib_ep.close()
             raise
