@@ -25,7 +25,10 @@ cluster (mapping; required)
   os (str; none): rhel or debian, the default for every host.
   ip_masq (bool; false): the agent masquerades traffic leaving the Network (``--ip-masq``).
   agent_options ([str]; []): extra ``--name[=value]`` agent options, placed first in
-      FLANNEL_OPTIONS (the seed: --logtostderr=false, --log_dir=/var/log/).
+      FLANNEL_OPTIONS (the seed: --logtostderr=false, --log_dir=/var/log/). Refused: the
+      flags overlayctl sets, and what would leak a secret or widen the agent's reach
+      (agent_options.py: --etcd-password, --config-file, a non-loopback --healthz-ip,
+      --docker-opts-file outside /run/).
   docker.mode (str; dropin): dropin (a systemd drop-in) or execstart (edit ExecStart, the seed).
 ssh (mapping; optional)
   user (str; root): login user.

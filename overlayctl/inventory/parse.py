@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from overlayctl.errors import BadInput
+from overlayctl.inventory.agent_options import check_agent_option
 from overlayctl.inventory.fields import (
     Section,
     check_label,
@@ -208,6 +209,7 @@ def _agent_options(sec: Section) -> tuple[str, ...]:
         flag = option.split("=", 1)[0].replace("_", "-")
         if flag in _MANAGED_FLAGS:
             raise BadInput(f"{where}: {flag} is set by overlayctl from the inventory")
+        check_agent_option(where, flag, option.split("=", 1)[1] if "=" in option else None)
         result.append(option)
     return tuple(result)
 
