@@ -1,4 +1,10 @@
-"""Presentation: plan diffs, status tables and JSON. No decisions, no I/O: text out."""
+"""Presentation: plan diffs, status tables and JSON. No decisions, no I/O: text out.
+
+Every text and table goes through text.printable on its way out: what etcd or a host says (a
+lease's BackendType, an error, a file's old content in a diff) reaches the operator's terminal
+as characters, never as a control sequence. The JSON documents are left exact (json.dumps
+escapes control characters itself).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from overlayctl.actions.status import HostStatus
 from overlayctl.actions.verify import PairResult, VerifyReport
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
 from overlayctl.plan.changes import HostPlan
-from overlayctl.text import plural
+from overlayctl.text import plural, printable
 
 
 def plan_text(plans: dict[str, HostPlan], cluster: str = "") -> str:
@@ -24,7 +30,7 @@ def plan_text(plans: dict[str, HostPlan], cluster: str = "") -> str:
             out.append(change.diff().rstrip("\n"))
         for action in plan.actions:
             out.append(f"--- {action.phase}: {action}")
-    return "\n".join(out)
+    return printable("\n".join(out))
 
 
 def plan_doc(
@@ -85,7 +91,17 @@ def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]
     }  # fmt: skip
 
 
+def _cells(rows: list[list[Any]]) -> list[list[Any]]:
+    """Table rows with every text cell printable on one line (numbers stay numbers)."""
+    return [[printable(c, lines=False) if isinstance(c, str) else c for c in row] for row in rows]
+
+
 def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
+    """The members, the network config, the leases and the hosts, as tables."""
+    return printable(_status_text(status, hosts))
+
+
+def _status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     rows = [
         [m.name, "yes" if m.healthy else "NO", "*" if m.leader else "",
          ",".join(m.client_urls), _size(m.db_size), m.version, m.error if not m.healthy else ""]
@@ -93,7 +109,8 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     ]  # fmt: skip
     rows += [[name, "NO", "", "", "", "", "unreachable"] for name in status.unreachable]
     table = tabulate(
-        rows, headers=["member", "healthy", "leader", "client urls", "db", "version", "error"]
+        _cells(rows),
+        headers=["member", "healthy", "leader", "client urls", "db", "version", "error"],
     )
     healthy = sum(m.healthy for m in status.members)
     total = len(status.members) + len(status.unreachable)  # members etcd could not even list
@@ -105,7 +122,8 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
     if status.errors:
         config = "(unknown: etcd did not answer)"
     else:
-        config = status.network_config_raw if status.network_config_raw is not None else "(absent)"
+        raw = status.network_config_raw
+        config = printable(raw, lines=False) if raw is not None else "(absent)"
     text = f"etcd: {verdict}\n{table}\n\nnetwork config: {config}"
     text += "".join(f"\netcd error: {e}" for e in status.errors)
     if status.errors:
@@ -115,7 +133,7 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
                  _expires(lease.expires_in_s), "yes" if lease.reservation else "", lease.error]
                 for lease in status.leases]  # fmt: skip
         text += "\n\n" + tabulate(
-            rows,
+            _cells(rows),
             headers=["lease", "host", "public ip", "backend", "expires in", "reservation", "error"],
         )
     if hosts:
@@ -124,7 +142,7 @@ def status_text(status: ClusterStatus, hosts: list[HostStatus]) -> str:
                  _yes(h.bip_ok), h.mtu or "", ", ".join(h.missing_routes) or "", h.error]
                 for h in hosts]  # fmt: skip
         text += "\n\n" + tabulate(
-            rows,
+            _cells(rows),
             headers=[
                 "host",
                 "agent",
@@ -189,7 +207,7 @@ def verify_text(report: VerifyReport) -> str:
         return rtt if p.mtu_ok else f"{rtt}, DF FAIL"
 
     rows = [[src] + [show(cell.get((src, dst))) for dst in hosts] for src in hosts]
-    lines = [tabulate(rows, headers=["from \\ to", *hosts])] if rows else []
+    lines = [tabulate(_cells(rows), headers=["from \\ to", *hosts])] if rows else []
     lines += [f"{host}: FAILED {why}" for host, why in report.hosts_failed.items()]
     total = report.expected or len(report.pairs)
     untested = f", {report.untested} not tested" if report.untested else ""
@@ -197,4 +215,4 @@ def verify_text(report: VerifyReport) -> str:
         f"verify: {report.passed}/{plural(total, 'pair')} ok{untested} "
         "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
     )
-    return "\n".join(lines)
+    return printable("\n".join(lines))

@@ -26,6 +26,7 @@ from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Inventory
 from overlayctl.remote.group import HostFailure
 from overlayctl.remote.session import Reporter, RunOptions, Session
+from overlayctl.text import printable
 
 F = Callable[..., Any]
 
@@ -70,7 +71,7 @@ def json_mode() -> bool:
 def progress(line: str) -> None:
     """A progress line, from any thread: stdout for people, stderr when stdout is reserved for
     the JSON document."""
-    click.echo(line, err=json_mode())
+    click.echo(printable(line), err=json_mode())  # a host's words, never a control sequence
 
 
 def print_document(doc: dict[str, Any]) -> None:
@@ -195,7 +196,7 @@ def ended(
     errors = failure_entries(session.failures)
     code = ExitCode.FAILED
     if error is not None:
-        click.echo(f"overlayctl: error: {error}", err=True)
+        click.echo(f"overlayctl: error: {printable(str(error))}", err=True)
         errors.append(error_entry(str(error), phase=phase))
         code = error.code
     return Outcome(text, doc, ok=not errors, errors=errors, code=code)
