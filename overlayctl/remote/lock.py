@@ -4,6 +4,11 @@ The lock is a directory (mkdir is atomic) holding a description of its holder. A
 refused with the holder named; a lock left by a killed run is removed only when asked. The
 script takes it only as root, so a login that cannot act as root never leaves one behind (the
 root check says why: see root.py).
+
+It lives in /run/overlayctl/, a folder the script makes root's own with mode 0700, not in the
+world-writable /run/lock: there any local user could create the lock with a made-up holder and
+block every run. A folder of that name that is not root's 0700 one is refused, never used; a
+lock another user made at the old place is simply not looked at.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Command, Remote, RunResult, command_of
 
-LOCK_DIR = "/var/lock/overlayctl.lock"
+LOCK_DIR = "/run/overlayctl/lock"
 TAKE = HostScript("lock-take.sh", label="script")
 RELEASE = HostScript("lock-release.sh", label="script")
-_HELD, _NOT_ROOT = 3, 5  # lock-take.sh's exit codes
+_HELD, _NOT_ROOT, _UNSAFE = 3, 5, 6  # lock-take.sh's exit codes
 
 
 def holder_description(command: str) -> dict[str, object]:
@@ -57,6 +62,8 @@ class HostLock:
             return
         if result.code != _HELD:
             why = "not root" if result.code == _NOT_ROOT else (result.stderr.strip() or "?")
+            if result.code == _UNSAFE:
+                raise Conflict(f"{self.remote.target.name}: {why.splitlines()[-1]}")
             raise OverlayctlError(
                 f"{self.remote.target.name}: cannot take {self.lock_dir}: {why.splitlines()[-1]}"
             )

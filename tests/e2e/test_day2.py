@@ -94,7 +94,7 @@ def test_a_login_that_cannot_act_as_root_stops_before_any_phase(shared_cluster) 
         refused = cli(lab, "init", "-i", str(sudo))
         assert refused.returncode == 3
         assert "cannot act as root through sudo as ops" in refused.stderr, refused.stderr
-        assert on(lab, "node1", "test -e /var/lock/overlayctl.lock").returncode == 1
+        assert on(lab, "node1", "test -e /run/overlayctl/lock").returncode == 1
         assert fingerprints(lab) == before
     finally:
         for host in HOSTS:

@@ -160,7 +160,7 @@ def test_two_inits_at_once_the_second_is_refused(cluster) -> None:
     on(lab, "node2", "rm /opt/overlay-agent/wheelhouse.sha256")  # the first run has work
     env_argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, "init", "-i", str(every)]
     first = subprocess.Popen(env_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: on(lab, "node1", "test -d /var/lock/overlayctl.lock").returncode == 0,
+    wait_for(lambda: on(lab, "node1", "test -d /run/overlayctl/lock").returncode == 0,
              60, "the first run holds the cluster lock", 0.1)  # fmt: skip
     second = cli(lab, "init", "-i", str(every))
     out, err = first.communicate(timeout=300)

@@ -134,13 +134,13 @@ def test_a_run_holding_the_lock_is_named_and_can_be_broken(initialised, three) -
     on(
         initialised,
         "node1",
-        f"mkdir /var/lock/overlayctl.lock && echo '{holder}' > /var/lock/overlayctl.lock/holder",
+        f"mkdir /run/overlayctl/lock && echo '{holder}' > /run/overlayctl/lock/holder",
     )
     refused = cli(initialised, "init", *three)
     assert refused.returncode == 4  # a conflict: nothing was done anywhere
     assert "node1: locked by `overlayctl init` by alice@ws9 (pid 4242)" in refused.stderr
     assert cli(initialised, "init", "--break-lock", *three).returncode == 0
-    assert on(initialised, "node1", "test -e /var/lock/overlayctl.lock").returncode == 1
+    assert on(initialised, "node1", "test -e /run/overlayctl/lock").returncode == 1
 
 
 def loose_ssh(lab: state.LabState, host: str, command: str) -> subprocess.CompletedProcess[str]:

@@ -71,7 +71,7 @@ def test_an_address_the_host_does_not_own_is_refused_before_anything_changes(lab
     assert doc["errors"] == [{"host": "node1", "phase": "facts", "message": message}]
     assert f"node1        facts     FAILED: {message}" in result.stderr
     assert snapshot(lab, "node1") == before  # /etc/hosts, hostname, no PKI, no etcd conf...
-    gone = "test ! -e /var/lock/overlayctl.lock && test ! -e /var/lib/overlayctl && hostname"
+    gone = "test ! -e /run/overlayctl/lock && test ! -e /var/lib/overlayctl && hostname"
     assert sh(lab, "node1", gone) == "node1\n"  # no lock left, no backup made
 
 

@@ -115,7 +115,7 @@ def test_put_file_is_atomic_keeps_the_original_and_sets_mode(local_sshd, tmp_pat
 
 
 def test_a_second_lock_holder_is_refused_and_named(local_sshd, tmp_path) -> None:
-    lock_dir = str(tmp_path / "overlayctl.lock")
+    lock_dir = str(tmp_path / "overlayctl" / "lock")
     with Remote(target(local_sshd)) as r1, Remote(target(local_sshd)) as r2:
         first = HostLock(r1, "overlayctl init", lock_dir)
         first.acquire()
@@ -129,6 +129,32 @@ def test_a_second_lock_holder_is_refused_and_named(local_sshd, tmp_path) -> None
         assert Path(lock_dir).is_dir()
         second.release()
         assert not Path(lock_dir).exists()
+    assert stat.S_IMODE((tmp_path / "overlayctl").stat().st_mode) == 0o700  # made root's own
+
+
+@pytest.mark.parametrize("unsafe", ["mode 0777", "a symlink", "a file"])
+def test_a_lock_folder_others_could_write_is_refused(local_sshd, tmp_path, unsafe) -> None:
+    """The folder the lock lives in must be root's own 0700 one: anything else could hold a
+    lock planted by another user, so it is named and not used (issue 17 item 8)."""
+    folder = tmp_path / "overlayctl"
+    if unsafe == "mode 0777":
+        folder.mkdir()
+        folder.chmod(0o777)
+    elif unsafe == "a symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "elsewhere")
+    else:
+        folder.write_text("")
+    with (
+        Remote(target(local_sshd)) as r,
+        pytest.raises(
+            Conflict,
+            match=rf"^local: {folder} is not a folder owned by root "
+            "with mode 0700 .*: refusing to keep the lock there",
+        ),
+    ):
+        HostLock(r, "overlayctl init", str(folder / "lock")).acquire()
+    assert not (tmp_path / "elsewhere" / "lock").exists()
 
 
 def test_group_reports_each_host(local_sshd, tmp_path) -> None:
