@@ -26,18 +26,21 @@ from typing import Any
 from agent import __version__
 from agent.backends import Backend, BackendError, ExternalInterface
 from agent.backends.base import SerialSink
+from agent.backends.peerset import PeerSetSink
 from agent.etcd import EtcdClientBase, client_class
 from agent.files import SubnetEnv, read_previous_subnet, write_docker_opts, write_subnet_env
 from agent.hooks import InterfaceChooser, default_backend_factory, default_chooser
 from agent.http.server import HealthServer, Metric
 from agent.logs import event
+from agent.net.peerchain import TUNNEL_BACKENDS
 from agent.notify import Notifier
 from agent.options import AgentOptions
 from agent.rules import RulesKeeper
+from agent.subnet.allowlist import AllowList
 from agent.subnet.config import NetworkConfig, config_key, wait_for_config
 from agent.subnet.layout import Lease
 from agent.subnet.lease import LeaseManager
-from agent.subnet.watch import SubnetWatcher
+from agent.subnet.watch import PeerSink, SubnetWatcher
 
 log = logging.getLogger("agent")
 
@@ -125,6 +128,10 @@ class Agent:
             "waiting_for": missing,
             "subnet": str(lease.subnet) if lease is not None else None,
         }
+        refused = self.watcher.refused if self.watcher is not None else []
+        if refused:  # leases whose PublicIP the admin's allow-list does not name
+            reason["refused"] = [{"subnet": str(x.subnet), "public_ip": str(x.public_ip)}
+                                 for x in refused]  # fmt: skip
         if self.detail:
             reason["detail"] = self.detail
         return not missing, reason
@@ -141,7 +148,10 @@ class Agent:
             AgentStatus(
                 ready=self.is_ready(),
                 backend_type=self.config.backend_type if self.config is not None else "",
-                etcd_errors=client_errors + watch_stats.get("errors", 0),
+                etcd_errors=client_errors
+                + watch_stats.get("errors", 0)
+                + (watcher.allowlist.errors if watcher is not None and watcher.allowlist else 0),
+                leases_refused=len(watcher.refused) if watcher is not None else 0,
                 iptables_errors=self.rules.errors if self.rules else 0,
                 lease_reacquired=self.reacquired,
                 lease_expires_at=leases.expires_at
@@ -226,11 +236,13 @@ class Agent:
             event(log, logging.ERROR, "backend-failed", f"{config.backend_type}: {exc}")
             return 1
         self.backend = backend
+        tunnel = backend.type_name in TUNNEL_BACKENDS  # not host-gw, nor a test stand-in
         self.rules = RulesKeeper(
             config.network,
             forward=opts.iptables_forward_rules,
             ip_masq=opts.ip_masq,
             resync=opts.iptables_resync,
+            peer_port=getattr(backend, "port", None) if tunnel else None,
         )
         self._start_lease(self.client, config, backend, data, iface.public_ip)
         return self._loop()
@@ -362,13 +374,18 @@ class Agent:
             current = leases.current
             return current.subnet if current is not None else None
 
+        sink: PeerSink = SerialSink(backend, self._lock)
+        if self.rules is not None:
+            sink = PeerSetSink(sink, self.rules.set_peers)
         self.watcher = SubnetWatcher(
             client,
             self.opts.etcd_prefix,
-            SerialSink(backend, self._lock),
+            sink,
             own,
             on_own_event=leases.poke,
             own_public_ip=leases.public_ip,
+            allowlist=AllowList(self.opts.etcd_prefix, leases.public_ip),
+            allowlist_interval=self.opts.allowlist_check_interval,
         )
         self.watcher.start()
 

@@ -5,16 +5,25 @@ Programmed with the data plane, re-checked every ``--iptables-resync`` seconds (
 the same: a docker or firewalld restart flushes them), rebuilt when our subnet changes, and
 removed on exit only with ``--cleanup-on-exit``. A failure is logged and counted, retried at
 the next resync, and never stops the agent.
+
+The same goes for the peers-only chain OVERLAY-PEERS (agent/net/peerchain.py) of the vxlan and
+udp backends: replaced whenever the peer set changes (:meth:`RulesKeeper.set_peers`, from the
+watch thread), re-checked at every resync and rebuilt if someone deleted or edited it. Until
+the first peer set is known (the watch's first listing) a chain left by a previous run is
+kept as it is: traffic from the peers it lets in keeps flowing across an agent restart.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from ipaddress import IPv4Network
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network
 
 from agent.logs import event
 from agent.net.iptables import FlannelRules, IptablesError, Rule
+from agent.net.peerchain import PEERS_CHAIN, PeerChain
 
 log = logging.getLogger("agent")
 
@@ -33,7 +42,15 @@ class _Rules(FlannelRules):
 class RulesKeeper:
     """Ensures the rules for the current subnet; :meth:`tick` from the main loop."""
 
-    def __init__(self, network: IPv4Network, *, forward: bool, ip_masq: bool, resync: float):
+    def __init__(
+        self,
+        network: IPv4Network,
+        *,
+        forward: bool,
+        ip_masq: bool,
+        resync: float,
+        peer_port: int | None = None,
+    ):
         self.network = network
         self.forward = forward
         self.ip_masq = ip_masq
@@ -42,6 +59,11 @@ class RulesKeeper:
         self._rules: _Rules | None = None
         self._subnet: IPv4Network | None = None
         self._next = 0.0
+        self.peer_port = peer_port  # None: no peers-only chain (host-gw, test backends)
+        self._chain: PeerChain | None = None
+        self._peer_ips: frozenset[IPv4Address] | None = None  # None until the first set
+        self._peers_next = 0.0
+        self._peers_lock = threading.Lock()  # set_peers (watch thread) vs tick (main loop)
 
     @property
     def wanted(self) -> bool:
@@ -71,13 +93,44 @@ class RulesKeeper:
         """Re-check the rules when the resync interval has passed."""
         if self._subnet is not None and time.monotonic() >= self._next:
             self.apply(self._subnet)
+        if self._peer_ips is not None and time.monotonic() >= self._peers_next:
+            self._sync_peers(check_first=True)
+
+    def set_peers(self, ips: Iterable[IPv4Address]) -> bool:
+        """Let tunnel packets in from IPS only (nothing without a tunnel port); True on success."""
+        if self.peer_port is None:
+            return True
+        self._peer_ips = frozenset(ips)
+        return self._sync_peers(check_first=False)
+
+    def _sync_peers(self, *, check_first: bool) -> bool:
+        with self._peers_lock:
+            ips = self._peer_ips
+            if ips is None or self.peer_port is None:
+                return True
+            self._peers_next = time.monotonic() + self.resync
+            try:
+                if self._chain is None:
+                    self._chain = PeerChain(self.peer_port)
+                if check_first and self._chain.check(ips):
+                    return True
+                self._chain.apply(ips)
+            except (IptablesError, OSError) as exc:
+                return self._failed(exc)
+        event(log, logging.WARNING if check_first else logging.INFO, "peers-chain",
+              "re-asserted (it was missing or changed)" if check_first else "updated",
+              chain=PEERS_CHAIN, port=self.peer_port, peers=len(ips))  # fmt: skip
+        return True
 
     def teardown(self) -> None:
-        """Remove both chains and their jumps (--cleanup-on-exit)."""
-        if self._rules is None:
-            return
+        """Remove both chains and their jumps, and the peers chain (--cleanup-on-exit)."""
         try:
-            self._rules.teardown()
+            if self._rules is not None:
+                self._rules.teardown()
+            with self._peers_lock:
+                self._peer_ips = None
+                if self.peer_port is not None:
+                    (self._chain or PeerChain(self.peer_port)).teardown()
         except (IptablesError, OSError) as exc:
             self._failed(exc)
 

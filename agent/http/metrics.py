@@ -1,7 +1,8 @@
 """What ``/metrics`` reports: the agent's state as Prometheus samples.
 
 Names (all prefixed ``overlay_agent_``): ``info``, ``ready``, ``lease_expiry_timestamp_seconds``,
-``lease_seconds_left``, ``lease_reacquired_total``, ``peers``, ``routes_programmed``,
+``lease_seconds_left``, ``lease_reacquired_total``, ``peers``, ``leases_refused``,
+``routes_programmed``,
 ``etcd_errors_total``, ``iptables_errors_total``, ``watch_resyncs_total``, ``watch_events_total``,
 ``watch_compactions_total``, ``lease_conflicts{kind}``, and ``backend_<stat>`` for each counter
 the backend's ``stats()`` returns (e.g. udp packets, bytes, drops; ``*_total`` ones as counters).
@@ -42,6 +43,7 @@ class AgentStatus:
     lease_expires_at: float | None = None
     conflicts: tuple[str, ...] | None = None  # the kind of each conflict
     peers: int = 0
+    leases_refused: int = 0
     watch_stats: Mapping[str, float] = field(default_factory=dict)
     backend_stats: Callable[[], Mapping[str, float]] | None = None
 
@@ -81,6 +83,8 @@ def _watch_metrics(status: AgentStatus) -> list[Metric]:
     relists = stats.get("relists", 0)
     return [
         Metric(P + "peers", status.peers, "Remote leases known."),
+        Metric(P + "leases_refused", status.leases_refused, "Remote leases ignored: their "
+               "PublicIP is not in <prefix>/allowed-public-ips."),
         Metric(P + "watch_resyncs_total", max(relists - 1, 0),
                "Re-lists of the subnets after a broken watch or a compaction.", "counter"),
         Metric(P + "watch_events_total", stats.get("events", 0), "Watch events applied.",

@@ -98,6 +98,24 @@ class Iptables:
             raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
         return proc
 
+    def restore(self, text: str) -> None:
+        """Apply TEXT (iptables-save format) with ``iptables-restore --noflush``: each table's
+        COMMIT is one atomic replacement, and tables and chains it does not name are kept."""
+        binary = self.binary + "-restore"
+        argv = [binary, "-w", "5", "--noflush"]
+        proc = subprocess.run(
+            argv, input=text, capture_output=True, text=True, timeout=self.timeout, check=False
+        )
+        if proc.returncode != 0:
+            raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+
+    def listing(self, table: str, chain: str) -> list[str] | None:
+        """CHAIN's rules as ``iptables -S`` prints them (``-A`` lines); None if it is missing."""
+        proc = self.run(["-t", table, "-S", chain], check=False)
+        if proc.returncode != 0:
+            return None
+        return [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
+
     def exists(self, rule: Rule) -> bool:
         return (
             self.run(["-t", rule.table, "-C", rule.chain, *rule.spec], check=False).returncode == 0

@@ -73,6 +73,7 @@ class AgentOptions:
     log_level: str = "info"
     config_poll_interval: float = 10.0
     conflict_check_interval: float = 300.0
+    allowlist_check_interval: float = 60.0
 
     def describe(self) -> dict[str, Any]:
         """The options for the startup log line; the password is never included."""
@@ -199,6 +200,9 @@ _OPTIONS = (
             "How often to re-read a missing or invalid <prefix>/config.", "DURATION"),
     _Option("--conflict-check-interval", duration, "5m",
             "How often to look for duplicate subnets and PublicIPs among all leases.", "DURATION"),
+    _Option("--allowlist-check-interval", duration, "60s",
+            "How often to re-read <prefix>/allowed-public-ips between subnet events.",
+            "DURATION"),
     _Option("--logtostderr/--no-logtostderr", boolean),  # flanneld's: accepted, reported ignored
     _Option("--log_dir/--log-dir"),
     _Option("-h/--help", boolean, eager=True, help="Show this message and exit."),

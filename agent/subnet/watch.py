@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from agent.etcd import EtcdClient, EtcdCompacted, EtcdError, KeyValue, WatchEvent, WatchStream
+from agent.subnet.allowlist import AllowList
 from agent.subnet.layout import Lease, LeaseDecodeError, decode_lease, subnets_dir
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class SubnetWatcher:
         own_public_ip: IPv4Address | None = None,
         poll_timeout: float = 0.5,
         backoff: Backoff | None = None,
+        allowlist: AllowList | None = None,
+        allowlist_interval: float = 60.0,
     ) -> None:
         self.client = client
         self.directory = subnets_dir(prefix)
@@ -88,7 +91,12 @@ class SubnetWatcher:
         self.own_public_ip = own_public_ip
         self.poll_timeout = poll_timeout
         self.backoff = backoff or Backoff()
-        self.peers: dict[str, Lease] = {}  # key -> last good lease (remote only)
+        self.peers: dict[str, Lease] = {}  # key -> last good lease the sink has (remote only)
+        # Every remote lease, admitted by the allow-list or not (re-judged when it changes).
+        self.remote: dict[str, Lease] = {}
+        self.allowlist = allowlist
+        self.allowlist_interval = allowlist_interval
+        self._allowlist_next = 0.0
         self.revision = 0
         self.synced = threading.Event()  # set after the first snapshot reached the sink
         self.stats = {"relists": 0, "events": 0, "errors": 0, "compactions": 0}
@@ -138,9 +146,36 @@ class SubnetWatcher:
         while not self._stop.is_set():
             batch = stream.get(timeout=self.poll_timeout)
             if batch is None:
+                if time.monotonic() >= self._allowlist_next and self.refresh_allowlist():
+                    self.reconcile(self._admitted())
                 continue
+            changed = self.refresh_allowlist()  # judge new leases by the current list
             self.apply(batch)
+            if changed:
+                self.reconcile(self._admitted())
             self.backoff.reset()
+
+    # -- the allow-list ------------------------------------------------------------------------
+
+    def refresh_allowlist(self) -> bool:
+        """Re-read the allow-list (if any); True if the list in force changed."""
+        if self.allowlist is None:
+            return False
+        self._allowlist_next = time.monotonic() + self.allowlist_interval
+        return self.allowlist.refresh(self.client)
+
+    def _admitted(self) -> list[Lease]:
+        judge = self.allowlist.judge if self.allowlist is not None else None
+        return [x for x in self.remote.values() if judge is None or judge(x)]
+
+    @property
+    def refused(self) -> list[Lease]:
+        """Remote leases the allow-list refuses now (for /metrics and /readyz)."""
+        allow = self.allowlist
+        if allow is None:
+            return []
+        refused = [x for x in self.remote.values() if not allow.admits(x)]
+        return sorted(refused, key=lambda x: x.subnet)
 
     # -- reconcile -----------------------------------------------------------------------------
 
@@ -172,12 +207,15 @@ class SubnetWatcher:
                 lease = self.peers.get(kv.key)  # undecodable now: keep what we had
             if lease is not None and not self._is_own(kv.key, lease):
                 desired[kv.key] = lease
+        self.remote = desired
+        self.refresh_allowlist()
+        admitted = self._admitted()
         if not self.synced.is_set():
-            self.peers = desired
-            self._call("sync_peers", list(desired.values()))
+            self.peers = {x.key: x for x in admitted}
+            self._call("sync_peers", admitted)
             self.synced.set()
         else:
-            self.reconcile(desired.values())
+            self.reconcile(admitted)
         self.revision = revision
         log.debug("listed %d remote leases at revision %d", len(desired), revision)
 
@@ -198,6 +236,7 @@ class SubnetWatcher:
             if event.kind == "delete":
                 if self._is_own(key) and self.on_own_event is not None:
                     self.on_own_event()
+                self.remote.pop(key, None)
                 old = self.peers.pop(key, None)
                 if old is not None:
                     self._call("remove_peer", old)
@@ -208,11 +247,16 @@ class SubnetWatcher:
             if self._is_own(key, lease):
                 if self.on_own_event is not None:
                     self.on_own_event()
+                self.remote.pop(key, None)
                 old = self.peers.pop(key, None)  # it was remote before we took it
                 if old is not None:
                     self._call("remove_peer", old)
                 continue
-            self._put(key, lease)
+            self.remote[key] = lease
+            if self.allowlist is None or self.allowlist.judge(lease):
+                self._put(key, lease)
+            elif key in self.peers:  # admitted before, refused now (its PublicIP changed)
+                self._call("remove_peer", self.peers.pop(key))
 
     def _put(self, key: str, lease: Lease) -> None:
         old = self.peers.get(key)

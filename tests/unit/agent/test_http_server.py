@@ -80,7 +80,10 @@ def agent(tmp_path: Path) -> Agent:
         current=None, expires_at=None, conflicts=[], poke=lambda: None
     )
     made.watcher = SimpleNamespace(  # type: ignore[assignment]
-        peers={"a": 1, "b": 2}, stats={"relists": 3, "events": 5, "errors": 1, "compactions": 1}
+        peers={"a": 1, "b": 2},
+        stats={"relists": 3, "events": 5, "errors": 1, "compactions": 1},
+        refused=[],
+        allowlist=None,
     )
     return made
 
@@ -160,6 +163,16 @@ def test_metrics_content(agent: Agent) -> None:
     assert 'overlay_agent_info{backend="udp",version=' in text
     for line in text.splitlines():  # every line is a comment or `name{labels} value`
         assert line.startswith("# ") or re.fullmatch(r"[a-z_]+(\{.*\})? \S+", line), line
+
+
+def test_refused_leases_in_metrics_and_readyz(agent: Agent) -> None:
+    outside = Lease(IPv4Network("10.5.200.0/24"), IPv4Address("192.168.255.10"), "udp")
+    agent.watcher.refused = [outside]  # type: ignore[union-attr]
+    samples = dict(re.findall(r"^(\S+) (\S+)$", format_metrics(agent.metrics()), re.M))
+    assert samples["overlay_agent_leases_refused"] == "1"
+    assert agent.ready()[1]["refused"] == [
+        {"subnet": "10.5.200.0/24", "public_ip": "192.168.255.10"}
+    ]
 
 
 @pytest.fixture
