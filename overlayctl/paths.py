@@ -77,8 +77,19 @@ ETCD_SERVER_CERT = f"{PKI_DIR}/etcd-server.crt"
 ETCD_SERVER_KEY = f"{PKI_DIR}/etcd-server.key"
 ETCD_PEER_CERT = f"{PKI_DIR}/etcd-peer.crt"
 ETCD_PEER_KEY = f"{PKI_DIR}/etcd-peer.key"
+# The host's own client identity (CN = its inventory name) and its etcd user's password.
 ETCD_CLIENT_CERT = f"{PKI_DIR}/etcd-client.crt"
 ETCD_CLIENT_KEY = f"{PKI_DIR}/etcd-client.key"
+ETCD_AGENT_PASSWORD = f"{PKI_DIR}/etcd-agent.password"
+# The admin identity (CN root): etcd members only, for overlayctl's etcdctl command lines.
+ETCD_ADMIN_CERT = f"{PKI_DIR}/etcd-admin.crt"
+ETCD_ADMIN_KEY = f"{PKI_DIR}/etcd-admin.key"
+
+# --- etcd identities (users, role, peer name) ---------------------------------------------------
+ETCD_ROOT_USER = "root"  # etcd's admin user; the admin certificate's CN
+ETCD_PEER_CN = "overlay-etcd-peer"  # every peer certificate's CN; etcd admits no other on 2380
+ETCD_HOST_ROLE = "overlay-host"  # every host user's one role
+RESERVED_HOST_NAMES = (ETCD_ROOT_USER, ETCD_PEER_CN)  # a host user by that name would be either
 
 
 class PkiFile(NamedTuple):
@@ -90,8 +101,8 @@ class PkiFile(NamedTuple):
     etcd_only: bool  # only on hosts with the etcd role
 
 
-# Server and peer keys are read by etcd (User=etcd in the unit), the client key by the root agent
-# and by an operator's etcdctl.
+# Server and peer keys are read by etcd (User=etcd in the unit), the client key and password by
+# the root agent, the admin key by overlayctl's etcdctl (root, over SSH) and an operator's.
 PKI_FILES: tuple[PkiFile, ...] = (
     PkiFile(CA_CERT, MODE_FILE, OWNER_ROOT, etcd_only=False),
     PkiFile(ETCD_SERVER_CERT, MODE_FILE, OWNER_ROOT, etcd_only=True),
@@ -100,7 +111,11 @@ PKI_FILES: tuple[PkiFile, ...] = (
     PkiFile(ETCD_PEER_KEY, MODE_KEY, OWNER_ETCD, etcd_only=True),
     PkiFile(ETCD_CLIENT_CERT, MODE_FILE, OWNER_ROOT, etcd_only=False),
     PkiFile(ETCD_CLIENT_KEY, MODE_KEY, OWNER_ROOT, etcd_only=False),
+    PkiFile(ETCD_AGENT_PASSWORD, MODE_KEY, OWNER_ROOT, etcd_only=False),
+    PkiFile(ETCD_ADMIN_CERT, MODE_KEY, OWNER_ROOT, etcd_only=True),
+    PkiFile(ETCD_ADMIN_KEY, MODE_KEY, OWNER_ROOT, etcd_only=True),
 )
+ADMIN_FILES = (ETCD_ADMIN_CERT, ETCD_ADMIN_KEY)  # removed from any host that is no member
 
 
 def rhel_ifcfg(iface: str) -> str:

@@ -2,7 +2,8 @@
 the overlay network config, with the agent and docker on the lease on every node host.
 
 The phases, in order (k0sctl's action/apply.go lists its own the same way): connect (and lock),
-facts (and the plans), prepare, packages, pki, etcd, the network config, agent, docker. Every
+facts (and the plans), prepare, packages, pki, etcd, the network config and allow-list, etcd's
+users and role, agent, `auth enable` (phases/etcd_auth.py says why there), docker. Every
 host phase applies what the facts phase planned, so a re-run changes and restarts nothing.
 `plan` runs the first two and shows the plans.
 """
@@ -17,7 +18,9 @@ from overlayctl.phases.connect import Connect
 from overlayctl.phases.docker import Docker
 from overlayctl.phases.engine import run_phases, timed
 from overlayctl.phases.etcd import Etcd, NetworkConfig
+from overlayctl.phases.etcd_auth import AllowList, AuthEnable, EtcdUsers
 from overlayctl.phases.facts import Gather
+from overlayctl.phases.firewall import Firewall
 from overlayctl.phases.packages import Packages
 from overlayctl.phases.pki import PushPki
 from overlayctl.phases.prepare import Prepare
@@ -30,10 +33,14 @@ def init_phases(options: RolloutOptions) -> list[Phase | HostPhase]:
         Gather(),
         Prepare(),
         Packages(),
+        Firewall(),
         PushPki(),
         Etcd(),
         NetworkConfig(force=options.force),
+        AllowList(),
+        EtcdUsers(),
         Agent(),
+        AuthEnable(),
         Docker(),
     ]
 

@@ -24,7 +24,9 @@ from overlayctl.phases.connect import Connect
 from overlayctl.phases.docker import Docker
 from overlayctl.phases.engine import run_phases, timed
 from overlayctl.phases.etcd import Etcd, NetworkConfig
+from overlayctl.phases.etcd_auth import AllowList, AuthEnable, EtcdUsers
 from overlayctl.phases.facts import Gather
+from overlayctl.phases.firewall import Firewall
 from overlayctl.phases.members import AddMembers, EtcdQuorum
 from overlayctl.phases.packages import Packages
 from overlayctl.phases.pki import PushPki
@@ -74,10 +76,14 @@ def join_phases(
         Gather(read_config=False, joining=joining),
         Prepare(),
         Packages(),
+        Firewall(),
         PushPki(),
         Etcd(rolling=Rolling.SEPARATELY),
         AddMembers(live, new_members),
         NetworkConfig(via=live, quiet=True),
+        AllowList(via=live),
+        EtcdUsers(via=live),
         Agent(),
+        AuthEnable(via=live),
         Docker(),
     ]

@@ -19,7 +19,8 @@ from overlayctl.inventory.model import Inventory
 
 
 def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:
-    """`etcdctl` with the endpoints and, with TLS, the client certificate flags (API v3)."""
+    """`etcdctl` with the endpoints and, with TLS, the admin's certificate (CN root: etcd's root
+    user over gRPC, which etcdctl speaks). It exists on etcd members only: run these there."""
     argv = [
         "env",
         "ETCDCTL_API=3",
@@ -29,8 +30,8 @@ def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:
     if inv.cluster.tls:
         argv += [
             f"--cacert={hostpaths.CA_CERT}",
-            f"--cert={hostpaths.ETCD_CLIENT_CERT}",
-            f"--key={hostpaths.ETCD_CLIENT_KEY}",
+            f"--cert={hostpaths.ETCD_ADMIN_CERT}",
+            f"--key={hostpaths.ETCD_ADMIN_KEY}",
         ]
     return argv
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from overlayctl.errors import BadInput
 from overlayctl.inventory.model import Host, Inventory, Ssh
+from overlayctl.paths import RESERVED_HOST_NAMES
 
 
 def check_inventory(inv: Inventory) -> list[str]:
@@ -29,6 +30,9 @@ def _unique(hosts: tuple[Host, ...]) -> None:
     names: dict[str, Host] = {}
     addresses: dict[object, Host] = {}
     for host in hosts:
+        if host.name.lower() in RESERVED_HOST_NAMES:
+            raise BadInput(f"{host.label}.name: {host.name!r} is reserved for etcd's own "
+                           "identities (its admin user, its peers); rename the host")  # fmt: skip
         first = names.setdefault(host.name.lower(), host)
         if first is not host:
             raise BadInput(f"{host.label}.name: {host.name!r} is already used by {first.label}")

@@ -26,7 +26,8 @@ UNPACK_WHEELS = HostScript("unpack_wheels.py")
 READY = HostScript("agent_ready.py")
 DATAPLANE = HostScript("reset_dataplane.py")
 _PATHS = {hp.AGENT_UNIT, *hp.AGENT_ENV.values()}
-_CLIENT_PKI = {hp.CA_CERT, hp.ETCD_CLIENT_CERT, hp.ETCD_CLIENT_KEY}  # what the agent dials with
+# What the agent dials with: CA, its certificate, its etcd password.
+_CLIENT_PKI = {hp.CA_CERT, hp.ETCD_CLIENT_CERT, hp.ETCD_CLIENT_KEY, hp.ETCD_AGENT_PASSWORD}
 
 
 class Agent(HostPhase):

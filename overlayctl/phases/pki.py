@@ -18,18 +18,33 @@ from overlayctl.errors import Conflict
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Inventory
 from overlayctl.phases.agent import Agent
-from overlayctl.phases.base import HostPhase, Rollout
+from overlayctl.phases.base import HostPhase, OnHost, Rollout
 from overlayctl.phases.etcd import Etcd
 from overlayctl.pki import ROUNDS, Member, Pki, fingerprint, foreign_cas
 from overlayctl.plan.changes import Action
 from overlayctl.remote.session import Reporter
 
+NO_TLS = (
+    "cluster.tls is false: etcd runs without authentication, so every host may write the whole "
+    "network config; per-host identities and least privilege need cluster.tls: true"
+)
+
 
 class PushPki(HostPhase):
+    """Every host's certificates and etcd password; the admin's only on etcd members (removed
+    from any other host that holds it, e.g. a former member)."""
+
     name: ClassVar[str] = "pki"
 
     def owns(self, path: str) -> bool:
         return path.startswith(hp.PKI_DIR + "/")
+
+    def finish(self, on: OnHost) -> int:
+        if on.target.host.is_etcd or not on.inv.cluster.tls:
+            return 0
+        script = 'for f in "$@"; do [ -e "$f" ] && rm -f "$f" && echo "$f"; done; true'
+        out = on.remote.run(["sh", "-c", script, "sh", *hp.ADMIN_FILES])
+        return len(out.stdout.split())
 
 
 def ensure_pki(
@@ -46,13 +61,19 @@ def ensure_pki(
     unless one is under way. WRITE False (`plan`): in memory only, reported as what would be
     made. Refused (Conflict) before anything is made when a host trusts another CA."""
     if not inv.cluster.tls:
+        reporter.say(f"{'local':<12} {'pki':<9} {NO_TLS}")
         return None
     pki = Pki(state_dir(inv), inv.cluster.name, write=write)
     _same_ca_everywhere(on_hosts, pki, inv.cluster.name)
     if new_ca and write:
         pki.begin_replacement()
+    _readmit(pki, inv, reporter)
+    ending = pki.leaves_ending() if pki.dir.exists() else {}
+    for name, ends in sorted(ending.items()):
+        reporter.say(f"{'local':<12} {'pki':<9} {name} ends on {ends:%Y-%m-%d}, within 30 days: "
+                     f"{'renewed now' if write else 'init renews it'}")  # fmt: skip
     members = [Member(h.name, str(h.address)) for h in inv.etcd_members]
-    made = pki.ensure(members, renew_leaves=renew_leaves)
+    made = pki.ensure(members, [h.name for h in inv.hosts], renew_leaves=renew_leaves)
     if made:
         verb = "made" if write else "would make"
         reporter.say(f"{'local':<12} {'pki':<9} {verb} {', '.join(made)} in {pki.dir}")
@@ -68,6 +89,17 @@ def ensure_pki(
             "`overlayctl certs rotate --new-ca` finishes it"
         )
     return pki
+
+
+def _readmit(pki: Pki, inv: Inventory, reporter: Reporter) -> None:
+    """A revoked host still in the inventory gets a new identity from this run, said aloud."""
+    for host, when in sorted(pki.ids.revoked().items()):
+        if host not in {h.name for h in inv.hosts}:
+            continue
+        reporter.say(f"{'local':<12} {'pki':<9} {host} was revoked on {when} and is still in the "
+                     "inventory: it gets a new certificate, password and etcd user (take it out "
+                     "of the inventory, or `overlayctl reset` it, to keep it out)")  # fmt: skip
+        pki.ids.readmit(host)
 
 
 def _same_ca_everywhere(on_hosts: dict[str, bytes | None], pki: Pki, cluster: str) -> None:

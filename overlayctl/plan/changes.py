@@ -22,7 +22,8 @@ class DesiredFile:
 
     @property
     def secret(self) -> bool:
-        return self.mode & 0o077 == 0 and self.owner != "" and self.content.startswith(b"-----")
+        """A private key or password (0600): a diff shows that it changed, never its content."""
+        return self.mode & 0o077 == 0 and self.owner != ""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class FileChange:
             return "".join(lines)
         if self.desired.secret:
             verb = "created" if self.kind == "create" else "replaced"
-            return "".join(lines) + f"# {self.path}: private key {verb} (content not shown)\n"
+            what = "private key" if self.desired.content.startswith(b"-----") else "secret"
+            return "".join(lines) + f"# {self.path}: {what} {verb} (content not shown)\n"
         old = (self.current.content or b"").decode(errors="replace").splitlines(keepends=True)
         new = self.desired.content.decode(errors="replace").splitlines(keepends=True)
         before = "/dev/null" if self.kind == "create" else f"a{self.path}"

@@ -19,7 +19,7 @@ def desired_files(
     rendered = render_host(inv, host, joining_with=joining_with)
     files = {p: DesiredFile(f.content, f.mode, f.owner) for p, f in rendered.items()}
     if pki is not None:
-        content = pki.host_files(host.name if host.is_etcd else None)
+        content = pki.host_files(host.name, member=host.is_etcd)
         for spec in hp.PKI_FILES:
             if spec.path in content:
                 files[spec.path] = DesiredFile(content[spec.path], spec.mode, spec.owner)

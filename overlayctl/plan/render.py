@@ -42,13 +42,18 @@ def header(inv: Inventory) -> str:
 
 
 def agent_options(inv: Inventory, host: Host) -> list[str]:
-    """FLANNEL_OPTIONS for `host`, in the seed's order: extra options, endpoints, TLS, iface."""
+    """FLANNEL_OPTIONS for `host`, in the seed's order: extra options, endpoints, TLS, iface.
+
+    With TLS the host's own identity: its certificate, and its etcd user (its name) with the
+    password read from a 0600 file (never in this env file or on a command line)."""
     options = [*inv.cluster.agent_options, f"--etcd-endpoints={','.join(etcd_client_urls(inv))}"]
     if inv.cluster.tls:
         options += [
             f"--etcd-cafile={hp.CA_CERT}",
             f"--etcd-certfile={hp.ETCD_CLIENT_CERT}",
             f"--etcd-keyfile={hp.ETCD_CLIENT_KEY}",
+            f"--etcd-username={host.name}",
+            f"--etcd-password-file={hp.ETCD_AGENT_PASSWORD}",
         ]
     options.append(f"--iface={host.iface or host.address}")
     if inv.cluster.ip_masq:
@@ -117,12 +122,18 @@ def _etcd_values(
             ("ETCD_PEER_KEY_FILE", hp.ETCD_PEER_KEY),
             ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
             ("ETCD_PEER_TRUSTED_CA_FILE", hp.CA_CERT),
+            # Only peer certificates (never a host's or the admin's) are admitted on 2380.
+            ("ETCD_PEER_CERT_ALLOWED_CN", hp.ETCD_PEER_CN),
         ]
     return {
         "name": host.name,
         "data_dir": hp.etcd_data_dir(host.name),
-        "listen_peer_urls": f"{scheme}://0.0.0.0:{hp.ETCD_PEER_PORT}",
-        "listen_client_urls": ",".join(f"{scheme}://0.0.0.0:{p}" for p in ports),
+        # The host's address (and loopback for clients), never 0.0.0.0: containers reach the
+        # host's every address through docker0, and etcd is no business of theirs.
+        "listen_peer_urls": f"{scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
+        "listen_client_urls": ",".join(
+            f"{scheme}://{a}:{p}" for p in ports for a in (host.address, "127.0.0.1")
+        ),
         # Only this host's own address: the seed's node1 advertised node2's (a typo we cannot make).
         "advertise_peer_urls": peer_url(inv, host),
         "advertise_client_urls": ",".join(f"{scheme}://{host.address}:{p}" for p in ports),

@@ -16,16 +16,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from overlayctl import paths as hp
-from overlayctl import pki as pki_module
 from overlayctl.actions import certs
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.inventory import load_inventory
 from overlayctl.inventory.model import Inventory
 from overlayctl.phases.pki import ensure_pki
 from overlayctl.pki import REPLACEMENT, Member, Pki, Replacement, fingerprint, foreign_cas
+from overlayctl.pki import certs as pki_certs
 
 MEMBERS = [Member("node1", "192.0.2.1"), Member("node2", "192.0.2.2")]
-LEAVES = ["node1-server", "node1-peer", "node2-server", "node2-peer", "client"]
+HOSTS = ["node1", "node2"]
+LEAVES = [
+    "node1-server", "node1-peer", "node2-server", "node2-peer", "node1-client", "node2-client",
+    "admin",
+]  # fmt: skip
 
 
 def certs_in(pem: bytes) -> list[str]:
@@ -53,29 +57,31 @@ def at_round(tmp_path: Path, number: int, done: bool = False) -> tuple[Pki, byte
     """A state folder whose replacement is at round NUMBER, its leaves made as that round's
     facts phase makes them; with the old and the new CA's certificates."""
     first = Pki(tmp_path, "demo")
-    first.ensure(MEMBERS)
+    first.ensure(MEMBERS, HOSTS)
     old = first.ca_cert()
     first.begin_replacement()
     new = (first.dir / "ca-new.crt").read_bytes()
     for n in range(1, number + 1):
         pki = Pki(tmp_path, "demo")
         pki.record(Replacement(n, done=n < number or done))
-        Pki(tmp_path, "demo").ensure(MEMBERS)
+        Pki(tmp_path, "demo").ensure(MEMBERS, HOSTS)
     return Pki(tmp_path, "demo"), old, new
 
 
 def test_round_1_trusts_both_and_keeps_every_leaf_of_the_old_ca(tmp_path: Path) -> None:
     pki = Pki(tmp_path, "demo")
-    pki.ensure(MEMBERS)
+    pki.ensure(MEMBERS, HOSTS)
     old = pki.ca_cert()
     leaves = {leaf: pki.pair(leaf).cert for leaf in LEAVES}
     pki.begin_replacement()
     assert pki.replacement == Replacement(1, done=False)
-    assert pki.ensure(MEMBERS) == []  # nothing re-signed: not every host trusts the new CA yet
+    assert (
+        pki.ensure(MEMBERS, HOSTS) == []
+    )  # nothing re-signed: not every host trusts the new CA yet
     assert {leaf: pki.pair(leaf).cert for leaf in LEAVES} == leaves
     new = (pki.dir / "ca-new.crt").read_bytes()
     assert certs_in(pki.trusted()) == [fingerprint(old), fingerprint(new)]
-    assert pki.host_files("node1")[hp.CA_CERT] == old + new
+    assert pki.host_files("node1", member=True)[hp.CA_CERT] == old + new
     assert pki.ca_cert() == old  # ca.crt stays the old CA until the end
     name = x509.load_pem_x509_certificate(new).subject.rfc4514_string()
     assert name.startswith("CN=overlayctl demo CA 2") and name != "CN=overlayctl demo CA"
@@ -89,7 +95,7 @@ def test_round_2_signs_every_leaf_with_the_new_ca_and_hosts_still_trust_both(
     pki, old, new = at_round(tmp_path, 2)
     assert set(issuers(pki).values()) == {"ca-new.crt"} and len(issuers(pki)) == len(LEAVES)
     assert certs_in(pki.trusted()) == [fingerprint(old), fingerprint(new)]
-    assert pki.ensure(MEMBERS) == []  # a resumed round 2 signs nothing again
+    assert pki.ensure(MEMBERS, HOSTS) == []  # a resumed round 2 signs nothing again
 
 
 def test_round_3_trusts_the_new_ca_alone_and_the_end_removes_the_old(tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_round_3_trusts_the_new_ca_alone_and_the_end_removes_the_old(tmp_path: P
     assert not (pki.dir / REPLACEMENT).exists()
     after = Pki(tmp_path, "demo")
     assert after.replacement is None and after.trusted() == new
-    assert after.ensure(MEMBERS) == []  # the leaves are the new CA's: nothing to make
+    assert after.ensure(MEMBERS, HOSTS) == []  # the leaves are the new CA's: nothing to make
     assert foreign_cas(after.known_cas(), {"node1": old}) == {"node1": fingerprint(old)}
 
 
@@ -111,7 +117,9 @@ def test_an_end_stopped_between_its_two_renames_is_finished_by_the_next(tmp_path
     pki, _, new = at_round(tmp_path, 3, done=True)
     (pki.dir / "ca-new.key").replace(pki.dir / "ca.key")  # the key moved, the certificate not
     half = Pki(tmp_path, "demo")
-    assert half.trusted() == new and half.ensure(MEMBERS) == []  # still signs with the new CA
+    assert (
+        half.trusted() == new and half.ensure(MEMBERS, HOSTS) == []
+    )  # still signs with the new CA
     half.finish_replacement()
     assert Pki(tmp_path, "demo").ca_cert() == new
 
@@ -124,7 +132,7 @@ def test_the_ca_check_accepts_either_ca_and_the_bundle_while_a_replacement_is_un
     inv = inventory(tmp_path)
     _, old, new = at_round(tmp_path / "overlayctl-state" / "demo", 2)
     other = Pki(tmp_path / "elsewhere", "demo")
-    other.ensure(MEMBERS)
+    other.ensure(MEMBERS, HOSTS)
     lines: list[str] = []
     reporter = SimpleNamespace(say=lines.append)
     hosts = {"node1": old, "node2": old + new, "node3": new, "node4": new + old, "node5": None}
@@ -149,7 +157,7 @@ def test_the_refusal_names_the_folder_to_use_and_the_deliberate_replacement(
 ) -> None:
     inv = inventory(tmp_path)
     theirs = Pki(tmp_path / "theirs", "demo")
-    theirs.ensure(MEMBERS)
+    theirs.ensure(MEMBERS, HOSTS)
     reporter = SimpleNamespace(say=lambda _line: None)
     with pytest.raises(Conflict) as refused:
         ensure_pki(inv, reporter, {"node1": theirs.ca_cert()})  # type: ignore[arg-type]
@@ -182,13 +190,13 @@ def test_a_run_resumes_from_each_recorded_round(
     state folder it leaves: the new CA alone, signing every leaf."""
     inv = inventory(tmp_path)
     pki = Pki(tmp_path / "overlayctl-state" / "demo", "demo")
-    pki.ensure(MEMBERS)
+    pki.ensure(MEMBERS, HOSTS)
     old = pki.ca_cert()
     if record is not None:
         pki.begin_replacement()
         for n in range(1, record.round + 1):
             Pki(pki.dir.parent, "demo").record(Replacement(n, n < record.round or record.done))
-            Pki(pki.dir.parent, "demo").ensure(MEMBERS)
+            Pki(pki.dir.parent, "demo").ensure(MEMBERS, HOSTS)
     ran: list[tuple[int, bool]] = []
     session = fake_session(inv, monkeypatch, ran)
     report = certs.replace_ca(session, certs.RolloutOptions(), certs.CaReport())  # type: ignore[arg-type]
@@ -205,7 +213,7 @@ def test_a_round_that_does_not_reach_every_host_stays_recorded_and_is_resumed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inv = inventory(tmp_path)
-    Pki(tmp_path / "overlayctl-state" / "demo", "demo").ensure(MEMBERS)
+    Pki(tmp_path / "overlayctl-state" / "demo", "demo").ensure(MEMBERS, HOSTS)
     ran: list[tuple[int, bool]] = []
     session = fake_session(inv, monkeypatch, ran, fail_in=2)
     with pytest.raises(OverlayctlError, match="stays at round 2: re-run `overlayctl certs rotate"):
@@ -250,8 +258,8 @@ def test_a_ca_near_its_end_is_kept_and_init_names_the_replacement(
     pki = ensure_pki(inv, reporter, {})  # type: ignore[arg-type]
     assert pki is not None and pki.ca_ends_soon() is None and not any("ends" in x for x in lines)
     ca = pki.ca_cert()
-    later = pki_module._now() + dt.timedelta(days=pki_module.CA_DAYS - 10)
-    monkeypatch.setattr(pki_module, "_now", lambda: later)
+    later = pki_certs.now() + dt.timedelta(days=pki_certs.CA_DAYS - 10)
+    monkeypatch.setattr(pki_certs, "now", lambda: later)
     lines.clear()
     again = ensure_pki(inv, reporter, {"node1": ca})  # type: ignore[arg-type]
     assert again is not None and again.ca_cert() == ca

@@ -179,7 +179,10 @@ def test_debian_tls_choices(tmp_path: Path) -> None:
     assert hp.debian_interfaces("eth0") in files["deb1"]
     assert hp.AGENT_ENV["rhel"] in files["cent4"] and hp.ETCD_CONF not in files["cent4"]
     etcd = env_values(files["deb2"][hp.ETCD_CONF].content)
-    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "https://0.0.0.0:2379"
+    # The host's address and loopback, never 0.0.0.0 (containers reach every host address)
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "https://10.0.0.12:2379,https://127.0.0.1:2379"
+    assert etcd["ETCD_LISTEN_PEER_URLS"] == "https://10.0.0.12:2380"  # peers: never loopback
+    assert etcd["ETCD_PEER_CERT_ALLOWED_CN"] == hp.ETCD_PEER_CN  # no client cert works on 2380
     assert etcd["ETCD_CLIENT_CERT_AUTH"] == etcd["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
     assert (etcd["ETCD_CERT_FILE"], etcd["ETCD_KEY_FILE"]) == (
         hp.ETCD_SERVER_CERT,
@@ -194,6 +197,9 @@ def test_debian_tls_choices(tmp_path: Path) -> None:
         env_values(files["deb3"][hp.AGENT_ENV["debian"]].content)["FLANNEL_OPTIONS"]
     )
     assert f"--etcd-keyfile={hp.ETCD_CLIENT_KEY}" in options
+    assert "--etcd-username=deb3" in options  # its own user; its password only in its 0600 file
+    assert f"--etcd-password-file={hp.ETCD_AGENT_PASSWORD}" in options
+    assert not any(o.startswith("--etcd-password=") for o in options)
     assert options[-2:] == ["--iface=10.0.0.13", "--ip-masq"]  # no iface given: its address
     assert network_config(inv) == {
         "Network": "10.244.0.0/16",

@@ -1,8 +1,10 @@
-"""The cluster's certificates: a CA, per-member etcd server and peer certificates, a client cert.
+"""The cluster's certificates, kept in the state folder (STATE_DIR/pki): a CA; per etcd member a
+server and a peer certificate; per host a client certificate (CN = the host's inventory name,
+its etcd user); the admin's (CN root, etcd's root user), which only etcd members hold.
 
-Generated locally with `cryptography` into the cluster state folder (private keys 0600, folder
-0700) and reused on every run: a certificate is made again only when it is missing, no longer
-matches its host (name or address), was signed by another CA, or expires within 30 days.
+Generated locally with `cryptography` (private keys 0600, folder 0700) and reused on every run:
+a certificate is made again only when it is missing, no longer matches its host (name, address
+or CN), was signed by another CA, or expires within 30 days.
 
 A CA replacement (`certs rotate --new-ca`) goes in three rounds, each rolled out to every host
 before the next begins: 1 hosts trust both CAs (leaves still from the old one), 2 every leaf from
@@ -14,36 +16,40 @@ reached every host; after round 3 the new CA takes ca.crt's place and the old on
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from overlayctl import paths as hostpaths
 from overlayctl.errors import OverlayctlError
+from overlayctl.pki import certs
+from overlayctl.pki.certs import (
+    CA_DAYS,
+    EKU_BOTH,
+    EKU_CLIENT,
+    LEAF_DAYS,
+    RENEW_BEFORE,
+    Leaf,
+    Member,
+    builder,
+    ends_within,
+    key_usage,
+    member_sans,
+    still_good,
+    write_file,
+)
+from overlayctl.pki.identities import Identities
 
-CA_DAYS = 3650
-LEAF_DAYS = 825
-RENEW_BEFORE = dt.timedelta(days=30)
-CLIENT_NAME = "overlayctl-client"
+LEGACY_CLIENT = "client"  # the one client certificate every host shared before per-host ones
+ADMIN = "admin"  # the admin certificate's file stem
 REPLACEMENT = "ca-replacement.json"  # in the PKI folder while a CA replacement is under way
 ROUNDS = {1: "trust both CAs", 2: "leaves from the new CA", 3: "trust the new CA only"}
-
-
-@dataclass(frozen=True)
-class Member:
-    """What a member certificate must name."""
-
-    name: str
-    address: str
 
 
 @dataclass(frozen=True)
@@ -69,14 +75,6 @@ class Replacement:
         return self.round + 1 if self.done else self.round
 
 
-@dataclass(frozen=True)
-class _Leaf:
-    name: str  # file stem in the PKI folder
-    sans: list[x509.GeneralName]
-    usages: list[x509.ObjectIdentifier]
-    common_name: str | None = None
-
-
 class Pki:
     """The certificates of one cluster, kept under STATE_DIR/pki."""
 
@@ -88,16 +86,20 @@ class Pki:
         self._write_files = write
         self._unwritten: dict[str, bytes] = {}  # file name -> PEM, when WRITE is False
         self.replacement = self._read_replacement()
+        self.ids = Identities(self.dir, write)
 
     # -- public ------------------------------------------------------------------------------
-    def ensure(self, members: list[Member], renew_leaves: bool = False) -> list[str]:
-        """Create or renew what is needed; returns the names of the files (re)made.
+    def ensure(
+        self, members: list[Member], hosts: list[str], renew_leaves: bool = False
+    ) -> list[str]:
+        """Create or renew what is needed for MEMBERS and every host of HOSTS (its client
+        certificate and etcd password); returns the names of the files (re)made.
 
-        RENEW_LEAVES: make every member and client certificate again (same CA), as
+        RENEW_LEAVES: make every member, host and admin certificate again (same CA), as
         `certs rotate` does; hosts keep trusting the CA, so they accept old and new alike.
         During a CA replacement no CA is made or renewed; leaves come from the old CA in round 1
         (those it signed are kept: hosts do not trust the new one everywhere yet), from the new
-        one after.
+        one after. Passwords are made once and kept (a revoked host's is gone, so made anew).
         """
         self._renew = renew_leaves
         if self._write_files:
@@ -109,11 +111,36 @@ class Pki:
         else:
             ca = self._load_ca("old" if self.replacement.round == 1 else "new")
         for m in members:
-            for kind in ("server", "peer"):
-                self._ensure_leaf(ca, _Leaf(f"{m.name}-{kind}", _member_sans(m), _EKU_BOTH), made)
-        client = _Leaf("client", [], [ExtendedKeyUsageOID.CLIENT_AUTH], CLIENT_NAME)
-        self._ensure_leaf(ca, client, made)
+            server = Leaf(f"{m.name}-server", member_sans(m), EKU_BOTH, f"{m.name}-server")
+            self._ensure_leaf(ca, server, made)
+            peer = Leaf(f"{m.name}-peer", member_sans(m), EKU_BOTH, hostpaths.ETCD_PEER_CN)
+            self._ensure_leaf(ca, peer, made)
+        for host in hosts:
+            self._ensure_leaf(ca, Leaf(f"{host}-client", [], EKU_CLIENT, host), made)
+        self._ensure_leaf(ca, Leaf(ADMIN, [], EKU_CLIENT, hostpaths.ETCD_ROOT_USER), made)
+        for user in [*hosts, hostpaths.ETCD_ROOT_USER]:
+            if self.ids.ensure_password(user):
+                made.append(f"{user}.password")
+        if self._write_files:
+            self._drop_legacy_client()
         return made
+
+    def _drop_legacy_client(self) -> None:
+        """The shared client certificate of earlier versions: hosts get their own now."""
+        for ext in ("crt", "key"):
+            (self.dir / f"{LEGACY_CLIENT}.{ext}").unlink(missing_ok=True)
+
+    def leaves_ending(self) -> dict[str, dt.datetime]:
+        """The leaf certificates here that end within RENEW_BEFORE -> when (`init` renews them;
+        `status` says so meanwhile)."""
+        found = {}
+        for path in sorted(self.dir.glob("*.crt")):
+            if path.stem in ("ca", "ca-new"):
+                continue
+            ends = ends_within(path.read_bytes())
+            if ends is not None:
+                found[path.stem] = ends
+        return found
 
     def ca_cert(self) -> bytes:
         return self._read("ca.crt")
@@ -130,7 +157,7 @@ class Pki:
     def ca_ends_soon(self) -> dt.datetime | None:
         """When the CA hosts trust ends, if that is within RENEW_BEFORE (else None)."""
         ends = min(c.not_valid_after_utc for c in x509.load_pem_x509_certificates(self.trusted()))
-        return ends if ends - _now() < RENEW_BEFORE else None
+        return ends if ends - certs.now() < RENEW_BEFORE else None
 
     def known_cas(self) -> list[bytes]:
         """The CA certificates a host may trust, for the check before anything is pushed: this
@@ -153,13 +180,15 @@ class Pki:
             raise OverlayctlError(f"no CA to replace: {self.dir / 'ca.crt'} does not exist")
         key = ec.generate_private_key(ec.SECP256R1())
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        self._write("ca-new", self._ca_cert(key, f"{_now():%Y-%m-%d} {ski.digest.hex()[:8]}"), key)
+        self._write(
+            "ca-new", self._ca_cert(key, f"{certs.now():%Y-%m-%d} {ski.digest.hex()[:8]}"), key
+        )
         self.record(Replacement(1, done=False))
 
     def record(self, state: Replacement) -> None:
         """The round the folder is at (written atomically: a re-run resumes from it)."""
         doc = {"round": state.round, "done": state.done, "rounds": ROUNDS}
-        _write_file(self.dir / REPLACEMENT, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
+        write_file(self.dir / REPLACEMENT, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
         self.replacement = state
 
     def finish_replacement(self) -> None:
@@ -210,27 +239,32 @@ class Pki:
             return self._unwritten[file]
         return (self.dir / file).read_bytes()
 
-    def host_files(self, member: str | None) -> dict[str, bytes]:
-        """Remote path -> content of each PKI file a host needs (MEMBER None: not etcd)."""
-        client = self.pair("client")
+    def host_files(self, host: str, member: bool) -> dict[str, bytes]:
+        """Remote path -> content of each PKI file HOST needs: its own client certificate and
+        etcd password; on a MEMBER also the server, peer and admin certificates."""
+        client = self.pair(f"{host}-client")
         files = {
             hostpaths.CA_CERT: self.trusted(),
             hostpaths.ETCD_CLIENT_CERT: client.cert,
             hostpaths.ETCD_CLIENT_KEY: client.key,
+            hostpaths.ETCD_AGENT_PASSWORD: (self.ids.password(host) + "\n").encode(),
         }
-        if member is not None:
-            server, peer = self.pair(f"{member}-server"), self.pair(f"{member}-peer")
+        if member:
+            server, peer = self.pair(f"{host}-server"), self.pair(f"{host}-peer")
+            admin = self.pair(ADMIN)
             files |= {
                 hostpaths.ETCD_SERVER_CERT: server.cert,
                 hostpaths.ETCD_SERVER_KEY: server.key,
                 hostpaths.ETCD_PEER_CERT: peer.cert,
                 hostpaths.ETCD_PEER_KEY: peer.key,
+                hostpaths.ETCD_ADMIN_CERT: admin.cert,
+                hostpaths.ETCD_ADMIN_KEY: admin.key,
             }
         return files
 
-    def client_paths(self) -> tuple[Path, Path, Path]:
-        """(ca, cert, key) on this workstation, for an etcd client run from here."""
-        return self.dir / "ca.crt", self.dir / "client.crt", self.dir / "client.key"
+    def admin_paths(self) -> tuple[Path, Path, Path]:
+        """(ca, cert, key) of the admin on this workstation, for an etcd client run from here."""
+        return self.dir / "ca.crt", self.dir / f"{ADMIN}.crt", self.dir / f"{ADMIN}.key"
 
     # -- internals ---------------------------------------------------------------------------
     def _ensure_ca(self, made: list[str]) -> _CaPair:
@@ -254,35 +288,35 @@ class Pki:
         common = f"overlayctl {self.cluster} CA" + (f" {suffix}" if suffix else "")
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
         return (
-            _builder(name, name, key.public_key(), CA_DAYS)
+            builder(name, name, key.public_key(), CA_DAYS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
 
-    def _ensure_leaf(self, ca: _CaPair, leaf: _Leaf, made: list[str]) -> None:
+    def _ensure_leaf(self, ca: _CaPair, leaf: Leaf, made: list[str]) -> None:
         ca_cert, ca_key = ca
-        name, sans = leaf.name, leaf.sans
+        name = leaf.name
         cert_path = self.dir / f"{name}.crt"
         if cert_path.exists() and (self.dir / f"{name}.key").exists() and not self._renew:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if _still_good(cert, ca_cert, sans):
+            if still_good(cert, ca_cert, leaf):
                 return
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, leaf.common_name or name)])
-        builder = (
-            _builder(subject, ca_cert.subject, key.public_key(), LEAF_DAYS)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, leaf.common_name)])
+        built = (
+            builder(subject, ca_cert.subject, key.public_key(), LEAF_DAYS)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(leaf.usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
             )
         )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        self._write(name, builder.sign(ca_key, hashes.SHA256()), key)
+        if leaf.sans:
+            built = built.add_extension(x509.SubjectAlternativeName(leaf.sans), critical=False)
+        self._write(name, built.sign(ca_key, hashes.SHA256()), key)
         made.append(name)
 
     def _write(self, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
@@ -295,102 +329,5 @@ class Pki:
         if not self._write_files:
             self._unwritten |= {f"{name}.key": key_pem, f"{name}.crt": cert_pem}
             return
-        _write_file(self.dir / f"{name}.key", key_pem, 0o600)
-        _write_file(self.dir / f"{name}.crt", cert_pem, 0o644)
-
-
-_EKU_BOTH = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-
-
-def _member_sans(m: Member) -> list[x509.GeneralName]:
-    return [
-        x509.DNSName(m.name),
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address(m.address)),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-
-
-def _still_good(cert: x509.Certificate, ca: x509.Certificate, sans: list) -> bool:
-    if cert.issuer != ca.subject or cert.not_valid_after_utc - _now() < RENEW_BEFORE:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    try:
-        have = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        have = []
-    return sorted(map(str, have)) == sorted(map(str, sans))
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int
-) -> x509.CertificateBuilder:
-    now = _now()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
-
-
-def _key_usage(ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=not ca,
-        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Atomically (a stopped run leaves the old file or the new, never half of one); a key is
-    0600 from its first byte on."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of the certificate, as `openssl x509 -fingerprint -sha256` prints it."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
-
-
-def foreign_cas(known: Sequence[bytes], on_hosts: dict[str, bytes | None]) -> dict[str, str]:
-    """Pure: the hosts whose CA file holds a certificate that is none of KNOWN -> the
-    fingerprints of what it holds (`A + B` for a bundle).
-
-    A bundle passes when each of its certificates is known (a CA replacement's rounds 1 and 2).
-    Hosts without a CA are not listed (a fresh host); an unreadable file counts as foreign.
-    """
-    ours = {fp for pem in known for fp in _fingerprints(pem)}
-    found = {}
-    for host, pem in on_hosts.items():
-        if pem is None:
-            continue
-        try:
-            theirs = _fingerprints(pem)
-        except ValueError:
-            found[host] = "unreadable certificate"
-            continue
-        if not set(theirs) <= ours:
-            found[host] = " + ".join(theirs)
-    return found
-
-
-def _fingerprints(pem: bytes) -> list[str]:
-    certs = x509.load_pem_x509_certificates(pem)  # ValueError when there is none
-    return [c.fingerprint(hashes.SHA256()).hex(":").upper() for c in certs]
+        write_file(self.dir / f"{name}.key", key_pem, 0o600)
+        write_file(self.dir / f"{name}.crt", cert_pem, 0o644)

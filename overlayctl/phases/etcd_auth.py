@@ -1,0 +1,130 @@
+"""etcd authentication (`cluster.tls` clusters), in init's order: the allow-list key after the
+network config, then the users and the role, then (after every agent restarted with its user
+and password) `auth enable`. Day 1 and a day-2 upgrade end the same way, and an agent is never
+locked out: agents are given their credentials while authentication is still off (they log in
+once it is on, agent/etcd/base.py), and authentication goes on only once every host took its
+files. Each step compares first, so a re-run changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from overlayctl import paths as hp
+from overlayctl.etcd.auth import EtcdAuth
+from overlayctl.inventory.model import Inventory
+from overlayctl.phases.base import Rollout
+from overlayctl.phases.etcd import anchor
+from overlayctl.pki import Identities
+from overlayctl.text import plural
+
+TITLE = "etcd-auth"
+
+
+def _count(rollout: Rollout, via: Inventory | None, changes: int) -> None:
+    """Changes made in etcd count for the member it was reached through."""
+    name = (via or rollout.inv).etcd_members[0].name
+    rollout.report.changes[name] = rollout.report.changes.get(name, 0) + changes
+
+
+def _members_live(rollout: Rollout, via: Inventory | None) -> bool:
+    members = (via or rollout.inv).etcd_members
+    return all(m.name in rollout.session.remotes for m in members)
+
+
+@dataclass
+class AllowList:
+    """`<prefix>/allowed-public-ips`: the inventory's host addresses (TLS or not)."""
+
+    via: Inventory | None = None  # whose first member to write through (join: the running one)
+    title: str = "allow-list"
+
+    def should_run(self, rollout: Rollout) -> bool:
+        return _members_live(rollout, self.via)
+
+    def run(self, rollout: Rollout) -> None:
+        auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+        result = auth.ensure_allowlist(rollout.inv)
+        if result != "unchanged":
+            _count(rollout, self.via, 1)
+        rollout.say("cluster", self.title, f"{result}: {rollout.inv.cluster.etcd_prefix}"
+                    "/allowed-public-ips")  # fmt: skip
+
+
+@dataclass
+class EtcdUsers:
+    """root, one user per inventory host (role overlay-host), the role itself; users of that
+    role that are no inventory host are deleted."""
+
+    via: Inventory | None = None
+    title: str = TITLE
+
+    def should_run(self, rollout: Rollout) -> bool:
+        return (
+            rollout.inv.cluster.tls and rollout.pki is not None and _members_live(rollout, self.via)
+        )
+
+    def run(self, rollout: Rollout) -> None:
+        pki = rollout.pki
+        if pki is None:  # should_run said no already
+            return
+        auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+        done = auth.ensure_role() + sync_users(auth, pki.ids, [h.name for h in rollout.inv.hosts])
+        for line in done:
+            rollout.say("cluster", self.title, line)
+        _count(rollout, self.via, len(done))
+
+
+def sync_users(auth: EtcdAuth, ids: Identities, hosts: list[str]) -> list[str]:
+    """etcd's users as IDS and HOSTS say; what was changed."""
+    done = []
+    root, role = hp.ETCD_ROOT_USER, hp.ETCD_HOST_ROLE
+    existing = auth.users()
+    roles = auth.roles(existing)
+    wanted = {root: "root"} | dict.fromkeys(hosts, role)
+    for user, its_role in wanted.items():
+        password = ids.password(user)
+        if user not in roles:
+            auth.add_user(user, password)
+            done.append(f"user {user} added")
+        elif not ids.etcd_has(user):
+            auth.set_password(user, password)
+            done.append(f"user {user}: password set")
+        ids.record_set(user, password)
+        if its_role not in roles.get(user, []):
+            auth.grant_role(user, its_role)
+            if user in roles:
+                done.append(f"user {user}: role {its_role} granted")
+    for user in sorted(set(roles) - set(wanted)):
+        if role in roles[user]:
+            auth.delete_user(user)
+            ids.record_set(user, None)
+            done.append(f"user {user} deleted: no host of the inventory")
+    return done
+
+
+@dataclass
+class AuthEnable:
+    """`auth enable`, once every host (and so every agent) took its identity in this run."""
+
+    via: Inventory | None = None
+    title: str = TITLE
+
+    def should_run(self, rollout: Rollout) -> bool:
+        return (
+            rollout.inv.cluster.tls and rollout.pki is not None and _members_live(rollout, self.via)
+        )
+
+    def run(self, rollout: Rollout) -> None:
+        auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+        if auth.enabled():
+            return
+        missing = [h.name for h in rollout.inv.hosts if h.name not in rollout.session.remotes]
+        if missing:
+            rollout.say("cluster", self.title, "authentication stays off: "
+                        f"{plural(len(missing), 'host')} ({', '.join(missing)}) did not take its "
+                        "identity in this run; re-run init once they are back")  # fmt: skip
+            return
+        auth.enable()
+        _count(rollout, self.via, 1)
+        rollout.say("cluster", self.title, "authentication enabled")
