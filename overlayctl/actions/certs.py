@@ -9,6 +9,9 @@ round begins only once the one before it reached every host, so no etcd member o
 meets a certificate it does not trust. The state folder records the round reached; a stopped
 run is finished by the next (a round it had begun restarts etcd and the agents everywhere again,
 as some may still run with what they read before).
+
+`certs revoke HOST` deletes HOST's etcd user (its certificate and password stop working at once:
+etcd authenticates both as that user) and its identity in the state folder, and records it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from overlayctl import paths as hp
 from overlayctl.actions.init import init_phases, run_init
 from overlayctl.errors import BadInput, OverlayctlError
+from overlayctl.etcd.auth import EtcdAuth
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Inventory
 from overlayctl.phases.base import HostPhase, Phase, Rollout, RolloutOptions, RolloutReport
@@ -27,7 +32,7 @@ from overlayctl.phases.connect import Connect
 from overlayctl.phases.engine import run_phases, timed
 from overlayctl.phases.facts import Gather
 from overlayctl.phases.pki import RestartReaders
-from overlayctl.pki import ROUNDS, Pki, Replacement, fingerprint
+from overlayctl.pki import ROUNDS, Identities, Pki, Replacement, fingerprint
 from overlayctl.remote.session import Session
 from overlayctl.text import plural
 
@@ -151,3 +156,59 @@ def _fingerprints(session: Session) -> tuple[str | None, str | None]:
     if "ca-new.crt" not in known:
         return None, None
     return fingerprint(known["ca.crt"].read_bytes()), fingerprint(known["ca-new.crt"].read_bytes())
+
+
+@dataclass
+class Revocation:
+    """What `certs revoke HOST` did."""
+
+    host: str
+    user_deleted: bool | None = None  # None: not reached (no etcd member answered)
+    files_removed: list[str] = field(default_factory=list)
+    revoked_at: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_revoke(inv: Inventory, host: str) -> Identities:
+    """Refused (BadInput) before any connection: no TLS, a reserved name, or a HOST this state
+    folder never gave an identity and the inventory does not name."""
+    require_tls(inv)
+    if host in hp.RESERVED_HOST_NAMES:
+        raise BadInput(f"certs revoke: {host!r} is etcd's own identity, not a host's")
+    ids = Identities(state_dir(inv) / "pki")
+    known = {h.name for h in inv.hosts} | set(ids.revoked())
+    if host not in known and not (ids.dir / f"{host}.password").exists():
+        raise BadInput(f"certs revoke: {host} is not in the inventory and has no identity in "
+                       f"{ids.dir}")  # fmt: skip
+    return ids
+
+
+def revoke(session: Session, inv: Inventory, host: str, report: Revocation) -> Revocation:
+    """HOST's etcd user deleted through a member of INV (SESSION's hosts: other than HOST where
+    there is one), then its password and certificate gone from the state folder and the
+    revocation recorded. The user goes first: a run stopped before it leaves HOST as it was, and
+    a re-run finishes."""
+    ids = check_revoke(inv, host)
+    session.open()
+    members = sorted(inv.etcd_members, key=lambda m: m.name == host)
+    remote = next((session.remotes[m.name] for m in members if m.name in session.remotes), None)
+    if remote is None:
+        raise OverlayctlError("certs revoke: no etcd member could be reached; nothing changed")
+    if any(m.name == host for m in inv.etcd_members):
+        report.warnings.append(
+            f"{host} is an etcd member: it keeps the cluster's data, its peer key and the admin "
+            f"certificate; `overlayctl reset {host}` takes it out of the cluster"
+        )
+    report.user_deleted = EtcdAuth(remote, inv).delete_user(host)
+    report.files_removed = ids.forget(host)
+    ids.revoke(host)
+    report.revoked_at = ids.revoked()[host]
+    if host in {h.name for h in inv.hosts}:
+        report.warnings.append(
+            f"{host} is still in the inventory: the next `overlayctl init` gives it a new "
+            "identity; take it out of the inventory (or `overlayctl reset` it) to keep it out"
+        )
+    return report

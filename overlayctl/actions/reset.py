@@ -6,10 +6,13 @@ into the Network, the FLANNEL-* iptables chains), its lease deleted (reservation
 every file overlayctl replaced is put back from /var/lib/overlayctl/backup (files it created
 are removed), docker restarted on its own bridge, and, for an etcd member, the member removed
 from the cluster (refused when that would break quorum, unless --force) and its data wiped.
+A host leaving a cluster that stays also loses its etcd user (its certificate and password stop
+working at once) and its address leaves the allow-list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -19,10 +22,13 @@ from overlayctl import paths as hp
 from overlayctl.errors import BadInput, OverlayctlError
 from overlayctl.etcd import cluster as etcd_cluster
 from overlayctl.etcd import etcdctl, members
+from overlayctl.etcd.auth import EtcdAuth
 from overlayctl.etcd.members import with_members
+from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config_key
 from overlayctl.phases import agent, docker, etcd, prepare
+from overlayctl.pki import Identities
 from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
 
@@ -101,6 +107,7 @@ def run_reset(
     if anchor is not None and not whole:  # a whole cluster's leases go with etcd's data
         _forget_leases(run, anchor, stopped)
         _leave_cluster(run, anchor)
+        _forget_identities(run, anchor)
     _restore_files(run)
     _wipe_etcd(run)
     if whole:
@@ -140,6 +147,25 @@ def _leave_cluster(run: _Reset, anchor: Remote) -> None:
     listed = {m.name for m in run.status.members}
     for host in run.live([h for h in run.leaving if h.is_etcd and h.name in listed]):
         run.done(host.name, _leave(anchor, run.session.inv, run.etcd_inv, host, run.force))
+
+
+def _forget_identities(run: _Reset, anchor: Remote) -> None:
+    """The leaving hosts' etcd users deleted (their certificates and passwords stop working)
+    and their identities gone from the state folder; the allow-list without their addresses."""
+    inv = run.session.inv
+    leaving = {h.name for h in run.leaving}
+    auth = EtcdAuth(anchor, run.etcd_inv)
+    staying = dataclasses.replace(inv, hosts=tuple(h for h in inv.hosts if h.name not in leaving))
+    result = auth.ensure_allowlist(staying)
+    if result != "unchanged":
+        run.done("cluster", f"{result}: {inv.cluster.etcd_prefix}/allowed-public-ips")
+    if not inv.cluster.tls:
+        return
+    ids = Identities(state_dir(inv) / "pki")
+    for host in run.leaving:
+        if auth.delete_user(host.name):
+            run.done(host.name, "etcd user deleted")
+        ids.forget(host.name)
 
 
 def _restore_files(run: _Reset) -> None:

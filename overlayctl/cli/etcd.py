@@ -1,7 +1,8 @@
-"""`overlayctl etcd snapshot save|restore` and `overlayctl certs rotate`."""
+"""`overlayctl etcd snapshot save|restore`, `overlayctl certs rotate` and `certs revoke`."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -124,3 +125,33 @@ def rotate(
     outcome = summary(run, "certs rotate --new-ca", report)
     outcome.doc["ca"] = report.ca_doc()
     return outcome
+
+
+@certs.command()
+@inventory_option
+@connection_options
+@output_option("table")
+@click.option("--break-lock", is_flag=True, help="Remove a lock left on hosts by a dead run.")
+@click.argument("host")
+def revoke(inventory: Path, accept_new_host_keys: bool, parallel: int, break_lock: bool,
+           host: str) -> Outcome:  # fmt: skip
+    """Take HOST's etcd identity away at once: its user, certificate and password.
+
+    HOST's etcd user is deleted (its agent's next etcd call is refused), its password and
+    certificate leave the state folder, and the revocation is recorded. A HOST still in the
+    inventory gets a new identity from the next `init`: take it out (or `reset` it) first.
+    """
+    inv = load(inventory)
+    certs_action.check_revoke(inv, host)
+    options = RunOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                         break_lock=break_lock)  # fmt: skip
+    report = certs_action.Revocation(host)
+    # Only the members are reached (and locked): HOST itself may be gone for good.
+    members = dataclasses.replace(inv, hosts=inv.etcd_members)
+    with run_session(members, "revoke", options, lock=True) as run:
+        certs_action.revoke(run.session, inv, host, report)
+    deleted = {True: "etcd user deleted", False: "no etcd user (already gone)", None: "not reached"}
+    lines = [f"{host:<12} revoke    {deleted[report.user_deleted]}; removed "
+             f"{', '.join(report.files_removed) or 'nothing'} from the state folder"]  # fmt: skip
+    lines += [f"{host:<12} revoke    {w}" for w in report.warnings]
+    return run.ended("\n".join(lines), report.doc(), "revoke")
