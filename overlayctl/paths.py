@@ -51,23 +51,26 @@ DOCKER_OPTS_ENV = "/run/flannel/docker"
 DOCKER_DROPIN = "/etc/systemd/system/docker.service.d/overlayctl.conf"
 DOCKERD = {"debian": "/usr/sbin/dockerd", "rhel": "/usr/bin/dockerd"}
 
-# --- firewalld (RHEL family; written and enabled only where firewalld is active) ---------------
-# Services are added to the zone of the underlay interface; the zone takes the overlay Network as
-# its source, so traffic from and to containers on other hosts is accepted and forwarded.
+# --- the host firewall ----------------------------------------------------------------------------
+# etcd's ports (and, with firewalld, the backend's port) only from the cluster's addresses, and
+# containers kept off every member's etcd. Where firewalld is active (RHEL family): two firewalld
+# policies (0.9+); elsewhere, with cluster.host_firewall: iptables chains loaded at boot by a
+# oneshot unit before etcd, docker and the agent. phases/firewall.py plans both.
 FIREWALLD_DIR = "/etc/firewalld"
-FIREWALLD_ETCD = "overlayctl-etcd"  # service: etcd clients and peers (etcd members)
-FIREWALLD_NODE = "overlayctl-node"  # service: the backend's data port (node hosts)
-FIREWALLD_ZONE = "overlayctl"  # zone: source = the overlay Network, target ACCEPT (node hosts)
+FIREWALLD_HOST_POLICY = "overlayctl-host"  # ANY -> HOST: our ports only from cluster addresses
+FIREWALLD_FORWARD_POLICY = "overlayctl-forward"  # ANY -> ANY: overlay subnet to overlay subnet
+FIREWALLD_POLICIES_SINCE = (0, 9)  # firewalld 0.9 (RHEL 8.3+) has policies; CentOS 7 has 0.6
+FIREWALLD_LEGACY_PREFIX = "overlayctl"  # older releases' services overlayctl-*, zone overlayctl
+FIREWALL_UNIT_NAME = "overlayctl-firewall"
+FIREWALL_UNIT = f"/etc/systemd/system/{FIREWALL_UNIT_NAME}.service"
+FIREWALL_RULES = "/etc/overlayctl/firewall.rules"  # iptables-restore --noflush input
+FIREWALL_INPUT_CHAIN = "OVERLAYCTL-INPUT"  # filter table, jumped to first from INPUT
+FIREWALL_FORWARD_CHAIN = "OVERLAYCTL-FORWARD"  # filter table, jumped to first from FORWARD
 
 
-def firewalld_service(name: str) -> str:
-    """A firewalld service definition overlayctl writes."""
-    return f"{FIREWALLD_DIR}/services/{name}.xml"
-
-
-def firewalld_zone(name: str) -> str:
-    """A firewalld zone definition overlayctl writes."""
-    return f"{FIREWALLD_DIR}/zones/{name}.xml"
+def firewalld_policy(name: str) -> str:
+    """A firewalld policy definition overlayctl writes."""
+    return f"{FIREWALLD_DIR}/policies/{name}.xml"
 
 
 # --- PKI (written by the PKI phase; referenced by etcd.conf and the agent's options) ------------

@@ -27,7 +27,7 @@ from overlayctl.etcd.members import with_members
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config_key
-from overlayctl.phases import agent, docker, etcd, prepare
+from overlayctl.phases import agent, docker, etcd, firewall
 from overlayctl.pki import Identities
 from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
@@ -169,11 +169,11 @@ def _forget_identities(run: _Reset, anchor: Remote) -> None:
 
 
 def _restore_files(run: _Reset) -> None:
-    """Every file init replaced put back, the ones it created removed (firewalld's services out
-    of their zones first), docker back on its own bridge."""
+    """Every file init replaced put back, the ones it created removed (the host firewall taken
+    off first: its chains, its unit, firewalld's policies), docker back on its own bridge."""
 
     def undo(host: Host, remote: Remote) -> list[str]:
-        prepare.undo_firewalld(remote)  # before its service files go (RHEL; no-op elsewhere)
+        firewall.undo(remote)  # chains and unit, firewalld's policies and services: before files go
         remote.restore_backups()
         remote.run(["rm", "-rf", hp.AGENT_HOME, hp.PKI_DIR, "/run/flannel"], check=False)
         remote.run(["rmdir", "--ignore-fail-on-non-empty", hp.PKI_DIR.rsplit("/", 1)[0]],

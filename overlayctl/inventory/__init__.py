@@ -30,6 +30,9 @@ cluster (mapping; required)
       (agent_options.py: --etcd-password, --config-file, a non-loopback --healthz-ip,
       --docker-opts-file outside /run/).
   docker.mode (str; dropin): dropin (a systemd drop-in) or execstart (edit ExecStart, the seed).
+  host_firewall (bool; true): where firewalld is not active, iptables rules let etcd's ports
+      in only from cluster hosts (peers from members) and keep containers off every member's
+      etcd (plan/firewall.py); firewalld, where active, always gets overlayctl's policies.
 ssh (mapping; optional)
   user (str; root): login user.
   port (int; 22): SSH port.

@@ -99,6 +99,8 @@ class Cluster:
     ip_masq: bool
     agent_options: tuple[str, ...]
     docker_mode: str
+    # iptables rules for etcd's ports where firewalld is not active (plan/firewall.py)
+    host_firewall: bool = True
 
     @property
     def subnet_count(self) -> int:

@@ -91,6 +91,7 @@ _CLUSTER_KEYS = (
     "ip_masq",
     "agent_options",
     "docker",
+    "host_firewall",
 )
 
 
@@ -171,6 +172,7 @@ def _cluster(sec: Section) -> Cluster:
         ip_masq=sec.boolean("ip_masq", False),
         agent_options=_agent_options(sec),
         docker_mode=docker.choice("mode", DOCKER_MODES, "dropin"),
+        host_firewall=sec.boolean("host_firewall", True),
     )
 
 

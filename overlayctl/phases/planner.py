@@ -13,13 +13,22 @@ from overlayctl.phases.agent import Agent
 from overlayctl.phases.base import HostPhase, PlanInput
 from overlayctl.phases.docker import Docker
 from overlayctl.phases.etcd import Etcd
+from overlayctl.phases.firewall import Firewall
 from overlayctl.phases.packages import Packages, missing_packages
 from overlayctl.phases.pki import PushPki
 from overlayctl.phases.prepare import Prepare
 from overlayctl.plan.changes import DesiredFile, FileChange, HostPlan, same_owner
 from overlayctl.plan.facts import Facts, RemoteFile
 
-HOST_PHASES: tuple[HostPhase, ...] = (Prepare(), Packages(), PushPki(), Etcd(), Agent(), Docker())
+HOST_PHASES: tuple[HostPhase, ...] = (
+    Prepare(),
+    Packages(),
+    Firewall(),
+    PushPki(),
+    Etcd(),
+    Agent(),
+    Docker(),
+)
 
 
 def owner_of(path: str) -> HostPhase:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from overlayctl.errors import OverlayctlError
 from overlayctl.inventory.model import Host, Inventory
+from overlayctl.paths import FIREWALLD_LEGACY_PREFIX, FIREWALLD_POLICIES_SINCE
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,29 @@ class Firewalld:
     default_zone: str
     zones: dict[str, str] = field(default_factory=dict)  # interface -> zone (runtime)
     services: dict[str, frozenset[str]] = field(default_factory=dict)  # zone -> permanent ones
+    version: str = ""  # `firewall-cmd --version`, e.g. 1.3.4 ("" when it did not say)
 
     def zone_of(self, iface: str | None) -> str:
         """The zone traffic arriving on IFACE is in: its own, else the default zone."""
         return self.zones.get(iface or "", self.default_zone)
+
+    @property
+    def has_policies(self) -> bool:
+        """Whether this firewalld knows policies (0.9+); an unreadable version counts as new
+        (every firewalld of the last years), so the reload is what would tell otherwise."""
+        try:
+            have = tuple(int(part) for part in self.version.split(".")[:2])
+        except ValueError:
+            return True
+        return not have or have >= FIREWALLD_POLICIES_SINCE
+
+    def legacy(self) -> list[tuple[str, str]]:
+        """(zone, service) pairs of older overlayctl releases' firewalld services still enabled
+        (their zone took the overlay Network with target ACCEPT: every port open to it)."""
+        return sorted(
+            (zone, name) for zone, names in self.services.items() for name in names
+            if name.startswith(FIREWALLD_LEGACY_PREFIX + "-")
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,7 @@ def parse_facts(text: str) -> Facts:
             values["fw_default_zone"],
             fw_zones,
             {zone: frozenset(names) for zone, names in fw_services.items()},
+            values.get("fw_version", ""),
         )
         if values.get("fw_default_zone")
         else None,

@@ -17,7 +17,8 @@ import jinja2
 from overlayctl import paths as hp
 from overlayctl.errors import BadInput
 from overlayctl.inventory.endpoints import etcd_client_urls, etcd_scheme, initial_cluster, peer_url
-from overlayctl.inventory.model import BACKEND_OPTIONS, Host, Inventory
+from overlayctl.inventory.model import Host, Inventory
+from overlayctl.plan import firewall as fw
 
 # Fixed namespace so derived ids are the same on every machine and every run.
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://overlayctl.invalid/ifcfg")
@@ -164,53 +165,56 @@ def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[s
     return path, content
 
 
-def firewalld_ports(inv: Inventory, host: Host) -> dict[str, list[tuple[str, str]]]:
-    """overlayctl's firewalld services for HOST -> their (protocol, port) pairs.
-
-    etcd members: clients and peers (2379-2380/tcp, and 4001/tcp with legacy_client_port).
-    Node hosts: the backend's data port (vxlan 8472/udp, udp 8285/udp, or the configured port;
-    host-gw none). The agent's health port listens on 127.0.0.1 only and needs no rule.
-    """
-    services: dict[str, list[tuple[str, str]]] = {}
-    if host.is_etcd:
-        ports = [("tcp", f"{hp.ETCD_CLIENT_PORT}-{hp.ETCD_PEER_PORT}")]
-        if inv.cluster.legacy_client_port:
-            ports.append(("tcp", str(hp.ETCD_LEGACY_CLIENT_PORT)))
-        services[hp.FIREWALLD_ETCD] = ports
-    if host.is_node:
-        options = dict(inv.cluster.backend_options)
-        specs = BACKEND_OPTIONS[inv.cluster.backend]
-        port = options.get("port", specs["port"].default) if "port" in specs else None
-        services[hp.FIREWALLD_NODE] = [] if port is None else [("udp", str(port))]
-    return services
+def _firewall(inv: Inventory, host: Host, os_family: str, head: str) -> dict[str, bytes]:
+    """The host firewall's files (plan/firewall.py says what and why): firewalld's policies on
+    the RHEL family, the iptables rules and their unit with cluster.host_firewall. The
+    firewall phase keeps only the kind that fits the host (firewalld active or not)."""
+    files: dict[str, bytes] = {}
+    names = {"input_chain": hp.FIREWALL_INPUT_CHAIN, "forward_chain": hp.FIREWALL_FORWARD_CHAIN}
+    if inv.cluster.host_firewall:
+        files[hp.FIREWALL_RULES] = _template(
+            os_family, "firewall.rules", header=head, input=fw.etcd_openings(inv, host),
+            network=str(inv.cluster.network), members=fw.members(inv),
+            etcd_ports=",".join(map(str, fw.etcd_ports(inv))), **names,
+        )  # fmt: skip
+        files[hp.FIREWALL_UNIT] = _template(
+            os_family, "overlayctl-firewall.service", header=head, rules=hp.FIREWALL_RULES, **names
+        )
+    if os_family == "rhel":
+        files.update(_firewalld(inv, host, head.replace("--", "- -")))  # not in an XML comment
+    return files
 
 
 def _firewalld(inv: Inventory, host: Host, head: str) -> dict[str, bytes]:
-    """The firewalld service definitions for HOST and, on node hosts, the overlay's zone."""
-    head = head.replace("--", "- -")  # not allowed inside an XML comment
-    cluster, backend = inv.cluster.name, inv.cluster.backend
-    what = {
-        hp.FIREWALLD_ETCD: f"etcd of overlayctl cluster {cluster}: clients and peers.",
-        hp.FIREWALLD_NODE: f"The {backend} data port of overlayctl cluster {cluster}"
-        + (" (host-gw needs none)." if backend == "host-gw" else "."),
-    }
+    cluster, network = inv.cluster.name, str(inv.cluster.network)
+    rules = [
+        {"priority": -20, "source": source, "protocol": o.protocol, "port": o.port,
+         "action": "accept"}
+        for o in fw.firewalld_openings(inv, host) for source in o.sources
+    ] + [
+        {"priority": -10, "protocol": o.protocol, "port": o.port, "action": "drop"}
+        for o in fw.firewalld_openings(inv, host)
+    ]  # fmt: skip
     files = {
-        hp.firewalld_service(name): _template(
-            "rhel",
-            "firewalld-service",
-            header=head,
-            short=name,
-            description=what[name],
-            ports=ports,
+        hp.firewalld_policy(hp.FIREWALLD_HOST_POLICY): _template(
+            "rhel", "firewalld-policy", header=head, short=hp.FIREWALLD_HOST_POLICY,
+            description=f"overlayctl cluster {cluster}: etcd and the overlay's port only from "
+            "the cluster's hosts, dropped from anyone else (containers included).",
+            ingress="ANY", egress="HOST", rules=rules,
         )
-        for name, ports in firewalld_ports(inv, host).items()
-    }
+    }  # fmt: skip
     if host.is_node:
-        files[hp.firewalld_zone(hp.FIREWALLD_ZONE)] = _template(
-            "rhel", "firewalld-zone", header=head, short=hp.FIREWALLD_ZONE,
-            description=f"The overlay Network of overlayctl cluster {cluster}: traffic from "
-            "containers on every host, accepted and forwarded.",
-            source=str(inv.cluster.network),
+        drops = [
+            {"priority": -10, "source": network, "destination": member, "protocol": "tcp",
+             "port": port, "action": "drop"}
+            for member in fw.members(inv) for port in fw.etcd_ports(inv)
+        ]  # fmt: skip
+        accept = {"priority": -5, "source": network, "destination": network, "action": "accept"}
+        files[hp.firewalld_policy(hp.FIREWALLD_FORWARD_POLICY)] = _template(
+            "rhel", "firewalld-policy", header=head, short=hp.FIREWALLD_FORWARD_POLICY,
+            description=f"overlayctl cluster {cluster}: containers on every host reach each "
+            "other (overlay subnet to overlay subnet), never a member's etcd.",
+            ingress="ANY", egress="ANY", rules=[*drops, accept],
         )  # fmt: skip
     return files
 
@@ -245,8 +249,7 @@ def render_host(
     if host.ifcfg is not None:
         path, content = _static_ip(inv, host, os_family, head)
         files[path] = content
-    if os_family == "rhel":
-        files.update(_firewalld(inv, host, head))
+    files.update(_firewall(inv, host, os_family, head))
     if host.is_etcd:
         files[hp.ETCD_CONF] = _template(
             os_family, "etcd.conf", header=head, **_etcd_values(inv, host, joining_with)

@@ -2,7 +2,8 @@
 # $1 the agent's digest file, $2 overlayctl's docker drop-in; then the package names to look up
 # (Debian and RHEL names alike; unknown names are just absent; on RHEL a name counts when an
 # installed package provides it, e.g. iptables by iptables-nft on EL9). firewalld, when active: the
-# default zone, the runtime zone of each interface and the permanent services of each zone.
+# version, the default zone, the runtime zone of each interface and the permanent services of
+# each zone.
 digest_file=$1; dropin=$2; shift 2
 [ -r /etc/os-release ] && . /etc/os-release
 echo "os_id=${ID:-}"
@@ -16,7 +17,7 @@ for m in apt-get dnf yum; do
 done
 echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
 [ -d /run/systemd/system ] && echo "systemd=yes"
-for u in etcd overlay-agent docker firewalld; do
+for u in etcd overlay-agent docker firewalld overlayctl-firewall; do
   active=$(systemctl is-active "$u" 2>/dev/null || true)
   enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
   echo "unit=$u $active $enabled"
@@ -24,6 +25,7 @@ done
 if [ "$(systemctl is-active firewalld 2>/dev/null)" = active ] &&
    command -v firewall-cmd >/dev/null 2>&1; then
   echo "fw_default_zone=$(firewall-cmd --get-default-zone 2>/dev/null)"
+  echo "fw_version=$(firewall-cmd --version 2>/dev/null)"
   firewall-cmd --get-active-zones 2>/dev/null | awk '/^[^ \t]/ {z=$1}
     /^[ \t]+interfaces:/ {for (i = 2; i <= NF; i++) print "fw_iface=" $i " " z}'
   firewall-cmd --permanent --list-all-zones 2>/dev/null | awk '/^[^ \t]/ {z=$1}

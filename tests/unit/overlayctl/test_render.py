@@ -84,16 +84,18 @@ def seed() -> Inventory:
     return load_inventory(SEED / "cluster.yaml")[0]
 
 
-# Our agent's unit: the runbook's flanneld came with its own from the flannel package. firewalld:
-# the runbook turned the firewall off; overlayctl opens its ports instead (RHEL hosts).
+# Our agent's unit: the runbook's flanneld came with its own from the flannel package. The
+# firewall: the runbook turned it off; overlayctl opens its ports to the cluster only instead
+# (firewalld's policies where it runs, else iptables rules and their unit).
 SEED_ADDED_FILES = {
     f"{h}{path}"
     for h in ("node1", "node2")
     for path in (
         hp.AGENT_UNIT,
-        hp.firewalld_service(hp.FIREWALLD_ETCD),
-        hp.firewalld_service(hp.FIREWALLD_NODE),
-        hp.firewalld_zone(hp.FIREWALLD_ZONE),
+        hp.firewalld_policy(hp.FIREWALLD_HOST_POLICY),
+        hp.firewalld_policy(hp.FIREWALLD_FORWARD_POLICY),
+        hp.FIREWALL_RULES,
+        hp.FIREWALL_UNIT,
     )
 }
 XML_HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n'
@@ -353,7 +355,7 @@ def test_render_cli_writes_files_with_modes(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("overlayctl: warning: hosts: 2 etcd members")
-    assert "wrote 23 files for 2 hosts" in result.stdout
+    assert "wrote 25 files for 2 hosts" in result.stdout
     hosts_file = out / "node1" / "etc" / "hosts"
     assert stat.S_IMODE(hosts_file.stat().st_mode) == 0o644
     assert (out / "_etcd" / "atomic.io" / "network" / "config").read_text() == network_config_json(
