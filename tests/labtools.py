@@ -69,11 +69,11 @@ def _timed(kind: str, args: tuple[str, ...]) -> Iterator[None]:
                 out.write(json.dumps(line) + "\n")
 
 
-# etcdctl on an etcd member, through that member's own client URL, with the client certificate
-# init pushed there.
+# etcdctl on an etcd member, through that member's own client URL, as etcd's root user: with
+# the admin certificate (CN root), which init pushes to etcd members only.
 ETCDCTL = (
-    "etcdctl --cacert=/etc/overlayctl/pki/ca.crt --cert=/etc/overlayctl/pki/etcd-client.crt"
-    " --key=/etc/overlayctl/pki/etcd-client.key --endpoints=https://127.0.0.1:2379"
+    "etcdctl --cacert=/etc/overlayctl/pki/ca.crt --cert=/etc/overlayctl/pki/etcd-admin.crt"
+    " --key=/etc/overlayctl/pki/etcd-admin.key --endpoints=https://127.0.0.1:2379"
 )
 
 # The units a no-change run must not restart.

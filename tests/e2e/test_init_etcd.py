@@ -16,7 +16,8 @@ from tests.labtools import cli, main_pids, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
 CA = "/etc/overlayctl/pki/ca.crt"
-CLIENT = ("--cert=/etc/overlayctl/pki/etcd-client.crt", "--key=/etc/overlayctl/pki/etcd-client.key")
+# The admin identity (CN root) a member holds; the host's own (etcd-client.*) is least privilege.
+CLIENT = ("--cert=/etc/overlayctl/pki/etcd-admin.crt", "--key=/etc/overlayctl/pki/etcd-admin.key")
 HOSTS = ["node1", "node2", "node3"]  # the cluster: the `three` inventory
 
 
@@ -65,6 +66,7 @@ def test_keys_on_hosts_are_private(initialised) -> None:
     lines = sorted(out.split("\n")[:-1])
     assert lines == sorted(
         [
+            "600 root /etc/overlayctl/pki/etcd-admin.key",
             "600 root /etc/overlayctl/pki/etcd-client.key",
             "600 etcd /etc/overlayctl/pki/etcd-peer.key",
             "600 etcd /etc/overlayctl/pki/etcd-server.key",

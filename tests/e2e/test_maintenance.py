@@ -27,7 +27,8 @@ from tests.labtools import ETCDCTL, cli, main_pids, on
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.full]
-LEAVES = {"etcd-server.crt", "etcd-peer.crt", "etcd-client.crt"}  # on every member, with ca.crt
+# On every member, with ca.crt: its own, and the admin's (CN root, members only).
+LEAVES = {"etcd-server.crt", "etcd-peer.crt", "etcd-client.crt", "etcd-admin.crt"}
 SERIALS = (
     "cd /etc/overlayctl/pki && for f in *.crt; do echo $f $(openssl x509 -serial -noout -in $f); "
     "done"

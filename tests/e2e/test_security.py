@@ -102,7 +102,7 @@ def test_local_pki_is_private(shared_cluster: Cluster, outputs) -> None:
     pki = state_dir(lab) / "pki"
     assert stat.S_IMODE(pki.stat().st_mode) == 0o700
     keys = sorted(pki.glob("*.key"))
-    assert {p.name for p in keys} >= {"ca.key", "client.key", "node1-server.key"}
+    assert {p.name for p in keys} >= {"ca.key", "admin.key", "node1-client.key", "node1-server.key"}
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys}
     assert set(modes.values()) == {0o600}, modes
     assert stat.S_IMODE(lab.ssh_key.stat().st_mode) == 0o600
