@@ -73,6 +73,7 @@ INVENTORY_COMMANDS = [p for p in commands() if p not in PASSTHROUGH and
 @pytest.mark.parametrize("path", INVENTORY_COMMANDS, ids=" ".join)
 def test_json_error_document_on_a_missing_inventory(path: tuple[str, ...], tmp_path: Path) -> None:
     extra = {("render",): ["--out", str(tmp_path / "r")], ("join",): ["node9"],
+             ("certs", "revoke"): ["node9"],
              ("etcd", "snapshot", "restore"): [str(tmp_path / "inv.yaml")]}  # fmt: skip
     (tmp_path / "inv.yaml").write_text("not: an inventory\n")
     code, out, err = run(*path, "-i", str(tmp_path / "absent.yaml"), "-o", "json",
