@@ -52,23 +52,31 @@ class AllowList:
 
 
 @dataclass
-class EtcdUsers:
-    """root, one user per inventory host (role overlay-host), the role itself; users of that
-    role that are no inventory host are deleted."""
+class _AuthStep:
+    """A step on etcd's users (TLS clusters, once the PKI is known and every member is live),
+    through the first member of VIA (join: the running cluster's)."""
 
     via: Inventory | None = None
     title: str = TITLE
 
     def should_run(self, rollout: Rollout) -> bool:
-        return (
-            rollout.inv.cluster.tls and rollout.pki is not None and _members_live(rollout, self.via)
-        )
+        tls = rollout.inv.cluster.tls and rollout.pki is not None
+        return tls and _members_live(rollout, self.via)
+
+    def auth(self, rollout: Rollout) -> EtcdAuth:
+        return EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+
+
+@dataclass
+class EtcdUsers(_AuthStep):
+    """root, one user per inventory host (role overlay-host), the role itself; users of that
+    role that are no inventory host are deleted."""
 
     def run(self, rollout: Rollout) -> None:
         pki = rollout.pki
         if pki is None:  # should_run said no already
             return
-        auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+        auth = self.auth(rollout)
         done = auth.ensure_role() + sync_users(auth, pki.ids, [h.name for h in rollout.inv.hosts])
         for line in done:
             rollout.say("cluster", self.title, line)
@@ -104,19 +112,11 @@ def sync_users(auth: EtcdAuth, ids: Identities, hosts: list[str]) -> list[str]:
 
 
 @dataclass
-class AuthEnable:
+class AuthEnable(_AuthStep):
     """`auth enable`, once every host (and so every agent) took its identity in this run."""
 
-    via: Inventory | None = None
-    title: str = TITLE
-
-    def should_run(self, rollout: Rollout) -> bool:
-        return (
-            rollout.inv.cluster.tls and rollout.pki is not None and _members_live(rollout, self.via)
-        )
-
     def run(self, rollout: Rollout) -> None:
-        auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
+        auth = self.auth(rollout)
         if auth.enabled():
             return
         missing = [h.name for h in rollout.inv.hosts if h.name not in rollout.session.remotes]
