@@ -262,10 +262,6 @@ class Pki:
             }
         return files
 
-    def admin_paths(self) -> tuple[Path, Path, Path]:
-        """(ca, cert, key) of the admin on this workstation, for an etcd client run from here."""
-        return self.dir / "ca.crt", self.dir / f"{ADMIN}.crt", self.dir / f"{ADMIN}.key"
-
     # -- internals ---------------------------------------------------------------------------
     def _ensure_ca(self, made: list[str]) -> _CaPair:
         """This folder's CA, made when there is none. One near its end is kept all the same: a
