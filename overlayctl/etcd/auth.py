@@ -154,7 +154,9 @@ class EtcdAuth:
                     or [])  # fmt: skip
 
     def roles(self, users: list[str]) -> dict[str, list[str]]:
-        """Each of USERS -> its roles, read in one round trip."""
+        """Each of USERS -> its roles, read in one round trip (none for no user)."""
+        if not users:
+            return {}
         argv = etcdctl.base_argv(self.inv)
         commands = [([*argv, "user", "get", u, "-w", "json"], f"etcdctl user get {u}")
                     for u in users]  # fmt: skip
