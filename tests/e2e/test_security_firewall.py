@@ -11,6 +11,7 @@ port answers at once (TLS is not needed to tell them apart).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -70,23 +71,30 @@ def test_plan_shows_the_rules_before_init(cluster) -> None:
         assert f"+-A {INPUT} -p tcp --dport 2379 -j DROP" in rules
 
 
-def test_a_container_reaches_no_members_etcd(cluster) -> None:
+@pytest.mark.parametrize(
+    ("target", "port"),
+    [("node1", 2379), ("node2", 2379), ("node2", 2380)],
+    ids=["own-host-through-docker0", "other-host-masqueraded", "other-host-peer-port"],
+)
+def test_a_container_on_node1_reaches_no_members_etcd(cluster, target: str, port: int) -> None:
     lab, _three, _plan = cluster
-    node1, node2 = address(lab, "node1"), address(lab, "node2")
-    assert not tcp_from_container(lab, "node1", node1, 2379)  # its own host, through docker0
-    assert not tcp_from_container(lab, "node1", node2, 2379)  # another host, masqueraded
-    assert not tcp_from_container(lab, "node1", node2, 2380)
+    assert not tcp_from_container(lab, "node1", address(lab, target), port)
 
 
-def test_cluster_hosts_and_the_operator_on_loopback_do(cluster) -> None:
+def test_another_cluster_host_reaches_etcd(cluster) -> None:
     lab, _three, _plan = cluster
     node1 = address(lab, "node1")
     assert tcp_from_host(lab, "node2", node1, 2379)  # node2's agent dials from node2's address
     assert tcp_from_host(lab, "node2", node1, 2380)  # and node2's etcd peers with node1's
-    health = on(lab, "node1", f"{ETCDCTL} --dial-timeout=3s endpoint health")
-    assert health.returncode == 0 and "is healthy" in health.stdout + health.stderr, health
     ready = on(lab, "node2", "systemctl is-active overlay-agent && systemctl is-active etcd")
     assert ready.stdout.split() == ["active", "active"], ready
+
+
+def test_the_operator_on_loopback_reaches_etcd(cluster) -> None:
+    lab, _three, _plan = cluster
+    assert tcp_from_host(lab, "node1", "127.0.0.1", 2379)
+    health = on(lab, "node1", f"{ETCDCTL} --dial-timeout=3s endpoint health")
+    assert health.returncode == 0 and "is healthy" in health.stdout + health.stderr, health
 
 
 def test_the_rules_persist_in_a_unit_ordered_before_etcd(cluster) -> None:
@@ -121,24 +129,34 @@ def test_a_hostile_lease_reaches_the_terminal_as_characters(cluster) -> None:
 
 
 def test_a_lock_planted_by_another_user_cannot_block_init(cluster) -> None:
+    """Where the lock used to live (world-writable /run/lock), any user can make one; the
+    folder it lives in now is root's alone."""
     lab, three, _plan = cluster
-    holder = '{"command": "overlayctl init", "user": "mallory", "pid": 1}'
-    planted = on(lab, "node1", f"runuser -u nobody -- sh -c \"mkdir /run/lock/overlayctl.lock && "
-                               f"echo '{holder}' > /run/lock/overlayctl.lock/holder\"; "
-                               "runuser -u nobody -- mkdir /run/overlayctl/x")  # fmt: skip
-    assert "Permission denied" in planted.stderr, planted  # the new folder is root's alone
+    holder = '{"command": "overlayctl init", "user": "mallory", "workstation": "x", "pid": 1}'
+    old = "/run/lock/overlayctl.lock"
+    plant = f"mkdir {old} && printf '%s\\n' {shlex.quote(holder)} > {old}/holder"
+    planted = on(lab, "node1", f"runuser -u nobody -- sh -c {shlex.quote(plant)} && "
+                               f"stat -c %U {old}/holder")  # fmt: skip
+    assert planted.returncode == 0 and planted.stdout == "nobody\n", planted
     try:
         result, doc = run(lab, "init", "-i", three)
         assert result.returncode == 0 and doc["changes"] == 0, result.stdout + result.stderr
         assert sh(lab, "node1", "stat -c '%U %a' /run/overlayctl") == "root 700\n"
+        refused = on(lab, "node1", "runuser -u nobody -- mkdir /run/overlayctl/lock")
+        assert "Permission denied" in refused.stderr, refused
     finally:
         on(lab, "node1", "rm -rf /run/lock/overlayctl.lock")
 
 
-def test_a_rerun_changes_nothing_and_reset_takes_it_all_away(cluster) -> None:
+def test_a_rerun_changes_nothing(cluster) -> None:
     lab, three, _plan = cluster
     result, doc = run(lab, "init", "-i", three)
     assert result.returncode == 0 and doc["changes"] == 0, result.stdout + result.stderr
+
+
+def test_reset_takes_it_all_away(cluster) -> None:
+    """Last: the lab is reset."""
+    lab, three, _plan = cluster
     result, doc = run(lab, "reset", "-i", three, "--yes")
     assert result.returncode == 0 and doc["ok"] is True, result.stdout + result.stderr
     for host in THREE:
