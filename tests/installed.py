@@ -28,8 +28,16 @@ ENV_VAR = "OVERLAYCTL_INSTALLED_VENV"
 # modules into the wheel), environments and caches. The rest is what `pip install .` sees.
 _NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".pytest_cache",
-    ".ruff_cache", ".lab", ".vagrant", "out", "wheelhouse",
+    ".ruff_cache", ".lab", ".vagrant", "out",
 )  # fmt: skip
+
+
+def _not_sources(folder: str, names: list[str]) -> set[str]:
+    """_NOT_SOURCES, and a wheelhouse/ folder at the top only (overlayctl/wheelhouse is code)."""
+    top = {"wheelhouse"} & set(names) if Path(folder) == ROOT else set()
+    return set(_NOT_SOURCES(folder, names)) | top
+
+
 # Where this process builds its venv when the variable is unset. Known before it exists, so that
 # tests/labtools.py can export the path as a constant; random, so no one can plant it beforehand.
 _OWN = Path(tempfile.gettempdir()) / f"overlayctl-installed-{os.getpid()}-{secrets.token_hex(4)}"
@@ -101,7 +109,7 @@ def build(dest: Path, source: Path = ROOT) -> Installed:
     """
     dest.mkdir(mode=0o700, parents=True)
     tree, dist, venv = dest / "src", dest / "dist", dest / "venv"
-    shutil.copytree(source, tree, ignore=_NOT_SOURCES, symlinks=True)
+    shutil.copytree(source, tree, ignore=_not_sources, symlinks=True)
     quiet = ["-q", "--disable-pip-version-check"]
     _run(sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "-w", dist, tree, cwd=dest)
     (wheel,) = dist.glob("overlayctl-*.whl")

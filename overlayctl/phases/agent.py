@@ -68,11 +68,15 @@ class Agent(HostPhase):
 
 def install_agent(remote: Remote, bundle: AgentBundle) -> None:
     """Upload the wheels and the program that unpacks them into a fresh private folder, check
-    every file's hash as root, then install."""
+    every file's hash as root (the wheels': from the lock, never from the files sent), then
+    install."""
     upload = f"/tmp/overlayctl-agent-{secrets.token_hex(8)}"  # noqa: S108 - made 0700, must be new
     files = [*bundle.wheels, UNPACK_WHEELS.path]
     remote.upload(files, upload)
-    sums = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n" for f in files)
+    pinned = dict(bundle.sha256)
+    unpack = hashlib.sha256(UNPACK_WHEELS.path.read_bytes()).hexdigest()
+    sums = "".join(f"{pinned[w.name]}  {w.name}\n" for w in bundle.wheels)
+    sums += f"{unpack}  {UNPACK_WHEELS.path.name}\n"
     remote.script(INSTALL, upload, hp.AGENT_HOME, bundle.digest, stdin=sums, timeout=600,
                   waiting_for="the agent's install")  # fmt: skip
 

@@ -77,11 +77,16 @@ class Gather:
             refuse_fixed_changes(rollout.change, {}, inv)
             if rollout.change is not None and not rollout.options.force:
                 raise Conflict(f"{rollout.change.describe()}. Re-run with --force to do it")
+        bundles = Bundles(self.wheels_dir or state_dir(inv) / "wheels", inv.cluster.agent_options)
+        # Every node host's wheels checked against the lock here, out of the per-host loop: a
+        # wheel that does not match ends the whole run before the PKI is made or any host changed.
+        bundles.check(
+            {n: (f.facts.python, f.facts.arch) for n, f in found.items() if f.host.is_node}
+        )
         cas = {name: f.files[hp.CA_CERT].content for name, f in found.items()}
         rollout.pki = ensure_pki(inv, session.reporter, cas, write=self.write,
                                  renew_leaves=rollout.options.renew_certificates,
                                  new_ca=rollout.options.new_ca)  # fmt: skip
-        bundles = Bundles(self.wheels_dir or state_dir(inv) / "wheels")
         made = session.each(
             "facts", lambda h, _r: self._target(rollout, found[h.name], bundles),
             [h for h in session.alive if h.name in found],

@@ -1,5 +1,6 @@
 """The agent on RHEL 9's Python (3.9), installed the way `init` installs it on a host:
-a venv, `pip --no-index` from the wheelhouse for that Python, then the console script."""
+a venv, `pip --no-index` from the wheelhouse for that Python (every extra, so that every module
+imports), then the console script."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ def test_agent_installs_and_starts_on_python_3_9(tmp_path: Path) -> None:
     # The only skip: anything else (no 3.9 wheelhouse, a build or install error) is a failure,
     # since `make test` builds that wheelhouse and a skip here would hide a broken RHEL 9 path.
     deps = wheelhouse.find_dependencies("3.9", "x86_64")
-    agent_wheel = wheelhouse.build_agent_wheel(tmp_path / "wheels")
+    agent_wheel, _sha256 = wheelhouse.build_agent_wheel(tmp_path / "wheels")
     venv = tmp_path / "venv"
     subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
         [str(venv / "bin/pip"), "install", "-q", "--no-index", "--find-links", str(deps),
-         "--find-links", str(agent_wheel.parent), "overlay-agent"],
+         "--find-links", str(agent_wheel.parent), "overlay-agent[grpc,yaml]"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr

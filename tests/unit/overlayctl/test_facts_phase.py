@@ -64,7 +64,10 @@ class FakeRemote:
 
 
 class FakeBundles:
-    def __init__(self, _folder: Path) -> None:
+    def __init__(self, _folder: Path, _agent_options: tuple[str, ...] = ()) -> None:
+        pass
+
+    def check(self, targets: dict[str, tuple[str, str]]) -> None:
         pass
 
     def get(self, python: str, arch: str) -> AgentBundle:

@@ -12,7 +12,7 @@ from overlayctl.errors import EnvironmentProblem
 
 
 def test_a_cache_missing_a_listed_wheel_is_not_complete(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(wheelhouse, "CACHE", tmp_path)
+    monkeypatch.setenv("OVERLAYCTL_WHEELHOUSE", str(tmp_path))
     folder = wheelhouse.deps_dir("3.11", "x86_64")
     folder.mkdir(parents=True)
     (folder / "complete").write_text("a-1-py3-none-any.whl\nb-1-py3-none-any.whl\n")
