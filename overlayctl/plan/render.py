@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
@@ -60,6 +60,17 @@ def agent_options(inv: Inventory, host: Host) -> list[str]:
     if inv.cluster.ip_masq:
         options.append("--ip-masq")
     return options
+
+
+def agent_write_dirs(inv: Inventory) -> list[str]:
+    """Folders besides /run/flannel the agent's files go to (its sandboxed unit may write only
+    there): the parents of --subnet-file and --docker-opts-file from agent_options."""
+    folders = set()
+    for option in inv.cluster.agent_options:
+        flag, _, value = option.partition("=")
+        if flag.replace("_", "-") in ("--subnet-file", "--docker-opts-file") and value:
+            folders.add(str(PurePosixPath(value).parent))
+    return sorted(folders - {"/run/flannel"})
 
 
 def ifcfg_uuid(inv: Inventory, host: Host) -> uuid.UUID:
@@ -269,7 +280,7 @@ def render_host(
         files[hp.AGENT_UNIT] = _template(
             os_family, "overlay-agent.service", header=head, agent_bin=hp.AGENT_BIN,
             env_file=hp.AGENT_ENV[os_family], local_etcd=host.is_etcd,
-            healthz_port=hp.AGENT_HEALTHZ_PORT,
+            healthz_port=hp.AGENT_HEALTHZ_PORT, write_dirs=agent_write_dirs(inv),
         )  # fmt: skip
         if inv.cluster.docker_mode == "dropin":
             files[hp.DOCKER_DROPIN] = _template(
