@@ -6,24 +6,20 @@ etcd runs inside a fourth light host and the agents reach it over the lab LAN; e
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from overlayctl.lab.light import LightHost, LightLab
+from tests.integration.agent.lab_agents import start_agent, start_etcd
 from tests.integration.conftest import ETCD_BIN
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.lab
 
-VENV_BIN = Path(sys.executable).parent
-PREFIX = "/coreos.com/network"
 # Backend type -> (FLANNEL_MTU on a 1500 LAN, the route to a remote SUBNET of a host at ADDRESS).
 EXPECTED = {
     "host-gw": (1500, "{subnet} via {address} dev eth0"),
@@ -32,45 +28,7 @@ EXPECTED = {
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout}s")
-
-
-def _start_etcd(host: LightHost, procs: list[subprocess.Popen], backend: str) -> str:
-    url = f"http://{host.address}:2379"
-    peer = f"http://{host.address}:2380"
-    log = (host.base / "etcd.log").open("wb")
-    procs.append(
-        host.popen(
-            [
-                str(ETCD_BIN),
-                "--name=e",
-                f"--data-dir={host.base / 'etcd-data'}",
-                f"--listen-client-urls={url}",
-                f"--advertise-client-urls={url}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=e={peer}",
-                "--log-level=error",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-    )
-    log.close()
-    ctl = ["etcdctl", f"--endpoints={url}", "--dial-timeout=1s", "put", f"{PREFIX}/config"]
-    config = json.dumps({"Network": "10.6.0.0/16", "Backend": {"Type": backend}})
-    _wait(
-        lambda: host.run([*ctl, config], check=False).returncode == 0,
-        20,
-        "etcd inside the lab answers",
-    )
-    return url
+    return wait_for(check, timeout, what, every=0.1)
 
 
 def _routes(host: LightHost) -> str:
@@ -86,26 +44,9 @@ def test_three_agents_route_every_subnet(light_lab: LightLab, backend: str) -> N
     hosts = [light_lab.add_host(f"h{i}") for i in range(1, 4)]
     procs: list[subprocess.Popen] = []
     try:
-        url = _start_etcd(store, procs, backend)
+        url = start_etcd(store, procs, backend)
         for host in hosts:
-            log = (host.base / "agent.log").open("wb")
-            procs.append(
-                host.popen(
-                    [
-                        str(VENV_BIN / "overlay-agent"),
-                        f"--etcd-endpoints={url}",
-                        "--iface=eth0",
-                        "--ip-masq",
-                        f"--subnet-file={host.base / 'subnet.env'}",
-                        f"--docker-opts-file={host.base / 'docker'}",
-                        "--logtostderr=false",
-                        "--log_dir=/var/log/",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-            log.close()
+            start_agent(host, url, procs)
         subnets = {}
         for host in hosts:
             env_file = host.base / "subnet.env"
@@ -138,6 +79,17 @@ def test_three_agents_route_every_subnet(light_lab: LightLab, backend: str) -> N
             assert "-s 10.6.0.0/16" in fwd and "-d 10.6.0.0/16" in fwd
             nat = host.run(["iptables", "-t", "nat", "-S", "FLANNEL-POSTRTG"]).stdout
             assert "MASQUERADE" in nat and subnets[host.name] in nat
+            # The peers-only chain: vxlan lets 8472/udp in from the two peers only; host-gw
+            # has no tunnel to guard.
+            want = [f"-A OVERLAY-PEERS -s {o.address}/32 -j RETURN" for o in hosts if o is not host]
+            if backend == "vxlan":
+                _wait(
+                    lambda h=host, w=want: all(x in h.run(["iptables", "-S"]).stdout for x in w),
+                    10,
+                    f"OVERLAY-PEERS on {host.name}",
+                )
+            else:
+                assert "OVERLAY-PEERS" not in host.run(["iptables", "-S"]).stdout
     finally:
         light_lab.close()  # kills every process of every host (their PID 1)
         for proc in procs:
