@@ -87,6 +87,11 @@ def _pip_download(python: str, arch: str, dest: Path, args: list[str]) -> None:
         raise OverlayctlError(f"wheelhouse for Python {python} {arch}: pip download failed: {last}")
 
 
+def _have(pinned: Pinned, folder: Path) -> bool:
+    path = folder / pinned.file
+    return path.is_file() and sha256_of(path) == pinned.sha256
+
+
 def _take_from_cache(pinned: Pinned, dest: Path) -> bool:
     """Copy PINNED from another folder of the cache holding the same bytes (no network)."""
     for candidate in sorted(cache_root().glob(f"*/{pinned.file}")):
@@ -105,7 +110,7 @@ def download_dependencies(python: str, arch: str, progress: Progress = print) ->
         return target
     (target / "complete").unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
-    missing = [w for w in lock.wheels if not _take_from_cache(w, target)]
+    missing = [w for w in lock.wheels if not _have(w, target) and not _take_from_cache(w, target)]
     if missing:
         progress(f"wheelhouse: downloading {len(missing)} pinned wheel(s) for Python {python} "
                  f"on {arch}")  # fmt: skip
@@ -117,7 +122,9 @@ def download_dependencies(python: str, arch: str, progress: Progress = print) ->
             _pip_download(python, arch, target,
                           ["--require-hashes", "--no-deps", "-r", str(requirements)])  # fmt: skip
     verified(lock, target, lock.wheels)
-    (target / "complete").write_text("".join(f"{w.file}\n" for w in lock.wheels))
+    (target / "complete").write_text(
+        "".join(f"{name}\n" for name in sorted(w.file for w in lock.wheels))
+    )
     return target
 
 

@@ -33,7 +33,8 @@ def cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OVERLAYCTL_WHEELHOUSE", str(tmp_path / "cache"))
     staging = tmp_path / "staging"
     staging.mkdir()
-    wheels = [fake_wheel(staging, n, n.encode() * 100) for n in ("grpcio", "protobuf", "pyyaml")]
+    names = ("attrs", "grpcio", "protobuf", "pyyaml")  # attrs: a yaml-extra name before grpc's
+    wheels = [fake_wheel(staging, n, n.encode() * 100) for n in names]
     lock.local_locks().mkdir(parents=True)
     (lock.local_locks() / lock.lock_name(*FAKE)).write_text(lock.to_json(*FAKE, wheels))
     folder = cache.deps_dir(*FAKE)
@@ -115,7 +116,7 @@ def test_download_uses_require_hashes_and_refuses_what_pip_brings_wrong(
         cache.download_dependencies(*FAKE, progress=lambda _l: None)
     argv, requirements = calls
     assert "--require-hashes" in argv and "--no-deps" in argv
-    assert len(requirements) == 3 and all("--hash=sha256:" in r for r in requirements)
+    assert len(requirements) == 4 and all("--hash=sha256:" in r for r in requirements)
     assert not (cached / "complete").exists()  # never a cache that counts
 
 
@@ -128,3 +129,24 @@ def test_cli_without_a_lock_stops_with_one_line(tmp_path, monkeypatch) -> None:
     again = CliRunner().invoke(main, ["wheelhouse", "--python", "3.11", "--unpinned-python"])
     assert again.exit_code == 4 and "already has a lock" in again.output, again.output
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_new_lock_takes_same_bytes_from_the_cache_without_network(
+    cached: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock whose wheels another cache folder already holds (same sha256) fills its own folder
+    offline, and `complete` lists them as the folder's sorted listing (what `wheelhouse -o json`
+    prints)."""
+    old = cached.with_name("py3.99-x86_64-old")
+    cached.rename(old)
+
+    def no_pip(*_a, **_kw):
+        raise AssertionError("pip must not run: every wheel is in the cache")
+
+    monkeypatch.setattr(cache.subprocess, "run", no_pip)
+    folder = cache.download_dependencies(*FAKE, progress=lambda _l: None)
+    listed = sorted(p.name for p in folder.glob("*.whl"))
+    assert folder == cached and (folder / "complete").read_text().split() == listed
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert cache.download_dependencies(*FAKE, progress=lambda _l: None) == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
