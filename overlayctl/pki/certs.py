@@ -38,12 +38,25 @@ class Member:
 
 @dataclass(frozen=True)
 class Leaf:
-    """A leaf certificate: its file stem in the PKI folder, names, usages and subject CN."""
+    """A leaf certificate: its file stem in the PKI folder, names, usages and subject."""
 
     name: str
     sans: list[x509.GeneralName]
     usages: list[x509.ObjectIdentifier]
-    common_name: str
+    subject: x509.Name
+
+
+def named(common_name: str) -> x509.Name:
+    """A subject of one CN: etcd's user for a gRPC client (the admin's `root`), a peer's."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def host_subject(host: str) -> x509.Name:
+    """A host's client certificate subject: its name as the UID, and no CN. etcd (3.4 and
+    later), with client certificates and authentication on, refuses every request through its
+    JSON gateway (the agent's default transport) from a certificate with a CN, as the gateway
+    cannot carry that identity; the host's user logs in with its password instead."""
+    return x509.Name([x509.NameAttribute(NameOID.USER_ID, host)])
 
 
 def member_sans(m: Member) -> list[x509.GeneralName]:
@@ -56,11 +69,11 @@ def member_sans(m: Member) -> list[x509.GeneralName]:
 
 
 def still_good(cert: x509.Certificate, ca: x509.Certificate, leaf: Leaf) -> bool:
-    """CERT, made earlier, is what LEAF asks for: signed by CA, the same CN and names, and not
-    ending within RENEW_BEFORE. (A CN change, such as the peers' shared one, makes it anew.)"""
+    """CERT, made earlier, is what LEAF asks for: signed by CA, the same subject and names, and
+    not ending within RENEW_BEFORE. (A new subject, such as the peers' shared CN, makes it anew.)"""
     if cert.issuer != ca.subject or cert.not_valid_after_utc - now() < RENEW_BEFORE:
         return False
-    if common_name(cert) != leaf.common_name:
+    if cert.subject != leaf.subject:
         return False
     try:
         cert.verify_directly_issued_by(ca)

@@ -1,6 +1,7 @@
 """The cluster's certificates, kept in the state folder (STATE_DIR/pki): a CA; per etcd member a
-server and a peer certificate; per host a client certificate (CN = the host's inventory name,
-its etcd user); the admin's (CN root, etcd's root user), which only etcd members hold.
+server and a peer certificate (CN overlay-etcd-peer); per host a client certificate (UID = the
+host's inventory name, its etcd user, and no CN: see certs.host_subject); the admin's (CN root,
+etcd's root user over gRPC), which only etcd members hold.
 
 Generated locally with `cryptography` (private keys 0600, folder 0700) and reused on every run:
 a certificate is made again only when it is missing, no longer matches its host (name, address
@@ -39,8 +40,10 @@ from overlayctl.pki.certs import (
     Member,
     builder,
     ends_within,
+    host_subject,
     key_usage,
     member_sans,
+    named,
     still_good,
     write_file,
 )
@@ -111,13 +114,13 @@ class Pki:
         else:
             ca = self._load_ca("old" if self.replacement.round == 1 else "new")
         for m in members:
-            server = Leaf(f"{m.name}-server", member_sans(m), EKU_BOTH, f"{m.name}-server")
+            server = Leaf(f"{m.name}-server", member_sans(m), EKU_BOTH, named(f"{m.name}-server"))
             self._ensure_leaf(ca, server, made)
-            peer = Leaf(f"{m.name}-peer", member_sans(m), EKU_BOTH, hostpaths.ETCD_PEER_CN)
+            peer = Leaf(f"{m.name}-peer", member_sans(m), EKU_BOTH, named(hostpaths.ETCD_PEER_CN))
             self._ensure_leaf(ca, peer, made)
         for host in hosts:
-            self._ensure_leaf(ca, Leaf(f"{host}-client", [], EKU_CLIENT, host), made)
-        self._ensure_leaf(ca, Leaf(ADMIN, [], EKU_CLIENT, hostpaths.ETCD_ROOT_USER), made)
+            self._ensure_leaf(ca, Leaf(f"{host}-client", [], EKU_CLIENT, host_subject(host)), made)
+        self._ensure_leaf(ca, Leaf(ADMIN, [], EKU_CLIENT, named(hostpaths.ETCD_ROOT_USER)), made)
         for user in [*hosts, hostpaths.ETCD_ROOT_USER]:
             if self.ids.ensure_password(user):
                 made.append(f"{user}.password")
@@ -300,9 +303,8 @@ class Pki:
             if still_good(cert, ca_cert, leaf):
                 return
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, leaf.common_name)])
         built = (
-            builder(subject, ca_cert.subject, key.public_key(), LEAF_DAYS)
+            builder(leaf.subject, ca_cert.subject, key.public_key(), LEAF_DAYS)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(leaf.usages), critical=False)

@@ -93,15 +93,26 @@ def test_a_host_identity_reads_its_config_and_writes_leases_but_nothing_else(clu
     assert got[f"put:{PREFIX}/config"].startswith("auth: "), got
     assert "permission denied" in got[f"put:{PREFIX}/config"], got
     assert got[f"put:{PREFIX}/other"].startswith("auth: "), got
-    # The same through etcdctl (gRPC: the certificate's CN node4 is the user): no member add.
-    etcdctl = (
-        f"etcdctl --endpoints={endpoints(lab)} --cacert={PKI}/ca.crt "
-        f"--cert={PKI}/etcd-client.crt --key={PKI}/etcd-client.key --command-timeout=5s"
-    )
+    # The same through etcdctl (gRPC), as user node4 (password from the environment): no member
+    # add. Its certificate alone (no CN: no user) may do nothing at all.
+    etcdctl = host_etcdctl(lab)
     add = on(lab, "node4", f"{etcdctl} member add evil --peer-urls=https://192.168.255.250:2380")
     assert add.returncode != 0 and "permission denied" in add.stderr, add.stderr
     put = on(lab, "node4", f"{etcdctl} put {PREFIX}/config x")
     assert put.returncode != 0 and "permission denied" in put.stderr, put.stderr
+    assert on(lab, "node4", f"{etcdctl} get {PREFIX}/config").returncode == 0
+    anonymous = on(lab, "node4", host_etcdctl(lab, user=False) + f" get {PREFIX}/config")
+    assert anonymous.returncode != 0 and "user name is empty" in anonymous.stderr, anonymous
+
+
+def host_etcdctl(lab: state.LabState, user: bool = True) -> str:
+    """etcdctl on a host with its own certificate and (USER) its user and password, the
+    password through the environment (ETCDCTL_USER), never on the command line."""
+    env = f"ETCDCTL_USER=$(hostname):$(cat {PKI}/etcd-agent.password) " if user else ""
+    return (
+        f"{env}etcdctl --endpoints={endpoints(lab)} --cacert={PKI}/ca.crt "
+        f"--cert={PKI}/etcd-client.crt --key={PKI}/etcd-client.key --command-timeout=5s"
+    )
 
 
 def test_only_members_hold_the_admin_identity_and_secrets_stay_private(cluster) -> None:
@@ -113,8 +124,9 @@ def test_only_members_hold_the_admin_identity_and_secrets_stay_private(cluster) 
     assert f"600 root {PKI}/etcd-client.key" in node4
     node1 = on(lab, "node1", listing).stdout.splitlines()
     assert {f"600 root {PKI}/etcd-admin.crt", f"600 root {PKI}/etcd-admin.key"} <= set(node1)
+    # Its own certificate: the host's name as UID, and no CN (etcd's gateway refuses one).
     subject = on(lab, "node4", f"openssl x509 -noout -subject -in {PKI}/etcd-client.crt").stdout
-    assert subject.replace(" ", "").strip() == "subject=CN=node4", subject
+    assert subject.replace(" ", "").strip() == "subject=UID=node4", subject
     # The password is in its file only: not in the env file, nor the agent's command line.
     secret = on(lab, "node4", f"cat {PKI}/etcd-agent.password").stdout.strip()
     assert len(secret) >= 40
@@ -164,11 +176,7 @@ def test_revoke_refuses_the_host_at_once_and_init_readmits_it(cluster) -> None:
     # Refused at once, password and certificate alike; node1-3 unaffected.
     got = as_agent(lab, "node4", f"get:{PREFIX}/config")
     assert got[f"get:{PREFIX}/config"].startswith("auth: "), got
-    etcdctl = (
-        f"etcdctl --endpoints={endpoints(lab)} --cacert={PKI}/ca.crt "
-        f"--cert={PKI}/etcd-client.crt --key={PKI}/etcd-client.key --command-timeout=5s"
-    )
-    assert on(lab, "node4", f"{etcdctl} get {PREFIX}/config").returncode != 0
+    assert on(lab, "node4", f"{host_etcdctl(lab)} get {PREFIX}/config").returncode != 0
     for host in MEMBERS:
         assert as_agent(lab, host, f"get:{PREFIX}/config") == {f"get:{PREFIX}/config": "ok"}
     # Its agent, asked to start again, logs the refusal.

@@ -77,8 +77,9 @@ def test_host_files_give_members_server_peer_and_admin_keys_and_others_their_own
                           hostpaths.ETCD_AGENT_PASSWORD}  # fmt: skip
     assert set(member) == {f.path for f in hostpaths.PKI_FILES}
     assert member[hostpaths.ETCD_SERVER_KEY].startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert _cn(plain[hostpaths.ETCD_CLIENT_CERT]) == "node3"
-    assert _cn(member[hostpaths.ETCD_CLIENT_CERT]) == "node1"
+    # A host's certificate has no CN (etcd's gateway refuses one once auth is on): its UID.
+    assert _subject(plain[hostpaths.ETCD_CLIENT_CERT]) == "UID=node3"
+    assert _subject(member[hostpaths.ETCD_CLIENT_CERT]) == "UID=node1"
     assert _cn(member[hostpaths.ETCD_ADMIN_CERT]) == "root"
     assert _cn(member[hostpaths.ETCD_PEER_CERT]) == hostpaths.ETCD_PEER_CN
     assert _cn(member[hostpaths.ETCD_SERVER_CERT]) == "node1-server"
@@ -89,6 +90,10 @@ def test_host_files_give_members_server_peer_and_admin_keys_and_others_their_own
 
 def _cn(pem: bytes) -> str:
     return certs.common_name(x509.load_pem_x509_certificate(pem))
+
+
+def _subject(pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
 
 
 def test_leaves_last_90_days_and_are_renewed_within_30(tmp_path: Path, monkeypatch) -> None:
@@ -120,7 +125,9 @@ def test_an_old_peer_certificate_is_made_again_for_its_cn(tmp_path: Path) -> Non
     old.dir.mkdir(parents=True)
     (old.dir / "ca.crt").write_bytes(ca[0])
     (old.dir / "ca.key").write_bytes(ca[1])
-    leaf = certs.Leaf("node1-peer", certs.member_sans(MEMBERS[0]), certs.EKU_BOTH, "node1-peer")
+    leaf = certs.Leaf(
+        "node1-peer", certs.member_sans(MEMBERS[0]), certs.EKU_BOTH, certs.named("node1-peer")
+    )
     old._ensure_leaf(old._ensure_ca([]), leaf, [])
     for ext in ("crt", "key"):
         (pki.dir / f"node1-peer.{ext}").write_bytes((old.dir / f"node1-peer.{ext}").read_bytes())
