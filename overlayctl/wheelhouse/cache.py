@@ -131,7 +131,8 @@ def download_dependencies(python: str, arch: str, progress: Progress = print) ->
 def resolve(python: str, arch: str, pinned_here: bool, progress: Progress = print) -> list[Pinned]:
     """Resolve every extra's distributions for the target against the index (the maintainer's
     `wheelhouse lock`, or --unpinned-python): PINNED_HERE asks for the versions installed with
-    this overlayctl (what its tests ran), else the newest that the target's Python accepts."""
+    this overlayctl (what its tests ran) where the target's Python has them, else the newest it
+    accepts."""
     found: list[Pinned] = []
     with tempfile.TemporaryDirectory() as tmp:
         for extra, (_option, dists) in sorted(EXTRAS.items()):
@@ -139,7 +140,16 @@ def resolve(python: str, arch: str, pinned_here: bool, progress: Progress = prin
             dest.mkdir()
             wanted = [f"{d}=={metadata.version(d)}" if pinned_here else d for d in dists]
             progress(f"wheelhouse: resolving {' '.join(wanted)} for Python {python} on {arch}")
-            _pip_download(python, arch, dest, wanted)
+            try:
+                _pip_download(python, arch, dest, wanted)
+            except OverlayctlError:
+                if not pinned_here:
+                    raise
+                # An older host Python (RHEL 9's 3.9) may need older releases: said here, and
+                # visible in the lock's diff the maintainer reviews.
+                progress(f"wheelhouse: not all available for Python {python}; resolving the "
+                         f"newest {' '.join(dists)} it accepts")  # fmt: skip
+                _pip_download(python, arch, dest, list(dists))
             taken = {w.file for w in found}
             for wheel in sorted(dest.glob("*.whl")):
                 if wheel.name not in taken:

@@ -150,3 +150,70 @@ def test_a_new_lock_takes_same_bytes_from_the_cache_without_network(
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert cache.download_dependencies(*FAKE, progress=lambda _l: None) == folder
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+
+
+def test_unpinned_python_pins_once_beside_the_cache_then_fetches_by_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--unpinned-python: resolve without hashes (the only time), write the lock beside the
+    cache, then download that lock's wheels with --require-hashes like any other target."""
+    monkeypatch.setenv("OVERLAYCTL_WHEELHOUSE", str(tmp_path))
+    calls: list[list[str]] = []
+
+    def pip(argv: list[str], **_kw) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        dest = Path(argv[argv.index("-d") + 1])
+        if "-r" in argv:
+            wanted = Path(argv[argv.index("-r") + 1]).read_text()
+        else:  # the requirements follow the last platform
+            wanted = " ".join(argv[argv.index(f"manylinux2014_{FAKE[1]}") + 1 :])
+        for dist in ("grpcio", "protobuf", "etcd_sdk_python", "pyyaml"):
+            if dist in wanted.replace("-", "_"):
+                (dest / f"{dist}-9.0-py3-none-any.whl").write_bytes(dist.encode())
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(cache.subprocess, "run", pip)
+    result = CliRunner().invoke(main, ["wheelhouse", "--python", "3.12", "--arch", "x86_64",
+                                       "--unpinned-python", "-o", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = lock.find_lock("3.12", "x86_64")
+    assert written is not None and not written.shipped
+    assert written.source == tmp_path / "locks" / "cp312-x86_64.json"
+    assert {w.file: w.extra for w in written.wheels} == {
+        "etcd_sdk_python-9.0-py3-none-any.whl": "grpc", "grpcio-9.0-py3-none-any.whl": "grpc",
+        "protobuf-9.0-py3-none-any.whl": "grpc", "pyyaml-9.0-py3-none-any.whl": "yaml",
+    }  # fmt: skip
+    *resolving, fetching = calls  # one resolve per extra, then the fetch by hash
+    assert len(resolving) == 2
+    assert all("--require-hashes" not in c and "==" not in " ".join(c) for c in resolving)
+    assert "--require-hashes" in fetching
+    assert json.loads(result.stdout)["wheels"] == sorted(w.file for w in written.wheels)
+
+
+def test_lock_pins_this_installations_versions_or_says_it_took_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wheelhouse lock` asks for the versions installed here; where the target's Python has
+    none of them it says so and takes the newest (the maintainer reviews the lock's diff)."""
+    asked: list[str] = []
+
+    def pip(argv: list[str], **_kw) -> subprocess.CompletedProcess[str]:
+        wanted = argv[argv.index("manylinux2014_x86_64") + 1 :]
+        asked.append(" ".join(wanted))
+        if any("==" in w for w in wanted):
+            return subprocess.CompletedProcess(argv, 1, "", "ERROR: No matching distribution")
+        dest = Path(argv[argv.index("-d") + 1])
+        for dist in wanted:
+            (dest / f"{dist.replace('-', '_')}-1.0-py3-none-any.whl").write_bytes(dist.encode())
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(cache.subprocess, "run", pip)
+    out = tmp_path / "lock.json"
+    result = CliRunner().invoke(main, ["wheelhouse", "lock", "--python", "3.9", "--to", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not all available for Python 3.9" in result.output
+    assert [a for a in asked if "==" in a] and asked[-1] == "pyyaml"
+    written = lock.read_lock(out, shipped=True)
+    assert {w.name: w.extra for w in written.wheels} == {
+        "etcd_sdk_python": "grpc", "protobuf": "grpc", "grpcio": "grpc", "pyyaml": "yaml",
+    }  # fmt: skip
