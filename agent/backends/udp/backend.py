@@ -37,6 +37,7 @@ from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.backends.peers import PeerTable, subnet_zero
 from agent.backends.udp.batch import MIN_SEGMENT
 from agent.backends.udp.forward import (
+    BAD_HEADER,
     BATCH,
     BYTES,
     DROP_ERROR,
@@ -227,6 +228,7 @@ class UdpBackend(PeerTable, Backend):
         out["tx_drops_unknown_subnet"] = self.tx[DROP_UNKNOWN]
         if self.batching:  # super-packets that came in pieces (no GRO on the way)
             out["rx_reassembled"] = rx[REASSEMBLED]
+            out["rx_drops_bad_header"] = rx[BAD_HEADER]
             worker = self._worker
             out["rx_worker_restarts"] = worker.restarts if worker else 0
             out["rx_worker_handovers"] = worker.handovers if worker else 0

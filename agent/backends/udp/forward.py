@@ -14,10 +14,12 @@ from collections.abc import Callable
 
 from agent.backends.udp.batch import HEAD, HEAD_LEN, ROOM, Deframer, Framer, train
 from agent.backends.udp.offload import SOL_UDP, UDP_SEGMENT, VNET_HDR_LEN
+from agent.backends.udp.vnet import valid_header
 
 _IPV4_DST = struct.Struct("!I")
 # Counter slots of the udp backend (both modes, both directions).
 PACKETS, BYTES, DROP_UNKNOWN, DROP_ERROR, REASSEMBLED = range(5)
+BAD_HEADER = DROP_UNKNOWN  # rx: super-packets whose virtio_net_hdr a peer may not send
 BATCH = 256  # packets moved from one source before looking at the others (and the stop flag)
 BUFFER_SIZE = 65536 + 512  # a GRO train is at most 64 KiB
 MOVED, EMPTY, FAILED = 1, 0, -1
@@ -136,16 +138,22 @@ class _SmallTrains:
 
 def udp_to_tun_step(tun: int, sock: socket.socket, counters: list[int]) -> Callable[[], int]:
     """UDP -> TUN: read one GRO train, write the super-packets it completes (one write
-    each). flannel's plain datagrams are accepted too, written with an empty
-    virtio_net_hdr. Socket errors are per datagram (e.g. ICMP unreachable): never FAILED."""
+    each) if their virtio_net_hdr is one a peer may send (agent/backends/udp/vnet.py; else
+    dropped and counted in BAD_HEADER). flannel's plain datagrams are accepted too, written
+    with an empty virtio_net_hdr. Socket errors are per datagram (e.g. ICMP unreachable):
+    never FAILED."""
     deframer = Deframer(bytearray(BUFFER_SIZE))
     buf, view, packets_in = deframer.buffer, deframer.view, deframer.packets
     partials = deframer.partials  # the same dict for the deframer's life
     recvfrom_into, write, writev = sock.recvfrom_into, os.write, os.writev
     no_header = bytes(VNET_HDR_LEN)
+    valid = valid_header
 
     def put(packet: memoryview, plain: bool = False) -> None:
         """Write one super-packet (PLAIN: a flannel datagram, behind an empty header)."""
+        if not plain and not valid(packet):
+            counters[BAD_HEADER] += 1
+            return
         try:
             written = writev(tun, [no_header, packet]) if plain else write(tun, packet)
         except OSError:
