@@ -9,16 +9,19 @@ Port 0 means no server at all.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.http.wire import read_head
+from agent.http.wire import HttpError, read_head
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +80,42 @@ def format_metrics(metrics: Iterable[Metric]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-            503: "Service Unavailable"}  # fmt: skip
-MAX_CLIENTS = 16  # concurrent connections; more are closed at once
-CLIENT_TIMEOUT_S = 5.0
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+MAX_CLIENTS = 64  # connections at once; a new one beyond this closes the oldest unfinished one
+REQUEST_DEADLINE_S = 2.0  # for a whole connection (request and answer), not per read
+MAX_REQUEST = 16 * 1024  # a request head longer than this is closed unanswered
+
+
+class _Client:
+    """One connection's state: what it sent so far, the answer left to send, its deadline."""
+
+    __slots__ = ("conn", "deadline", "received", "reply")
+
+    def __init__(self, conn: socket.socket, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.received = b""
+        self.reply: memoryview | None = None
+
+
+_Clients = dict[socket.socket, _Client]
+
+
+def _head_complete(data: bytes) -> bool:
+    return b"\n\r\n" in data or b"\n\n" in data
 
 
 class HealthServer:
-    """Serves the three endpoints (GET and HEAD, one request per connection) from a daemon
-    thread; :meth:`stop` closes the socket. Each connection gets its own short-lived thread,
-    at most MAX_CLIENTS at a time, and CLIENT_TIMEOUT_S to send its request."""
+    """Serves the three endpoints (GET and HEAD, one request per connection) from one daemon
+    thread with non-blocking sockets (selectors), so no client can hold up another.
+
+    Local clients that connect and then send slowly (or never) cannot starve /readyz (issue 17,
+    item 9): each connection has REQUEST_DEADLINE_S in all, however it trickles its bytes, and
+    at most MAX_CLIENTS are kept; one more closes the oldest unfinished connection instead of
+    being refused, so a prober's request, which arrives whole at once, is answered on the next
+    turn of the loop. The answers are small and computed in microseconds, so serving them in
+    the loop thread costs less than a thread per connection did."""
 
     def __init__(
         self,
@@ -102,7 +131,8 @@ class HealthServer:
         self._health, self._ready, self._metrics = health, ready, metrics
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self.evicted = 0  # connections closed to make room or at their deadline
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -122,11 +152,13 @@ class HealthServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             sock.listen(MAX_CLIENTS)
+            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept, args=(sock,), name="http", daemon=True)
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(target=self._loop, args=(sock,), name="http", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -134,47 +166,110 @@ class HealthServer:
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
-        sock.close()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"x")
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        sock.close()
+        for end in self._wake or ():
+            end.close()
+        self._wake = None
 
-    def _accept(self, sock: socket.socket) -> None:
-        while True:
+    def _loop(self, sock: socket.socket) -> None:
+        clients: _Clients = {}  # in accept order: the first is the oldest
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ, "accept")
+            if self._wake is not None:
+                sel.register(self._wake[0], selectors.EVENT_READ, "stop")
+            try:
+                while True:
+                    now = time.monotonic()
+                    first = next(iter(clients.values()), None)
+                    wait = max(first.deadline - now, 0.0) if first is not None else None
+                    for key, mask in sel.select(wait):
+                        if key.data == "stop":
+                            return
+                        if key.data == "accept":
+                            self._accept(sock, sel, clients)
+                        else:
+                            self._step(key.data, mask, sel, clients)
+                    now = time.monotonic()
+                    for client in [c for c in clients.values() if c.deadline <= now]:
+                        self.evicted += 1
+                        self._close(client, sel, clients)
+            finally:
+                for client in list(clients.values()):
+                    self._close(client, sel, clients)
+
+    def _accept(self, sock: socket.socket, sel: selectors.BaseSelector, clients: _Clients) -> None:
+        for _ in range(MAX_CLIENTS):
             try:
                 conn, _ = sock.accept()
-            except OSError:
-                return  # closed by stop()
-            if not self._slots.acquire(blocking=False):
-                conn.close()  # too many at once: a health probe will retry
-                continue
-            threading.Thread(
-                target=self._serve, args=(conn,), name="http-client", daemon=True
-            ).start()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: the next turn retries
+                log.debug("http accept: %s", exc)
+                return
+            if len(clients) >= MAX_CLIENTS:
+                self.evicted += 1
+                self._close(next(iter(clients.values())), sel, clients)
+            conn.setblocking(False)
+            client = _Client(conn, time.monotonic() + REQUEST_DEADLINE_S)
+            clients[conn] = client
+            sel.register(conn, selectors.EVENT_READ, client)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _close(self, client: _Client, sel: selectors.BaseSelector, clients: _Clients) -> None:
+        clients.pop(client.conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(client.conn)
+        client.conn.close()
+
+    def _step(
+        self, client: _Client, mask: int, sel: selectors.BaseSelector, clients: _Clients
+    ) -> None:
+        """Read what CLIENT sent, or send it more of its answer; close it when done or wrong."""
         try:
-            conn.settimeout(CLIENT_TIMEOUT_S)
-            with conn, conn.makefile("rb") as reader:
-                head = read_head(reader)
-                if head is None:
+            if client.reply is None and mask & selectors.EVENT_READ:
+                data = client.conn.recv(MAX_REQUEST)
+                client.received += data
+                if not data or len(client.received) > MAX_REQUEST:
+                    self._close(client, sel, clients)
                     return
-                method, _, rest = head[0].partition(" ")
-                path = rest.split(" ", 1)[0].split("?", 1)[0].rstrip("/") or "/"
-                code, ctype, body = self._answer(method, path)
-                data = body.encode("utf-8")
-                lines = [
-                    f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}", "Server: overlay-agent",
-                    f"Content-Type: {ctype}", f"Content-Length: {len(data)}", "Connection: close",
-                ]  # fmt: skip
-                reply = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-                conn.sendall(reply if method == "HEAD" else reply + data)
+                if not _head_complete(client.received):
+                    return
+                client.reply = memoryview(self._reply(client.received))
+                sel.modify(client.conn, selectors.EVENT_WRITE, client)
+            if client.reply is not None:
+                client.reply = client.reply[client.conn.send(client.reply) :]
+                if not client.reply:
+                    self._close(client, sel, clients)
+        except (BlockingIOError, InterruptedError):
+            return  # not writable after all: the selector says when
         except OSError as exc:
             log.debug("http client: %s", exc)
-        finally:
-            self._slots.release()
+            self._close(client, sel, clients)
+
+    def _reply(self, request: bytes) -> bytes:
+        """The whole HTTP answer to a complete request head (400 if it is not one)."""
+        try:
+            head = read_head(io.BufferedReader(io.BytesIO(request)))
+        except HttpError:
+            head = None
+        if head is None:
+            code, ctype, body, method = 400, "text/plain; charset=utf-8", "bad request\n", "GET"
+        else:
+            method, _, rest = head[0].partition(" ")
+            path = rest.split(" ", 1)[0].split("?", 1)[0].rstrip("/") or "/"
+            code, ctype, body = self._answer(method, path)
+        data = body.encode("utf-8")
+        lines = [
+            f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}", "Server: overlay-agent",
+            f"Content-Type: {ctype}", f"Content-Length: {len(data)}", "Connection: close",
+        ]  # fmt: skip
+        reply = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return reply if method == "HEAD" else reply + data
 
     def _answer(self, method: str, path: str) -> tuple[int, str, str]:
         text = "text/plain; charset=utf-8"

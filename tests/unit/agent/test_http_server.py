@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
 from agent.daemon import Agent
-from agent.http.server import HealthServer, Metric, format_metrics
+from agent.http.server import REQUEST_DEADLINE_S, HealthServer, Metric, format_metrics
 from agent.notify import Notifier
 from agent.options import AgentOptions
 from agent.subnet.choice import Conflict
@@ -244,3 +245,52 @@ def test_idle_clients_do_not_block_answers_and_other_methods_are_refused(
     finally:
         for sock in idle:
             sock.close()
+
+
+@pytest.mark.parametrize("slow", [16, 100])
+def test_slow_clients_cannot_starve_readyz(served: tuple[Agent, int], slow: int) -> None:
+    """Issue 17 item 9: SLOW local clients each send half a request head and stall; a
+    prober's /readyz is still answered at once."""
+    import socket
+
+    _, port = served
+    stalled = []
+    try:
+        for _ in range(slow):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=3)
+            conn.sendall(b"GET /readyz HTTP/1.1\r\n")  # and never the blank line
+            stalled.append(conn)
+        for _ in range(3):
+            started = time.monotonic()
+            assert _get(port, "/readyz")[0] == 503  # answered (not ready yet), not refused
+            assert time.monotonic() - started < 1.0
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_the_deadline_is_per_request_not_per_read(served: tuple[Agent, int]) -> None:
+    """A client that trickles its head a byte at a time (each read well within any per-read
+    timeout) is closed once REQUEST_DEADLINE_S is over."""
+    import socket
+
+    _, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+        started = time.monotonic()
+        closed_at = None
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"y" * 60:
+            try:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)
+                conn.setblocking(False)
+                if conn.recv(1) == b"":
+                    closed_at = time.monotonic() - started
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_at = time.monotonic() - started
+                break
+            finally:
+                conn.setblocking(True)
+    assert closed_at is not None and REQUEST_DEADLINE_S - 0.3 <= closed_at <= REQUEST_DEADLINE_S + 1
