@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,8 +23,9 @@ from overlayctl.etcd.auth import (
     prefix_end,
     role_changes,
 )
-from overlayctl.inventory import parse_inventory
+from overlayctl.inventory import load_inventory, parse_inventory
 from overlayctl.phases.etcd_auth import sync_users
+from overlayctl.phases.pki import ensure_pki
 from overlayctl.pki import Identities
 from overlayctl.plan.changes import DesiredFile, FileChange
 from overlayctl.plan.facts import RemoteFile
@@ -178,3 +180,33 @@ def test_a_password_shows_in_a_plan_as_changed_never_its_content() -> None:
     diff = FileChange("pki", hp.ETCD_AGENT_PASSWORD, want, have).diff()
     assert diff == f"# {hp.ETCD_AGENT_PASSWORD}: secret replaced (content not shown)\n"
     assert "s3cret" not in diff and "old-value" not in diff
+
+
+def _cluster(tmp_path: Path, tls: bool) -> Any:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(f"cluster: {{name: demo, network: 172.21.0.0/16, tls: {str(tls).lower()}}}\n"
+                    "hosts: [{name: node1, address: 192.0.2.1, roles: [etcd, node]}, {name: node4,"
+                    " address: 192.0.2.4, roles: [node]}]\n")  # fmt: skip
+    return load_inventory(path)[0]
+
+
+def test_without_tls_plan_and_init_say_least_privilege_needs_it(tmp_path: Path) -> None:
+    lines: list[str] = []
+    assert ensure_pki(_cluster(tmp_path, False), SimpleNamespace(say=lines.append), {}) is None
+    assert len(lines) == 1 and "least privilege need cluster.tls: true" in lines[0], lines
+
+
+def test_init_readmits_a_revoked_host_still_in_the_inventory_and_says_so(tmp_path: Path) -> None:
+    inv = _cluster(tmp_path, True)
+    lines: list[str] = []
+    pki = ensure_pki(inv, SimpleNamespace(say=lines.append), {})
+    assert pki is not None
+    first = pki.ids.password("node4")
+    pki.ids.forget("node4")  # what `certs revoke node4` leaves
+    pki.ids.revoke("node4")
+    lines.clear()
+    again = ensure_pki(inv, SimpleNamespace(say=lines.append), {"node1": pki.ca_cert()})
+    assert again is not None and again.ids.revoked() == {}
+    assert any("node4 was revoked on" in x for x in lines), lines
+    assert again.ids.password("node4") != first
+    assert (again.dir / "node4-client.crt").exists()
