@@ -38,7 +38,11 @@ def _is_decimal(text: str) -> bool:
 
 
 class HttpError(OSError):
-    """The peer broke the protocol or the connection (an OSError, like socket errors)."""
+    """The peer broke the protocol or the connection (an OSError, like socket errors).
+
+    Also for every malformed number (a chunk size of ``-1``, ``-2``, ``0x1f`` or with a
+    non-ASCII digit, a Content-Length that is not plain decimal) and for a body past MAX_BODY
+    in any framing (sized, chunked, until close, read whole or line by line)."""
 
 
 class ClosedWithoutAnswer(HttpError):
@@ -82,7 +86,9 @@ class Response:
         self.headers = headers
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
-        self._left = int(length) if length and _is_decimal(length) and not self.chunked else None
+        if length is not None and not self.chunked and not _is_decimal(length):
+            raise HttpError(f"bad Content-Length {length[:20]!r}")  # "-1" would read to EOF
+        self._left = int(length) if length is not None and not self.chunked else None
         if self._left is not None and self._left > MAX_BODY:
             raise HttpError(f"HTTP body of {self._left} bytes is too large")
         self._chunk_left = 0
@@ -113,6 +119,8 @@ class Response:
             if not digits or not _HEX.issuperset(digits):  # int(x, 16) also takes "-1", "0x1f"
                 raise HttpError(f"bad chunk size {size_line[:20]!r}")
             size = int(digits, 16)
+            if size > MAX_BODY:
+                raise HttpError(f"HTTP chunk of {size} bytes is too large")
             if size == 0:
                 while read_line(self._reader) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -141,12 +149,20 @@ class Response:
         return b"".join(parts)
 
     def readline(self) -> bytes:
-        """The body's next line (with its newline); b"" at the end of the body."""
-        while b"\n" not in self._buffer and not self.done:
-            self._buffer += self._next_chunk()
-            if len(self._buffer) > MAX_BODY:
-                raise HttpError("HTTP stream line too long")
-        line, sep, rest = self._buffer.partition(b"\n")
+        """The body's next line (with its newline); b"" at the end of the body. A line grows
+        in one bytearray (bytes += would copy it whole for every piece: quadratic)."""
+        buffer = self._buffer
+        if b"\n" not in buffer and not self.done:
+            grown = bytearray(buffer)
+            while not self.done:
+                piece = self._next_chunk()
+                grown += piece
+                if len(grown) > MAX_BODY:
+                    raise HttpError("HTTP stream line too long")
+                if b"\n" in piece:
+                    break
+            buffer = bytes(grown)
+        line, sep, rest = buffer.partition(b"\n")
         self._buffer = rest
         return line + sep
 

@@ -3,7 +3,10 @@ read line by line across chunk boundaries, the request it sends, and the limits 
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -112,3 +115,78 @@ def test_ipv6_literal_is_bracketed_in_the_host_header() -> None:
         thread.join(5)
         listener.close()
     assert b"Host: [::1]:" in got[0]
+
+
+@pytest.mark.parametrize("size", [b"-1", b"-2", b"\xb2", b"\xd9\xa1", b"0x1f", b"+5", b"1 2", b""])
+def test_a_bad_chunk_size_raises_the_module_error(serve: Serve, size: bytes) -> None:
+    """Issue 17 item 10: int(x, 16) takes "-1" (then read to EOF past the cap) and raises
+    ValueError for others; only non-negative ASCII hex is a chunk size."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    conn, _ = serve(head + size + b"\r\n" + b"x" * 100)
+    resp = conn.request("GET", "/", b"", {})
+    with pytest.raises(HttpError, match="bad chunk size"):
+        resp.read()
+    conn.close()
+
+
+@pytest.mark.parametrize("length", [b"-1", b"+5", b"\xb2", b"0x10", b"1e3"])
+def test_a_bad_content_length_raises_the_module_error(serve: Serve, length: bytes) -> None:
+    conn, _ = serve(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nhello")
+    with pytest.raises(HttpError, match="bad Content-Length"):
+        conn.request("GET", "/", b"", {})
+    conn.close()
+
+
+# The client side of the 200 MiB test, in its own process so its peak RSS is its own.
+_CLIENT = """
+import resource, sys
+from agent.http.wire import Connection, HttpError
+conn = Connection("127.0.0.1", int(sys.argv[1]), timeout=20)
+try:
+    resp = conn.request("GET", "/", b"", {})
+    (resp.readline if sys.argv[2] == "line" else resp.read)()
+    print("no error", end=" ")
+except HttpError as exc:
+    print(type(exc).__name__, end=" ")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+HEADS = {
+    "sized": b"Content-Length: 209715200\r\n",
+    "chunked": b"Transfer-Encoding: chunked\r\n",
+    "chunked-minus-one": b"Transfer-Encoding: chunked\r\n",
+    "until-close": b"Connection: close\r\n",
+}
+
+
+@pytest.mark.parametrize("how", ["read", "line"])
+@pytest.mark.parametrize("framing", sorted(HEADS))
+def test_200_mib_from_a_server_stays_bounded_in_every_framing(framing: str, how: str) -> None:
+    """Issue 17 item 10: a local server sends 200 MiB (no newline); the client raises
+    HttpError at the 64 MiB cap at the latest, and its peak RSS stays far below 200 MiB."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(20)
+    block = b"x" * (1 << 20)
+
+    def run() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as conn:
+            conn.settimeout(20)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + HEADS[framing] + b"\r\n")
+            if framing == "chunked-minus-one":
+                conn.sendall(b"-1\r\n")
+            for _ in range(200):  # 200 MiB, or until the client hangs up
+                conn.sendall(b"100000\r\n" + block + b"\r\n" if framing == "chunked" else block)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    port = str(listener.getsockname()[1])
+    try:
+        out = subprocess.run([sys.executable, "-c", _CLIENT, port, how], capture_output=True,
+                             text=True, timeout=60, check=True).stdout.split()  # fmt: skip
+    finally:
+        listener.close()
+        thread.join(20)
+    assert out[0] == "HttpError", out
+    assert int(out[1]) < 110, f"peak RSS {out[1]} MiB"  # the cap (64 MiB) plus the interpreter

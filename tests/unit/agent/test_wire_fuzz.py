@@ -126,6 +126,21 @@ def test_a_huge_declared_body_is_refused_not_allocated(size: int, chunked: bool)
     bounded(_read_client, b"HTTP/1.1 200 OK\r\n" + head + b"x" * 1000, HttpError)
 
 
+@FUZZ
+@given(st.binary(max_size=12) | _NUMBER.map(_latin1), st.binary(max_size=30))
+def test_a_chunk_size_is_ascii_hex_or_the_module_error(size: bytes, data: bytes) -> None:
+    """Issue 17 item 10: whatever the size line holds, the body is read only when it is plain
+    non-negative ASCII hex within the cap; anything else raises HttpError (never ValueError)."""
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n" + data
+    try:
+        _read_client(reply)
+    except HttpError:
+        return
+    digits = size.split(b";", 1)[0].strip()
+    assert digits and all(c in b"0123456789abcdefABCDEF" for c in digits)
+    assert int(digits, 16) <= wire.MAX_BODY
+
+
 # -- rtnetlink ----------------------------------------------------------------------------------
 
 _ATTR_TYPES = st.integers(min_value=0, max_value=20) | st.sampled_from([0x8012, 0x4003, 0xFFFF])
