@@ -140,12 +140,12 @@ def test_no_client_certificate_is_admitted_on_the_peer_port(cluster) -> None:
     request with a peer certificate (on node2, a member) gets the member list."""
     lab, _ = cluster
     url = f"https://{lab.host('node1').address}:2380/members"
-    curl = f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' --cacert {PKI}/ca.crt"
+    curl = f"curl -sS -m 5 --http1.1 -o /dev/null -w '%{{http_code}}' --cacert {PKI}/ca.crt"
     host_cert = on(lab, "node4", f"{curl} --cert {PKI}/etcd-client.crt --key {PKI}/etcd-client.key "
                    f"{url}")  # fmt: skip
-    assert host_cert.returncode != 0 and host_cert.stdout != "200", host_cert
+    assert host_cert.returncode != 0 and host_cert.stdout == "000", host_cert  # no HTTP at all
     admin = on(lab, "node2", f"{curl} --cert {PKI}/etcd-admin.crt --key {PKI}/etcd-admin.key {url}")
-    assert admin.returncode != 0 and admin.stdout != "200", admin
+    assert admin.returncode != 0 and admin.stdout == "000", admin
     peer = on(lab, "node2", f"{curl} --cert {PKI}/etcd-peer.crt --key {PKI}/etcd-peer.key {url}")
     assert peer.returncode == 0 and peer.stdout == "200", peer
 
