@@ -302,6 +302,23 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def plumb_container(host: Any, cns: str, gateway: str, container_ip: str) -> None:
+    """A ``docker0`` bridge at GATEWAY/24 in HOST and a container namespace CNS at
+    CONTAINER_IP behind it (veth ``vc0``/``eth0``); IP forwarding on in HOST."""
+    hns = host.netns
+    ip("netns", "add", cns)
+    ip("-n", cns, "link", "set", "lo", "up")
+    ip("-n", hns, "link", "add", "docker0", "type", "bridge")
+    ip("-n", hns, "addr", "add", f"{gateway}/24", "dev", "docker0")
+    ip("-n", hns, "link", "set", "docker0", "up")
+    ip("-n", hns, "link", "add", "vc0", "type", "veth", "peer", "name", "eth0", "netns", cns)
+    ip("-n", hns, "link", "set", "vc0", "master", "docker0", "up")
+    ip("-n", cns, "addr", "add", f"{container_ip}/24", "dev", "eth0")
+    ip("-n", cns, "link", "set", "eth0", "up")
+    ip("-n", cns, "route", "add", "default", "via", gateway)
+    host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+
 class Node:
     """One lab host with its subnet, container namespace and driver."""
 
@@ -358,18 +375,7 @@ class Cluster:
             self._plumb(node)
 
     def _plumb(self, node: Node) -> None:
-        hns, cns = node.host.netns, node.container_ns
-        ip("netns", "add", cns)
-        ip("-n", cns, "link", "set", "lo", "up")
-        ip("-n", hns, "link", "add", "docker0", "type", "bridge")
-        ip("-n", hns, "addr", "add", f"{node.gateway}/24", "dev", "docker0")
-        ip("-n", hns, "link", "set", "docker0", "up")
-        ip("-n", hns, "link", "add", "vc0", "type", "veth", "peer", "name", "eth0", "netns", cns)
-        ip("-n", hns, "link", "set", "vc0", "master", "docker0", "up")
-        ip("-n", cns, "addr", "add", f"{node.container_ip}/24", "dev", "eth0")
-        ip("-n", cns, "link", "set", "eth0", "up")
-        ip("-n", cns, "route", "add", "default", "via", node.gateway)
-        node.host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        plumb_container(node.host, node.container_ns, node.gateway, node.container_ip)
         node.host.run(["iptables", "-P", "FORWARD", self.forward_policy])
 
     # -- drivers -----------------------------------------------------------------------------
