@@ -149,7 +149,8 @@ class SubnetWatcher:
                 if time.monotonic() >= self._allowlist_next and self.refresh_allowlist():
                     self.reconcile(self._admitted())
                 continue
-            changed = self.refresh_allowlist()  # judge new leases by the current list
+            # Judge new leases by the current list (not for the watch's empty first message).
+            changed = self.refresh_allowlist() if batch else False
             self.apply(batch)
             if changed:
                 self.reconcile(self._admitted())
@@ -204,7 +205,7 @@ class SubnetWatcher:
         for kv in kvs:
             lease = self._decode(kv)
             if lease is None:
-                lease = self.peers.get(kv.key)  # undecodable now: keep what we had
+                lease = self.remote.get(kv.key)  # undecodable now: keep what we had
             if lease is not None and not self._is_own(kv.key, lease):
                 desired[kv.key] = lease
         self.remote = desired

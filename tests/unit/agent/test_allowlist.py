@@ -145,3 +145,26 @@ def test_first_listing_syncs_only_the_admitted() -> None:
     assert sink.calls == [("sync", "10.1.2.0/24")] and client.gets == 1
     key = subnet_key(PREFIX, IPv4Network("10.1.3.0/24"))
     assert [x.key for x in w.refused] == [key]
+
+
+def test_the_list_is_read_per_event_batch_and_at_most_once_per_interval_when_idle() -> None:
+    """The etcd budget: an idle watch reads the key once per interval, not per poll; an
+    empty message (the watch's first) costs nothing; a batch of events reads it first."""
+
+    class Stream:
+        def __init__(self, w: SubnetWatcher, items: list) -> None:
+            self.w, self.items = w, items
+
+        def get(self, timeout: float | None = None) -> list[WatchEvent] | None:
+            if not self.items:
+                self.w._stop.set()
+                return None
+            return self.items.pop(0)
+
+    client, sink = Client(), Sink()
+    w = watcher(client, sink)
+    w.allowlist_interval = 3600
+    event = WatchEvent("put", kv("10.1.2.0/24", "1.1.2.1", 5))
+    w._follow(Stream(w, [None, [], None, None, [event], None]))  # type: ignore[arg-type]
+    assert client.gets == 2  # the first idle poll (due at start) and the event batch
+    assert sink.calls == [("add", "10.1.2.0/24")]
