@@ -151,9 +151,11 @@ def _leave_cluster(run: _Reset, anchor: Remote) -> None:
 
 def _forget_identities(run: _Reset, anchor: Remote) -> None:
     """The leaving hosts' etcd users deleted (their certificates and passwords stop working)
-    and their identities gone from the state folder; the allow-list without their addresses."""
+    and their identities gone from the state folder; the allow-list without their addresses.
+    Only hosts still in the run: one whose lease could not be deleted keeps everything."""
     inv = run.session.inv
-    leaving = {h.name for h in run.leaving}
+    gone = run.live(run.leaving)
+    leaving = {h.name for h in gone}
     auth = EtcdAuth(anchor, run.etcd_inv)
     staying = dataclasses.replace(inv, hosts=tuple(h for h in inv.hosts if h.name not in leaving))
     result = auth.ensure_allowlist(staying)
@@ -162,7 +164,7 @@ def _forget_identities(run: _Reset, anchor: Remote) -> None:
     if not inv.cluster.tls:
         return
     ids = Identities(state_dir(inv) / "pki")
-    for host in run.leaving:
+    for host in gone:
         if auth.delete_user(host.name):
             run.done(host.name, "etcd user deleted")
         ids.forget(host.name)

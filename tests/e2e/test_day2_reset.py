@@ -78,6 +78,7 @@ def test_a_failed_lease_deletion_keeps_everything_and_a_rerun_finishes(cluster) 
     steps = json.loads(again.stdout)["hosts"]["node3"]
     assert any(s.startswith("lease ") and s.endswith(" deleted") for s in steps), steps
     assert "etcd member removed" in steps and "etcd stopped, data removed" in steps
+    assert "etcd user deleted" in steps  # its certificate and password stop working at once
     after = status(lab, three)
     assert sorted(m["name"] for m in after["etcd"]["members"]) == ["node1", "node2"]
     assert node3_ip not in [lease["public_ip"] for lease in after["leases"]]
