@@ -152,22 +152,28 @@ def _leave_cluster(run: _Reset, anchor: Remote) -> None:
 def _forget_identities(run: _Reset, anchor: Remote) -> None:
     """The leaving hosts' etcd users deleted (their certificates and passwords stop working)
     and their identities gone from the state folder; the allow-list without their addresses.
-    Only hosts still in the run: one whose lease could not be deleted keeps everything."""
+    Only hosts still in the run: one whose lease could not be deleted keeps everything. Below
+    quorum etcd cannot, and --force goes on without it (said on each host's line)."""
     inv = run.session.inv
     gone = run.live(run.leaving)
     leaving = {h.name for h in gone}
     auth = EtcdAuth(anchor, run.etcd_inv)
     staying = dataclasses.replace(inv, hosts=tuple(h for h in inv.hosts if h.name not in leaving))
-    result = auth.ensure_allowlist(staying)
-    if result != "unchanged":
-        run.done("cluster", f"{result}: {inv.cluster.etcd_prefix}/allowed-public-ips")
-    if not inv.cluster.tls:
-        return
     ids = Identities(state_dir(inv) / "pki")
-    for host in gone:
-        if auth.delete_user(host.name):
-            run.done(host.name, "etcd user deleted")
-        ids.forget(host.name)
+    try:
+        result = auth.ensure_allowlist(staying)
+        if result != "unchanged":
+            run.done("cluster", f"{result}: {inv.cluster.etcd_prefix}/allowed-public-ips")
+        for host in gone if inv.cluster.tls else []:
+            if auth.delete_user(host.name):
+                run.done(host.name, "etcd user deleted")
+            ids.forget(host.name)
+    except OverlayctlError as exc:
+        if not run.force:
+            raise
+        for host in gone:
+            later = f"`overlayctl certs revoke {host.name}` once the cluster has quorum"
+            run.done(host.name, f"etcd user NOT deleted ({exc}); --force went on: run {later}")
 
 
 def _restore_files(run: _Reset) -> None:

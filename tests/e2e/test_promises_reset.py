@@ -48,9 +48,9 @@ def test_reset_of_one_member_removes_it_and_keeps_its_reservation(cluster) -> No
     assert result.returncode == 0 and doc["ok"] is True, result.stdout + result.stderr
     # no "lease ... deleted": a reservation stays
     assert doc["hosts"] == {"node3": [
-        "agent stopped, data plane removed", "etcd member removed", "files restored",
-        "docker restarted on its own bridge", "etcd stopped, data removed",
-    ]}  # fmt: skip
+        "agent stopped, data plane removed", "etcd member removed", "etcd user deleted",
+        "files restored", "docker restarted on its own bridge", "etcd stopped, data removed",
+    ], "cluster": ["replaced: /coreos.com/network/allowed-public-ips"]}  # fmt: skip
     assert members(lab) == ["node1", "node2"]
     assert sh(lab, "node3", "systemctl is-active etcd; test -e /var/lib/etcd/node3.etcd; echo $?"
               ) == "inactive\n1\n"  # fmt: skip
@@ -103,6 +103,7 @@ def test_reset_below_quorum_goes_with_force(cluster) -> None:
     assert "files restored" in doc["hosts"]["node1"]
     # etcd cannot remove a member without quorum: said, and the rest of the reset went on.
     assert any(step.startswith("etcd member NOT removed") for step in doc["hosts"]["node1"])
+    assert any(step.startswith("etcd user NOT deleted") for step in doc["hosts"]["node1"])
     assert "etcd stopped, data removed" in doc["hosts"]["node1"]
     assert sh(lab, "node1", "systemctl is-active etcd; test -e /var/lib/etcd/node1.etcd; echo $?"
               ) == "inactive\n1\n"  # fmt: skip
