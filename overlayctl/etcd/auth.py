@@ -25,6 +25,9 @@ from overlayctl.inventory.network import network_config_key
 from overlayctl.remote.ssh import Remote, RunResult
 
 READ, READWRITE = "read", "readwrite"
+# What etcd answers a host's own identity asking for users once auth is on: no permission
+# (a user) or no user at all (a certificate without a CN and no token).
+_AUTH_REFUSALS = ("permission denied", "user name is empty", "user name not found")
 
 
 @dataclass(frozen=True, order=True)
@@ -193,7 +196,13 @@ class EtcdAuth:
         argv = [a.replace(hp.ETCD_ADMIN_CERT, hp.ETCD_CLIENT_CERT)
                 .replace(hp.ETCD_ADMIN_KEY, hp.ETCD_CLIENT_KEY) for a in argv]  # fmt: skip
         out = self.remote.run([*argv, "user", "list"], check=False, timeout=60)
-        return out.code != 0
+        if out.code == 0:
+            return False
+        if any(word in out.stderr for word in _AUTH_REFUSALS):
+            return True
+        # Anything else (etcd unreachable, a missing file) says nothing about auth: were it
+        # taken for "on", init would skip `auth enable` and leave the cluster open.
+        raise OverlayctlError(f"etcdctl user list (is auth on?): {last_line(out.stderr)}")
 
     def enable(self) -> None:
         self._run("auth", "enable")

@@ -210,3 +210,39 @@ def test_init_readmits_a_revoked_host_still_in_the_inventory_and_says_so(tmp_pat
     assert any("node4 was revoked on" in x for x in lines), lines
     assert again.ids.password("node4") != first
     assert (again.dir / "node4-client.crt").exists()
+
+
+class _Answers:
+    """A member that answers `etcdctl user list` with (code, stderr)."""
+
+    def __init__(self, code: int, stderr: str) -> None:
+        self.answer = (code, stderr)
+
+    def run(self, argv: list[str], **_kw: Any) -> Any:
+        assert hp.ETCD_ADMIN_KEY not in " ".join(argv)  # asked as a host, not as root
+        code, stderr = self.answer
+        return SimpleNamespace(code=code, stdout="", stderr=stderr)
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "on"),
+    [
+        (0, "", False),
+        (1, "Error: etcdserver: permission denied\n", True),
+        (1, "Error: etcdserver: user name is empty\n", True),
+    ],
+)
+def test_auth_is_judged_on_only_from_etcd_refusing_a_host(code: int, stderr: str, on: bool) -> None:
+    from overlayctl.etcd.auth import EtcdAuth
+
+    assert EtcdAuth(_Answers(code, stderr), _inv()).enabled() is on  # type: ignore[arg-type]
+
+
+def test_an_unreachable_etcd_is_not_taken_for_auth_on() -> None:
+    """Taken for "on", init would skip `auth enable` and leave the cluster open."""
+    from overlayctl.errors import OverlayctlError
+    from overlayctl.etcd.auth import EtcdAuth
+
+    answers = _Answers(1, "Error: context deadline exceeded\n")
+    with pytest.raises(OverlayctlError, match="context deadline exceeded"):
+        EtcdAuth(answers, _inv()).enabled()  # type: ignore[arg-type]
