@@ -5,6 +5,7 @@ One 4-host lab (3 etcd members), traffic checked with `verify` before and after 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -69,14 +70,22 @@ def test_all_of_etcd_restarted_agents_resume_without_restarting(cluster) -> None
     wait_for(
         lambda: status(lab, every)["etcd"]["healthy"], 30, "etcd healthy after the restart", 0.5
     )
-    # Still watching: a lease written now (a reservation for a host that does not exist) is
+    # Still watching: a lease written now (for an address no host has, admitted to the
+    # allow-list by the admin first: every agent refuses a lease naming its own address) is
     # routed by every agent, and unrouted once deleted.
     key = "/coreos.com/network/subnets/172.21.250.0-24"
     value = '{"PublicIP":"192.168.255.200","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:fa"}}'  # noqa: E501
-    assert on(lab, "node1", f"{ETCDCTL} put {key} '{value}'").returncode == 0
-    for host in pids:
-        wait_for(lambda h=host: route(lab, h, "172.21.250.0/24"), 30, f"{host} routes it", 0.5)
-    on(lab, "node1", f"{ETCDCTL} del {key}")
+    allowlist = "/coreos.com/network/allowed-public-ips"
+    allowed = json.loads(on(lab, "node1", f"{ETCDCTL} get {allowlist} --print-value-only").stdout)
+    wider = json.dumps({"PublicIPs": [*allowed["PublicIPs"], "192.168.255.200"]})
+    try:
+        assert on(lab, "node1", f"{ETCDCTL} put {allowlist} '{wider}'").returncode == 0
+        assert on(lab, "node1", f"{ETCDCTL} put {key} '{value}'").returncode == 0
+        for host in pids:
+            wait_for(lambda h=host: route(lab, h, "172.21.250.0/24"), 30, f"{host} routes it", 0.5)
+    finally:
+        on(lab, "node1", f"{ETCDCTL} del {key}")
+        on(lab, "node1", f"{ETCDCTL} put {allowlist} '{json.dumps(allowed)}'")
     wait_for(lambda: not route(lab, "node2", "172.21.250.0/24"), 30, "route removed", 0.5)
     assert {h: agent_pid(lab, h) for h in pids} == pids
     same_leases(lease_pairs(status(lab, every)), before)

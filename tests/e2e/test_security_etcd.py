@@ -51,6 +51,12 @@ for step in steps:
             value = json.dumps({"PublicIP": sys.argv[-1], "BackendType": "vxlan"})
             assert cli.create(key, value.encode(), lease_id=lease)
             cli.lease_revoke(lease)
+        elif verb == "keep":  # KEY=IP: a vxlan lease naming IP, left for its 60 s TTL
+            key, _, ip = key.partition("=")
+            lease, _ = cli.lease_grant(60)
+            data = {"VNI": 1, "VtepMAC": "02:00:00:00:fa:01"}
+            value = json.dumps({"PublicIP": ip, "BackendType": "vxlan", "BackendData": data})
+            assert cli.create(key, value.encode(), lease_id=lease)
         out[step] = "ok"
     except EtcdAuthError as exc:
         out[step] = "auth: " + str(exc)
@@ -103,6 +109,42 @@ def test_a_host_identity_reads_its_config_and_writes_leases_but_nothing_else(clu
     assert on(lab, "node4", f"{etcdctl} get {PREFIX}/config").returncode == 0
     anonymous = on(lab, "node4", host_etcdctl(lab, user=False) + f" get {PREFIX}/config")
     assert anonymous.returncode != 0 and "permission denied" in anonymous.stderr, anonymous
+
+
+def test_a_lease_pointing_outside_the_cluster_is_ignored_by_every_agent(cluster) -> None:
+    """With node4's own identity (it may write leases), one lease names a cluster host's address
+    and one an address outside the cluster: node1's agent installs the first (so the check can
+    fail) and ignores the second (no route), and counts it in /metrics."""
+    lab, _ = cluster
+    inside, outside = "172.21.250.0/24", "172.21.251.0/24"
+    keys = {
+        inside: f"{PREFIX}/subnets/172.21.250.0-24",
+        outside: f"{PREFIX}/subnets/172.21.251.0-24",
+    }
+    node4 = lab.host("node4").address
+    steps = [f"keep:{keys[inside]}={node4}", f"keep:{keys[outside]}=192.168.255.250"]
+    try:
+        assert set(as_agent(lab, "node4", *steps).values()) == {"ok"}
+        routes = ""
+        for _ in range(20):
+            routes = on(lab, "node1", "ip -4 route show dev flannel.1").stdout
+            if inside in routes:
+                break
+            time.sleep(0.5)
+        assert inside in routes, routes  # a lease naming a cluster host: installed
+        time.sleep(2)  # the same watch event batch carried both; give a late one a moment
+        routes = on(lab, "node1", "ip -4 route show dev flannel.1").stdout
+        assert outside not in routes, routes
+        fdb = on(lab, "node1", "bridge fdb show dev flannel.1").stdout
+        assert "192.168.255.250" not in fdb, fdb
+        metrics = on(lab, "node1", "curl -sS -m 5 http://127.0.0.1:8471/metrics").stdout
+        refused = [
+            ln for ln in metrics.splitlines() if ln.startswith("overlay_agent_leases_refused")
+        ]
+        assert refused and float(refused[0].split()[-1]) >= 1, metrics[-1500:]
+    finally:
+        for key in keys.values():
+            on(lab, "node1", f"{ETCDCTL} del {key}")
 
 
 def host_etcdctl(lab: state.LabState, user: bool = True) -> str:
