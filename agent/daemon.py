@@ -30,11 +30,12 @@ from agent.backends.peerset import PeerSetSink
 from agent.etcd import EtcdClientBase, client_class
 from agent.files import SubnetEnv, read_previous_subnet, write_docker_opts, write_subnet_env
 from agent.hooks import InterfaceChooser, default_backend_factory, default_chooser
-from agent.http.server import HealthServer, Metric
+from agent.http.server import HealthServer
 from agent.logs import event
 from agent.net.peerchain import TUNNEL_BACKENDS
 from agent.notify import Notifier
 from agent.options import AgentOptions
+from agent.report import AgentReport
 from agent.rules import RulesKeeper
 from agent.subnet.allowlist import AllowList
 from agent.subnet.config import NetworkConfig, config_key, wait_for_config
@@ -48,7 +49,7 @@ STOP_BUDGET = 4.0  # seconds for every thread to stop after SIGTERM
 SETUP_RETRY = 5.0  # seconds before programming the data plane again after a failure
 
 
-class Agent:
+class Agent(AgentReport):
     """One overlay-agent process. :meth:`run` blocks until stopped and returns the exit status."""
 
     def __init__(
@@ -89,79 +90,6 @@ class Agent:
             health=self.health,
             ready=self.ready,
             metrics=self.metrics,
-        )
-
-    # -- status (HTTP and systemd) -------------------------------------------------------------
-
-    def _phase(self, phase: str, detail: str = "") -> None:
-        self.phase, self.detail = phase, detail
-        self.notifier.status(f"{phase}: {detail}" if detail else phase)
-
-    def health(self) -> tuple[bool, str]:
-        """200 while the loops run (the main loop beats at least every second)."""
-        if self.phase == "stopping":
-            return False, "stopping"
-        stale = self.phase not in ("starting", "waiting-for-config") and (
-            time.monotonic() - self._beat > 30
-        )
-        return (False, "main loop stalled") if stale else (True, "ok")
-
-    def is_ready(self) -> bool:
-        """Lease held, data plane programmed and subnet file written."""
-        return self.lease_held and self.dataplane_ok and self.files_written
-
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, JSON reason) for /readyz."""
-        missing = [
-            name
-            for name, ok in (
-                ("lease", self.lease_held),
-                ("dataplane", self.dataplane_ok),
-                ("subnet_file", self.files_written),
-            )
-            if not ok
-        ]
-        lease = self.leases.current if self.leases is not None else None
-        reason: dict[str, Any] = {
-            "ready": not missing,
-            "phase": self.phase,
-            "waiting_for": missing,
-            "subnet": str(lease.subnet) if lease is not None else None,
-        }
-        refused = self.watcher.refused if self.watcher is not None else []
-        if refused:  # leases whose PublicIP the admin's allow-list does not name
-            reason["refused"] = [{"subnet": str(x.subnet), "public_ip": str(x.public_ip)}
-                                 for x in refused]  # fmt: skip
-        if self.detail:
-            reason["detail"] = self.detail
-        return not missing, reason
-
-    def metrics(self) -> list[Metric]:
-        """Every sample for /metrics (agent/http/metrics.py), from a snapshot of our state."""
-        from agent.http.metrics import AgentStatus, collect  # noqa: PLC0415 - HTTP thread only
-
-        leases, watcher, backend = self.leases, self.watcher, self.backend
-        lease = leases.current if leases is not None else None
-        watch_stats = dict(watcher.stats) if watcher is not None else {}
-        client_errors = self.client.errors if self.client is not None else 0
-        return collect(
-            AgentStatus(
-                ready=self.is_ready(),
-                backend_type=self.config.backend_type if self.config is not None else "",
-                etcd_errors=client_errors
-                + watch_stats.get("errors", 0)
-                + (watcher.allowlist.errors if watcher is not None and watcher.allowlist else 0),
-                leases_refused=len(watcher.refused) if watcher is not None else 0,
-                iptables_errors=self.rules.errors if self.rules else 0,
-                lease_reacquired=self.reacquired,
-                lease_expires_at=leases.expires_at
-                if leases is not None and lease is not None and not lease.is_reservation
-                else None,
-                conflicts=tuple(c.kind for c in leases.conflicts) if leases is not None else None,
-                peers=len(watcher.peers) if watcher is not None else 0,
-                watch_stats=watch_stats,
-                backend_stats=backend.stats if backend is not None else None,
-            )
         )
 
     # -- run -----------------------------------------------------------------------------------
