@@ -37,7 +37,7 @@ class AllowList:
     """`<prefix>/allowed-public-ips`: the inventory's host addresses (TLS or not)."""
 
     via: Inventory | None = None  # whose first member to write through (join: the running one)
-    title: str = "allow-list"
+    title: str = "allowlist"  # fits the progress lines' 9-wide phase column
 
     def should_run(self, rollout: Rollout) -> bool:
         return _members_live(rollout, self.via)
