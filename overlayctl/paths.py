@@ -42,6 +42,10 @@ AGENT_VENV = f"{AGENT_HOME}/venv"
 AGENT_BIN = f"{AGENT_VENV}/bin/overlay-agent"
 AGENT_WHEELHOUSE = f"{AGENT_HOME}/wheelhouse"
 AGENT_DIGEST = f"{AGENT_HOME}/wheelhouse.sha256"  # fingerprint of what is installed
+# The digest the running agent started with (its unit copies AGENT_DIGEST here as it starts):
+# differing from AGENT_DIGEST, a run cut between an install and the restart left an older
+# process running, and the restart is still owed.
+AGENT_STARTED_DIGEST = "/run/flannel/overlay-agent.digest"
 AGENT_HEALTHZ_PORT = 8471  # on 127.0.0.1 only: /healthz, /readyz, /metrics
 SUBNET_ENV = "/run/flannel/subnet.env"
 DOCKER_OPTS_ENV = "/run/flannel/docker"

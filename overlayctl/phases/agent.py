@@ -17,6 +17,7 @@ from overlayctl.errors import OverlayctlError
 from overlayctl.inventory.model import Host
 from overlayctl.phases.base import HostPhase, OnHost, PlanInput, Probe, Restart, Rolling
 from overlayctl.plan.changes import Action, service_actions
+from overlayctl.plan.facts import Facts
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
 from overlayctl.wheelhouse import AgentBundle
@@ -45,9 +46,10 @@ class Agent(HostPhase):
             return []
         install = inp.facts.agent_digest != inp.agent_digest
         actions = [Action(self.name, "install-agent", inp.agent_digest[:12])] if install else []
+        restart = install or bool(inp.changed & (_PATHS | _CLIENT_PKI)) or restart_owed(inp.facts)
         return actions + service_actions(
             self.name, "overlay-agent", inp.facts, reload=hp.AGENT_UNIT in inp.changed,
-            restart=install or bool(inp.changed & (_PATHS | _CLIENT_PKI)),
+            restart=restart,
             fresh=not inp.facts.agent_digest,
         )  # fmt: skip
 
@@ -64,6 +66,14 @@ class Agent(HostPhase):
 
     def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
         restart_agent(on.remote)
+
+
+def restart_owed(facts: Facts) -> bool:
+    """The running agent started before the install now in place: an earlier run was cut
+    between the two (its files all in place, so nothing else would restart it). An agent that
+    says nothing (a unit from before this check) is not judged."""
+    started = facts.agent_started_digest
+    return bool(started) and bool(facts.agent_digest) and started != facts.agent_digest
 
 
 def install_agent(remote: Remote, bundle: AgentBundle) -> None:

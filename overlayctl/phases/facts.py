@@ -118,7 +118,9 @@ def look(remote: Remote, rollout: Rollout, host: Host, with_config: bool) -> Fou
     inv = rollout.inv
     paths = candidate_paths(inv, host)
     commands: list[Command] = [
-        command_of(FACTS, hp.AGENT_DIGEST, hp.DOCKER_DROPIN, *both_families(host)),
+        command_of(
+            FACTS, hp.AGENT_DIGEST, hp.DOCKER_DROPIN, hp.AGENT_STARTED_DIGEST, *both_families(host)
+        ),
         command_of(READ_FILES, *paths),
     ]
     if with_config:

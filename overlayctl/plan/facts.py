@@ -92,6 +92,9 @@ class Facts:
     packages: frozenset[str] = frozenset()
     etcd_data_dirs: frozenset[str] = frozenset()  # etcd data dirs holding a member (bootstrapped)
     agent_digest: str = ""  # fingerprint of the agent wheelhouse installed ("" if none)
+    # The install the running agent started with (None: no agent running, or none said): when
+    # it differs from agent_digest, a run stopped between an install and the restart.
+    agent_started_digest: str | None = None
     firewalld: Firewalld | None = None  # None: firewalld is not active
     docker_dropin: bool = False  # overlayctl's drop-in for docker exists
     docker_unit: str = ""  # docker's own unit file (FragmentPath)
@@ -160,6 +163,7 @@ def parse_facts(text: str) -> Facts:
         packages=frozenset(packages),
         etcd_data_dirs=frozenset(data_dirs),
         agent_digest=values.get("agent_digest", ""),
+        agent_started_digest=values.get("agent_started_digest"),
         docker_dropin=values.get("docker_dropin") == "yes",
         docker_unit=values.get("docker_unit", ""),
         docker_unit_edited=values.get("docker_unit_edited") == "yes",

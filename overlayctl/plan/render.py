@@ -281,6 +281,7 @@ def render_host(
             os_family, "overlay-agent.service", header=head, agent_bin=hp.AGENT_BIN,
             env_file=hp.AGENT_ENV[os_family], local_etcd=host.is_etcd,
             healthz_port=hp.AGENT_HEALTHZ_PORT, write_dirs=agent_write_dirs(inv),
+            digest_file=hp.AGENT_DIGEST, started_digest=hp.AGENT_STARTED_DIGEST,
         )  # fmt: skip
         if inv.cluster.docker_mode == "dropin":
             files[hp.DOCKER_DROPIN] = _template(

@@ -1,10 +1,11 @@
 # What a host is like before we change it, in one round trip (parsed by overlayctl/plan/facts.py).
-# $1 the agent's digest file, $2 overlayctl's docker drop-in; then the package names to look up
+# $1 the agent's digest file, $2 overlayctl's docker drop-in, $3 the digest the running agent
+# started with; then the package names to look up
 # (Debian and RHEL names alike; unknown names are just absent; on RHEL a name counts when an
 # installed package provides it, e.g. iptables by iptables-nft on EL9). firewalld, when active: the
 # version, the default zone, the runtime zone of each interface and the permanent services of
 # each zone.
-digest_file=$1; dropin=$2; shift 2
+digest_file=$1; dropin=$2; started_file=$3; shift 3
 [ -r /etc/os-release ] && . /etc/os-release
 echo "os_id=${ID:-}"
 echo "os_like=${ID_LIKE:-}"
@@ -33,6 +34,9 @@ if [ "$(systemctl is-active firewalld 2>/dev/null)" = active ] &&
 fi
 for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
 echo "agent_digest=$(cat "$digest_file" 2>/dev/null)"
+# The install the running agent started with (its unit copies the digest as it starts).
+[ "$(systemctl is-active overlay-agent 2>/dev/null)" = active ] &&
+  echo "agent_started_digest=$(cat "$started_file" 2>/dev/null)"
 # docker.mode: our drop-in, and docker's own unit with the seed's ExecStart edit (--bip=).
 [ -f "$dropin" ] && echo "docker_dropin=yes"
 unit=$(systemctl show -p FragmentPath --value docker 2>/dev/null)

@@ -195,7 +195,7 @@ def calls(tmp_path: Path, prefix: str = "") -> list[str]:
     return [line for line in lines if line.startswith(prefix) and "is-active" not in line]
 
 
-NO_FILES = ("/nonexistent", "/nonexistent")  # the agent's digest file, docker's drop-in
+NO_FILES = ("/nonexistent",) * 3  # the agent's digest file, docker's drop-in, the started digest
 
 
 def test_facts_report_firewalld_version_zones_and_services(tmp_path: Path) -> None:

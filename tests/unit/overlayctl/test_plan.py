@@ -211,3 +211,19 @@ def test_agent_and_docker_follow_the_wheelhouse_and_their_files() -> None:
         ("docker", "enable docker"),
         ("docker", "start docker"),
     ]
+
+
+def test_an_agent_running_an_older_install_than_the_one_in_place_is_restarted() -> None:
+    """A run cut between the agent's install and its restart leaves every file in place: only
+    the digest the running agent started with (its unit copies it as it starts) tells that the
+    restart is owed. A unit from before that copy (nothing said) is not judged."""
+    host = inventory().hosts[0]
+    units = {"etcd": UnitState("active", "enabled"), "docker": UnitState("active", "enabled"),
+             "overlay-agent": UnitState("active", "enabled")}  # fmt: skip
+    for started, actions in (("old", ["restart overlay-agent"]), ("abc", []), (None, []), ("", [])):
+        running = facts(agent_digest="abc", agent_started_digest=started, units=units)
+        plan = plan_host(host, "debian", desired(), current_matching(), running, agent_digest="abc")
+        assert [str(a) for a in plan.actions] == actions, started
+    said = parse_facts(FACTS_OUTPUT + "agent_digest=abc\nagent_started_digest=old\n")
+    assert (said.agent_digest, said.agent_started_digest) == ("abc", "old")
+    assert parse_facts(FACTS_OUTPUT).agent_started_digest is None
