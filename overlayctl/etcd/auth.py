@@ -15,6 +15,8 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from agent.etcd.session import prefix_end as agent_prefix_end
+from agent.etcd.session import unb64
 from agent.subnet.layout import subnets_dir
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
@@ -56,10 +58,8 @@ class Permission:
 
 
 def prefix_end(key: str) -> str:
-    """etcd's range end for every key under KEY."""
-    raw = bytearray(key.encode())
-    raw[-1] += 1
-    return raw.decode()
+    """etcd's range end for every key under KEY (the agent's own rule, as text)."""
+    return unb64(agent_prefix_end(key)).decode()
 
 
 def allowlist_key(inv: Inventory) -> str:
@@ -105,10 +105,8 @@ def role_changes(
 
 
 def _load(text: str, what: str) -> dict:
-    try:
-        doc = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise OverlayctlError(f"etcdctl {what}: output is not JSON: {text.strip()[:200]}") from exc
+    """A JSON object from etcdctl (empty output or another JSON type: none)."""
+    doc = etcdctl.load_json(text or "{}", what)
     return doc if isinstance(doc, dict) else {}
 
 
@@ -192,9 +190,7 @@ class EtcdAuth:
     def enabled(self) -> bool:
         """Whether etcd checks users: `user list` works for a host's own identity only while
         authentication is off (once on, it is root's alone)."""
-        argv = etcdctl.base_argv(self.inv)
-        argv = [a.replace(hp.ETCD_ADMIN_CERT, hp.ETCD_CLIENT_CERT)
-                .replace(hp.ETCD_ADMIN_KEY, hp.ETCD_CLIENT_KEY) for a in argv]  # fmt: skip
+        argv = etcdctl.base_argv(self.inv, host_identity=True)
         out = self.remote.run([*argv, "user", "list"], check=False, timeout=60)
         if out.code == 0:
             return False

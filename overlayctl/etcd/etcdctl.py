@@ -18,9 +18,12 @@ from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.model import Inventory
 
 
-def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:
+def base_argv(
+    inv: Inventory, endpoints: list[str] | None = None, *, host_identity: bool = False
+) -> list[str]:
     """`etcdctl` with the endpoints and, with TLS, the admin's certificate (CN root: etcd's root
-    user over gRPC, which etcdctl speaks). It exists on etcd members only: run these there."""
+    user over gRPC, which etcdctl speaks). It exists on etcd members only: run these there.
+    HOST_IDENTITY: the host's own certificate instead (no user: what auth being on refuses)."""
     argv = [
         "env",
         "ETCDCTL_API=3",
@@ -30,8 +33,8 @@ def base_argv(inv: Inventory, endpoints: list[str] | None = None) -> list[str]:
     if inv.cluster.tls:
         argv += [
             f"--cacert={hostpaths.CA_CERT}",
-            f"--cert={hostpaths.ETCD_ADMIN_CERT}",
-            f"--key={hostpaths.ETCD_ADMIN_KEY}",
+            f"--cert={hostpaths.ETCD_CLIENT_CERT if host_identity else hostpaths.ETCD_ADMIN_CERT}",
+            f"--key={hostpaths.ETCD_CLIENT_KEY if host_identity else hostpaths.ETCD_ADMIN_KEY}",
         ]
     return argv
 
@@ -96,7 +99,8 @@ class EndpointStatus:
     version: str
 
 
-def _load(text: str, what: str) -> Any:
+def load_json(text: str, what: str) -> Any:
+    """etcdctl's `-w json` output, or one line naming the command WHAT."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -104,7 +108,7 @@ def _load(text: str, what: str) -> Any:
 
 
 def parse_members(text: str) -> list[MemberInfo]:
-    data = _load(text, "member list")
+    data = load_json(text, "member list")
     return [
         MemberInfo(
             id=f"{m['ID']:x}",
@@ -119,7 +123,7 @@ def parse_members(text: str) -> list[MemberInfo]:
 def parse_health(text: str) -> list[EndpointHealth]:
     """`endpoint health -w json` prints a JSON list (one entry per endpoint) on stdout."""
     out = []
-    for item in _load(text or "[]", "endpoint health"):
+    for item in load_json(text or "[]", "endpoint health"):
         out.append(
             EndpointHealth(
                 item.get("endpoint", ""), bool(item.get("health")), item.get("error", "")
@@ -130,7 +134,7 @@ def parse_health(text: str) -> list[EndpointHealth]:
 
 def parse_status(text: str) -> list[EndpointStatus]:
     out = []
-    for item in _load(text or "[]", "endpoint status"):
+    for item in load_json(text or "[]", "endpoint status"):
         st = item.get("Status", {})
         out.append(
             EndpointStatus(
@@ -146,12 +150,12 @@ def parse_status(text: str) -> list[EndpointStatus]:
 
 def parse_get(text: str) -> str | None:
     """The value of a `get -w json`, or None when the key does not exist."""
-    kvs = _load(text, "get").get("kvs") or []
+    kvs = load_json(text, "get").get("kvs") or []
     return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
 
 def parse_txn_succeeded(text: str) -> bool:
-    return bool(_load(text, "txn").get("succeeded"))
+    return bool(load_json(text, "txn").get("succeeded"))
 
 
 def get_prefix(inv: Inventory, prefix: str) -> list[str]:
@@ -161,7 +165,7 @@ def get_prefix(inv: Inventory, prefix: str) -> list[str]:
 def parse_kvs(text: str) -> list[tuple[str, str, int]]:
     """(key, value, lease id) of every key in a `get --prefix -w json`."""
     out = []
-    for kv in _load(text, "get").get("kvs") or []:
+    for kv in load_json(text, "get").get("kvs") or []:
         key = base64.b64decode(kv["key"]).decode()
         value = base64.b64decode(kv.get("value", "")).decode(errors="replace")
         out.append((key, value, int(kv.get("lease", 0))))
@@ -173,7 +177,7 @@ def parse_ttls(text: str) -> dict[int, int]:
     ttls = {}
     for line in text.splitlines():
         if line.strip():
-            doc = _load(line, "lease timetolive")
+            doc = load_json(line, "lease timetolive")
             if "id" in doc:
                 ttls[int(doc["id"])] = int(doc.get("ttl", -1))
     return ttls
@@ -190,4 +194,4 @@ def member_remove(inv: Inventory, member_id: str, endpoints: list[str]) -> list[
 
 def parse_member_add(text: str) -> str:
     """The new member's id (hex, as `member remove` wants it)."""
-    return f"{_load(text, 'member add')['member']['ID']:x}"
+    return f"{load_json(text, 'member add')['member']['ID']:x}"
