@@ -190,6 +190,7 @@ def verify_doc(report: VerifyReport) -> dict[str, Any]:
         "hosts_failed": report.hosts_failed,
         "pairs_expected": report.expected,
         "pairs_untested": report.untested,
+        "next": [f"overlayctl doctor --pair {a},{b}" for a, b in report.doctor_pairs],
     }  # fmt: skip
 
 
@@ -215,4 +216,6 @@ def verify_text(report: VerifyReport) -> str:
         f"verify: {report.passed}/{plural(total, 'pair')} ok{untested} "
         "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
     )
+    lines += [f"next: overlayctl doctor --pair {a},{b}  (why {a} and {b} cannot reach each other)"
+              for a, b in report.doctor_pairs]  # fmt: skip
     return printable("\n".join(lines))

@@ -69,6 +69,14 @@ class VerifyReport:
     def ok(self) -> bool:
         return bool(self.pairs) and not self.hosts_failed and self.passed == self.expected
 
+    @property
+    def doctor_pairs(self) -> list[tuple[str, str]]:
+        """The failed pairs between two hosts, each once whichever way it failed: what to hand
+        `overlayctl doctor --pair` next (a host's own diagonal is not a pair)."""
+        failed = {tuple(sorted((p.src, p.dst))) for p in self.pairs
+                  if p.src != p.dst and not (p.ok and p.mtu_ok)}  # fmt: skip
+        return sorted(failed)  # type: ignore[arg-type]
+
 
 def start_container(remote: Remote, host: Host, options: VerifyOptions, tag: str) -> Container:
     image = options.image

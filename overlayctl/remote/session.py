@@ -166,13 +166,19 @@ class Session:
         self.locks[host.name] = lock
 
     def each(
-        self, phase: str, fn: Callable[[Host, Remote], T], hosts: list[Host] | None = None
+        self,
+        phase: str,
+        fn: Callable[[Host, Remote], T],
+        hosts: list[Host] | None = None,
+        parallel: int | None = None,
     ) -> GroupResult[T]:
-        """FN(host, remote) on every live host (or HOSTS), in parallel; failures leave the run."""
+        """FN(host, remote) on every live host (or HOSTS), in parallel; failures leave the run.
+        PARALLEL overrides --parallel where the hosts must work at once (doctor's probes)."""
         todo = [h for h in (hosts if hosts is not None else self.alive) if h.name in self.remotes]
         self.reporter.phase = phase
         result = run_on_hosts(
-            phase, todo, lambda h: fn(h, self.remotes[h.name]), _name, self.options.parallel
+            phase, todo, lambda h: fn(h, self.remotes[h.name]), _name,
+            parallel or self.options.parallel,
         )
         self._drop_failed(result)
         return result

@@ -264,6 +264,11 @@ def test_verify_text_fail_df_fail_untested_cells() -> None:
         "node3: FAILED verify: node3: image 'busybox' is not present (no --pull here)",
         "verify: 2/9 pairs ok, 5 not tested (each with a Don't-Fragment ping at the overlay MTU)"
         " -- FAILED",
+        # node1 -> node2 failed its DF ping, node2 -> node1 its ping: one pair to look into
+        "next: overlayctl doctor --pair node1,node2  (why node1 and node2 cannot reach each other)",
+    ]
+    assert verify_doc(three_hosts_one_untested())["next"] == [
+        "overlayctl doctor --pair node1,node2"
     ]
 
 
