@@ -66,8 +66,8 @@ class Finding:
 
 @dataclass
 class DoctorReport:
-    """FINDINGS: the problems found. ERRORS: what doctor itself could not do (a host it could not
-    reach over SSH, etcd that did not answer); NOTES: how it looked (tracefs used or not, and why)."""
+    """FINDINGS: the problems found. ERRORS: what doctor itself could not do (a host it could
+    not reach over SSH, etcd that did not answer). NOTES: how it looked (tracefs or counters)."""
 
     hosts: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
