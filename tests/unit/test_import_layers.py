@@ -50,7 +50,10 @@ LAYERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("planning (pure)", ("overlayctl.plan",)),
         ("SSH", ("overlayctl.remote",)),
         ("etcd over SSH", ("overlayctl.etcd",)),
-        ("phases and their engine", ("overlayctl.phases",)),
+        (
+            "phases and their engine, doctor's facts, probes and checks",
+            ("overlayctl.phases", "overlayctl.doctor"),
+        ),  # fmt: skip
         ("actions", ("overlayctl.actions", "overlayctl.vagrant")),
         ("tables, diffs, JSON", ("overlayctl.output",)),
         ("command line", ("overlayctl.cli", "overlayctl.__main__")),
@@ -68,6 +71,8 @@ FORBIDDEN = (
     ("overlayctl.plan", "overlayctl.remote", "planning is pure; only remote/ speaks SSH"),
     ("overlayctl.inventory", "overlayctl.plan", "the inventory knows nothing of what it becomes"),
     ("overlayctl.etcd", "overlayctl.plan.render", "an etcdctl command needs no Jinja2"),
+    ("overlayctl.doctor.checks", "overlayctl.remote", "checks are pure: facts in, findings out"),
+    ("overlayctl.doctor", "overlayctl.phases", "doctor only reads: it runs no phase"),
 )
 
 
