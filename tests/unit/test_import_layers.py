@@ -53,7 +53,7 @@ LAYERS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         (
             "phases and their engine, doctor's facts, probes and checks",
             ("overlayctl.phases", "overlayctl.doctor"),
-        ),  # fmt: skip
+        ),
         ("actions", ("overlayctl.actions", "overlayctl.vagrant")),
         ("tables, diffs, JSON", ("overlayctl.output",)),
         ("command line", ("overlayctl.cli", "overlayctl.__main__")),
