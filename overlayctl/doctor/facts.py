@@ -15,7 +15,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
@@ -24,12 +24,20 @@ from overlayctl.inventory.model import Host
 from overlayctl.remote.scripts import HostScript
 
 if TYPE_CHECKING:
-    from overlayctl.doctor.context import DataPlane
     from overlayctl.remote.ssh import Remote
 
 SCRIPT = HostScript("doctor_facts.py")
 TIMEOUT_S = 40  # the script's own deadline is 25 s; SSH and python3's start come on top
 MAX_CONTAINERS = 5  # containers whose netns doctor enters for eth0's MTU
+
+
+class DataPlane(Protocol):
+    """What the facts need of context.DataPlane (context.py imports this module's HostFacts,
+    so this module names the fields it reads instead of importing it back)."""
+
+    backend: str
+    vni: int | None
+    port: int | None
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,7 @@ def parse_firewalld_zones(text: str) -> dict[str, dict[str, str]]:
             continue
         if not line[0].isspace():
             zone = line.split()[0]
-            current = zones.setdefault(zone, {"active": str("(active)" in line)})
+            current = zones.setdefault(zone, {"header": line.strip()})
             last = ""
         elif current is not None:
             key, sep, value = line.strip().partition(":")
