@@ -55,6 +55,7 @@ class Verdict:
     rule: Rule | None = None
     policy_chain: str = ""  # "filter FORWARD" when the policy decided
     maybe: list[tuple[Rule, str]] = field(default_factory=list)  # (rule, why it may match)
+    unsure: str = ""  # set: RULE itself may not match (what doctor cannot judge)
 
     @property
     def dropped(self) -> bool:
@@ -251,9 +252,11 @@ def nft_drops(ruleset: dict[str, Any] | None, hook: str, pkt: Packet) -> list[Nf
         if (key[0], key[1]) not in foreign or c.get("hook") != hook:
             continue
         hit = _nft_chain(key, rules, pkt, True, 0)
+        if hit == "accept":
+            continue
         if hit is None and c.get("policy") == "drop":
             hit = NftDrop(f"{key[0]} {key[1]}", key[2], "policy drop", None, None, True)
-        if hit is not None:
+        if isinstance(hit, NftDrop):
             found.append(hit)
     return found
 
@@ -282,7 +285,9 @@ def _nft_rule(r: dict[str, Any], pkt: Packet) -> tuple[bool | None, str, str, in
 
 
 def _nft_chain(key: tuple[str, str, str], rules: dict[tuple[str, str, str], list[dict[str, Any]]],
-               pkt: Packet, sure: bool, depth: int) -> NftDrop | None:  # fmt: skip
+               pkt: Packet, sure: bool, depth: int) -> NftDrop | str | None:  # fmt: skip
+    """The drop PKT meets in chain KEY, "accept" if a rule surely accepts it, None: falls
+    through (or returns)."""
     for r in rules.get(key, []):
         got, verdict, target, packets = _nft_rule(r, pkt)
         if got is False:
@@ -295,7 +300,9 @@ def _nft_chain(key: tuple[str, str, str], rules: dict[tuple[str, str, str], list
         elif verdict in ("drop", "reject"):
             return NftDrop(f"{key[0]} {key[1]}", key[2], f"rule handle {r.get('handle')}",
                            packets, r.get("handle"), sure and got is True)  # fmt: skip
-        elif verdict in ("accept", "return") and got is True:
+        elif verdict == "accept" and got is True:
+            return "accept"
+        elif verdict == "return" and got is True:
             return None
     return None
 
