@@ -12,6 +12,7 @@ ACCEPT behind it does not stop the walk. Only a rule that surely matches decides
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +64,19 @@ class Verdict:
 
     @property
     def maybe_accepted(self) -> list[Rule]:
-        return [r for r, _ in self.maybe if r.target == "ACCEPT"]
+        """ACCEPTs that may have taken the packet first. One accepting only ESTABLISHED or
+        RELATED traffic does not count: doctor asks about new flows (a first ping, a first
+        tunnel packet), which such a rule never takes."""
+        return [r for r, why in self.maybe if r.target == "ACCEPT" and not _replies_only(why)]
 
     @property
     def maybe_dropped(self) -> list[tuple[Rule, str]]:
         return [(r, why) for r, why in self.maybe if r.target in DROPS]
+
+
+def _replies_only(why: str) -> bool:
+    m = re.fullmatch(r"--(?:ct)?state ([A-Z,]+)", why.strip())
+    return bool(m) and "NEW" not in m.group(1).split(",")
 
 
 def _net(text: str) -> Net:
