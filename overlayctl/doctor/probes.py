@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network
 from typing import Any, Protocol
 
-from overlayctl.doctor.context import Context
 from overlayctl.doctor.trace import Drop, parse_trace
 from overlayctl.errors import OverlayctlError
 from overlayctl.remote.scripts import HostScript
@@ -28,6 +27,20 @@ OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0}
 WINDOW = 3.0  # s every host listens; the whole doctor run must fit in 15 s on 3 hosts
 DELAY = 1.0  # s before sending: every host's SSH exec has started listening by then
 TIMEOUT = WINDOW + 12.0  # the SSH command's own bound (python3's start on a busy host too)
+
+
+class PlanContext(Protocol):
+    """What plan_probes reads of context.Context (context.py imports this module's ProbeReport,
+    so this module names what it reads instead of importing it back)."""
+
+    plane: Any  # context.DataPlane
+    hosts: list[str]
+    pairs: list[tuple[str, str]]
+    facts: dict[str, Any]  # facts.HostFacts per host
+
+    def address(self, name: str) -> str: ...
+
+    def lease_of(self, name: str) -> Any: ...  # etcd.cluster.LeaseInfo | None
 
 
 class ScriptRunner(Protocol):
@@ -76,7 +89,7 @@ def _lease_ip(subnet: str, offset: int) -> str:
         return ""
 
 
-def plan_probes(ctx: Context, marker: str | None = None) -> dict[str, ProbePlan]:
+def plan_probes(ctx: PlanContext, marker: str | None = None) -> dict[str, ProbePlan]:
     """A plan for every host in a pair of CTX (a host with no peer to send to still listens).
     MARKER: the run's (tests fix it); None draws a new one."""
     marker = marker or secrets.token_hex(8)
