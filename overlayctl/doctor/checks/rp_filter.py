@@ -29,11 +29,13 @@ def run(ctx: Context) -> list[Finding]:
         peers = {p.public_ip: p for p in peers_of(ctx, name)}
         subnets = {str(p.subnet.network_address + 1): p for p in peers.values() if p.subnet}
         for g in f.route_gets:
-            if g.kind not in ("rp-overlay", "rp-underlay") or "cross-device" not in g.error:
+            if g.kind not in ("rp-overlay", "rp-underlay") or not g.error:
                 continue
             src, dev = g.args[2], g.args[4]
-            peer = peers.get(src) if g.kind == "rp-underlay" else subnets.get(src)
             mode = effective(f, dev)
+            if "cross-device" not in g.error and not ("Invalid argument" in g.error and mode == 1):
+                continue
+            peer = peers.get(src) if g.kind == "rp-underlay" else subnets.get(src)
             what = (
                 "its encapsulated packets" if g.kind == "rp-underlay" else "its containers' traffic"
             )

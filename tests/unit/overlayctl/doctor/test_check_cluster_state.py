@@ -112,11 +112,12 @@ def test_an_overlay_device_smaller_than_flannel_mtu_is_a_warning() -> None:
 # -- rp_filter ---------------------------------------------------------------------------------
 
 
-def test_strict_rp_filter_refusing_the_overlay_is_an_error_naming_the_peer() -> None:
+@pytest.mark.parametrize("error", ["Invalid argument", "Invalid cross-device link"])
+def test_strict_rp_filter_refusing_the_overlay_is_an_error_naming_the_peer(error: str) -> None:
     d = doc("vxlan", "node1")
     d["sysctl"]["net.ipv4.conf.all.rp_filter"] = "1"
     refused = next(g for g in d["route_gets"] if g["kind"] == "rp-overlay")
-    refused.update(route=None, error="RTNETLINK answers: Invalid cross-device link")
+    refused.update(route=None, error=f"RTNETLINK answers: {error}")
     (f,) = rp_filter.run(context("vxlan", {"node1": d}))
     assert (f.host, f.peer, f.check, f.severity) == ("node1", "node2", "rp_filter", "error")
     assert "flannel.1" in f.message and "effective 1" in f.evidence
@@ -126,4 +127,9 @@ def test_strict_rp_filter_refusing_the_overlay_is_an_error_naming_the_peer() -> 
 def test_strict_rp_filter_whose_lookups_pass_is_no_finding() -> None:
     d = doc("vxlan", "node1")
     d["sysctl"]["net.ipv4.conf.all.rp_filter"] = "1"
+    assert rp_filter.run(context("vxlan", {"node1": d})) == []
+    # EINVAL without strict mode in effect is another martian, not rp_filter's refusal.
+    d["sysctl"]["net.ipv4.conf.all.rp_filter"] = "2"
+    refused = next(g for g in d["route_gets"] if g["kind"] == "rp-overlay")
+    refused.update(route=None, error="RTNETLINK answers: Invalid argument")
     assert rp_filter.run(context("vxlan", {"node1": d})) == []
