@@ -66,7 +66,7 @@ def run_doctor(session: Session, hosts: list[str], pairs: list[tuple[str, str]])
     ctx.plane = data_plane(ctx.network_config, inv)
     wanted = [h for h in inv.hosts if h.name in hosts]
     live = [h for h in wanted if h.name in session.remotes]
-    facts = session.each("facts", lambda h, r: gather_facts(r, h, ctx.plane), live)
+    facts = session.each("facts", lambda h, r: gather_facts(r, h, ctx.plane, ctx.leases), live)
     ctx.facts = dict(facts.succeeded)
     answered = set(ctx.facts)
     ctx.pairs = [(a, b) for a, b in pairs if a in answered and b in answered]

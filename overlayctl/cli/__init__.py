@@ -12,6 +12,7 @@ from overlayctl import __version__
 from overlayctl.cli import lab
 from overlayctl.cli.common import error_entry, json_mode, print_document, set_json_mode
 from overlayctl.cli.completion import completion
+from overlayctl.cli.doctor import doctor
 from overlayctl.cli.etcd import certs, etcd
 from overlayctl.cli.init import init, plan
 from overlayctl.cli.inventory import inventory
@@ -91,6 +92,7 @@ for command in (
     plan,
     status,
     verify,
+    doctor,
     render,
     reset,
     lab.lab,

@@ -177,7 +177,10 @@ class Session:
         todo = [h for h in (hosts if hosts is not None else self.alive) if h.name in self.remotes]
         self.reporter.phase = phase
         result = run_on_hosts(
-            phase, todo, lambda h: fn(h, self.remotes[h.name]), _name,
+            phase,
+            todo,
+            lambda h: fn(h, self.remotes[h.name]),
+            _name,
             parallel or self.options.parallel,
         )
         self._drop_failed(result)
