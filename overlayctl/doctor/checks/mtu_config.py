@@ -33,7 +33,10 @@ def _have(ctx: Context, f: HostFacts) -> list[tuple[str, int, str]]:
     """(what, MTU, fix) for every MTU on the host that should equal FLANNEL_MTU."""
     have = []
     dev = overlay_device(ctx.plane)
-    for name in ([dev] if dev else []) + ["docker0"]:
+    # A bridge takes the smallest MTU of its ports: docker0 without a container keeps 1500 and
+    # carries nothing, so only a bridge with ports is judged (its containers are, below, too).
+    bridged = any(link.get("master") == "docker0" for link in f.links or [])
+    for name in ([dev] if dev else []) + (["docker0"] if bridged else []):
         link = f.link(name)
         if link and isinstance(link.get("mtu"), int):
             fix = RESTART_DOCKER if name == "docker0" else "systemctl restart overlay-agent"

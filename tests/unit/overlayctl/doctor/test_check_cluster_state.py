@@ -102,6 +102,21 @@ def test_docker_not_using_the_agents_mtu() -> None:
     assert "FLANNEL_MTU 1450" in found[0].message
 
 
+def test_docker0_without_containers_keeps_1500_and_is_no_finding() -> None:
+    """A bridge takes its ports' smallest MTU: an empty docker0 stays at 1500 and carries
+    nothing (seen on every healthy lab host before verify ran): no finding. With a port, it is."""
+    d = doc("vxlan", "node1")
+    for link in d["links"]:
+        if link["ifname"] == "docker0":
+            link["mtu"] = 1500
+    d["links"] = [x for x in d["links"] if x.get("master") != "docker0"]
+    d["containers"] = []
+    assert mtu_config.run(context("vxlan", {"node1": d})) == []
+    d["links"].append({"ifname": "veth0", "master": "docker0", "mtu": 1500})
+    (f,) = mtu_config.run(context("vxlan", {"node1": d}))
+    assert "docker0's MTU is 1500" in f.message and f.severity == "error"
+
+
 def test_an_overlay_device_smaller_than_flannel_mtu_is_a_warning() -> None:
     d = doc("udp", "node2")
     next(x for x in d["links"] if x["ifname"] == "flannel0")["mtu"] = 1400
