@@ -13,7 +13,7 @@ import logging
 from ipaddress import IPv4Network
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.backends.peers import PeerTable, stale_routes
+from agent.backends.peers import PeerTable, gateway_routes
 from agent.net.netlink import Netlink
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import Lease
@@ -74,7 +74,6 @@ class HostGwBackend(PeerTable, Backend):
 
     def _sweep(self, nl: Netlink, keep: dict[IPv4Network, Lease]) -> None:
         """Routes via a gateway on the interface, inside the Network, for subnets now gone."""
-        via = [r for r in nl.routes(self.iface.index) if r.gateway is not None]
-        for route in stale_routes(via, self.config.network, set(keep)):
+        for route in gateway_routes(nl, self.iface.index, self.config.network, set(keep)):
             log.info("host-gw: removing stale route to %s via %s", route.dst, route.gateway)
             nl.delete_route(route.dst, self.iface.index, route.gateway)

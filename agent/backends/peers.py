@@ -53,6 +53,16 @@ def stale_routes(
             yield route
 
 
+def gateway_routes(
+    nl: Netlink, index: int, network: IPv4Network, keep: set[IPv4Network]
+) -> list[Route]:
+    """Routes through a gateway on the device INDEX, inside NETWORK, that KEEP does not
+    explain: what host-gw installs on the external interface (its own stale ones, or all of
+    them once another backend runs)."""
+    via = [r for r in nl.routes(index) if r.gateway is not None]
+    return list(stale_routes(via, network, keep))
+
+
 class PeerTable:
     """Mixin for a Backend: the remote-lease bookkeeping all data planes share.
 

@@ -34,7 +34,7 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from agent.backends.base import Backend, BackendError, ExternalInterface
-from agent.backends.peers import PeerTable, subnet_zero
+from agent.backends.peers import PeerTable, gateway_routes, subnet_zero
 from agent.backends.udp.batch import MIN_SEGMENT
 from agent.backends.udp.forward import (
     BAD_HEADER,
@@ -117,6 +117,13 @@ class UdpBackend(PeerTable, Backend):
                 nl.ensure_only_address(index, address)
                 # Explicitly, in case another route (docker's) kept the kernel from adding it.
                 nl.replace_route(self.config.network, index, scope=SCOPE_LINK)
+                # A host-gw run before this one left a route per peer subnet via the peer on
+                # the external interface: narrower than the Network's, each would take its
+                # traffic past flannel0 (seen after a day-2 switch host-gw -> udp).
+                for route in gateway_routes(nl, self.iface.index, self.config.network, set()):
+                    log.info("udp: removing host-gw's route to %s via %s", route.dst,
+                             route.gateway)  # fmt: skip
+                    nl.delete_route(route.dst, self.iface.index, route.gateway)
         except NetlinkError as exc:
             raise BackendError(f"udp: cannot configure {DEVICE}: {exc}") from exc
         if self._sock is None:

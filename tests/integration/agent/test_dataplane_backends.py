@@ -165,6 +165,24 @@ def test_restart_keeps_the_data_plane_and_sync_removes_stale_entries(light_lab, 
         ) == [True, True, False]
 
 
+def test_udp_takes_over_from_the_routes_a_host_gw_run_left(light_lab) -> None:
+    """A day-2 switch host-gw -> udp: host-gw's per-peer routes via the peer on the external
+    interface are narrower than flannel0's Network route and would carry the traffic past the
+    overlay. The udp agent removes them as it sets flannel0 up; other routes stay."""
+    with Cluster(light_lab, "udp", count=2) as cluster:
+        h1, h2 = cluster.nodes
+        dev = cluster.run(h1, "ip", "-4", "route", "get", h2.host.address).split(" dev ")[1]
+        dev = dev.split()[0]
+        cluster.run(h1, "ip", "route", "add", h2.subnet, "via", h2.host.address, "dev", dev)
+        cluster.run(h1, "ip", "route", "add", "10.99.0.0/24", "via", h2.host.address)  # outside
+        assert _subnet_routes(cluster, h1, h2.subnet) != []
+        cluster.start_all()
+        cluster.mesh()
+        assert _subnet_routes(cluster, h1, h2.subnet) == []
+        assert _subnet_routes(cluster, h1, "10.99.0.0/24") != []
+        assert cluster.ping_failures() == []
+
+
 def test_vxlan_peer_with_a_new_vtep_mac_is_replaced_exactly(light_lab) -> None:
     with Cluster(light_lab, "vxlan", count=2) as cluster:
         h1, h2 = cluster.nodes
