@@ -60,9 +60,11 @@ def failed_pairs(vx: Lab) -> set[tuple[str, str]]:
 
 
 def found(doc: dict[str, Any], check: str, host: str, peer: str | None = None) -> dict[str, Any]:
-    """The error finding of CHECK naming HOST (and PEER, when given), printed for the record."""
+    """The error finding of CHECK naming HOST (and PEER, when given), printed for the record;
+    no error names a host the fault is not on."""
     matching = [f for f in errors(doc, check) if f["host"] == host and peer in (None, f["peer"])]
     assert matching, f"no {check} error on {host} (peer {peer}):\n{summary(doc)}"
+    only_about(doc, host, *([peer] if peer else []))
     print(f"doctor found {check}: {summary(doc)}")  # the report's evidence (pytest -rP)
     return matching[0]
 
@@ -71,8 +73,16 @@ def found_on_pair(doc: dict[str, Any], check: str, a: str, b: str) -> dict[str, 
     """The error finding of CHECK on the pair A, B (either side may be the host)."""
     matching = [f for f in errors(doc, check) if {f["host"], f["peer"]} == {a, b}]
     assert matching, f"no {check} error on {a}/{b}:\n{summary(doc)}"
+    only_about(doc, a, b)
     print(f"doctor found {check}: {summary(doc)}")
     return matching[0]
+
+
+def only_about(doc: dict[str, Any], *hosts: str) -> None:
+    """Doctor localises: every error finding names one of HOSTS (as its host or its peer)."""
+    stray = [f for f in doc["findings"]
+             if f["severity"] == "error" and not {f["host"], f["peer"]} & set(hosts)]  # fmt: skip
+    assert not stray, summary(doc)
 
 
 def healthy_again(vx: Lab) -> None:
@@ -143,7 +153,7 @@ def test_doctor_changes_nothing_and_leaves_nothing_behind(vx) -> None:
     before = {h: snapshot(vx, h) for h in THREE}
     result, doc = doctor_json(vx.lab, vx.three)  # stdout: the one document
     assert result.returncode == 0, summary(doc)
-    assert result.stderr.strip(), "no progress on stderr"
+    assert "Traceback" not in result.stderr and "{" not in result.stderr, result.stderr
     for host in THREE:
         # sshd's session processes of doctor's connections may take a moment to exit; tracefs
         # instances are the kernel's, one set for every lab on this machine (another worker's
@@ -204,6 +214,7 @@ def test_underlay_mtu_lowered_on_node2(vx) -> None:
         doc = doctor_json(vx.lab, vx.three)[1]
         mtu = [f for f in errors(doc, "mtu") if "node2" in (f["host"], f["peer"])]
         assert mtu, summary(doc)
+        only_about(doc, "node2")
         print(f"doctor found mtu: {summary(doc)}")
     healthy_again(vx)
 
