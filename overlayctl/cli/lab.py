@@ -9,6 +9,7 @@ import click
 from tabulate import tabulate
 
 from overlayctl.cli.common import Outcome, error_entry, output_option, progress
+from overlayctl.lab import box as vagrant_box
 from overlayctl.lab import labs, state, template
 
 _NAME = click.option("--name", "-n", default="demo", show_default=True, help="Lab name.")
@@ -32,6 +33,30 @@ def template_(rebuild: bool) -> Outcome:
     took = time.monotonic() - started
     text = f"lab: template {tpl.key} ready at {tpl.rootfs} ({took:.1f} s)"
     return Outcome(text, {"key": tpl.key, "rootfs": str(tpl.rootfs), "seconds": round(took, 2)})
+
+
+@lab.command("box")
+@output_option("table")
+@click.option("--rebuild", is_flag=True, help="Build again even when the cached one is current.")
+def box_(rebuild: bool) -> Outcome:
+    """Build (once) the Vagrant libvirt box of Debian bookworm the VM tests boot.
+
+    Cached under /var/cache/overlayctl/box by its recipe (OVERLAYCTL_BOX_CACHE): rebuilt only
+    when the recipe changes. Add it with `vagrant box add --name NAME FILE` (both printed).
+    """
+    started = time.monotonic()
+    found = vagrant_box.find_box() if not rebuild else None
+    built = found is None
+    if found is None:
+        progress("lab: building the Vagrant box with debootstrap (about 3 minutes)")
+        found = vagrant_box.build_box(force=rebuild)
+    took = time.monotonic() - started
+    how = "built" if built else "cached"
+    text = f"lab: box {found.name} ({how}) ready at {found.file} ({took:.1f} s)"
+    doc = {"key": found.key, "name": found.name, "file": str(found.file),
+           "built": built, "seconds": round(took, 2),
+           "build_seconds": found.build_seconds}  # fmt: skip
+    return Outcome(text, doc)
 
 
 @lab.command()
