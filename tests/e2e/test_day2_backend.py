@@ -22,6 +22,7 @@ import yaml
 from overlayctl.lab import labs, state
 from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
 from tests.e2e.conftest import init_or_fail, make_lab
+from tests.e2e.faults import assert_no_false_alarm
 from tests.labtools import cli, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
@@ -110,6 +111,7 @@ def test_the_backend_changes_on_a_live_cluster(cluster, backend: str) -> None:
     assert {lease["backend"] for lease in doc["leases"]} == {backend}
     again = json.loads(cli(lab, "plan", "-i", str(inventory), "-o", "json").stdout)
     assert again["changes"] == 0 and again["network_config"] is None, again
+    assert_no_false_alarm(lab, inventory)  # doctor, three runs, on this backend (issue #18)
 
     # docker restarted on each host for the new MTU, never on two hosts at once.
     windows = sorted(docker_windows(lab, since).items(), key=lambda kv: kv[1])
@@ -206,6 +208,9 @@ def test_each_field_change_converges(cluster, name: str, changes: dict, force: b
     done = cli(lab, "init", "-i", str(inventory), *(["--force"] if force else []))
     assert done.returncode == 0, done.stdout + done.stderr
     assert on(lab, "node1", check).returncode == 0, (name, check)
+    # doctor on a non-default vxlan port and VNI, and on udp with batching (issue #18)
+    if name in ("vni-port", "udp-batching"):
+        assert_no_false_alarm(lab, inventory, runs=1)
     assert_one_at_a_time(docker_windows(lab, since, "overlay-agent"), "overlay-agent")
     report = json.loads(cli(lab, "verify", "-i", str(inventory), "-o", "json", *IMAGE).stdout)
     assert report["ok"], report["errors"]
