@@ -177,9 +177,11 @@ def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[s
 
 
 def _firewall(inv: Inventory, host: Host, os_family: str, head: str) -> dict[str, bytes]:
-    """The host firewall's files (plan/firewall.py says what and why): firewalld's policies on
-    the RHEL family, the iptables rules and their unit with cluster.host_firewall. The
-    firewall phase keeps only the kind that fits the host (firewalld active or not)."""
+    """The host firewall's files (plan/firewall.py says what and why): firewalld's policies,
+    and the iptables rules and their unit with cluster.host_firewall. The firewall phase keeps
+    only the kind that fits the host (firewalld active or not), whatever its OS family: a
+    Debian host running firewalld got neither, and firewalld's default zone then dropped
+    etcd's peers (init waited 90 s for an etcd that could never form) and the backend's port."""
     files: dict[str, bytes] = {}
     names = {"input_chain": hp.FIREWALL_INPUT_CHAIN, "forward_chain": hp.FIREWALL_FORWARD_CHAIN}
     if inv.cluster.host_firewall:
@@ -191,8 +193,7 @@ def _firewall(inv: Inventory, host: Host, os_family: str, head: str) -> dict[str
         files[hp.FIREWALL_UNIT] = _template(
             os_family, "overlayctl-firewall.service", header=head, rules=hp.FIREWALL_RULES, **names
         )
-    if os_family == "rhel":
-        files.update(_firewalld(inv, host, head.replace("--", "- -")))  # not in an XML comment
+    files.update(_firewalld(inv, host, head.replace("--", "- -")))  # not in an XML comment
     return files
 
 

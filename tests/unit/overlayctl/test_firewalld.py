@@ -148,7 +148,10 @@ def test_the_backends_port(backend: str, port: str | None) -> None:
     udp = [p for *_, p, _a in rules(files["a"][HOST].content) if p.endswith("/udp")]
     assert udp == ([] if port is None else [port] * 3)  # the accepts from a and b, the drop
     assert b"c- -d" in files["a"][HOST].content  # "--" cannot be in an XML comment
-    assert not any(p.startswith("/etc/firewalld/") for p in files["b"])  # Debian: none
+    # Debian gets them too: firewalld is firewalld there, and without them its default zone
+    # dropped etcd's peers and the backend's port (tests/e2e/test_doctor_firewalld.py).
+    assert [p for *_, p, _a in rules(files["b"][HOST].content) if p.endswith("/udp")] == udp
+    assert {p for p in files["b"] if p.startswith("/etc/firewalld/")} == {HOST, FORWARD}
 
 
 # --- facts --------------------------------------------------------------------------------------
