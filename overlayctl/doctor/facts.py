@@ -171,6 +171,7 @@ class HostFacts:
     nft: dict[str, Any] | None = None  # `nft -j list ruleset`; None: nft missing or failed
     firewalld_running: bool = False
     firewalld_active: str = ""  # `--get-active-zones` as printed
+    firewalld_default_zone: str = ""  # `--get-default-zone` ("" when it did not say)
     firewalld_zones: dict[str, dict[str, str]] = field(default_factory=dict)
     firewalld_policies: dict[str, dict[str, str]] = field(default_factory=dict)
     links: list[dict[str, Any]] = field(default_factory=list)  # `ip -j -d link show`
@@ -264,6 +265,7 @@ def _from_doc(host: str, doc: dict[str, Any]) -> HostFacts:
         nft=json.loads(nft) if nft and nft.strip() else None,
         firewalld_running=_command_text(fwd.get("state")) is not None,
         firewalld_active=_command_text(fwd.get("active")) or "",
+        firewalld_default_zone=(_command_text(fwd.get("default")) or "").strip(),
         firewalld_zones=parse_firewalld_zones(_command_text(fwd.get("zones")) or ""),
         firewalld_policies=parse_firewalld_zones(_command_text(fwd.get("policies")) or ""),
         links=list(doc.get("links") or []),

@@ -13,8 +13,9 @@ docker's isolation chains are the forwarding check's to report (checks/forwardin
 from __future__ import annotations
 
 import ipaddress
-import re
 
+from overlayctl import paths as hp
+from overlayctl.doctor import firewalld as fwd
 from overlayctl.doctor.context import Context
 from overlayctl.doctor.facts import HostFacts, overlay_device
 from overlayctl.doctor.model import Finding
@@ -155,78 +156,43 @@ def _nft_findings(ctx: Context, name: str, f: HostFacts, peers: list[Peer]) -> l
     return list(dict.fromkeys(found))
 
 
-_RICH = re.compile(r"^rule\b(?P<body>.*?)\b(?P<verdict>accept|drop|reject)\b", re.M)
-
-
-def _rich_verdict(rules: str, ip: str, port: int) -> str | None:
-    """The first rich rule (by priority) about PORT/udp that covers IP: accept, drop, reject."""
-    found = sorted(_RICH.finditer(rules), key=lambda m: int(
-        (re.search(r'priority="(-?\d+)"', m.group("body")) or [0, 0])[1]))  # fmt: skip
-    for m in found:
-        body = m.group("body")
-        if 'family="ipv6"' in body:
-            continue
-        ports = re.search(r'port port="([\d-]+)" protocol="(\w+)"', body)
-        if not ports or ports.group(2) != "udp":
-            continue
-        low, _, high = ports.group(1).partition("-")
-        if not int(low) <= port <= int(high or low):
-            continue
-        src = re.search(r'source address="([^"]+)"', body)
-        if src is None or ipaddress.ip_address(ip) in ipaddress.ip_network(src.group(1), False):
-            return m.group("verdict")
-    return None
-
-
-def firewalld_zone(f: HostFacts, dev: str, ip: str) -> str:
-    """The zone a packet from IP on DEV lands in: a zone naming the source, else the one
-    holding the interface, else the default zone."""
-    for zone, d in f.firewalld_zones.items():
-        srcs = d.get("sources", "").split()
-        if any(ipaddress.ip_address(ip) in ipaddress.ip_network(s, False) for s in srcs
-               if re.fullmatch(r"[\d./]+", s)):  # fmt: skip
-            return zone
-    for zone, d in f.firewalld_zones.items():
-        if dev in d.get("interfaces", "").split():
-            return zone
-    return next((z for z, d in f.firewalld_zones.items() if "default" in d.get("header", "")),
-                "public")  # fmt: skip
-
-
 def _firewalld_findings(ctx: Context, name: str, f: HostFacts, peers: list[Peer]) -> list[Finding]:
-    port = ctx.plane.port
-    if not f.firewalld_running or port is None or not f.firewalld_zones:
+    """The backend's port from each peer, and the overlay's forwarded traffic both ways,
+    through firewalld's policies and zones (doctor/firewalld.py)."""
+    if not f.firewalld_running or not f.firewalld_zones:
         return []
-    dev = f.device_with(ctx.address(name))
+    port, network = ctx.plane.port, ctx.plane.network
+    forward_policy = hp.FIREWALLD_FORWARD_POLICY
+    policy = forward_policy if forward_policy in f.firewalld_policies else None
     found = []
     for peer in peers:
-        policies = sorted(
-            (int(d.get("priority", "0") or 0), p, d)
-            for p, d in f.firewalld_policies.items()
-            if "HOST" in d.get("egress-zones", "").split()
-        )
-        verdict = next(((v, f"policy {p}") for prio, p, d in policies if prio < 0
-                        if (v := _rich_verdict(d.get("rich rules", ""), peer.public_ip, port))),
-                       None)  # fmt: skip
-        zone = firewalld_zone(f, dev, peer.public_ip)
-        z = f.firewalld_zones.get(zone, {})
-        if verdict is None:
-            opened = f"{port}/udp" in z.get("ports", "").split() or z.get("target") == "ACCEPT"
-            rich = _rich_verdict(z.get("rich rules", ""), peer.public_ip, port)
-            verdict = (rich, f"zone {zone}") if rich else (
-                "accept" if opened else "reject", f"zone {zone}")  # fmt: skip
-        if verdict[0] == "accept":
-            continue
-        found.append(Finding(
-            name, CHECK, "error",
-            f"firewalld {verdict[1]} does not let {ctx.plane.backend}'s {port}/udp in from "
-            f"{peer.name} ({peer.public_ip})",
-            f"{verdict[1]}: target {z.get('target', '?')}, services {z.get('services', '')!r}, "
-            f"ports {z.get('ports', '')!r}; interface {dev} in zone {zone}",
-            f"firewall-cmd --permanent --zone={zone} --add-port={port}/udp"
-            " && firewall-cmd --reload",
-            peer=peer.name, hop=f"{name} INPUT",
-        ))  # fmt: skip
+        if port is not None and ctx.plane.backend in ("vxlan", "udp"):
+            pkt = tunnel_packet(ctx, name, f, peer)
+            v = fwd.input_verdict(f, pkt)
+            if v.dropped:
+                accept = (f'rule family="ipv4" source address="{peer.public_ip}" '
+                          f'port port="{port}" protocol="udp" accept')  # fmt: skip
+                found.append(Finding(
+                    name, CHECK, "error",
+                    f"firewalld {v.where} {v.action}s {ctx.plane.backend}'s {port}/udp from "
+                    f"{peer.name} ({peer.public_ip})",
+                    fwd.evidence(f, v, pkt.iif), fwd.fix(v, accept, f"{port}/udp", policy),
+                    peer=peer.name, hop=f"{name} INPUT",
+                ))  # fmt: skip
+        for pkt in forwarded_packets(ctx, name, f, peer):
+            v = fwd.forward_verdict(f, pkt)
+            if not v.dropped:
+                continue
+            accept = (f'rule family="ipv4" source address="{network}" '
+                      f'destination address="{network}" accept')  # fmt: skip
+            found.append(Finding(
+                name, CHECK, "error",
+                f"firewalld {v.where} {v.action}s forwarded overlay traffic {pkt.src} -> "
+                f"{pkt.dst} ({pkt.iif} -> {pkt.oif})",
+                fwd.evidence(f, v, pkt.iif), fwd.fix(v, accept, None, policy),
+                peer=peer.name, hop=f"{name} FORWARD",
+            ))  # fmt: skip
+            break  # one finding per peer, as for iptables
     return found
 
 
@@ -238,7 +204,7 @@ def run(ctx: Context) -> list[Finding]:
             continue
         if ctx.plane.backend in ("vxlan", "udp"):
             found += _port_findings(ctx, name, f, peers)
-            found += _firewalld_findings(ctx, name, f, peers)
+        found += _firewalld_findings(ctx, name, f, peers)
         found += _forward_findings(ctx, name, f, peers)
         found += _nft_findings(ctx, name, f, peers)
     return found

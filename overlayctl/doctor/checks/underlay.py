@@ -132,7 +132,11 @@ def _encap(ctx: Context, src: str, dst: str) -> Finding | None:
         if other:
             evidence += f"; {other} arrived for another MAC (the VtepMAC in etcd is stale)"
         fix = (f"on {dst}: let udp/{plane.port} from {addr_a} in (`iptables -I INPUT -p udp "
-               f"--dport {plane.port} -s {addr_a} -j ACCEPT`, or the firewalld zone)")  # fmt: skip
+               f"--dport {plane.port} -s {addr_a} -j ACCEPT`)")  # fmt: skip
+        facts = ctx.facts.get(dst)
+        if facts is not None and facts.firewalld_running:  # an iptables ACCEPT cannot undo it
+            fix = (f"on {dst}: let udp/{plane.port} from {addr_a} in through firewalld (the "
+                   f"firewall check's finding on {dst} names the rule and its fix)")  # fmt: skip
     return Finding(dst, CHECK, "error", message, hop=f"{dst} input", peer=src,
                    evidence=evidence + kernel_drops(b), fix=fix)  # fmt: skip
 

@@ -261,7 +261,9 @@ def main(params: dict[str, Any]) -> dict[str, Any]:
     state = run(host, "firewall-cmd", "--state")
     facts["firewalld"] = {"state": state}
     if state["rc"] == 0:
-        for key, arg in (("active", "--get-active-zones"), ("zones", "--list-all-zones"),
+        # The default zone by itself: --list-all-zones does not mark it (firewalld 1.3).
+        for key, arg in (("default", "--get-default-zone"),
+                         ("active", "--get-active-zones"), ("zones", "--list-all-zones"),
                          ("policies", "--list-all-policies")):  # fmt: skip
             facts["firewalld"][key] = run(host, "firewall-cmd", arg)
     links = facts["links"] = run_json(host, "ip", "-j", "-d", "link", "show") or []

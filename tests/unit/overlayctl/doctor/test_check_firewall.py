@@ -157,10 +157,16 @@ def firewalld(d: dict, zones: str, policies: str = "") -> None:
     }
 
 
+def inbound(ctx) -> list:
+    """The findings about the backend's port (INPUT): these zones have no forward policy, so
+    forwarded overlay traffic is rejected too (test_firewalld_real.py judges that part)."""
+    return [f for f in firewall.run(ctx) if f.hop and f.hop.endswith(" INPUT")]
+
+
 def test_firewalld_without_the_port_in_the_underlays_zone_names_the_zone_command() -> None:
     d = doc("vxlan", "node2")
     firewalld(d, ZONES % "")
-    (f,) = firewall.run(context("vxlan", {"node2": d}))
+    (f,) = inbound(context("vxlan", {"node2": d}))
     assert (f.host, f.peer, f.severity) == ("node2", "node1", "error")
     assert "zone public" in f.message
     assert f.fix == ("firewall-cmd --permanent --zone=public --add-port=8472/udp"
@@ -170,14 +176,14 @@ def test_firewalld_without_the_port_in_the_underlays_zone_names_the_zone_command
 def test_firewalld_with_the_port_open_or_overlayctls_policy_is_no_finding() -> None:
     d = doc("vxlan", "node2")
     firewalld(d, ZONES % "8472/udp")
-    assert firewall.run(context("vxlan", {"node2": d})) == []
+    assert inbound(context("vxlan", {"node2": d})) == []
     firewalld(d, ZONES % "", POLICIES)
-    assert firewall.run(context("vxlan", {"node2": d})) == []
+    assert inbound(context("vxlan", {"node2": d})) == []
 
 
 def test_overlayctls_policy_drops_a_peer_it_does_not_list() -> None:
     d = doc("vxlan", "node1")
     firewalld(d, ZONES % "8472/udp", POLICIES)  # lists node1's own address, not node2's
-    (f,) = firewall.run(context("vxlan", {"node1": d}))
+    (f,) = inbound(context("vxlan", {"node1": d}))
     assert (f.host, f.peer, f.severity) == ("node1", "node2", "error")
     assert "policy overlayctl-host" in f.message
