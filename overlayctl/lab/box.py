@@ -308,6 +308,8 @@ def _disk_image(raw: Path, rootfs: Path, fs_uuid: str, boot: Path, core: Path) -
     run(["mkfs.ext4", "-F", "-q", "-L", "root", "-U", fs_uuid, "-d", str(rootfs),
          "-E", f"offset={offset}", str(raw), f"{fs_kib}k"], timeout=900)  # fmt: skip
     write_boot_code(raw, boot.read_bytes(), core.read_bytes())
+    boot.unlink()
+    core.unlink()
 
 
 def metadata() -> dict[str, object]:

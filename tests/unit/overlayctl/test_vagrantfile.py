@@ -16,6 +16,15 @@ import pytest
 
 VAGRANTFILE = Path(__file__).resolve().parents[3] / "Vagrantfile"
 SKIP_REASON = "vagrant is not installed (Debian: apt-get install vagrant; scripts/deps.sh does it)"
+# What tests/vm/vagrant_page.py sets on a machine without a usable KVM.
+VM_TIER_SETTINGS = {
+    "OVERLAYCTL_LIBVIRT_DRIVER": "qemu",
+    "OVERLAYCTL_LIBVIRT_CPU_MODEL": "qemu64",
+    "OVERLAYCTL_LIBVIRT_TB_CACHE": "128",
+    "OVERLAYCTL_LIBVIRT_NETWORK": "isolated",
+    "OVERLAYCTL_MEMORY": "768",
+    "OVERLAYCTL_CONSOLE_DIR": "/tmp",
+}
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None, reason=SKIP_REASON)
 
 
@@ -54,6 +63,7 @@ def validate(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
     [
         ({}, 3),
         ({"OVERLAYCTL_FAMILY": "rhel", "OVERLAYCTL_BOX": "almalinux/9", "OVERLAYCTL_VMS": "5"}, 5),
+        (VM_TIER_SETTINGS, 3),
     ],
 )
 def test_vagrant_validate(project: Path, env: dict[str, str], machines: int) -> None:
@@ -68,6 +78,8 @@ def test_vagrant_validate(project: Path, env: dict[str, str], machines: int) -> 
     [
         ({"OVERLAYCTL_FAMILY": "suse"}, "OVERLAYCTL_FAMILY must be one of debian, rhel"),
         ({"OVERLAYCTL_PUBKEY": "/nonexistent.pub"}, "public key /nonexistent.pub not found"),
+        ({"OVERLAYCTL_LIBVIRT_NETWORK": "nat"}, "OVERLAYCTL_LIBVIRT_NETWORK must be default or"),
+        ({"OVERLAYCTL_LIBVIRT_TB_CACHE": "5"}, 'OVERLAYCTL_LIBVIRT_TB_CACHE="5" must be a whole'),
     ],
 )
 def test_vagrantfile_refuses_bad_settings(project: Path, env: dict[str, str], message: str) -> None:
