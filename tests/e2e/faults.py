@@ -12,6 +12,7 @@ Also here: running doctor as users do (`doctor_json`) and the checks on its docu
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import secrets
 import select
@@ -21,6 +22,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from overlayctl.lab import state
 from tests.e2e.promises import sh
@@ -101,6 +105,32 @@ def etcd_blocked(lab: state.LabState, host: str) -> contextlib.AbstractContextMa
     reach etcd; an etcd member there (user etcd) keeps serving the others."""
     rule = "OUTPUT -p tcp --dport 2379 -m owner --uid-owner 0 -j DROP"
     return host_change(lab, host, f"iptables -I {rule}", f"iptables -D {rule}")
+
+
+@contextlib.contextmanager
+def expired_client_cert(
+    lab: state.LabState, host: str, path: str = "/etc/overlayctl/pki/etcd-client.crt"
+) -> Iterator[None]:
+    """HOST's etcd client certificate replaced by one that expired yesterday: the same subject,
+    key and extensions, signed by the cluster's own CA (the lab's local PKI), so only its
+    dates are wrong. The original is written back afterwards, byte for byte."""
+    original = sh(lab, host, f"cat {path}")
+    (pki,) = [p / "pki" for p in (lab.dir / "overlayctl-state").iterdir()]
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(original.encode())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(ca_cert.subject)
+               .public_key(cert.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=2))
+               .not_valid_after(now - datetime.timedelta(days=1)))  # fmt: skip
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    expired = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    write = "printf %s {} > " + path  # the file keeps its owner and mode
+    with host_change(lab, host, write.format(shlex.quote(expired.decode())),
+                     write.format(shlex.quote(original))):  # fmt: skip
+        yield
 
 
 @contextlib.contextmanager

@@ -295,11 +295,25 @@ def test_strict_rp_filter_dropping_overlay_traffic_on_node2(vx) -> None:
     healthy_again(vx)
 
 
-def test_etcd_unreachable_from_node2s_agent(vx) -> None:
-    member = vx.address["node1"]
-    reach = f"timeout 3 bash -c '</dev/tcp/{member}/2379'"
+# What node2's agent does first with etcd: a TLS connection with its own certificate, then a
+# request (etcd closes the connection on a certificate it refuses; the alert comes as it reads).
+AGENT_TLS = (
+    'python3 -c \'import socket, ssl, sys; pki = "/etc/overlayctl/pki/";'
+    ' c = ssl.create_default_context(cafile=pki + "ca.crt");'
+    ' c.load_cert_chain(pki + "etcd-client.crt", pki + "etcd-client.key");'
+    " s = c.wrap_socket(socket.create_connection((sys.argv[1], 2379), 3),"
+    ' server_hostname=sys.argv[1]); s.sendall(b"GET /version HTTP/1.1\\r\\nHost: e\\r\\n\\r\\n");'
+    ' sys.exit(0 if s.recv(64).startswith(b"HTTP/1.1 200") else 1)\' {}'
+)
+ETCD_FAULTS = {"blocked": faults.etcd_blocked, "expired-cert": faults.expired_client_cert}
+
+
+@pytest.mark.parametrize("fault", list(ETCD_FAULTS))
+def test_etcd_out_of_reach_of_node2s_agent(vx, fault: str) -> None:
+    reach = AGENT_TLS.format(vx.address["node1"])
     assert on(vx.lab, "node2", reach).returncode == 0
-    with faults.etcd_blocked(vx.lab, "node2"):
+    with ETCD_FAULTS[fault](vx.lab, "node2"):
         assert on(vx.lab, "node2", reach).returncode != 0
         found(doctor_json(vx.lab, vx.three)[1], "etcd", "node2")
+    assert on(vx.lab, "node2", reach).returncode == 0
     healthy_again(vx)
