@@ -43,5 +43,10 @@ class Context:
         return next(str(h.address) for h in self.inv.hosts if h.name == name)
 
     def lease_of(self, name: str) -> LeaseInfo | None:
-        return next((lease for lease in self.leases if lease.host == name and not lease.error),
-                    None)  # fmt: skip
+        """NAME's lease. Two leases naming its PublicIP (a duplicate: the lease check reports
+        it) are told apart by the subnet its agent holds (subnet.env), when the facts say."""
+        mine = [lease for lease in self.leases if lease.host == name and not lease.error]
+        facts = self.facts.get(name)
+        held = facts.subnet if facts is not None else None
+        return next((lease for lease in mine if held and lease.subnet == str(held.network)),
+                    mine[0] if mine else None)  # fmt: skip

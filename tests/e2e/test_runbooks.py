@@ -24,6 +24,7 @@ ORDER = [
     ("backup-restore.md", "every"),
     ("rotate-certificates.md", "every"),
     ("mtu.md", "every"),
+    ("unreachable-containers.md", "every"),
     ("remove-host.md", "every"),
 ]
 

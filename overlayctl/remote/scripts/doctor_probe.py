@@ -358,6 +358,9 @@ def send_probes(plan: dict, marker: bytes, ports: dict, deadline: float, out: di
             res["icmp"]["sent"] += not res["icmp"]["error"]
         if not peer["overlay_ip"] or (plan["backend"] == "vxlan" and not peer["vtep_mac"]):
             res["encap"]["error"] = f"no lease (or no VtepMAC) for {peer['name']} in etcd"
+        elif plan["backend"] in ("vxlan", "udp") and not plan["own_overlay_ip"]:
+            # No inner source without an own lease: the agent and lease checks report that.
+            res["encap"]["error"] = f"no lease for {plan['host']} itself in etcd"
         else:
             for seq in (1, 2, 3):
                 res["encap"]["error"] = send("e", peer, seq, 84) or res["encap"]["error"]

@@ -204,3 +204,18 @@ def test_the_path_mtu_finding_needs_a_real_shortfall(tmp_path: Path) -> None:
     [found] = with_mtu(PathMtu(1500, ok=False, path_mtu=1400, below=1401))
     assert found.message.startswith("the underlay path n1 -> n2 carries 1400 bytes")
     assert "FLANNEL_MTU 1350" in found.fix
+
+
+def test_a_duplicate_lease_on_a_hosts_address_is_told_apart_by_what_its_agent_holds(
+    tmp_path: Path,
+) -> None:
+    """A second lease naming n2's PublicIP (the lease check reports it) must not become the
+    target of n1's tunnel probe: n2's agent holds 10.5.2.0/24, so that lease is n2's."""
+    ctx = context(tmp_path)
+    fake = LeaseInfo("10.5.9.0/24", "10.0.0.2", "vxlan", 60, "n2", vtep_mac="02:00:00:00:00:99")
+    ctx.leases = [ctx.leases[0], fake, *ctx.leases[1:]]
+    assert ctx.lease_of("n2") == fake  # nothing to tell them apart by: the first one
+    ctx.facts = {"n2": HostFacts("n2", subnet_env={"FLANNEL_SUBNET": "10.5.2.1/24"})}
+    assert ctx.lease_of("n2").subnet == "10.5.2.0/24"
+    n1 = plan_probes(ctx, marker="ab" * 8)["n1"]
+    assert n1.peers[0].overlay_ip == "10.5.2.0" and n1.peers[0].vtep_mac == "02:00:00:00:00:02"
