@@ -7,12 +7,17 @@ For every remote lease: a permanent ARP entry ``<remote>.0 -> VtepMAC``, an fdb 
 ``VtepMAC -> PublicIP`` and the route ``<remote subnet> via <remote>.0 dev flannel.1 onlink``.
 
 An existing device whose parameters match is reused, so its MAC (published as VtepMAC) stays
-the same across agent restarts and the peers' entries stay valid.
+the same across agent restarts and the peers' entries stay valid. A new device gets its MAC
+from the agent (random, locally administered), as flanneld does: a MAC the kernel picks is
+replaced by systemd-udevd (MACAddressPolicy=persistent) just after creation on Debian 12 and
+other systemd hosts, and the VtepMAC already published would be stale (every peer's frames
+then dropped as for another host: seen on the vm tier's VMs, tests/vm).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
@@ -25,6 +30,13 @@ from agent.subnet.layout import Lease
 log = logging.getLogger(__name__)
 
 ENCAP_OVERHEAD = 50
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC (what the kernel would pick, but set)."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{o:02x}" for o in octets)
 
 
 def _vtep_mac(lease: Lease) -> str | None:
@@ -97,6 +109,7 @@ class VxlanBackend(PeerTable, Backend):
             vxlan_link=self.iface.index,
             vxlan_learning=0,
             mtu=self.mtu,
+            address=random_mac(),
         )
         link = nl.link(self.device)
         self._mac = link["mac"] if link else None

@@ -128,9 +128,14 @@ class Netlink:
             raise
         return _link_facts(replies[0][1]) if replies else None
 
-    def create_link(self, name: str, kind: str, *, mtu: int | None = None, **data: Any) -> int:
+    def create_link(
+        self, name: str, kind: str, *, mtu: int | None = None, address: str | None = None,
+        **data: Any,
+    ) -> int:  # fmt: skip
         """Create link NAME of KIND and return its index.
 
+        ADDRESS sets the MAC at creation: the kernel then marks it as set, not random, and
+        systemd-udevd's MACAddressPolicy=persistent (Debian 12's default .link) leaves it alone.
         For ``vxlan``, DATA takes vxlan_id, vxlan_port, vxlan_local, vxlan_link and
         vxlan_learning (the IFLA_VXLAN_* attributes).
         """
@@ -146,6 +151,8 @@ class Netlink:
         body = rtnl.IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + rtnl.text(IFLA_IFNAME, name)
         if mtu is not None:
             body += rtnl.u32(IFLA_MTU, mtu)
+        if address is not None:
+            body += rtnl.mac(IFLA_ADDRESS, address)
         body += rtnl.attr(IFLA_LINKINFO, linkinfo)
         flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
         self.rt.request(rtnl.RTM_NEWLINK, body, flags, f"create {kind} link {name}")
