@@ -45,11 +45,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if "lab" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=f"lab tier {reason}"))
     # Longest work first, so that `-n 2 --dist loadgroup` does not end on one long group while
-    # the other worker idles: the full-host tier, then the light one, then the unit tests.
+    # the other worker idles: real VMs (`make test` runs them alone, after the rest), the
+    # full-host tier, then the light one, then the unit tests.
     items.sort(key=lambda item: _TIER_ORDER.get(_tier(item), len(_TIER_ORDER)))
 
 
-_TIER_ORDER = {"shared": 0, "full": 1, "lab": 2}
+_TIER_ORDER = {"vm": 0, "shared": 1, "full": 2, "lab": 3}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -85,6 +86,8 @@ def _shared_cluster_modules(root: Path) -> set[str]:
 
 
 def _tier(item: pytest.Item) -> str:
+    if item.get_closest_marker("vm"):
+        return "vm"
     if "shared_cluster" in getattr(item, "fixturenames", ()):
         return "shared"
     return "full" if "full" in item.keywords else "lab" if "lab" in item.keywords else "unit"
