@@ -44,11 +44,12 @@ box: deps venv
 # wall time without crowding the CPU. Each lab module (and the shared cluster's users) stays on one
 # worker (tests/conftest.py groups them). JOBS=0 runs everything in this one process.
 # The vm tier (3 VMs under software emulation: both cores) runs alone, never beside the lab
-# tiers: `make test-vm`, which prints its log (-rP): the guests' kernels, each step's time, the
-# peak memory. (Not yet part of `make test`: see README, "Real VMs (Vagrant)".)
+# tiers: `make test` runs it last, as `make test-vm`, which prints its log (-rP): the guests'
+# kernels, each step's time, the peak memory.
 JOBS ?= 2
 test: deps venv lint template
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m 'not vm' $(PYTEST_ARGS)
+	$(MAKE) test-vm
 
 # Exit 5 (PYTEST_ARGS selected no vm test) is not a failure.
 test-vm: deps venv
