@@ -25,10 +25,10 @@ ON_HOST = "/var/cache/overlayctl-lab-debs"  # inside each host, removed after th
 _URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+\.deb) ")
 
 
-def _apt(status: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """apt-get against the template's dpkg STATUS, downloading into CACHE."""
+def _apt(status: Path, *args: str, archives: Path = CACHE) -> subprocess.CompletedProcess[str]:
+    """apt-get against the template's dpkg STATUS, downloading into ARCHIVES."""
     argv = ["apt-get", "-q", "-y", "--no-install-recommends", "-o", f"Dir::State::status={status}",
-            "-o", f"Dir::Cache::archives={CACHE}", *args]  # fmt: skip
+            "-o", f"Dir::Cache::archives={archives}", *args]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -40,8 +40,12 @@ def fetch(rootfs: Path, packages: tuple[str, ...]) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="lab-debs-") as tmp:
         status = Path(tmp) / "status"
         shutil.copy(rootfs / "var/lib/dpkg/status", status)  # apt may not touch the template
+        # Listed against an empty archive folder: apt leaves out what its archives already
+        # hold, so against CACHE a second run on this machine would list nothing.
+        empty = Path(tmp) / "archives"
+        (empty / "partial").mkdir(parents=True)
         for attempt in range(2):
-            listed = _apt(status, "--print-uris", "install", *packages)
+            listed = _apt(status, "--print-uris", "install", *packages, archives=empty)
             assert listed.returncode == 0, listed.stdout + listed.stderr
             files = [CACHE / m["file"] for m in map(_URI.match, listed.stdout.splitlines()) if m]
             assert files, f"apt lists nothing to install for {packages}: {listed.stdout}"
