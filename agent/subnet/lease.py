@@ -28,6 +28,7 @@ from agent.subnet.layout import (
     subnet_key,
     subnets_dir,
 )
+from agent.subnet.watch import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ class LeaseManager:
         self.ttl = int(ttl)
         self.renew_margin = renew_margin
         self.retry_interval = retry_interval
+        # Failed acquisitions wait 1 s, 2 s, ... up to retry_interval: a flat 60 s wait after
+        # etcd came back (data restored, auth being set up again) kept a host without its lease
+        # for a minute or more after etcd could grant one again.
+        self._acquire_backoff = Backoff(min(1.0, retry_interval), retry_interval)
         self.check_interval = check_interval
         self.conflict_interval = conflict_interval
         self.max_attempts = max_attempts
@@ -293,8 +298,11 @@ class LeaseManager:
         try:
             self.acquire()
         except (LeaseError, EtcdError) as exc:
-            log.error("subnet lease: %s; retrying in %.1fs", exc, self.retry_interval)
-            self._stop.wait(self.retry_interval)
+            delay = self._acquire_backoff.next()
+            log.error("subnet lease: %s; retrying in %.1fs", exc, delay)
+            self._stop.wait(delay)
+        else:
+            self._acquire_backoff.reset()
 
     def _renew(self) -> None:
         lease = self._current

@@ -59,6 +59,35 @@ class FlakyRefresh(EtcdClient):
         return super().lease_refresh(lease_id)
 
 
+class FlakyGrant(EtcdClient):
+    """A real client whose lease grants fail until unblocked (etcd without its data or auth)."""
+
+    blocked = True
+    refused = 0
+
+    def lease_grant(self, ttl: int) -> tuple[int, int]:
+        if self.blocked:
+            self.refused += 1
+            raise EtcdUnavailable("test: grant blocked")
+        return super().lease_grant(ttl)
+
+
+def test_failed_acquisitions_back_off_from_a_second_not_a_minute(
+    etcd_server: EtcdServer, prefix: str, managers
+) -> None:
+    """With the default 60 s retry interval, acquisitions that failed while etcd could not
+    grant (restored, auth not set up yet) are retried after 1, 2, 4 ... s: the lease comes
+    within seconds of etcd granting again, not a minute later."""
+    client = FlakyGrant([etcd_server.url], timeout=2)
+    mgr = manager(managers, client, prefix, "192.168.0.14")
+    assert mgr.retry_interval == 60
+    mgr.start()
+    wait_for(lambda: client.refused >= 2, 10, "two refused grants")
+    client.blocked = False
+    assert wait_for(lambda: mgr.current, 10, "the lease once etcd grants") is not None
+    client.close()
+
+
 def test_acquire_value_and_flannel_layout(etcd: EtcdClient, prefix: str, managers) -> None:
     mgr = manager(managers, etcd, prefix, "192.168.0.10")
     lease = mgr.acquire()
