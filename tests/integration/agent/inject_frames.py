@@ -13,35 +13,17 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from ipaddress import IPv4Address
+from pathlib import Path
 
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run as a script: the checkout
+# The packet builders doctor's probe uses (a host script: the standard library only).
+from overlayctl.remote.scripts.doctor_probe import checksum, ipv4, vxlan
 
 
 def icmp_echo(src: str, dst: str, seq: int) -> bytes:
     """An IPv4 ICMP echo request SRC -> DST with valid checksums."""
     body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, seq) + b"peers-only test"
-    body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), seq, 0, 64, 1, 0,
-        IPv4Address(src).packed, IPv4Address(dst).packed,
-    )  # fmt: skip
-    return head[:10] + struct.pack("!H", checksum(head)) + head[12:] + body
-
-
-def vxlan(packet: bytes, dest_mac: str, vni: int = 1) -> bytes:
-    """PACKET in an Ethernet frame to DEST_MAC behind a VXLAN header with VNI."""
-    header = struct.pack("!II", 0x08000000, vni << 8)
-    ether = bytes.fromhex(dest_mac.replace(":", "")) + bytes.fromhex("02aabbccddee") + b"\x08\x00"
-    return header + ether + packet
+    return ipv4(src, dst, body[:2] + struct.pack("!H", checksum(body)) + body[4:])
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +31,9 @@ def main(argv: list[str]) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for seq in range(int(count)):
             packet = icmp_echo(src, dst, seq + 1)
-            sock.sendto(vxlan(packet, argv[7]) if kind == "vxlan" else packet, (dest, int(port)))
+            if kind == "vxlan":
+                packet = vxlan(1, argv[7], "02:aa:bb:cc:dd:ee", packet)
+            sock.sendto(packet, (dest, int(port)))
     return 0
 
 
