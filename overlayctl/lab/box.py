@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,14 +171,11 @@ def build_box(*, force: bool = False, log: Path | None = None) -> Box:
         if existing and not force:
             return existing
         final = box_dir(key)
-        staging = CACHE_ROOT / f".staging-{key}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        rootfs = staging / "rootfs"
-        rootfs.mkdir(parents=True)
-        log = log or (CACHE_ROOT / f"build-{key}.log")
-        started = time.monotonic()
-        try:
-            _debootstrap(rootfs, template.debian_mirror(), log)
+        build_log = log or (CACHE_ROOT / f"build-{key}.log")
+
+        def build(staging: Path) -> None:
+            rootfs = staging / "rootfs"
+            _debootstrap(rootfs, template.debian_mirror(), build_log)
             fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"overlayctl-box-{key}"))
             _customise(rootfs, pubkey, fs_uuid)
             boot_img, core_img = _grub_images(rootfs, staging)
@@ -187,13 +183,8 @@ def build_box(*, force: bool = False, log: Path | None = None) -> Box:
             _disk_image(raw, rootfs, fs_uuid, boot_img, core_img)
             shutil.rmtree(rootfs)
             _pack(raw, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        seconds = round(time.monotonic() - started, 1)
-        (staging / "complete").write_text(json.dumps({"key": key, "build_seconds": seconds}) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+
+        seconds = template.staged_build(CACHE_ROOT, key, final, build)
         _remove_stale_boxes(keep=final)
         return Box(key, BOX_PREFIX + key, final / "bookworm.box", seconds)
 

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -147,25 +148,35 @@ def build_template(*, force: bool = False, log: Path | None = None) -> Template:
             return existing
         key = cache_key()
         final = template_path(key)
-        staging = CACHE_ROOT / f".staging-{key}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        rootfs = staging / "rootfs"
-        rootfs.mkdir(parents=True)
-        log = log or (CACHE_ROOT / f"build-{key}.log")
-        started = time.monotonic()
-        try:
-            _debootstrap(rootfs, debian_mirror(), log)
-            _customise(rootfs)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        (staging / "complete").write_text(
-            json.dumps({"key": key, "build_seconds": round(time.monotonic() - started, 1)}) + "\n"
-        )
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        build_log = log or (CACHE_ROOT / f"build-{key}.log")
+
+        def build(staging: Path) -> None:
+            _debootstrap(staging / "rootfs", debian_mirror(), build_log)
+            _customise(staging / "rootfs")
+
+        staged_build(CACHE_ROOT, key, final, build)
         _remove_stale_templates(keep=final)
         return Template(key, final / "rootfs")
+
+
+def staged_build(cache: Path, key: str, final: Path, build: Callable[[Path], None]) -> float:
+    """BUILD(staging) in a fresh staging folder of CACHE (its `rootfs/` made), then the folder
+    becomes FINAL with a `complete` marker; on any error it goes, so a cache entry is either
+    whole or absent. The caller holds the build lock. Returns the build's seconds."""
+    staging = cache / f".staging-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "rootfs").mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        build(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    seconds = round(time.monotonic() - started, 1)
+    (staging / "complete").write_text(json.dumps({"key": key, "build_seconds": seconds}) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return seconds
 
 
 def _debootstrap(rootfs: Path, mirror: str, log: Path) -> None:
