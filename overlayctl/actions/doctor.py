@@ -9,7 +9,6 @@ before any host is contacted.
 
 from __future__ import annotations
 
-import json
 import time
 
 from overlayctl.doctor import checks
@@ -20,9 +19,7 @@ from overlayctl.doctor.model import DoctorReport
 from overlayctl.doctor.probes import plan_probes, probe_host
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import cluster as etcd_cluster
-from overlayctl.etcd import etcdctl
 from overlayctl.inventory.model import Host
-from overlayctl.inventory.network import network_config_key
 from overlayctl.remote.session import Session
 from overlayctl.remote.ssh import Remote
 
@@ -30,21 +27,16 @@ from overlayctl.remote.ssh import Remote
 def _read_etcd(session: Session, ctx: Context, report: DoctorReport) -> None:
     """The network config and the leases, from the first etcd member that answers."""
     inv = session.inv
-    key = network_config_key(inv)
     why = "no etcd member is reachable over SSH"
     for member in inv.etcd_members:
         remote = session.remotes.get(member.name)
         if remote is None:
             continue
-        got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=20)
-        if got.code != 0:
-            why = f"{member.name}: cannot read {key}: {etcd_cluster.last_line(got.stderr)}"
-            continue
-        raw = etcdctl.parse_get(got.stdout)
         try:
-            ctx.network_config = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            ctx.network_config = None
+            ctx.network_config = etcd_cluster.network_config(remote, inv, timeout=20)[1]
+        except OverlayctlError as exc:
+            why = f"{member.name}: {exc}"
+            continue
         try:
             ctx.leases = etcd_cluster.leases(remote, inv)
         except OverlayctlError as exc:

@@ -157,23 +157,33 @@ def status(remote: Remote, inv: Inventory) -> ClusterStatus:
             f"healthy): {key} and the leases cannot be read"
         )
         return result
-    got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=30)
-    if got.code != 0:
+    try:
+        result.network_config_raw, result.network_config = network_config(remote, inv)
+    except OverlayctlError as exc:
         # No quorum (or no member answering): say so, and keep every section filled so far.
-        result.errors.append(f"cannot read {key}: {last_line(got.stderr)}")
+        result.errors.append(str(exc))
         return result
-    raw = etcdctl.parse_get(got.stdout)
-    result.network_config_raw = raw
-    if raw is not None:
-        try:
-            result.network_config = json.loads(raw)
-        except json.JSONDecodeError:
-            result.network_config = None
     try:
         result.leases = leases(remote, inv)
     except OverlayctlError as exc:
         result.errors.append(f"cannot read the leases: {exc}")
     return result
+
+
+def network_config(
+    remote: Remote, inv: Inventory, timeout: float = 30
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The network config as stored (None: absent) and as JSON (None: absent or not JSON).
+    An etcd that does not answer raises, naming the key."""
+    key = network_config_key(inv)
+    got = remote.run(etcdctl.get_value(inv, key), check=False, timeout=timeout)
+    if got.code != 0:
+        raise OverlayctlError(f"cannot read {key}: {last_line(got.stderr)}")
+    raw = etcdctl.parse_get(got.stdout)
+    try:
+        return raw, json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError:
+        return raw, None
 
 
 def last_line(text: str) -> str:
