@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from overlayctl.errors import BadInput, Conflict, OverlayctlError
-from overlayctl.lab import cgroups, full, netns, state, template
+from overlayctl.lab import cgroups, full, limits, netns, state, template
 from overlayctl.lab.sshkeys import known_hosts_line, write_keypair
 from overlayctl.lab.state import HostRecord, LabState
 from overlayctl.lab.system import require_root_linux, require_tools
@@ -79,6 +79,9 @@ def up(name: str, hosts: int, subnet: str, progress=print) -> LabState:
             )
         lab.save()
         try:
+            raised = limits.ensure(hosts)
+            if raised:  # a change to this machine: on stderr, whatever the output format
+                print(raised, file=sys.stderr, flush=True)
             _build(lab, tpl.rootfs, prefix, progress)
         except BaseException:
             progress(f"lab: {name}: failed, removing what was made")
