@@ -17,7 +17,7 @@ encodings, are in agent/etcd/session.py.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.etcd.base import EtcdClientBase
@@ -36,6 +36,7 @@ from agent.etcd.session import (
 from agent.etcd.types import (
     EtcdError,
     EtcdUnavailable,
+    KeyRange,
     KeyValue,
     WatchEvent,
     WatchStream,
@@ -44,6 +45,24 @@ from agent.http.wire import Connection, Response
 
 if TYPE_CHECKING:
     import ssl
+
+
+def _absent(key: str) -> dict[str, Any]:
+    """The comparison "KEY does not exist" (its version is 0)."""
+    return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
+
+
+def _range_body(what: KeyRange) -> dict[str, Any]:
+    body = {"key": b64(what.key)}
+    if what.prefix:
+        body["range_end"] = prefix_end(what.key)
+    return body
+
+
+def _range_kvs(response: dict[str, Any]) -> list[KeyValue]:
+    """The keys of one range response inside a transaction's reply."""
+    found = response.get("response_range") or {}
+    return [decode_kv(kv) for kv in found.get("kvs") or []]
 
 
 class HttpEtcdClient(EtcdClientBase):
@@ -83,6 +102,29 @@ class HttpEtcdClient(EtcdClientBase):
         reply = self._post("get_prefix", "/v3/kv/range", body)
         return [decode_kv(kv) for kv in reply.get("kvs") or []], revision_of(reply)
 
+    def get_ranges(self, ranges: Sequence[KeyRange]) -> tuple[list[list[KeyValue]], int]:
+        """Several reads in one request (a transaction without comparisons): each range's
+        keys, all at one revision, which is returned too."""
+        ops = [{"request_range": _range_body(r)} for r in ranges]
+        reply = self._post("get_ranges", "/v3/kv/txn", {"compare": [], "success": ops})
+        return [_range_kvs(resp) for resp in reply.get("responses") or []], revision_of(reply)
+
+    def create_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    ) -> tuple[bool, list[KeyValue], int]:
+        """:meth:`create`, and when the key exists, OTHER's keys in the same request:
+        (created, OTHER's keys if not, revision)."""
+        body = {
+            "compare": [_absent(key)],
+            "success": [self._put_op(key, value, lease_id)],
+            "failure": [{"request_range": _range_body(other)}],
+        }
+        reply = self._post("create", "/v3/kv/txn", body)
+        if reply.get("succeeded", False):
+            return True, [], revision_of(reply)
+        responses = reply.get("responses") or [{}]
+        return False, _range_kvs(responses[0]), revision_of(reply)
+
     def put(self, key: str, value: bytes | str, lease_id: int = 0) -> int:
         """Write unconditionally; returns the new revision."""
         body = {"key": b64(key), "value": b64(value), "lease": str(lease_id)}
@@ -98,8 +140,7 @@ class HttpEtcdClient(EtcdClientBase):
 
     def create(self, key: str, value: bytes | str, lease_id: int = 0) -> bool:
         """Put only if the key does not exist (one transaction: version == 0)."""
-        compare = {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
-        return self._txn("create", compare, self._put_op(key, value, lease_id))
+        return self._txn("create", _absent(key), self._put_op(key, value, lease_id))
 
     def replace(self, key: str, value: bytes | str, mod_revision: int, lease_id: int = 0) -> bool:
         """Put only if the key is unchanged since ``mod_revision`` (compare-and-swap)."""

@@ -9,7 +9,7 @@ gRPC reconnects each channel by itself (short backoff) and pings idle watch stre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -21,6 +21,7 @@ from agent.etcd.types import (
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
+    KeyRange,
     KeyValue,
     WatchEvent,
     WatchStream,
@@ -133,6 +134,48 @@ class GrpcEtcdClient(EtcdClientBase):
         """All keys under ``prefix`` and the revision of that snapshot."""
         resp = self._call("get_prefix", lambda c: c.get_prefix_response(prefix))
         return [_kv(kv) for kv in resp.kvs], int(resp.header.revision)
+
+    def _raw_txn(self, what: str, build: Callable[[Any], tuple[list, list, list]]) -> Any:
+        """One Txn through the library's stub: its own ``transaction`` drops the revision."""
+
+        def run(c: Any) -> Any:
+            compare, success, failure = build(c)
+            request = pyetcd.etcdrpc.TxnRequest(
+                compare=[x.build_message() for x in compare],
+                success=c._ops_to_requests(success),
+                failure=c._ops_to_requests(failure),
+            )
+            return c.kvstub.Txn(
+                request, c.timeout, credentials=c.call_credentials, metadata=c.metadata
+            )
+
+        return self._call(what, run)
+
+    @staticmethod
+    def _get_op(c: Any, what: KeyRange) -> Any:
+        end = pyetcd.utils.prefix_range_end(pyetcd.utils.to_bytes(what.key))
+        return c.transactions.get(what.key, end if what.prefix else None)
+
+    def get_ranges(self, ranges: Sequence[KeyRange]) -> tuple[list[list[KeyValue]], int]:
+        """Several reads in one request, all at one revision, which is returned too."""
+        resp = self._raw_txn("get_ranges", lambda c: ([], [self._get_op(c, r) for r in ranges], []))
+        found = [[_kv(kv) for kv in r.response_range.kvs] for r in resp.responses]
+        return found, int(resp.header.revision)
+
+    def create_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    ) -> tuple[bool, list[KeyValue], int]:
+        """:meth:`create`, and when the key exists, OTHER's keys in the same request."""
+
+        def build(c: Any) -> tuple[list, list, list]:
+            put = c.transactions.put(key, value, lease=lease_id or None)
+            return [c.transactions.version(key) == 0], [put], [self._get_op(c, other)]
+
+        resp = self._raw_txn("create", build)
+        if resp.succeeded:
+            return True, [], int(resp.header.revision)
+        kvs = [_kv(kv) for kv in resp.responses[0].response_range.kvs] if resp.responses else []
+        return False, kvs, int(resp.header.revision)
 
     def put(self, key: str, value: bytes | str, lease_id: int = 0) -> int:
         """Write unconditionally; returns the new revision."""

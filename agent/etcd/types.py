@@ -52,6 +52,14 @@ class KeyValue:
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """One key, or (``prefix``) every key that starts with it: one read of a transaction."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
 class WatchEvent:
     """A change under a watched prefix. For ``delete`` the value is empty."""
 

@@ -24,6 +24,7 @@ from agent.etcd import (
     EtcdError,
     EtcdLeaseNotFound,
     EtcdUnavailable,
+    KeyRange,
     client_class,
 )
 from tests.integration.conftest import EtcdServer, free_port
@@ -56,6 +57,30 @@ def test_kv_create_replace_delete(etcd: EtcdClientBase, prefix: str) -> None:
     assert [(k.key, k.value) for k in kvs] == [(key, b"three")]
     assert revision >= kvs[0].mod_revision
     assert etcd.delete(key) and not etcd.delete(key)
+
+
+def test_ranges_in_one_request_at_one_revision(etcd: EtcdClientBase, prefix: str) -> None:
+    """get_ranges: a missing key, a key and a prefix, read together; create_else_get hands
+    back the prefix's keys only when the key already existed."""
+    assert etcd.create(f"{prefix}/config", b"c")
+    rev = etcd.put(f"{prefix}/d/b", b"2")
+    etcd.put(f"{prefix}/d/a", b"1")
+    (missing, config, under), revision = etcd.get_ranges(
+        [KeyRange(f"{prefix}/nope"), KeyRange(f"{prefix}/config"), KeyRange(f"{prefix}/d/", True)]
+    )
+    assert missing == [] and [kv.value for kv in config] == [b"c"]
+    assert [(kv.key, kv.value) for kv in under] == [
+        (f"{prefix}/d/a", b"1"),
+        (f"{prefix}/d/b", b"2"),
+    ]
+    assert revision == under[0].mod_revision > rev
+    made, kvs, made_rev = etcd.create_else_get(
+        f"{prefix}/d/c", b"3", 0, KeyRange(f"{prefix}/d/", True)
+    )
+    assert made and kvs == [] and made_rev == revision + 1
+    made, kvs, now = etcd.create_else_get(f"{prefix}/d/c", b"4", 0, KeyRange(f"{prefix}/d/", True))
+    assert not made and now == made_rev
+    assert [(kv.key, kv.value) for kv in kvs][-1] == (f"{prefix}/d/c", b"3") and len(kvs) == 3
 
 
 def test_lease_grant_refresh_revoke(etcd: EtcdClientBase, prefix: str) -> None:
