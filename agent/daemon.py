@@ -38,15 +38,17 @@ from agent.options import AgentOptions
 from agent.report import AgentReport
 from agent.rules import RulesKeeper
 from agent.subnet.allowlist import AllowList
-from agent.subnet.config import NetworkConfig, config_key, wait_for_config
+from agent.subnet.config import NetworkConfig, config_key
 from agent.subnet.layout import Lease
 from agent.subnet.lease import LeaseManager
+from agent.subnet.snapshot import PrefixSnapshot, wait_for_snapshot
 from agent.subnet.watch import PeerSink, SubnetWatcher
 
 log = logging.getLogger("agent")
 
 STOP_BUDGET = 4.0  # seconds for every thread to stop after SIGTERM
 SETUP_RETRY = 5.0  # seconds before programming the data plane again after a failure
+OWN_KEY_CHECK = 300.0  # seconds between reads of our own lease key (events poke it sooner)
 
 
 class Agent(AgentReport):
@@ -74,6 +76,7 @@ class Agent(AgentReport):
         self.rules: RulesKeeper | None = None
         self.leases: LeaseManager | None = None
         self.watcher: SubnetWatcher | None = None
+        self._snapshot: PrefixSnapshot | None = None  # the start snapshot, until the watch uses it
         self.programmed: Lease | None = None
         self.phase = "starting"
         self.detail = ""
@@ -150,11 +153,12 @@ class Agent(AgentReport):
             return 1
         key = config_key(opts.etcd_prefix)
         self._phase("waiting-for-config", f"{key} at {','.join(opts.etcd_endpoints)}")
-        config = wait_for_config(
+        found = wait_for_snapshot(
             self.client, opts.etcd_prefix, self.stop_event, interval=opts.config_poll_interval
         )
-        if config is None:
+        if found is None:
             return 0
+        config, self._snapshot = found
         self.config = config
         event(log, logging.INFO, "config", network=config.network, backend=config.backend_type)
         try:
@@ -184,6 +188,7 @@ class Agent(AgentReport):
         public_ip: IPv4Address,
     ) -> None:
         previous = read_previous_subnet(self.opts.subnet_file)
+        snapshot = self._snapshot
         self.leases = LeaseManager(
             client,
             self.opts.etcd_prefix,
@@ -196,6 +201,12 @@ class Agent(AgentReport):
             conflict_interval=self.opts.conflict_check_interval,
             previous_subnet=previous,
             on_change=self._on_lease_change,
+            initial_leases=snapshot.subnets if snapshot is not None else None,
+            # The SubnetWatcher's watch of every lease pokes the manager when our key changes
+            # (and replays what happened since the snapshot): no stream of its own, and its
+            # periodic check of the key is only a safety net.
+            watch_own_key=False,
+            check_interval=OWN_KEY_CHECK,
         )
         self._phase("acquiring-lease", f"previous subnet {previous}" if previous else "")
         self.leases.start()
@@ -314,7 +325,9 @@ class Agent(AgentReport):
             own_public_ip=leases.public_ip,
             allowlist=AllowList(self.opts.etcd_prefix, leases.public_ip),
             allowlist_interval=self.opts.allowlist_check_interval,
+            snapshot=self._snapshot,
         )
+        self._snapshot = None  # used once: later re-lists read a fresh one
         self.watcher.start()
 
     def _watchdog(self) -> None:

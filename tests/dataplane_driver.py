@@ -96,6 +96,16 @@ class _Store:
             kvs = [kv for key, kv in sorted(self.kvs.items()) if key.startswith(prefix)]
             return kvs, self.revision
 
+    def get_ranges(self, ranges: list[Any]) -> tuple[list[list[Any]], int]:
+        """Several reads at one revision (agent.subnet.snapshot's start snapshot)."""
+        with self.cond:
+            found = [
+                [kv for key, kv in sorted(self.kvs.items())
+                 if key.startswith(r.key) if r.prefix or key == r.key]
+                for r in ranges
+            ]  # fmt: skip
+            return found, self.revision
+
     def watch_prefix(self, prefix: str, start_revision: int | None = None) -> _Stream:
         with self.cond:
             stream = _Stream(self, start_revision or self.revision + 1)

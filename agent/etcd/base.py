@@ -25,6 +25,9 @@ from agent.etcd.types import (
     EtcdError,
     EtcdLeaseNotFound,
     EtcdUnavailable,
+    KeyRange,
+    WatchEvent,
+    WatchStream,
     parse_endpoint,
 )
 
@@ -212,6 +215,24 @@ class EtcdClientBase:
         except EtcdLeaseNotFound:
             return False
         return True
+
+    def watch(
+        self,
+        what: KeyRange,
+        start_revision: int | None = None,
+        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+    ) -> WatchStream:
+        """Watch one key or a prefix (each transport implements it)."""
+        raise NotImplementedError
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        start_revision: int | None = None,
+        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+    ) -> WatchStream:
+        """Watch every key under ``prefix`` from ``start_revision`` (inclusive)."""
+        return self.watch(KeyRange(prefix, prefix=True), start_revision, callback)
 
     def close(self) -> None:
         """Close every session."""

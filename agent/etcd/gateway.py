@@ -191,18 +191,19 @@ class HttpEtcdClient(EtcdClientBase):
 
     # -- watch -------------------------------------------------------------------------------
 
-    def watch_prefix(
+    def watch(
         self,
-        prefix: str,
+        what: KeyRange,
         start_revision: int | None = None,
         callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
     ) -> WatchStream:
-        """Watch ``prefix`` from ``start_revision`` (inclusive).
+        """Watch one key or a prefix from ``start_revision`` (inclusive). A single key needs
+        read permission on that key only (a prefix, on the whole range).
 
         Without ``callback``, read the returned stream. With it, ``callback`` is called from the
         watch's reader thread with each batch of events, or once with an :class:`EtcdError`.
         """
-        create: dict[str, Any] = {"key": b64(prefix), "range_end": prefix_end(prefix)}
+        create: dict[str, Any] = _range_body(what)
         if start_revision:
             create["start_revision"] = str(start_revision)
 

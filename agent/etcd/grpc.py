@@ -249,13 +249,13 @@ class GrpcEtcdClient(EtcdClientBase):
 
     # -- watch -------------------------------------------------------------------------------
 
-    def watch_prefix(
+    def watch(
         self,
-        prefix: str,
+        what: KeyRange,
         start_revision: int | None = None,
         callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
     ) -> WatchStream:
-        """Watch ``prefix`` from ``start_revision`` (inclusive).
+        """Watch one key or a prefix from ``start_revision`` (inclusive).
 
         Without ``callback``, read the returned stream. With it, ``callback`` is called from the
         library's thread with each batch of events, or once with an :class:`EtcdError`.
@@ -290,7 +290,9 @@ class GrpcEtcdClient(EtcdClientBase):
         def start(c: Any) -> Any:
             used.append(c)
             kwargs = {"start_revision": start_revision} if start_revision else {}
-            return c.add_watch_prefix_callback(prefix, on_response, **kwargs)
+            if what.prefix:
+                return c.add_watch_prefix_callback(what.key, on_response, **kwargs)
+            return c.add_watch_callback(what.key, on_response, **kwargs)
 
         watch_id = self._call("watch", start)
         cli = used[-1]

@@ -21,7 +21,7 @@ import logging
 from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
-from agent.etcd import EtcdClient, EtcdError
+from agent.etcd import EtcdClient, EtcdError, KeyValue
 from agent.subnet.layout import Lease
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,11 @@ class AllowList:
             self.errors += 1
             log.warning("cannot read %s: %s; keeping the list in force", self.key, exc)
             return False
+        return self.load(kv)
+
+    def load(self, kv: KeyValue | None) -> bool:
+        """The key's value as read (None: absent) from a snapshot or a watch event; True if
+        the list in force changed. A bad value keeps the list in force (logged)."""
         revision = kv.mod_revision if kv is not None else 0
         if revision == self.revision:
             return False

@@ -105,9 +105,13 @@ def choose_subnet(  # noqa: PLR0917 - the documented signature
             if len(pool) >= RANDOM_POOL:
                 break
     if not pool:
+        net, size = config.network, config.subnet_size
+        whole = (int(net.network_address) + size, int(net.broadcast_address) + 1 - size)
+        bounds = f" between {config.subnet_min} and {config.subnet_max}"
+        if (int(config.subnet_min), int(config.subnet_max)) == whole:
+            bounds = ""  # flannel's defaults: the whole network
         raise NoFreeSubnet(
-            f"no free subnet left in {config.network} between {config.subnet_min} and "
-            f"{config.subnet_max} (/{config.subnet_len})"
+            f"no free subnet in {config.network}{bounds} ({len(leases) + len(reservations)} leased)"
         )
     picker = rng or random.Random()  # noqa: S311 - spreading subnets, not cryptography
     return SubnetChoice(picker.choice(pool), "random")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -19,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.etcd import EtcdClient
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -248,40 +246,3 @@ def parse_config(text: str | bytes) -> NetworkConfig:
 def config_key(prefix: str) -> str:
     """``<prefix>/config``."""
     return prefix.rstrip("/") + "/config"
-
-
-def wait_for_config(
-    client: EtcdClient,
-    prefix: str,
-    stop: threading.Event,
-    interval: float = 10.0,
-    timeout: float | None = None,
-) -> NetworkConfig | None:
-    """Read ``<prefix>/config`` until it exists and is valid; None if stopped or timed out.
-
-    Once per ``interval`` it logs exactly what it waits for: the key, the endpoints, and
-    whether the key is missing (flannel #1168), invalid, or etcd unreachable.
-    """
-    from agent.etcd import EtcdError  # noqa: PLC0415 - keeps this module free of the client
-
-    key = config_key(prefix)
-    endpoints = ",".join(ep.url for ep in client.endpoints)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not stop.is_set():
-        try:
-            kv = client.get(key)
-            if kv is not None:
-                return parse_config(kv.value)
-            problem = f"key {key} not found at {endpoints} (was it written with the v3 API?)"
-        except ConfigError as exc:
-            problem = f"invalid config in {key} at {endpoints}: {exc}"
-        except EtcdError as exc:
-            problem = f"cannot read {key} from {endpoints}: {exc}"
-        log.warning("waiting for the network config: %s", problem)
-        wait = interval
-        if deadline is not None:
-            wait = min(wait, deadline - time.monotonic())
-            if wait <= 0:
-                return None
-        stop.wait(wait)
-    return None

@@ -13,11 +13,19 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Optional
 
-from agent.etcd import EtcdClient, EtcdError, EtcdLeaseNotFound, WatchEvent, WatchStream
+from agent.etcd import (
+    EtcdClient,
+    EtcdError,
+    EtcdLeaseNotFound,
+    KeyRange,
+    KeyValue,
+    WatchEvent,
+    WatchStream,
+)
 from agent.subnet.choice import Conflict, NoFreeSubnet, choose_subnet, find_conflicts
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import (
@@ -38,6 +46,7 @@ DEFAULT_RETRY_INTERVAL = 60.0
 DEFAULT_CHECK_INTERVAL = 30.0
 DEFAULT_CONFLICT_INTERVAL = 300.0
 MIN_CHECK_GAP = 0.5  # never check our key more often than this, whatever pokes us
+MIN_RETRY_GAP = 1.0  # never try to acquire more often than this, whatever wakes us
 
 ChangeCallback = Callable[[Optional[Lease], Optional[Lease]], None]
 
@@ -46,16 +55,25 @@ class LeaseError(Exception):
     """No subnet could be acquired (no free subnet, races lost too often, etcd down)."""
 
 
-def list_leases(client: EtcdClient, prefix: str) -> tuple[list[Lease], int]:
-    """Every decodable lease and reservation under ``<prefix>/subnets/`` and the revision."""
-    kvs, revision = client.get_prefix(subnets_dir(prefix))
+class NoSubnetLeft(LeaseError):
+    """Every subnet of the network is leased or reserved: wait for one to be freed."""
+
+
+def decode_leases(kvs: Iterable[KeyValue]) -> list[Lease]:
+    """Every decodable lease and reservation among KVS (the others are logged)."""
     found: list[Lease] = []
     for kv in kvs:
         try:
             found.append(decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision))
         except LeaseDecodeError as exc:
             log.warning("ignoring %s", exc)
-    return found, revision
+    return found
+
+
+def list_leases(client: EtcdClient, prefix: str) -> tuple[list[Lease], int]:
+    """Every decodable lease and reservation under ``<prefix>/subnets/`` and the revision."""
+    kvs, revision = client.get_prefix(subnets_dir(prefix))
+    return decode_leases(kvs), revision
 
 
 class LeaseManager:
@@ -76,9 +94,11 @@ class LeaseManager:
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         conflict_interval: float = DEFAULT_CONFLICT_INTERVAL,
         previous_subnet: IPv4Network | None = None,
-        max_attempts: int = 10,
+        max_attempts: int = 32,
         rng: random.Random | None = None,
         on_change: ChangeCallback | None = None,
+        initial_leases: Sequence[KeyValue] | None = None,
+        watch_own_key: bool = True,
     ) -> None:
         if not 0 <= renew_margin < ttl:
             raise ValueError(f"renew margin {renew_margin}s must be below the lease TTL {ttl}s")
@@ -110,6 +130,13 @@ class LeaseManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._key_watch: WatchStream | None = None
+        # The start snapshot's leases, used by the first choice instead of listing them again.
+        self._initial = list(initial_leases) if initial_leases is not None else None
+        # False when the caller's watch of every lease pokes us on changes of our key (the
+        # agent's SubnetWatcher): a watch of our own key would be one more stream per agent.
+        self.watch_own_key = watch_own_key
+        self._free_watch: WatchStream | None = None  # while no subnet is free
+        self.last_error = ""  # why the last acquisition failed ("" once one succeeded)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -167,12 +194,19 @@ class LeaseManager:
         return lease
 
     def _acquire(self) -> Lease:
-        """Choose and claim a subnet; a lost race is retried with another one (bounded)."""
+        """Choose and claim a subnet; a lost race is retried with another one (bounded).
+
+        Each lost create hands back the current leases in the same request, so the next choice
+        needs no separate list; the first choice uses the start snapshot when there is one.
+        """
         lost: set[IPv4Network] = set()
         granted, granted_ttl = 0, self.ttl
+        kvs, self._initial = self._initial, None
         try:
             for attempt in range(1, self.max_attempts + 1):
-                leases, _ = list_leases(self.client, self.prefix)
+                if kvs is None:
+                    kvs, _ = self.client.get_prefix(subnets_dir(self.prefix))
+                leases = decode_leases(kvs)
                 mine = [x for x in leases if x.public_ip == self.public_ip]
                 for other in mine:
                     if not self.config.contains_subnet(other.subnet):
@@ -192,7 +226,7 @@ class LeaseManager:
                 if not reservation and not granted:
                     granted, granted_ttl = self.client.lease_grant(self.ttl)
                 lease_id = 0 if reservation else granted
-                lease = self._claim(choice.subnet, choice.existing, lease_id, granted_ttl)
+                lease, kvs = self._claim(choice.subnet, choice.existing, lease_id, granted_ttl)
                 if lease is not None:
                     if lease_id:
                         granted = 0  # in use: do not revoke it below
@@ -204,11 +238,11 @@ class LeaseManager:
                         attempt,
                     )
                     return lease
-                log.warning("lost the race for %s, trying another subnet", choice.subnet)
+                log.info("lost the race for %s, trying another subnet", choice.subnet)
                 lost.add(choice.subnet)
-                self._stop.wait(self.rng.uniform(0.01, 0.1))
+                self._stop.wait(self.rng.uniform(0.0, 0.02))
         except NoFreeSubnet as exc:
-            raise LeaseError(str(exc)) from exc
+            raise NoSubnetLeft(str(exc)) from exc
         finally:
             if granted:
                 with contextlib.suppress(EtcdError):
@@ -217,21 +251,31 @@ class LeaseManager:
 
     def _claim(
         self, subnet: IPv4Network, existing: Lease | None, lease_id: int, ttl: int
-    ) -> Lease | None:
-        """One transaction: create if absent, or take over our own key if unchanged."""
+    ) -> tuple[Lease | None, list[KeyValue] | None]:
+        """One transaction: create if absent, or take over our own key if unchanged. Returns
+        the lease, or None and (for a lost create) the leases as they are now."""
         key = subnet_key(self.prefix, subnet)
         value = encode_lease_value(self.public_ip, self.backend_type, self.backend_data)
         if existing is None:
-            self.client.create(key, value, lease_id)
-        else:
-            self.client.replace(key, value, existing.mod_revision, lease_id)
+            made, now, revision = self.client.create_else_get(
+                key, value, lease_id, KeyRange(subnets_dir(self.prefix), prefix=True)
+            )
+            ours = [kv for kv in now if kv.key == key]
+            if not made and ours and ours[0].lease_id == lease_id and ours[0].value == value:
+                # A create retried on another endpoint after a timeout: the first try applied.
+                made, revision = True, ours[0].mod_revision
+            if not made:
+                return None, now
+            self._note_ttl(lease_id, ttl)
+            return decode_lease(key, value, lease_id, revision), None
+        self.client.replace(key, value, existing.mod_revision, lease_id)
         # Read back rather than trust the answer: a transaction retried on another endpoint
         # after a timeout reports failure although the first try was applied.
         kv = self.client.get(key)
         if kv is None or kv.lease_id != lease_id or kv.value != value:
-            return None
+            return None, None
         self._note_ttl(lease_id, ttl)
-        return decode_lease(key, kv.value, kv.lease_id, kv.mod_revision)
+        return decode_lease(key, kv.value, kv.lease_id, kv.mod_revision), None
 
     def _note_ttl(self, lease_id: int, ttl: int) -> None:
         if not lease_id:
@@ -258,6 +302,9 @@ class LeaseManager:
             self._thread.join(timeout)
             self._thread = None
         self._drop_key_watch()
+        watch, self._free_watch = self._free_watch, None
+        if watch is not None:
+            watch.cancel()
         lease = self._current
         if revoke and lease is not None:
             with contextlib.suppress(EtcdError):
@@ -295,14 +342,43 @@ class LeaseManager:
                 log.warning("etcd error while holding %s: %s", self._current, exc)
 
     def _try_acquire(self) -> None:
+        """One acquisition; after a failure, wait 1, 2, 4 ... s (at most retry_interval). With
+        no subnet free, a deleted or expired lease ends the wait early, but never sooner than
+        MIN_RETRY_GAP after the last attempt: a full network costs etcd a bounded rate."""
+        tried = time.monotonic()
         try:
             self.acquire()
         except (LeaseError, EtcdError) as exc:
+            self.last_error = str(exc)
             delay = self._acquire_backoff.next()
             log.error("subnet lease: %s; retrying in %.1fs", exc, delay)
-            self._stop.wait(delay)
+            if isinstance(exc, NoSubnetLeft):
+                self._watch_for_freed()
+            self._poked.clear()
+            self._poked.wait(delay)
+            self._stop.wait(max(MIN_RETRY_GAP - (time.monotonic() - tried), 0.0))
         else:
+            self.last_error = ""
             self._acquire_backoff.reset()
+            watch, self._free_watch = self._free_watch, None
+            if watch is not None:
+                watch.cancel()
+
+    def _watch_for_freed(self) -> None:
+        """While no subnet is free: poke the loop when any lease is deleted or expires."""
+        if self._free_watch is not None:
+            return
+
+        def on_event(item: list[WatchEvent] | EtcdError) -> None:
+            if isinstance(item, EtcdError):
+                self._free_watch = None  # the backoff still retries
+            elif any(e.kind == "delete" for e in item):
+                self._poked.set()
+
+        try:
+            self._free_watch = self.client.watch_prefix(subnets_dir(self.prefix), callback=on_event)
+        except EtcdError as exc:
+            log.debug("cannot watch for freed subnets: %s", exc)
 
     def _renew(self) -> None:
         lease = self._current
@@ -373,7 +449,7 @@ class LeaseManager:
 
     def _ensure_key_watch(self) -> None:
         lease = self._current
-        if self._key_watch is not None or lease is None:
+        if self._key_watch is not None or lease is None or not self.watch_own_key:
             return
 
         def on_event(item: list[WatchEvent] | EtcdError) -> None:

@@ -11,7 +11,7 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from agent.etcd import EtcdClient, EtcdUnavailable
+from agent.etcd import EtcdClient, EtcdUnavailable, KeyRange, KeyValue
 from agent.subnet.config import NetworkConfig, parse_config
 from agent.subnet.layout import Lease, encode_lease_value, subnet_key
 from agent.subnet.lease import LeaseError, LeaseManager, list_leases
@@ -223,11 +223,13 @@ class LosesFirstRace(EtcdClient):
 
     raced: IPv4Network | None = None
 
-    def create(self, key: str, value: bytes | str, lease_id: int = 0) -> bool:
+    def create_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    ) -> tuple[bool, list[KeyValue], int]:
         if self.raced is None:
             self.raced = IPv4Network(key.rsplit("/", 1)[1].replace("-", "/"))
             self.put(key, encode_lease_value("192.168.9.9", "vxlan", None))
-        return super().create(key, value, lease_id)
+        return super().create_else_get(key, value, lease_id, other)
 
 
 def test_lost_race_is_retried(etcd_server: EtcdServer, prefix: str, managers) -> None:
@@ -287,3 +289,29 @@ def test_backend_data_update_keeps_the_lease(etcd: EtcdClient, prefix: str, mana
     assert updated is not None and updated.lease_id == first.lease_id
     kv = etcd.get(first.key)
     assert kv is not None and json.loads(kv.value)["BackendData"]["VtepMAC"].endswith("99")
+
+
+def test_a_full_network_says_so_and_takes_the_first_freed_subnet(
+    etcd: EtcdClient, prefix: str, managers: list[LeaseManager], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three subnets, three holders: the fourth agent fails with one clear line, retries at a
+    bounded rate (backoff, 1 s apart at least), and takes a subnet as soon as one is deleted,
+    not at the end of its backoff (a watch of the leases wakes it)."""
+    cfg = config('{"Network": "10.9.0.0/24", "SubnetLen": 26, "Backend": {"Type": "vxlan"}}')
+    held = [
+        manager(managers, etcd, prefix, f"192.168.1.{i}", config=cfg).acquire() for i in range(3)
+    ]
+    waiting = manager(managers, etcd, prefix, "192.168.1.9", config=cfg, retry_interval=60)
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while "no free subnet" not in waiting.last_error and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting.last_error == "no free subnet in 10.9.0.0/24 (3 leased)"
+    time.sleep(3.2)  # attempts at 0, 1, 3 s: the next one would be at 7 s
+    attempts = caplog.text.count("no free subnet in 10.9.0.0/24")
+    assert 2 <= attempts <= 3, caplog.text
+    freed = time.monotonic()
+    etcd.delete(held[1].key)
+    got = waiting.wait_for_lease(timeout=3)
+    assert got is not None and got.subnet == held[1].subnet, waiting.last_error
+    assert time.monotonic() - freed < 2.0

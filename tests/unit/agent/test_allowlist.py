@@ -1,5 +1,5 @@
 """The admin's allow-list of PublicIPs: parsing, judging, and the watch loop that applies it
-(no etcd: a stand-in client answers the single-key GET)."""
+(no etcd: a stand-in client answers the single-key GET and the start snapshot)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from agent.etcd import EtcdUnavailable, KeyValue, WatchEvent
+from agent.etcd import EtcdUnavailable, KeyRange, KeyValue, WatchEvent
 from agent.subnet.allowlist import AllowList, AllowListError, allowlist_key, parse_allowlist
 from agent.subnet.layout import Lease, subnet_key
 from agent.subnet.watch import SubnetWatcher
@@ -24,6 +24,7 @@ class Client:
     def __init__(self) -> None:
         self.value: KeyValue | None = None
         self.gets = 0
+        self.snapshots = 0
         self.fail = False
 
     def set(self, ips: list[str] | None, rev: int) -> None:
@@ -36,6 +37,19 @@ class Client:
         if self.fail:
             raise EtcdUnavailable("down")
         return self.value
+
+    def get_ranges(self, ranges: list[KeyRange]) -> tuple[list[list[KeyValue]], int]:
+        """The start snapshot: config (none), the allow-list, the leases of subnets()."""
+        self.snapshots += 1
+        return [[], [self.value] if self.value else [], self.subnets()], 9
+
+    def subnets(self) -> list[KeyValue]:
+        return []
+
+
+def refresh(w: SubnetWatcher, client: Client) -> bool:
+    assert w.allowlist is not None
+    return w.allowlist.refresh(client)  # type: ignore[arg-type]
 
 
 def watcher(client: Client, sink: Sink) -> SubnetWatcher:
@@ -96,8 +110,8 @@ def test_watcher_refuses_then_admits_when_the_list_changes() -> None:
     client, sink = Client(), Sink()
     client.set(["1.1.1.1", "1.1.2.1"], 3)
     w = watcher(client, sink)
-    w.apply([])  # nothing yet; the list is read before each batch by _follow
-    w.refresh_allowlist()
+    w.apply([])
+    refresh(w, client)
     w.apply(
         [
             WatchEvent("put", kv("10.1.2.0/24", "1.1.2.1", 5)),
@@ -108,16 +122,16 @@ def test_watcher_refuses_then_admits_when_the_list_changes() -> None:
     assert [str(x.subnet) for x in w.refused] == ["10.1.200.0/24"]
     # The admin adds the address: the refused lease is programmed, nothing else moves.
     client.set(["1.1.1.1", "1.1.2.1", "192.168.255.10"], 7)
-    assert w.refresh_allowlist()
+    assert refresh(w, client)
     w.reconcile(w._admitted())
     assert sink.calls[1:] == [("add", "10.1.200.0/24")] and w.refused == []
     # ... removes it again: it goes; the key deleted: every lease is accepted again.
     client.set(["1.1.1.1", "1.1.2.1"], 8)
-    assert w.refresh_allowlist()
+    assert refresh(w, client)
     w.reconcile(w._admitted())
     assert sink.calls[2:] == [("remove", "10.1.200.0/24")]
     client.set(None, 0)
-    assert w.refresh_allowlist() and w.allowlist is not None and w.allowlist.ips is None
+    assert refresh(w, client) and w.allowlist is not None and w.allowlist.ips is None
     w.reconcile(w._admitted())
     assert sink.calls[3:] == [("add", "10.1.200.0/24")]
 
@@ -126,7 +140,7 @@ def test_a_peer_moving_outside_the_list_is_removed() -> None:
     client, sink = Client(), Sink()
     client.set(["1.1.1.1", "1.1.2.1"], 3)
     w = watcher(client, sink)
-    w.refresh_allowlist()
+    refresh(w, client)
     w.apply([WatchEvent("put", kv("10.1.2.0/24", "1.1.2.1", 5))])
     w.apply([WatchEvent("put", kv("10.1.2.0/24", "192.168.255.10", 6))])
     assert sink.calls == [("add", "10.1.2.0/24"), ("remove", "10.1.2.0/24")]
@@ -135,36 +149,56 @@ def test_a_peer_moving_outside_the_list_is_removed() -> None:
 
 def test_first_listing_syncs_only_the_admitted() -> None:
     class Lister(Client):
-        def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-            return [kv("10.1.2.0/24", "1.1.2.1", 4), kv("10.1.3.0/24", "9.9.9.9", 5)], 9
+        def subnets(self) -> list[KeyValue]:
+            return [kv("10.1.2.0/24", "1.1.2.1", 4), kv("10.1.3.0/24", "9.9.9.9", 5)]
 
     client, sink = Lister(), Sink()
     client.set(["1.1.2.1"], 3)
     w = watcher(client, sink)
     w._relist()
-    assert sink.calls == [("sync", "10.1.2.0/24")] and client.gets == 1
+    # One snapshot read the leases and the list together: no separate GET of the list.
+    assert sink.calls == [("sync", "10.1.2.0/24")] and client.snapshots == 1 and client.gets == 0
     key = subnet_key(PREFIX, IPv4Network("10.1.3.0/24"))
     assert [x.key for x in w.refused] == [key]
 
 
-def test_the_list_is_read_per_event_batch_and_at_most_once_per_interval_when_idle() -> None:
-    """The etcd budget: an idle watch reads the key once per interval, not per poll; an
-    empty message (the watch's first) costs nothing; a batch of events reads it first."""
+class Stream:
+    """A watch stream handing out ITEMS, then stopping the watcher."""
 
-    class Stream:
-        def __init__(self, w: SubnetWatcher, items: list) -> None:
-            self.w, self.items = w, items
+    def __init__(self, w: SubnetWatcher, items: list, stop_when_empty: bool = True) -> None:
+        self.w, self.items, self.stop_when_empty = w, items, stop_when_empty
 
-        def get(self, timeout: float | None = None) -> list[WatchEvent] | None:
-            if not self.items:
+    def get(self, timeout: float | None = None) -> list[WatchEvent] | None:
+        if not self.items:
+            if self.stop_when_empty:
                 self.w._stop.set()
-                return None
-            return self.items.pop(0)
+            return None
+        return self.items.pop(0)
 
+
+def test_the_list_follows_its_watch_without_reads() -> None:
+    """The etcd budget: the allow-list's changes arrive on its own watch (no GET per batch of
+    lease events, none per idle interval); a refused lease is admitted when the list grows."""
+    client, sink = Client(), Sink()
+    client.set(["1.1.1.1"], 3)
+    w = watcher(client, sink)
+    w.allowlist_interval = 0  # would read at every poll if the watch were not used
+    refresh(w, client)
+    client.gets = 0
+    joiner = WatchEvent("put", kv("10.1.2.0/24", "1.1.2.1", 5))
+    client.set(["1.1.1.1", "1.1.2.1"], 6)
+    grown = WatchEvent("put", client.value)  # type: ignore[arg-type]
+    w._allow_watch = Stream(w, [None, [grown]], stop_when_empty=False)  # type: ignore[assignment]
+    w._follow(Stream(w, [[joiner], None, None, None]))  # type: ignore[arg-type]
+    assert client.gets == 0
+    assert sink.calls == [("add", "10.1.2.0/24")] and w.refused == []
+
+
+def test_without_its_watch_the_list_is_read_once_per_interval() -> None:
     client, sink = Client(), Sink()
     w = watcher(client, sink)
     w.allowlist_interval = 3600
     event = WatchEvent("put", kv("10.1.2.0/24", "1.1.2.1", 5))
     w._follow(Stream(w, [None, [], None, None, [event], None]))  # type: ignore[arg-type]
-    assert client.gets == 2  # the first idle poll (due at start) and the event batch
+    assert client.gets == 1  # the first poll (due at start), then not before an hour
     assert sink.calls == [("add", "10.1.2.0/24")]
