@@ -52,6 +52,11 @@ def _absent(key: str) -> dict[str, Any]:
     return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
 
 
+def _unchanged(key: str, mod_revision: int) -> dict[str, Any]:
+    """The comparison "KEY is unchanged since MOD_REVISION"."""
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+
+
 def _range_body(what: KeyRange) -> dict[str, Any]:
     body = {"key": b64(what.key)}
     if what.prefix:
@@ -109,13 +114,13 @@ class HttpEtcdClient(EtcdClientBase):
         reply = self._post("get_ranges", "/v3/kv/txn", {"compare": [], "success": ops})
         return [_range_kvs(resp) for resp in reply.get("responses") or []], revision_of(reply)
 
-    def create_else_get(
-        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    def put_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange, mod_revision: int = 0
     ) -> tuple[bool, list[KeyValue], int]:
-        """:meth:`create`, and when the key exists, OTHER's keys in the same request:
-        (created, OTHER's keys if not, revision)."""
+        """:meth:`create` (``mod_revision`` 0) or :meth:`replace`, and when that fails, OTHER's
+        keys in the same request: (written, OTHER's keys if not, revision)."""
         body = {
-            "compare": [_absent(key)],
+            "compare": [_unchanged(key, mod_revision) if mod_revision else _absent(key)],
             "success": [self._put_op(key, value, lease_id)],
             "failure": [{"request_range": _range_body(other)}],
         }
@@ -144,10 +149,9 @@ class HttpEtcdClient(EtcdClientBase):
 
     def replace(self, key: str, value: bytes | str, mod_revision: int, lease_id: int = 0) -> bool:
         """Put only if the key is unchanged since ``mod_revision`` (compare-and-swap)."""
-        compare = {
-            "key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision),
-        }  # fmt: skip
-        return self._txn("replace", compare, self._put_op(key, value, lease_id))
+        return self._txn(
+            "replace", _unchanged(key, mod_revision), self._put_op(key, value, lease_id)
+        )
 
     def delete(self, key: str) -> bool:
         """Delete one key; True if it existed."""
@@ -157,10 +161,8 @@ class HttpEtcdClient(EtcdClientBase):
 
     def delete_if(self, key: str, mod_revision: int) -> bool:
         """Delete the key only if it is unchanged since ``mod_revision``."""
-        compare = {
-            "key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision),
-        }  # fmt: skip
-        return self._txn("delete", compare, {"request_delete_range": {"key": b64(key)}})
+        delete = {"request_delete_range": {"key": b64(key)}}
+        return self._txn("delete", _unchanged(key, mod_revision), delete)
 
     def compact(self, revision: int) -> None:
         """Compact the history up to ``revision`` (tests and maintenance)."""

@@ -162,14 +162,20 @@ class GrpcEtcdClient(EtcdClientBase):
         found = [[_kv(kv) for kv in r.response_range.kvs] for r in resp.responses]
         return found, int(resp.header.revision)
 
-    def create_else_get(
-        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    def put_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange, mod_revision: int = 0
     ) -> tuple[bool, list[KeyValue], int]:
-        """:meth:`create`, and when the key exists, OTHER's keys in the same request."""
+        """:meth:`create` (``mod_revision`` 0) or :meth:`replace`, and when that fails,
+        OTHER's keys in the same request."""
 
         def build(c: Any) -> tuple[list, list, list]:
             put = c.transactions.put(key, value, lease=lease_id or None)
-            return [c.transactions.version(key) == 0], [put], [self._get_op(c, other)]
+            compare = (
+                c.transactions.mod(key) == mod_revision
+                if mod_revision
+                else c.transactions.version(key) == 0
+            )
+            return [compare], [put], [self._get_op(c, other)]
 
         resp = self._raw_txn("create", build)
         if resp.succeeded:

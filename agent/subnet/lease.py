@@ -253,29 +253,24 @@ class LeaseManager:
         self, subnet: IPv4Network, existing: Lease | None, lease_id: int, ttl: int
     ) -> tuple[Lease | None, list[KeyValue] | None]:
         """One transaction: create if absent, or take over our own key if unchanged. Returns
-        the lease, or None and (for a lost create) the leases as they are now."""
+        the lease, or None and the leases as they are now (handed back by that transaction)."""
         key = subnet_key(self.prefix, subnet)
         value = encode_lease_value(self.public_ip, self.backend_type, self.backend_data)
-        if existing is None:
-            made, now, revision = self.client.create_else_get(
-                key, value, lease_id, KeyRange(subnets_dir(self.prefix), prefix=True)
-            )
-            ours = [kv for kv in now if kv.key == key]
-            if not made and ours and ours[0].lease_id == lease_id and ours[0].value == value:
-                # A create retried on another endpoint after a timeout: the first try applied.
-                made, revision = True, ours[0].mod_revision
-            if not made:
-                return None, now
-            self._note_ttl(lease_id, ttl)
-            return decode_lease(key, value, lease_id, revision), None
-        self.client.replace(key, value, existing.mod_revision, lease_id)
-        # Read back rather than trust the answer: a transaction retried on another endpoint
-        # after a timeout reports failure although the first try was applied.
-        kv = self.client.get(key)
-        if kv is None or kv.lease_id != lease_id or kv.value != value:
-            return None, None
+        made, now, revision = self.client.put_else_get(
+            key,
+            value,
+            lease_id,
+            KeyRange(subnets_dir(self.prefix), prefix=True),
+            existing.mod_revision if existing is not None else 0,
+        )
+        ours = [kv for kv in now if kv.key == key]
+        if not made and ours and ours[0].lease_id == lease_id and ours[0].value == value:
+            # A transaction retried on another endpoint after a timeout: the first try applied.
+            made, revision = True, ours[0].mod_revision
+        if not made:
+            return None, now
         self._note_ttl(lease_id, ttl)
-        return decode_lease(key, kv.value, kv.lease_id, kv.mod_revision), None
+        return decode_lease(key, value, lease_id, revision), None
 
     def _note_ttl(self, lease_id: int, ttl: int) -> None:
         if not lease_id:

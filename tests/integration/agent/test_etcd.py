@@ -60,7 +60,7 @@ def test_kv_create_replace_delete(etcd: EtcdClientBase, prefix: str) -> None:
 
 
 def test_ranges_in_one_request_at_one_revision(etcd: EtcdClientBase, prefix: str) -> None:
-    """get_ranges: a missing key, a key and a prefix, read together; create_else_get hands
+    """get_ranges: a missing key, a key and a prefix, read together; put_else_get hands
     back the prefix's keys only when the key already existed."""
     assert etcd.create(f"{prefix}/config", b"c")
     rev = etcd.put(f"{prefix}/d/b", b"2")
@@ -74,13 +74,19 @@ def test_ranges_in_one_request_at_one_revision(etcd: EtcdClientBase, prefix: str
         (f"{prefix}/d/b", b"2"),
     ]
     assert revision == under[0].mod_revision > rev
-    made, kvs, made_rev = etcd.create_else_get(
+    made, kvs, made_rev = etcd.put_else_get(
         f"{prefix}/d/c", b"3", 0, KeyRange(f"{prefix}/d/", True)
     )
     assert made and kvs == [] and made_rev == revision + 1
-    made, kvs, now = etcd.create_else_get(f"{prefix}/d/c", b"4", 0, KeyRange(f"{prefix}/d/", True))
+    made, kvs, now = etcd.put_else_get(f"{prefix}/d/c", b"4", 0, KeyRange(f"{prefix}/d/", True))
     assert not made and now == made_rev
     assert [(kv.key, kv.value) for kv in kvs][-1] == (f"{prefix}/d/c", b"3") and len(kvs) == 3
+    made, kvs, _ = etcd.put_else_get(f"{prefix}/d/c", b"5", 0, KeyRange(f"{prefix}/d/", True), 1)
+    assert not made and len(kvs) == 3  # changed since revision 1: refused
+    made, kvs, rev5 = etcd.put_else_get(
+        f"{prefix}/d/c", b"5", 0, KeyRange(f"{prefix}/d/", True), made_rev
+    )
+    assert made and kvs == [] and rev5 == made_rev + 1
 
 
 def test_lease_grant_refresh_revoke(etcd: EtcdClientBase, prefix: str) -> None:

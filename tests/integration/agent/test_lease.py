@@ -223,13 +223,13 @@ class LosesFirstRace(EtcdClient):
 
     raced: IPv4Network | None = None
 
-    def create_else_get(
-        self, key: str, value: bytes | str, lease_id: int, other: KeyRange
+    def put_else_get(
+        self, key: str, value: bytes | str, lease_id: int, other: KeyRange, mod_revision: int = 0
     ) -> tuple[bool, list[KeyValue], int]:
         if self.raced is None:
             self.raced = IPv4Network(key.rsplit("/", 1)[1].replace("-", "/"))
             self.put(key, encode_lease_value("192.168.9.9", "vxlan", None))
-        return super().create_else_get(key, value, lease_id, other)
+        return super().put_else_get(key, value, lease_id, other, mod_revision)
 
 
 def test_lost_race_is_retried(etcd_server: EtcdServer, prefix: str, managers) -> None:
