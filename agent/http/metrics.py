@@ -80,12 +80,11 @@ def _lease_metrics(status: AgentStatus) -> list[Metric]:
 
 def _watch_metrics(status: AgentStatus) -> list[Metric]:
     stats = status.watch_stats
-    relists = stats.get("relists", 0)
     return [
         Metric(P + "peers", status.peers, "Remote leases known."),
         Metric(P + "leases_refused", status.leases_refused, "Remote leases ignored: their "
                "PublicIP is not in <prefix>/allowed-public-ips."),
-        Metric(P + "watch_resyncs_total", max(relists - 1, 0),
+        Metric(P + "watch_resyncs_total", stats.get("relists", 0),
                "Re-lists of the subnets after a broken watch or a compaction.", "counter"),
         Metric(P + "watch_events_total", stats.get("events", 0), "Watch events applied.",
                "counter"),

@@ -243,7 +243,8 @@ class SubnetWatcher:
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is None:
             snapshot = read_snapshot(self.client, self.prefix)
-            self.stats["relists"] += 1
+            if self.synced.is_set():
+                self.stats["relists"] += 1  # a re-read after a break, not the first sync
         kvs, revision = snapshot.subnets, snapshot.revision
         if self.allowlist is not None:
             self.allowlist.load(snapshot.allowlist)

@@ -156,7 +156,7 @@ def test_metrics_content(agent: Agent) -> None:
     assert samples["overlay_agent_peers"] == "2"
     assert samples["overlay_agent_routes_programmed"] == "2"
     assert samples["overlay_agent_etcd_errors_total"] == "4"  # client 3 + watch 1
-    assert samples["overlay_agent_watch_resyncs_total"] == "2"
+    assert samples["overlay_agent_watch_resyncs_total"] == "3"
     assert samples['overlay_agent_lease_conflicts{kind="duplicate-public-ip"}'] == "1"
     assert samples['overlay_agent_lease_conflicts{kind="overlapping-subnets"}'] == "0"
     assert samples["overlay_agent_backend_rx_packets_total"] == "10"
