@@ -13,7 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from overlayctl.actions.status import HostStatus
-from overlayctl.actions.verify import PairResult, VerifyReport
+from overlayctl.actions.verify import PairResult, VerifyReport, rounds_to_cover
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
 from overlayctl.plan.changes import HostPlan
 from overlayctl.text import plural, printable
@@ -190,6 +190,9 @@ def verify_doc(report: VerifyReport) -> dict[str, Any]:
         "hosts_failed": report.hosts_failed,
         "pairs_expected": report.expected,
         "pairs_untested": report.untested,
+        "sampled": report.sampled,  # K peers per host, or null: every pair
+        "sample_round": report.sample_round if report.sampled else None,
+        "untested": [{"from": a, "to": b} for a, b in report.untested_pairs],
         "next": [f"overlayctl doctor --pair {a},{b}" for a, b in report.doctor_pairs],
     }  # fmt: skip
 
@@ -212,8 +215,18 @@ def verify_text(report: VerifyReport) -> str:
     lines += [f"{host}: FAILED {why}" for host, why in report.hosts_failed.items()]
     total = report.expected or len(report.pairs)
     untested = f", {report.untested} not tested" if report.untested else ""
+    sampled = ""
+    if report.sampled:
+        left_out = len(report.hosts) ** 2 - len(report.planned)
+        cover = rounds_to_cover(len(report.hosts), report.sampled)
+        sampled = (f" ({report.sampled} peers per host, round {report.sample_round}; every pair"
+                   f" in {plural(cover, 'round')}; {left_out} other pairs not tested in this"
+                   " run)")  # fmt: skip
+        total_words = plural(total, "sampled pair")
+    else:
+        total_words = plural(total, "pair")
     lines.append(
-        f"verify: {report.passed}/{plural(total, 'pair')} ok{untested} "
+        f"verify: {report.passed}/{total_words} ok{untested}{sampled} "
         "(each with a Don't-Fragment ping at the overlay MTU)" + ("" if report.ok else " -- FAILED")
     )
     lines += [f"next: overlayctl doctor --pair {a},{b}  (why {a} and {b} cannot reach each other)"

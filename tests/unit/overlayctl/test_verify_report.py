@@ -171,25 +171,28 @@ class FakeHost:
         raise AssertionError(f"unexpected command on {self.name}: {argv}")
 
     def _pings(self, argv: list[str]) -> RunResult:
-        """The real pings.sh under sh, with a stand-in `nsenter` on PATH that answers each ping
-        command line as _ping would (a table written beforehand) and records it."""
+        """The real pings.sh under sh, with a stand-in `nsenter` on PATH that runs its command
+        (here, outside any namespace) and a stand-in `ping` that answers each command line as
+        _ping would (a table written beforehand) and records it with the nsenter it ran in."""
         args = argv[4:]  # marker, pid, wait, count, then target/size pairs
-        base = ["-t", args[1], "-n", "ping", "-n", "-q", "-W", args[2]]
+        base = ["nsenter", "-t", args[1], "-n", "ping", "-n", "-q", "-W", args[2]]
         answers = {}
         for target, size in zip(args[4::2], args[5::2], strict=True):
             for line in (
-                [*base, "-c", args[3], target],
+                [*base, "-c", args[3], "-i", "0.2", target],
                 [*base, "-c", "1", "-M", "do", "-s", size, target],
             ):
-                answers[json.dumps(line)] = dataclasses.astuple(self._ping(["nsenter", *line]))
+                answers[json.dumps(line)] = dataclasses.astuple(self._ping(line))
         with tempfile.TemporaryDirectory() as tmp:
-            table, calls, stub = Path(tmp, "answers.json"), Path(tmp, "calls"), Path(tmp, "nsenter")
+            table, calls = Path(tmp, "answers.json"), Path(tmp, "calls")
             table.write_text(json.dumps(answers))
-            stub.write_text(NSENTER_STUB.format(python=sys.executable, table=table, calls=calls))
-            stub.chmod(0o755)
+            for name, text in (("nsenter", NSENTER_STUB), ("ping", PING_STUB)):
+                stub = Path(tmp, name)
+                stub.write_text(text.format(python=sys.executable, table=table, calls=calls))
+                stub.chmod(0o755)
             env = {**os.environ, "PATH": f"{tmp}:{os.environ['PATH']}"}
             done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-            ran = [["nsenter", *json.loads(line)] for line in calls.read_text().splitlines()]
+            ran = [json.loads(line) for line in calls.read_text().splitlines()]
         self.calls += sorted(ran)  # run at once: their order is the scheduler's
         return RunResult(done.returncode, done.stdout, done.stderr)
 
@@ -230,9 +233,16 @@ class FakeSession(Session):
             self.fail(name, "connect", why)
 
 
-NSENTER_STUB = """#!{python}
-import json, sys
-argv = sys.argv[1:]
+NSENTER_STUB = """#!/bin/sh
+# nsenter -t PID -n COMMAND...: COMMAND here, told which namespace it stands in
+[ "$1" = -t ] && [ "$3" = -n ] || exit 99
+export STUB_NETNS_PID=$2
+shift 3
+exec "$@"
+"""
+PING_STUB = """#!{python}
+import json, os, sys
+argv = ["nsenter", "-t", os.environ["STUB_NETNS_PID"], "-n", "ping", *sys.argv[1:]]
 with open("{calls}", "a") as calls:
     calls.write(json.dumps(argv) + "\\n")
 code, out, err = json.load(open("{table}"))[json.dumps(argv)]
@@ -263,9 +273,9 @@ def test_all_pairs_pass_with_the_ping_average_and_df_at_the_overlay_mtu() -> Non
     pings = [c for c in hosts[0].calls if "ping" in c]
     base = ["nsenter", "-t", "4001", "-n", "ping", "-n", "-q", "-W", "2"]
     assert pings == sorted([
-        [*base, "-c", "2", "172.21.1.1"],  # the diagonal: its own docker0
+        [*base, "-c", "2", "-i", "0.2", "172.21.1.1"],  # the diagonal: its own docker0
         [*base, "-c", "1", "-M", "do", "-s", "1422", "172.21.1.1"],  # 1450 - 20 - 8
-        [*base, "-c", "2", "172.21.2.2"],
+        [*base, "-c", "2", "-i", "0.2", "172.21.2.2"],
         [*base, "-c", "1", "-M", "do", "-s", "1422", "172.21.2.2"],
     ])  # fmt: skip
     assert hosts[0].calls[-1][:3] == ["docker", "rm", "-f"]  # removed afterwards
