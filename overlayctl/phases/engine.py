@@ -37,10 +37,15 @@ def run_phases(rollout: Rollout, phases: Sequence[Phase | HostPhase]) -> None:
     for phase in phases:
         if not phase.should_run(rollout):
             continue
-        if isinstance(phase, HostPhase):
-            run_host_phase(rollout, phase)
-        else:
-            phase.run(rollout)
+        started = time.monotonic()
+        rollout.report.took(phase.title, 0.0)  # its place in the order, before its waits
+        try:
+            if isinstance(phase, HostPhase):
+                run_host_phase(rollout, phase)
+            else:
+                phase.run(rollout)
+        finally:
+            rollout.report.took(phase.title, time.monotonic() - started)
 
 
 @contextmanager
@@ -66,15 +71,19 @@ def run_host_phase(rollout: Rollout, phase: HostPhase) -> None:
         on = OnHost(rollout, remote, rollout.targets[host.name])
         return _step(phase, on, probes[host.name], restart_now)
 
-    _record(rollout, phase, rollout.session.each(phase.name, step, [
+    together = _record(rollout, phase, rollout.session.each(phase.name, step, [
         t.host for t in targets if t not in alone
     ]))  # fmt: skip
+    restarts = [took for _, took in together.values() if took]
+    if restarts:  # the hosts restarted together: the slowest one's restart
+        rollout.report.took(f"{phase.name} restarts", max(restarts))
     for i, target in enumerate(alone):
         done = _record(rollout, phase, rollout.session.each(phase.name, step, [target.host]))
         if target.name not in done:
             _stop_roll(rollout, phase, target, alone[i + 1 :])
             break
         took = done[target.name][1]
+        rollout.report.took(f"{phase.name} restarts", took)
         rollout.say(target.name, phase.name, f"restarted alone ({rolling.value}), {took:.1f} s")
     if rolling is Rolling.KEEP_QUORUM:
         _keep_quorum(rollout, phase, [t for t in targets if t.name in rollout.session.remotes],
@@ -169,7 +178,7 @@ def _keep_quorum(
         for target in to_start:
             on = OnHost(rollout, rollout.remote(target), target)
             phase.restart_unit(on, probes[target.name], together=False)
-            phase.healthy(rollout)
+            rollout.report.took(f"{phase.name} health wait", phase.healthy(rollout))
             changes[target.name] = changes.get(target.name, 0) + 1
     else:
         started = rollout.session.each(
@@ -182,6 +191,7 @@ def _keep_quorum(
         for name in started.succeeded:
             changes[name] = changes.get(name, 0) + 1
     took = phase.healthy(rollout)
+    rollout.report.took(f"{phase.name} health wait", took)
     rollout.say(
         "cluster",
         phase.name,
