@@ -1,18 +1,21 @@
-"""Bootstrap: `overlayctl init` wall time on full lab hosts, fresh and as a no-change re-run.
+"""Bootstrap: `overlayctl init` (fresh and as a no-change re-run) and `verify` on full lab hosts.
 
-For each size: `lab up` (not timed; full systemd-nspawn hosts, see overlayctl.lab.labs), then
-`overlayctl init` from the lab's workstation namespace as an operator would run it (timed:
-every phase, TLS etcd on the first 3 hosts, the agent on every host from the wheelhouse,
-docker), then the same `init` again (timed; it must report 0 changes), then `lab down` (always,
-also on errors, Ctrl-C and SIGTERM). The wheelhouse is prepared first (`overlayctl wheelhouse`,
-cached after the first time).
+For each size: `lab up` (not timed; full systemd-nspawn hosts, see overlayctl.lab.labs; it
+raises the inotify limits the hosts need), then `overlayctl init -o json` from the lab's
+workstation namespace as an operator would run it (timed: every phase, TLS etcd on the first 3
+hosts, the agent on every host from the wheelhouse, docker; its `phases_s` says where the time
+went), then the same `init` again (timed; it must report 0 changes), then `verify` (timed: all
+N*N pairs, each also with Don't-Fragment at the MTU; the lab's busybox image imported on first
+use), then `lab down` (always, also on errors, Ctrl-C and SIGTERM). The wheelhouse is prepared
+first (`overlayctl wheelhouse`, cached after the first time).
 
 overlayctl builds the agent's wheel from its own sources at every run, so an edit of agent/ in
 the working tree between the fresh run and the re-run would make the re-run reinstall the
 agent. The runs therefore use a snapshot of agent/, overlayctl/ and templates/ taken at the
-start (PYTHONPATH), removed at the end. Usage (root):
+start (PYTHONPATH), removed at the end; `--agent-rev REV` takes agent/ from a git revision
+instead (e.g. HEAD, while someone edits the agent). Usage (root):
 
-    .venv/bin/python benchmarks/bootstrap.py [--hosts 3,6,10]
+    .venv/bin/python benchmarks/bootstrap.py [--hosts 3,10,25] [--agent-rev HEAD]
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,23 +36,36 @@ from pathlib import Path
 from _lab import ROOT, goal_rows, interrupt_on_sigterm, reap, rounded  # sets sys.path
 
 from overlayctl.lab import labs, state
+from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
 from tests.conftest import unique_name
 
 OVERLAYCTL = str(Path(sys.executable).parent / "overlayctl")
 SUBNET = "192.168.255.0/24"
-GOALS = {"init_s": 30.0, "rerun_s": 5.0}  # for 10 hosts
+# Goals (issue 20), per lab size: fresh init; re-run and verify where the issue sets one.
+GOALS: dict[str, dict[str, float]] = {
+    "3": {"init_s": 6.0},
+    "10": {"init_s": 10.0},
+    "25": {"init_s": 20.0, "rerun_s": 2.0, "verify_s": 10.0},
+}
 INIT_TIMEOUT = 600.0
+VERIFY = ("verify", "--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
 
 
 SOURCES = ("agent", "overlayctl", "templates")
 
 
 @contextlib.contextmanager
-def source_snapshot() -> Iterator[str]:
-    """A frozen copy of overlayctl's and the agent's sources (the PYTHONPATH for the runs)."""
+def source_snapshot(agent_rev: str | None = None) -> Iterator[str]:
+    """A frozen copy of overlayctl's and the agent's sources (the PYTHONPATH for the runs);
+    agent/ from git revision AGENT_REV when given."""
     snapshot = tempfile.mkdtemp(prefix="overlayctl-bootstrap-src-", dir="/var/tmp")
     try:
         for name in SOURCES:
+            if name == "agent" and agent_rev:
+                archive = subprocess.run(["git", "-C", ROOT, "archive", agent_rev, name],
+                                         check=True, capture_output=True).stdout  # fmt: skip
+                subprocess.run(["tar", "-x", "-C", snapshot], input=archive, check=True)
+                continue
             shutil.copytree(
                 Path(ROOT) / name,
                 Path(snapshot) / name,
@@ -62,7 +77,8 @@ def source_snapshot() -> Iterator[str]:
 
 
 class Run:
-    """One overlayctl run: wall seconds, exit status, output, and when each stdout line came."""
+    """One overlayctl run: wall seconds, exit status, stdout (the JSON document with -o json)
+    and stderr (progress and error lines)."""
 
     pythonpath = ""  # the source snapshot
 
@@ -71,52 +87,38 @@ class Run:
         if self.pythonpath:
             env["PYTHONPATH"] = self.pythonpath
         argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, *args]
-        self.lines: list[tuple[float, str]] = []
         started = time.monotonic()
-        proc = subprocess.Popen(  # stderr joins stdout: errors are single lines
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
         try:
-            reader = threading.Thread(target=self._read, args=(proc, started), daemon=True)
-            reader.start()
-            proc.wait(timeout=INIT_TIMEOUT)
-            reader.join(timeout=10)
+            self.stdout, self.stderr = proc.communicate(timeout=INIT_TIMEOUT)
         finally:
             reap(proc)
         self.seconds = time.monotonic() - started
         self.returncode = proc.returncode
-        self.stdout = "".join(line + "\n" for _, line in self.lines)
-        self.stderr = ""
 
-    def _read(self, proc: subprocess.Popen, started: float) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append((time.monotonic() - started, line.rstrip("\n")))
-
-    def phases(self) -> str:
-        """Phase -> when its last host line came (`node3  agent  5 changes`): where time goes."""
-        done: dict[str, float] = {}
-        for at, line in self.lines:
-            found = re.match(r"^(\S+)\s+(\S+)\s+\S", line)
-            if found and not line.startswith("init:"):
-                done[found.group(2)] = at
-        return ", ".join(f"{phase} {at:.1f}" for phase, at in done.items())
+    def doc(self) -> dict:
+        """The -o json document ({} when there is none)."""
+        try:
+            found = json.loads(self.stdout)
+        except json.JSONDecodeError:
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def changed(self) -> list[str]:
-        """The host/phase lines of a run that changed something."""
-        return [
-            line
-            for _, line in self.lines
-            if re.search(r"\b[1-9]\d* changes?\b", line) and not line.startswith("init:")
-        ]
+        """The host/phase progress lines of a run that changed something."""
+        return [line for line in self.stderr.splitlines()
+                if re.search(r"\b[1-9]\d* changes?\b", line)]  # fmt: skip
 
 
-def summary_line(result: Run) -> str:
-    """init's last line (`init: N changes on H hosts in T s; ...`), or the error."""
-    found = re.findall(r"^init: .*$", result.stdout, re.M)
-    if found:
-        return found[-1]
-    return (result.stderr.strip() or result.stdout.strip())[-300:]
+def summary(result: Run) -> str:
+    """What init's document says in one line, or the run's last error lines."""
+    doc = result.doc()
+    if "changes" in doc:
+        return (
+            f"{doc['changes']} changes, {len(doc.get('hosts', {}))} hosts, exit {result.returncode}"
+        )
+    return failure(result)
 
 
 def failure(result: Run) -> str:
@@ -126,34 +128,40 @@ def failure(result: Run) -> str:
         for line in (result.stdout + result.stderr).splitlines()
         if re.search(r"fail|error|refused|timed out", line, re.I)
     ]
-    return "\n".join(lines[-10:]) or summary_line(result)
+    return "\n".join(lines[-10:]) or (result.stderr.strip() or result.stdout.strip())[-300:]
 
 
 def one_size(hosts: int) -> dict:
-    """Bring up HOSTS full hosts, time init twice, remove the lab."""
+    """Bring up HOSTS full hosts, time init twice and verify once, remove the lab."""
     name = unique_name("b")
-    row: dict = {"init_s": None, "rerun_s": None}
+    row: dict = {"init_s": None, "rerun_s": None, "verify_s": None, "phases_s": None}
     print(f"bootstrap: {hosts} hosts: lab up ({name})", flush=True)
     started = time.monotonic()
     try:
         lab = labs.up(name, hosts, SUBNET, progress=lambda _m: None)
         print(f"bootstrap: {hosts} hosts up in {time.monotonic() - started:.1f} s", flush=True)
-        result = Run(lab, "init")
-        seconds = result.seconds
-        print(f"  init:   {seconds:6.2f} s  exit {result.returncode}  {summary_line(result)}")
-        print(f"  phases done at (s): {result.phases()}")
+        result = Run(lab, "init", "-o", "json")
+        print(f"  init:   {result.seconds:6.2f} s  {summary(result)}", flush=True)
+        row["phases_s"] = result.doc().get("phases_s")
+        print(f"  phases (s): {row['phases_s']}", flush=True)
         if result.returncode != 0:
             row["error"] = f"init exited {result.returncode}: {failure(result)}"
             print(row["error"])
             return row
-        row["init_s"] = seconds
-        result = Run(lab, "init")
-        seconds = result.seconds
-        print(f"  re-run: {seconds:6.2f} s  exit {result.returncode}  {summary_line(result)}")
-        if result.returncode != 0 or not re.search(r"^init: 0 changes", result.stdout, re.M):
-            row["error"] = f"re-run was not a no-change run: {summary_line(result)}"
+        row["init_s"] = result.seconds
+        result = Run(lab, "init", "-o", "json")
+        print(f"  re-run: {result.seconds:6.2f} s  {summary(result)}", flush=True)
+        if result.returncode != 0 or result.doc().get("changes") != 0:
+            row["error"] = f"re-run was not a no-change run: {summary(result)}"
             print("  re-run changed:\n    " + "\n    ".join(result.changed() or [failure(result)]))
-        row["rerun_s"] = seconds
+        row["rerun_s"] = result.seconds
+        result = Run(lab, *VERIFY, "-o", "json")
+        doc = result.doc()
+        print(f"  verify: {result.seconds:6.2f} s  ok {doc.get('ok')}, "
+              f"{len(doc.get('pairs', []))} pairs", flush=True)  # fmt: skip
+        if result.returncode != 0 or not doc.get("ok") or len(doc["pairs"]) != hosts * hosts:
+            row.setdefault("error", f"verify failed: {failure(result)}")
+        row["verify_s"] = result.seconds
         return row
     except subprocess.TimeoutExpired as exc:
         row["error"] = f"overlayctl did not finish within {exc.timeout} s"
@@ -163,9 +171,20 @@ def one_size(hosts: int) -> dict:
         labs.down(name, progress=lambda _m: None)
 
 
+def goal_table(results: dict[str, dict]) -> str:
+    """Each figure that has a goal, beside it."""
+    rows = []
+    for size, goals in GOALS.items():
+        for key, goal in goals.items():
+            if size in results:
+                rows.append((f"{key[:-2]}, {size} hosts", results[size][key], "s", goal))
+    return goal_rows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", default="3,6,10", help="comma-separated lab sizes")
+    parser.add_argument("--hosts", default="3,10,25", help="comma-separated lab sizes")
+    parser.add_argument("--agent-rev", help="take agent/ from this git revision (e.g. HEAD)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.hosts.split(",") if s.strip()]
@@ -183,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bootstrap: `overlayctl wheelhouse` failed: {wheels.stderr.strip()}")
         return 1
     results: dict[str, dict] = {}
-    with interrupt_on_sigterm(), source_snapshot() as snapshot:
+    with interrupt_on_sigterm(), source_snapshot(args.agent_rev) as snapshot:
         Run.pythonpath = snapshot
         try:
             for size in sizes:
@@ -192,20 +211,18 @@ def main(argv: list[str] | None = None) -> int:
             print("bootstrap: interrupted; the lab is removed", file=sys.stderr)
             return 130
     print()
-    print(f"{'hosts':>5} {'init s':>8} {'re-run s':>9}  error")
+    print(f"{'hosts':>5} {'init s':>8} {'re-run s':>9} {'verify s':>9}  error")
     for size, row in results.items():
-        init = "n/a" if row["init_s"] is None else f"{row['init_s']:.2f}"
-        rerun = "n/a" if row["rerun_s"] is None else f"{row['rerun_s']:.2f}"
+        shown = ["n/a" if row[k] is None else f"{row[k]:.2f}"
+                 for k in ("init_s", "rerun_s", "verify_s")]  # fmt: skip
         error = row["error"].splitlines()[0] if row.get("error") else ""
-        print(f"{size:>5} {init:>8} {rerun:>9}  {error}")
-    if "10" in results:
-        print()
-        print(goal_rows([
-            ("init, 10 hosts, fresh", results["10"]["init_s"], "s", GOALS["init_s"]),
-            ("init, 10 hosts, no-change re-run", results["10"]["rerun_s"], "s", GOALS["rerun_s"]),
-        ]))  # fmt: skip
+        print(f"{size:>5} {shown[0]:>8} {shown[1]:>9} {shown[2]:>9}  {error}")
+    print()
+    print(goal_table(results))
     line = {
-        size: {"init_s": rounded(row["init_s"], 2), "rerun_s": rounded(row["rerun_s"], 2)}
+        size: {key: rounded(row[key], 2) for key in ("init_s", "rerun_s", "verify_s")}
+        | {"phases_s": row["phases_s"]}
+        | ({"goals": GOALS[size]} if size in GOALS else {})
         | ({"error": row["error"]} if "error" in row else {})
         for size, row in results.items()
     }
