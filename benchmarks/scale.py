@@ -3,32 +3,46 @@
 One light lab (see overlayctl.lab.light): etcd in its own light host, one light host per agent,
 all on one LAN (10.240.0.0/16, so any N up to a few thousand fits). The host-gw backend: it is
 the cheapest per host (no device, one route per peer), so the figures show the agent and etcd,
-not VXLAN devices; the control plane (lease, watch, routes) is the same for every backend.
+not VXLAN devices; the control plane (lease, watch, routes) is the same for every backend. The
+network is the runbook's 172.21.0.0/16 with SubnetLen 24: 255 subnets, so 255 agents fill it.
 
-1. all N agents are started at once (no stagger) -> time until every one is ready: the mtime
-   of its subnet.env (written just before /readyz turns 200; /readyz is checked afterwards);
+What users feel is the control plane, so that is what is measured (aggregate start-up CPU of N
+interpreters on one 2-core machine is reported, not a goal: in production each host runs one):
+1. N-1 agents started at once with no network config; once every one waits for it, the config
+   is written -> config-to-ready: until every agent is ready (the mtime of its subnet.env,
+   written just before /readyz turns 200); etcd's requests (its own gRPC counters,
+   grpc_server_started_total) and CPU from the config's write until all are ready: the
+   requests of a start (the wait before the config is not counted);
 2. duplicates, from etcd: a PublicIP holding more than one subnet, a subnet claimed in
    subnet.env by more than one host, or a subnet.env not matching the etcd lease of its host;
-3. etcd requests per agent: etcd's own gRPC counters (grpc_server_started_total, from its
-   /metrics) over the start, divided by N; also over 30 s of idle;
-4. one more host joins -> time until each agent has a route to its subnet, from the moment its
+3. the Nth host joins -> time until each agent has a route to its subnet, from the moment its
    lease appears in etcd (an `etcdctl watch` in the etcd host) and from the joiner's start;
    route additions are stamped by rtnetlink sockets in every host (benchmarks/_routes.py);
-5. RSS (VmRSS) per agent, and CPU (utime+stime) per agent over 30 s of idle.
+   then every host must hold N-1 peer routes;
+4. with N = 255 (the network full): a 256th agent must fail fast with `no free subnet in
+   172.21.0.0/16 (255 leased)`, retry at a bounded rate, and become ready when an agent is
+   killed and its lease deleted (benchmarks/_scale_checks.py);
+5. one agent's exec-to-READY on its own (the joiner restarted 10 times, the rest idle);
+6. RSS (VmRSS) per agent, CPU per agent and etcd requests over ARGS.idle seconds of idle;
+7. etcd restarted under every agent: re-reads per agent (the agents' watch_resyncs_total),
+   routes and leases kept.
+``--series 25,50,100,255`` runs each size in a fresh lab and prints the growth side by side.
 
 Everything lives in the lab's namespaces; processes are killed by PID and the lab is closed
 (host PID 1s killed, namespaces deleted) on any exit, Ctrl-C and SIGTERM included. Usage (root):
 
-    .venv/bin/python benchmarks/scale.py [--agents 100] [--idle 30]
+    .venv/bin/python benchmarks/scale.py [--agents 100 | --series 25,50,100,255] [--idle 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +53,7 @@ from datetime import datetime
 from ipaddress import IPv4Network
 from pathlib import Path
 
+import _scale_checks as checks
 from _lab import (  # sets sys.path for the imports below
     Timeout,
     child_pid,
@@ -47,6 +62,7 @@ from _lab import (  # sets sys.path for the imports below
     goal_rows,
     host_style_agent,
     interrupt_on_sigterm,
+    kill_pid,
     percentile,
     proc_status_kb,
     reap,
@@ -60,10 +76,15 @@ from tests.integration.conftest import ETCD_BIN
 
 DEV_AGENT = str(Path(sys.executable).parent / "overlay-agent")
 PREFIX = "/coreos.com/network"
-NETWORK = "10.6.0.0/16"
+NETWORK = "172.21.0.0/16"
+CAPACITY = 255  # /24 subnets in the /16 between flannel's default SubnetMin and SubnetMax
 LAN = IPv4Network("10.240.0.0/16")
 HEALTHZ_PORT = 8471
-GOALS = {"all_ready_s": 10.0, "route_p99_s": 0.5, "rss_mb": 50.0}
+GOALS = {
+    "config_to_ready_s": 3.0, "exec_to_ready_s": 0.5, "route_p99_s": 0.3,
+    "etcd_requests_per_agent_start": 5.0, "etcd_requests_per_agent_minute_idle": 1.0,
+    "rss_mb": 20.0,
+}  # fmt: skip
 
 
 def lan_address(index: int) -> str:
@@ -77,9 +98,12 @@ class Scale:
     def __init__(self, lab: LightLab, agent: str) -> None:
         self.lab = lab
         self.agent = agent  # the overlay-agent script to run
+        self.network = NETWORK
+        self.prefix = PREFIX
         self.procs: list[subprocess.Popen] = []  # nsenter processes, killed by PID at the end
         self.agents: dict[str, int] = {}  # host name -> agent PID (as seen from here)
         self.etcd: LightHost | None = None
+        self.etcd_proc: subprocess.Popen | None = None
         self.url = ""
 
     # -- etcd ----------------------------------------------------------------------------------
@@ -87,18 +111,38 @@ class Scale:
     def start_etcd(self) -> None:
         host = self.etcd = self.lab.add_host("etcd", lan_address(0))
         self.url = f"http://{host.address}:2379"
+        self._run_etcd()
+
+    def _run_etcd(self) -> None:
+        host = self.etcd
+        assert host is not None
         peer = f"http://{host.address}:2380"
-        with (host.base / "etcd.log").open("wb") as log:
-            self.procs.append(host.popen(
+        with (host.base / "etcd.log").open("ab") as log:
+            self.etcd_proc = host.popen(
                 [str(ETCD_BIN), "--name=e", f"--data-dir={host.base / 'etcd-data'}",
                  f"--listen-client-urls={self.url}", f"--advertise-client-urls={self.url}",
                  f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
                  f"--initial-cluster=e={peer}", "--log-level=error"],
                 stdout=log, stderr=log,
-            ))  # fmt: skip
+            )  # fmt: skip
+        self.procs.append(self.etcd_proc)
+        wait_for(self.answers, 30, "etcd in the lab answers", interval=0.2)
+
+    def answers(self) -> bool:
+        assert self.etcd is not None
+        argv = ["etcdctl", f"--endpoints={self.url}", "--dial-timeout=2s", "get", "probe"]
+        return self.etcd.run(argv, timeout=30, check=False).returncode == 0
+
+    def restart_etcd(self) -> None:
+        """Stop etcd (SIGTERM, as systemd would) and start it again on the same data."""
+        assert self.etcd_proc is not None
+        kill_pid(child_pid(self.etcd_proc.pid), signal.SIGTERM)
+        reap(self.etcd_proc, timeout=30)
+        self._run_etcd()
+
+    def write_config(self) -> None:
         config = json.dumps({"Network": NETWORK, "Backend": {"Type": "host-gw"}})
-        wait_for(lambda: self.etcdctl("put", f"{PREFIX}/config", config, check=False), 30,
-                 "etcd in the lab answers", interval=0.2)  # fmt: skip
+        self.etcdctl("put", f"{PREFIX}/config", config)
 
     def etcdctl(self, *args: str, check: bool = True) -> str:
         assert self.etcd is not None
@@ -124,20 +168,25 @@ class Scale:
                     )
         return counts, cpu
 
+    def leases_with_ids(self) -> dict[IPv4Network, tuple[str, str]]:
+        """Subnet -> (PublicIP, etcd lease id) of every lease in etcd."""
+        out = self.etcdctl("get", "--prefix", "-w", "json", f"{PREFIX}/subnets/")
+        found: dict[IPv4Network, tuple[str, str]] = {}
+        for kv in json.loads(out or "{}").get("kvs") or []:
+            key = base64.b64decode(kv["key"]).decode()
+            value = json.loads(base64.b64decode(kv["value"]))
+            net = IPv4Network(key.rsplit("/", 1)[-1].replace("-", "/"))
+            found[net] = (value["PublicIP"], str(kv.get("lease", 0)))
+        return found
+
     def leases(self) -> dict[IPv4Network, str]:
         """Subnet -> PublicIP of every lease in etcd."""
-        out = self.etcdctl("get", "--prefix", f"{PREFIX}/subnets/").splitlines()
-        found: dict[IPv4Network, str] = {}
-        for key, value in zip(out[0::2], out[1::2], strict=False):
-            found[IPv4Network(key.rsplit("/", 1)[-1].replace("-", "/"))] = json.loads(value)[
-                "PublicIP"
-            ]
-        return found
+        return {net: ip for net, (ip, _) in self.leases_with_ids().items()}
 
     # -- agents --------------------------------------------------------------------------------
 
-    def add_hosts(self, count: int) -> list[LightHost]:
-        return [self.lab.add_host(f"a{i}", lan_address(i)) for i in range(1, count + 1)]
+    def add_hosts(self, first: int, count: int) -> list[LightHost]:
+        return [self.lab.add_host(f"a{i}", lan_address(i)) for i in range(first, first + count)]
 
     def launch(self, host: LightHost) -> subprocess.Popen:
         argv = [
@@ -145,15 +194,24 @@ class Scale:
             f"--subnet-file={host.base / 'subnet.env'}",
             f"--docker-opts-file={host.base / 'docker'}", f"--healthz-port={HEALTHZ_PORT}",
         ]  # fmt: skip
-        with (host.base / "agent.log").open("wb") as log:
+        with (host.base / "agent.log").open("ab") as log:
             proc = host.popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
+
+    def _curl(self, host: LightHost, path: str) -> subprocess.CompletedProcess[str]:
+        url = f"http://127.0.0.1:{HEALTHZ_PORT}{path}"
+        return host.run(["curl", "-s", "--max-time", "3", url], check=False)
 
     def readyz(self, host: LightHost) -> bool:
         url = f"http://127.0.0.1:{HEALTHZ_PORT}/readyz"
         argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url]
         return host.run(argv, check=False).stdout.strip() == "200"
+
+    def metric(self, host: LightHost, pattern: re.Pattern[str]) -> int | None:
+        """One integer from HOST's agent's /metrics (None if it does not answer)."""
+        found = pattern.search(self._curl(host, "/metrics").stdout)
+        return int(found.group(1)) if found else None
 
 
 def subnet_of(host: LightHost) -> IPv4Network | None:
@@ -178,6 +236,22 @@ def ready_at(hosts: list[LightHost], timeout: float) -> dict[str, float]:
     return done
 
 
+def waiting_for_config(hosts: list[LightHost], timeout: float) -> int:
+    """Wait (bounded) until every agent logged that it waits for the config; how many did."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(hosts) and time.monotonic() < deadline:
+        for host in hosts:
+            if host.name not in seen:
+                with contextlib.suppress(OSError):
+                    if "waiting for the network config" in (host.base / "agent.log").read_text(
+                        errors="replace"
+                    ):
+                        seen.add(host.name)
+        time.sleep(0.1)
+    return len(seen)
+
+
 def duplicates(hosts: list[LightHost], leases: dict[IPv4Network, str]) -> list[str]:
     """Every duplicate or mismatch, one line each (must be none)."""
     problems: list[str] = []
@@ -195,16 +269,6 @@ def duplicates(hosts: list[LightHost], leases: dict[IPv4Network, str]) -> list[s
             problems.append(f"{host.name} uses {subnet}, etcd has {leases.get(subnet)}")
     problems += [f"{net} claimed by {names}" for net, names in claimed.items() if len(names) > 1]
     return problems
-
-
-def log_phases(host: LightHost) -> dict[str, float]:
-    """Event -> wall-clock time of its first line in the agent's log (start, config, ready)."""
-    found: dict[str, float] = {}
-    text = (host.base / "agent.log").read_text(errors="replace")
-    for ts, name in re.findall(r"^ts=(\S+) .*? event=(start|config|ready)\b", text, re.M):
-        when = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        found.setdefault(name, when)
-    return found
 
 
 class LeaseWatch:
@@ -226,71 +290,52 @@ class LeaseWatch:
                 self.seen = time.monotonic()
 
 
-def measure(args: argparse.Namespace, scale: Scale) -> dict:
-    """Start, join, then memory and idle: every figure the report prints."""
-    figures = measure_start(args, scale)
-    figures.update(measure_join(args, scale, figures.pop("hosts"), figures["ready"]))
-    figures.update(measure_idle(args, scale))
-    return figures
-
-
-def measure_start(args: argparse.Namespace, scale: Scale) -> dict:
-    n = args.agents
-    print(f"scale: {n} light hosts + etcd + 1 joiner on one LAN", flush=True)
-    scale.start_etcd()
-    setup = time.monotonic()
-    hosts = scale.add_hosts(n)
-    print(f"scale: {n + 1} light hosts up in {time.monotonic() - setup:.1f} s; "
-          f"starting {n} agents at once", flush=True)  # fmt: skip
-    before, cpu_before = scale.etcd_counters()
-    load = os.getloadavg()[0]
+def measure_start(args: argparse.Namespace, scale: Scale, hosts: list[LightHost]) -> dict:
+    """N-1 agents at once; once all wait for the config, it is written: config-to-ready."""
+    n = len(hosts)
     start_wall = time.time()
     launched = [scale.launch(host) for host in hosts]
     spawn_s = time.time() - start_wall
-    ready = ready_at(hosts, args.timeout)
-    all_ready = max(ready.values()) - start_wall if len(ready) == n else float("nan")
-    ready_times = sorted(t - start_wall for t in ready.values())
-    if len(ready) < n:
-        print(f"scale: only {len(ready)} of {n} agents ready within {args.timeout} s")
+    waiting = waiting_for_config(hosts, args.timeout)
+    waited_s = time.time() - start_wall
     for host, proc in zip(hosts, launched, strict=True):
         scale.agents[host.name] = child_pid(proc.pid)
-    split = [cpu_split(pid) for pid in scale.agents.values()]
-    start_cpu = [user + system for user, system in split]
-    start_sys = [system for _, system in split]
-    phases = [log_phases(h) for h in hosts if h.name in ready]
-    imports = [p["start"] - start_wall for p in phases if "start" in p]
-    control = [p["ready"] - p["config"] for p in phases if {"ready", "config"} <= p.keys()]
-    time.sleep(2)  # let the watches settle before counting
-    after, cpu_after = scale.etcd_counters()
+    time.sleep(1.0)  # every agent's config watch is in place (it follows its first read)
+    before, cpu_before = scale.etcd_counters()
+    config_wall = time.time()
+    scale.write_config()
+    ready = ready_at(hosts, args.timeout)
+    config_to_ready = max(ready.values()) - config_wall if len(ready) == n else float("nan")
+    if len(ready) < n:
+        print(f"scale: only {len(ready)} of {n} agents ready within {args.timeout} s")
+    after, cpu_after = scale.etcd_counters()  # before the watches' events settle: the start
     started = {m: after.get(m, 0) - before.get(m, 0) for m in after}
-    etcd_cpu = cpu_after - cpu_before  # includes the 2 s settle
+    split = [cpu_split(pid) for pid in scale.agents.values()]
     not_ready = [h.name for h in hosts if h.name in ready and not scale.readyz(h)]
-    dups = duplicates(hosts, scale.leases())
     return {
-        "n": n, "spawn_s": spawn_s, "all_ready": all_ready, "ready_times": ready_times,
-        "started": started, "etcd_cpu": etcd_cpu, "not_ready": not_ready, "dups": dups,
-        "start_cpu": start_cpu, "start_sys": start_sys, "imports": imports, "control": control,
-        "load": load, "hosts": hosts, "ready": ready,
+        "spawn_s": spawn_s, "waiting": waiting, "waited_s": waited_s,
+        "config_to_ready": config_to_ready, "ready_times": sorted(t - config_wall for t in
+                                                                  ready.values()),
+        "started": started, "etcd_cpu": cpu_after - cpu_before, "not_ready": not_ready,
+        "dups": duplicates(hosts, scale.leases()), "ready": ready,
+        "start_cpu": [u + s for u, s in split], "load": os.getloadavg()[0],
     }  # fmt: skip
 
 
-def measure_join(
-    args: argparse.Namespace, scale: Scale, hosts: list[LightHost], ready: dict[str, float]
-) -> dict:
+def measure_join(args: argparse.Namespace, scale: Scale, joiner: LightHost, watched: dict) -> dict:
     """One more host joins: when each ready agent has its route."""
     from _routes import RouteWatch  # noqa: PLC0415 - ctypes/netlink only for this part
 
-    joiner = scale.lab.add_host("join", lan_address(len(hosts) + 1))
-    watched = {h.name: h.netns for h in hosts if h.name in ready}
     with RouteWatch(watched) as routes:
         lease_watch = LeaseWatch(scale, joiner.address)
         time.sleep(0.5)  # the watch is established
         join_start = time.monotonic()
-        scale.launch(joiner)
+        proc = scale.launch(joiner)
         wait_for(lambda: subnet_of(joiner), args.timeout, "the joiner's subnet.env")
         subnet = subnet_of(joiner)
         assert subnet is not None
         seen = routes.wait_all(subnet, set(watched), args.route_timeout)
+    scale.agents[joiner.name] = child_pid(proc.pid)
     # t0: the earlier of the lease's arrival in `etcdctl watch` and the joiner's own log line
     # right after its create transaction returned (wall clock, mapped onto our monotonic one).
     acquired = re.search(
@@ -301,10 +346,9 @@ def measure_join(
         wall = datetime.fromisoformat(acquired.group(1).replace("Z", "+00:00")).timestamp()
         stamps.append(wall - time.time() + time.monotonic())
     lease_at = min(stamps, default=float("nan"))
-    from_lease = [t - lease_at for t in seen.values()]
-    from_start = [t - join_start for t in seen.values()]
     return {
-        "lease_s": lease_at - join_start, "from_lease": from_lease, "from_start": from_start,
+        "lease_s": lease_at - join_start, "from_lease": [t - lease_at for t in seen.values()],
+        "from_start": [t - join_start for t in seen.values()],
         "missing": sorted(set(watched) - set(seen)),
     }  # fmt: skip
 
@@ -313,79 +357,119 @@ def measure_idle(args: argparse.Namespace, scale: Scale) -> dict:
     """RSS now, then CPU and etcd calls over ARGS.idle seconds of idle."""
     pids = list(scale.agents.values())
     rss = [proc_status_kb(pid, "VmRSS") / 1024 for pid in pids]
-    anon = [proc_status_kb(pid, "RssAnon") / 1024 for pid in pids]
     idle_before, _ = scale.etcd_counters()
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     time.sleep(args.idle)
     cpu = [(cpu_seconds(pid) - cpu0[pid]) / args.idle * 100 for pid in pids]
     idle_after, _ = scale.etcd_counters()
     idle_req = sum(idle_after.values()) - sum(idle_before.values())
-    return {"rss": rss, "anon": anon, "cpu": cpu, "idle_req": idle_req}
+    return {"rss": rss, "cpu": cpu, "idle_per_min": idle_req / len(pids) / (args.idle / 60)}
 
 
-def report(m: dict, idle: float) -> dict:
+def run_size(args: argparse.Namespace, agent: str, n: int) -> dict:
+    """Every measurement at N agents, in a fresh lab (closed on any exit)."""
+    lab = LightLab(unique_name("sc"), subnet=str(LAN))
+    scale = Scale(lab, agent)
+    try:
+        print(f"scale: {n} agents: {n - 1} at once, then 1 joining", flush=True)
+        scale.start_etcd()
+        hosts = scale.add_hosts(1, n - 1)
+        joiner = scale.lab.add_host(f"a{n}", lan_address(n))
+        m = measure_start(args, scale, hosts)
+        print(f"scale: config to ready {m['config_to_ready']:.2f} s", flush=True)
+        m.update(measure_join(args, scale, joiner, {h.name: h.netns for h in hosts}))
+        every = [*hosts, joiner]
+        m["routes_wrong"] = checks.routes_short(scale, every, n - 1)
+        if n == CAPACITY:
+            extra = scale.lab.add_host(f"a{n + 1}", lan_address(n + 1))
+            m["full"] = checks.full_network(scale, extra, hosts[0], args.timeout)
+            print(f"scale: full network: {m['full']}", flush=True)
+            every = [*hosts[1:], joiner, extra]
+        m["exec_to_ready"] = checks.exec_to_ready(scale, joiner, args.exec_runs, args.timeout)
+        m.update(measure_idle(args, scale))
+        m["restart"] = checks.etcd_restart(scale, every, args.restart_settle)
+        print(f"scale: etcd restart: {m['restart']}", flush=True)
+        m["n"] = n
+        return m
+    finally:
+        lab.close()  # kills every host's PID 1, so etcd and the agents with it
+        for proc in scale.procs:
+            reap(proc)
+
+
+def figures(m: dict) -> dict:
+    """The JSON figures of one size."""
     n = m["n"]
-    per_agent = sum(m["started"].values()) / n
-    ready = m["ready_times"]
-    p50, p99 = percentile(m["from_lease"], 50), percentile(m["from_lease"], 99)
-    rss_med, rss_max = statistics.median(m["rss"]), max(m["rss"])
-    cpu_med = statistics.median(m["start_cpu"])
+    restart = m["restart"]
+    full = m.get("full")
+    return {
+        "agents": n, "duplicates": len(m["dups"]),
+        "all_ready_s": rounded(m["waited_s"] + m["config_to_ready"], 2),
+        "config_to_ready_s": rounded(m["config_to_ready"], 2),
+        "exec_to_ready_s": rounded(statistics.median(m["exec_to_ready"]), 3),
+        "route_p50_s": rounded(percentile(m["from_lease"], 50)),
+        "route_p99_s": rounded(percentile(m["from_lease"], 99)),
+        "routes_missing": len(m["missing"]), "peer_routes_wrong": len(m["routes_wrong"]),
+        "etcd_requests_per_agent_start": rounded(sum(m["started"].values()) / (n - 1), 2),
+        "etcd_requests_per_agent_minute_idle": rounded(m["idle_per_min"], 2),
+        "etcd_cpu_start_s": rounded(m["etcd_cpu"], 2),
+        "rss_mb": rounded(statistics.median(m["rss"]), 1), "rss_max_mb": rounded(max(m["rss"]), 1),
+        "idle_cpu_pct": rounded(statistics.median(m["cpu"]), 2),
+        "start_cpu_s": rounded(statistics.median(m["start_cpu"]), 2),
+        "full_network_error_ok": None if full is None else bool(full["ok"]),
+        "etcd_restart_resyncs_max": restart["resyncs_max"],
+        "etcd_restart_ok": restart["resyncs_max"] <= 1 and not restart["unanswered"]
+        and not restart["leases_lost"] and not restart["leases_changed"]
+        and not restart["routes_lost"],
+    }  # fmt: skip
+
+
+def report(runs: list[dict]) -> dict:
+    """The growth table, the goals of the largest size, and its JSON line."""
+    rows = [figures(m) for m in runs]
+    keys = ("config_to_ready_s", "route_p99_s", "etcd_requests_per_agent_start",
+            "etcd_cpu_start_s", "exec_to_ready_s", "rss_mb")  # fmt: skip
     print()
-    print(f"load average before the start: {m['load']:.1f} on {os.cpu_count()} cores")
-    print(f"agents started in {m['spawn_s']:.2f} s (the clock starts before the first one)")
-    print(f"per agent until ready: CPU {cpu_med:.2f} s (median, of which system "
-          f"{statistics.median(m['start_sys']):.2f} s; {n} agents = "
-          f"{cpu_med * n / (os.cpu_count() or 1):.0f} s on {os.cpu_count()} cores); "
-          f"process start to first log line p50 {percentile(m['imports'], 50):.2f} s; "
-          f"config read to ready p50 {percentile(m['control'], 50):.2f} s, "
-          f"max {max(m['control'], default=float('nan')):.2f} s")  # fmt: skip
-    print(f"ready: first {ready[0]:.2f} s, median {statistics.median(ready):.2f} s, "
-          f"last {ready[-1]:.2f} s; /readyz not 200 after: {m['not_ready'] or 'none'}")  # fmt: skip
-    print(f"duplicates: {m['dups'] or 'none'}")
-    print("etcd gRPC calls/streams per agent during the start: " + ", ".join(
-        f"{k} {v / n:.2f}" for k, v in sorted(m["started"].items()) if v)
-        + f"; etcd's own CPU over the start {m['etcd_cpu']:.1f} s")  # fmt: skip
-    print(
-        f"joiner: lease in etcd {m['lease_s']:.2f} s after its start; routes from the "
-        f"joiner's start p50 {percentile(m['from_start'], 50):.3f} s, "
-        f"p99 {percentile(m['from_start'], 99):.3f} s; missing on {m['missing'] or 'none'}"
-    )
-    print(f"RSS median {rss_med:.1f} MB: {statistics.median(m['anon']):.1f} MB anonymous (heap, "
-          "stacks), the rest file pages (the interpreter and shared libraries)")  # fmt: skip
-    print(
-        f"idle {idle:g} s: CPU per agent median {statistics.median(m['cpu']):.2f} %, max "
-        f"{max(m['cpu']):.2f} % of one core; etcd calls {m['idle_req'] / n:.2f} per agent"
-    )
+    print("agents " + " ".join(f"{k:>30}" for k in keys))
+    for row in rows:
+        print(f"{row['agents']:>6} " + " ".join(f"{row[k]!s:>30}" for k in keys))
+    last, m = rows[-1], runs[-1]
+    print(f"\n{last['agents']} agents: requests per agent at start by method: " + ", ".join(
+        f"{k} {v / (m['n'] - 1):.2f}" for k, v in sorted(m["started"].items()) if v)
+        + f"; duplicates {m['dups'] or 'none'}; /readyz not 200: {m['not_ready'] or 'none'}; "
+        f"wrong peer-route counts: {m['routes_wrong'][:5] or 'none'}")  # fmt: skip
+    print(f"load before the start {m['load']:.1f}; {m['waiting']} agents waited for the config "
+          f"{m['waited_s']:.1f} s after the first exec; etcd restart: {m['restart']}")  # fmt: skip
     print()
     print(goal_rows([
-        ("all agents ready", m["all_ready"], "s", GOALS["all_ready_s"]),
-        ("duplicates", float(len(m["dups"])), "", 0),
-        ("etcd requests per agent (start)", per_agent, "", None),
-        ("route after join, p50 (from lease)", p50, "s", None),
-        ("route after join, p99 (from lease)", p99, "s", GOALS["route_p99_s"]),
-        ("agent RSS median", rss_med, "MB", GOALS["rss_mb"]),
-        ("agent RSS max", rss_max, "MB", GOALS["rss_mb"]),
-        ("idle CPU per agent, median", statistics.median(m["cpu"]), "%", None),
+        ("config to ready, all agents", last["config_to_ready_s"], "s",
+         GOALS["config_to_ready_s"]),
+        ("duplicates", float(last["duplicates"]), "", 0),
+        ("one agent exec to READY, median", last["exec_to_ready_s"], "s",
+         GOALS["exec_to_ready_s"]),
+        ("route after join, p99 (from lease)", last["route_p99_s"], "s", GOALS["route_p99_s"]),
+        ("etcd requests per agent (start)", last["etcd_requests_per_agent_start"], "",
+         GOALS["etcd_requests_per_agent_start"]),
+        ("etcd requests per agent per idle minute", last["etcd_requests_per_agent_minute_idle"],
+         "", GOALS["etcd_requests_per_agent_minute_idle"]),
+        ("agent RSS median", last["rss_mb"], "MB", GOALS["rss_mb"]),
     ]))  # fmt: skip
-    return {
-        "agents": n, "all_ready_s": rounded(m["all_ready"], 2), "duplicates": len(m["dups"]),
-        "etcd_requests_per_agent": rounded(per_agent, 2), "route_p50_s": rounded(p50),
-        "route_p99_s": rounded(p99), "routes_missing": len(m["missing"]),
-        "rss_mb": rounded(rss_med, 1), "rss_max_mb": rounded(rss_max, 1),
-        "rss_anon_mb": rounded(statistics.median(m["anon"]), 1),
-        "idle_cpu_pct": rounded(statistics.median(m["cpu"]), 2),
-        "start_cpu_s": rounded(cpu_med, 2), "etcd_start_cpu_s": rounded(m["etcd_cpu"], 1),
-        "config_to_ready_p50_s": rounded(
-            percentile(m["control"], 50), 2),
-    }  # fmt: skip
+    result = dict(last)
+    result["goals"] = GOALS
+    if len(rows) > 1:
+        result["growth"] = {str(r["agents"]): {k: r[k] for k in keys} for r in rows}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
-    parser.add_argument("--timeout", type=float, default=180.0, help="bound on the ready wait")
+    parser.add_argument("--agents", type=int, default=100, help="agents in all (2..255)")
+    parser.add_argument("--series", help="sizes to run one after another, e.g. 25,50,100,255")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle sampling")
+    parser.add_argument("--timeout", type=float, default=180.0, help="bound on each wait")
     parser.add_argument("--route-timeout", type=float, default=30.0)
+    parser.add_argument("--exec-runs", type=int, default=10)
+    parser.add_argument("--restart-settle", type=float, default=10.0)
     parser.add_argument(
         "--agent-install",
         choices=("host", "dev"),
@@ -397,29 +481,27 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or not ETCD_BIN:
         print("needs root and an etcd binary", file=sys.stderr)
         return 2
-    if not 1 <= args.agents <= 250:
-        parser.error("--agents must be 1..250 (one /24 each in a /16 Network)")
+    sizes = [int(x) for x in args.series.split(",")] if args.series else [args.agents]
+    if not all(2 <= n <= CAPACITY for n in sizes):
+        parser.error(f"sizes must be 2..{CAPACITY} (one /24 each in a /16 Network)")
+    runs: list[dict] = []
     with interrupt_on_sigterm(), tempfile.TemporaryDirectory(dir="/var/tmp") as work:
         agent = DEV_AGENT
         if args.agent_install == "host":
             agent = host_style_agent(Path(work))
         print(f"scale: agent {agent} ({args.agent_install} install)", flush=True)
-        lab = LightLab(unique_name("sc"), subnet=str(LAN))
-        scale = Scale(lab, agent)
         try:
-            result = report(measure(args, scale), args.idle)
+            runs = [run_size(args, agent, n) for n in sizes]
         except Timeout as exc:
             print(f"scale: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("scale: interrupted; the lab is removed", file=sys.stderr)
             return 130
-        finally:
-            lab.close()  # kills every host's PID 1, so etcd and the agents with it
-            for proc in scale.procs:
-                reap(proc)
+    result = report(runs)
     print(json.dumps(result))
-    return 0 if result["duplicates"] == 0 and not result["routes_missing"] else 1
+    bad = result["duplicates"] or result["routes_missing"] or result["peer_routes_wrong"]
+    return 1 if bad or result["full_network_error_ok"] is False else 0
 
 
 if __name__ == "__main__":

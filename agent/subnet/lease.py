@@ -180,8 +180,19 @@ class LeaseManager:
             self._set_current(decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision))
         return self._current
 
-    def poke(self) -> None:
-        """Check our key now (e.g. the watch loop saw it change)."""
+    def poke(self, seen: KeyValue | None = None) -> None:
+        """Check our key now: a watch saw it change (SEEN: its new value, None if deleted or
+        unknown). The put of the lease we hold (our own create, seen by the watch) needs no
+        check: a read per agent at start saved."""
+        lease = self._current
+        if (
+            seen is not None
+            and lease is not None
+            and seen.key == lease.key
+            and seen.lease_id == lease.lease_id
+            and seen.mod_revision == lease.mod_revision
+        ):
+            return
         self._poked.set()
 
     # -- acquire -------------------------------------------------------------------------------
@@ -230,6 +241,7 @@ class LeaseManager:
                 if lease is not None:
                     if lease_id:
                         granted = 0  # in use: do not revoke it below
+                    self._note_conflicts([x for x in leases if x.key != lease.key] + [lease])
                     log.info(
                         "acquired subnet %s for %s (%s, attempt %d)",
                         lease.subnet,
@@ -309,7 +321,8 @@ class LeaseManager:
                     self.client.lease_revoke(lease.lease_id)
 
     def _run(self) -> None:
-        next_conflicts = time.monotonic()
+        # The first conflict check uses the leases of the acquisition (no list of its own).
+        next_conflicts = time.monotonic() + self.conflict_interval
         last_check = 0.0
         while not self._stop.is_set():
             if self._current is None:
@@ -469,6 +482,9 @@ class LeaseManager:
     def check_conflicts(self) -> list[Conflict]:
         """List all leases and report duplicate PublicIPs and overlapping subnets."""
         leases, _ = list_leases(self.client, self.prefix)
+        return self._note_conflicts(leases)
+
+    def _note_conflicts(self, leases: list[Lease]) -> list[Conflict]:
         found = find_conflicts(leases)
         if found != self.conflicts:
             for conflict in found:

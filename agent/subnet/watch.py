@@ -86,7 +86,7 @@ class SubnetWatcher:
         sink: PeerSink,
         own_subnet: Callable[[], IPv4Network | None] = lambda: None,
         *,
-        on_own_event: Callable[[], None] | None = None,
+        on_own_event: Callable[[KeyValue | None], None] | None = None,
         own_public_ip: IPv4Address | None = None,
         poll_timeout: float = 0.5,
         backoff: Backoff | None = None,
@@ -250,7 +250,7 @@ class SubnetWatcher:
             self.allowlist.load(snapshot.allowlist)
         own, poke = self.own_subnet(), self.on_own_event
         if own is not None and poke is not None and not any(self._is_own(kv.key) for kv in kvs):
-            poke()  # our key went while the watch was down: check it
+            poke(None)  # our key went while the watch was down: check it
         desired: dict[str, Lease] = {}
         for kv in kvs:
             lease = self._decode(kv)
@@ -285,7 +285,7 @@ class SubnetWatcher:
             key = event.kv.key
             if event.kind == "delete":
                 if self._is_own(key) and self.on_own_event is not None:
-                    self.on_own_event()
+                    self.on_own_event(None)
                 self.remote.pop(key, None)
                 old = self.peers.pop(key, None)
                 if old is not None:
@@ -296,7 +296,7 @@ class SubnetWatcher:
                 continue
             if self._is_own(key, lease):
                 if self.on_own_event is not None:
-                    self.on_own_event()
+                    self.on_own_event(event.kv)
                 self.remote.pop(key, None)
                 old = self.peers.pop(key, None)  # it was remote before we took it
                 if old is not None:

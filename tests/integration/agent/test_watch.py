@@ -78,7 +78,7 @@ def start_watcher(
         prefix,
         sink,
         own_subnet=lambda: OWN,
-        on_own_event=lambda: own_events.append(1),
+        on_own_event=lambda kv: own_events.append(1),
         backoff=Backoff(0.1, 1.0),
     )
     watcher.own_events = own_events  # type: ignore[attr-defined]

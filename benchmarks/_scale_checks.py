@@ -1,0 +1,141 @@
+"""The parts of benchmarks/scale.py past the start: a full network, one agent's own start,
+etcd restarted under every agent, and the routes each host holds.
+
+Kept apart so scale.py stays the measurement of the start and the report. Each function takes
+the running :class:`scale.Scale` and returns plain figures; none of them leaves anything
+running that the lab's close does not remove.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import statistics
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from _lab import child_pid, kill_pid, wait_for
+
+if TYPE_CHECKING:
+    from scale import Scale
+
+    from overlayctl.lab.light import LightHost
+
+READY_LINE = re.compile(r"^ts=(\S+) .*? event=ready\b", re.M)
+RESYNCS = re.compile(r"^overlay_agent_watch_resyncs_total (\d+)", re.M)
+
+
+def log_time(stamp: str) -> float:
+    """An agent log line's ts= as wall-clock seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def peer_routes(scale: Scale, host: LightHost) -> int:
+    """Routes to the overlay's subnets on HOST (host-gw: one per peer)."""
+    out = host.run(["ip", "-4", "route", "show"], check=False).stdout
+    prefix = scale.network.split(".")[0] + "." + scale.network.split(".")[1] + "."
+    return sum(1 for line in out.splitlines() if line.startswith(prefix))
+
+
+def routes_short(scale: Scale, hosts: list[LightHost], expected: int) -> list[str]:
+    """Hosts holding fewer (or more) than EXPECTED peer routes, with their count."""
+    wrong = []
+    for host in hosts:
+        count = peer_routes(scale, host)
+        if count != expected:
+            wrong.append(f"{host.name}: {count}")
+    return wrong
+
+
+def full_network(scale: Scale, extra: LightHost, victim: LightHost, timeout: float) -> dict:
+    """The network is full: EXTRA's agent must fail fast with one clear line, retry at a
+    bounded rate, and become ready once VICTIM's agent is killed and its lease deleted."""
+    leased = len(scale.leases())
+    line = f"no free subnet in {scale.network} ({leased} leased)"
+    launched = time.monotonic()
+    scale.launch(extra)
+    log = extra.base / "agent.log"
+    try:
+        wait_for(lambda: line in log.read_text(errors="replace"), timeout, f"'{line}'")
+        failed_after = time.monotonic() - launched
+    except Exception:
+        tail = log.read_text(errors="replace").splitlines()[-3:]
+        return {"ok": False, "why": f"no '{line}' within {timeout} s: {tail}"}
+    time.sleep(5.0)
+    attempts = log.read_text(errors="replace").count("no free subnet in")
+    kill_pid(scale.agents.pop(victim.name), signal.SIGKILL)
+    subnet = next((s for s, ip in scale.leases().items() if ip == victim.address), None)
+    freed = time.monotonic()
+    if subnet is not None:
+        scale.etcdctl("del", f"{scale.prefix}/subnets/{subnet.network_address}-{subnet.prefixlen}")
+    try:
+        wait_for((extra.base / "subnet.env").exists, timeout, "the extra agent's lease")
+        ready_after = time.monotonic() - freed
+    except Exception:
+        return {"ok": False, "why": "not ready after a lease was freed", "attempts": attempts}
+    # Bounded rate: 1, 2, 4 ... s apart: at most 4 attempts in the first 5 s after the error.
+    ok = subnet is not None and attempts <= 4 and failed_after < 5.0 and ready_after < 5.0
+    return {
+        "ok": ok, "line": line, "failed_after_s": failed_after, "attempts_5s": attempts,
+        "ready_after_free_s": ready_after,
+    }  # fmt: skip
+
+
+def exec_to_ready(scale: Scale, host: LightHost, runs: int, timeout: float) -> list[float]:
+    """HOST's agent stopped, then started RUNS times on its own (the rest idle): from the
+    exec to its 'ready' log line, each run with its lease already held (a restart)."""
+    times: list[float] = []
+    pid = scale.agents.pop(host.name, None)
+    kill_pid(pid, signal.SIGTERM)
+    if pid is not None:
+        wait_for(lambda: not _alive(pid), 10, f"{host.name}'s agent to stop")
+    for run in range(runs):
+        (host.base / "agent.log").unlink(missing_ok=True)
+        started = time.time()
+        proc = scale.launch(host)
+        found = wait_for(
+            lambda: READY_LINE.search((host.base / "agent.log").read_text(errors="replace")),
+            timeout,
+            f"{host.name}'s agent ready",
+        )
+        times.append(log_time(found.group(1)) - started)
+        agent = child_pid(proc.pid)
+        if run == runs - 1:
+            scale.agents[host.name] = agent  # the last one keeps running
+            break
+        kill_pid(agent, signal.SIGTERM)
+        wait_for(lambda a=agent: not _alive(a), 10, f"{host.name}'s agent to stop")
+    return times
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def etcd_restart(scale: Scale, hosts: list[LightHost], settle: float) -> dict:
+    """etcd killed and started again under every agent: each agent re-reads at most once,
+    every route stays, no lease is lost."""
+    before = {str(k): v for k, v in scale.leases_with_ids().items()}
+    routes_before = {h.name: peer_routes(scale, h) for h in hosts}
+    down = time.monotonic()
+    scale.restart_etcd()
+    back = time.monotonic() - down
+    time.sleep(settle)  # every watch reconnects and re-reads
+    resyncs = [scale.metric(h, RESYNCS) for h in hosts]
+    after = {str(k): v for k, v in scale.leases_with_ids().items()}
+    routes_lost = [h.name for h in hosts if peer_routes(scale, h) < routes_before[h.name]]
+    known = [r for r in resyncs if r is not None]
+    return {
+        "back_s": back,
+        "resyncs_max": max(known, default=-1),
+        "resyncs_median": statistics.median(known) if known else -1,
+        "unanswered": len(resyncs) - len(known),
+        "leases_lost": sorted(set(before) - set(after)),
+        "leases_changed": sorted(k for k in before if k in after and before[k] != after[k]),
+        "routes_lost": routes_lost,
+    }
