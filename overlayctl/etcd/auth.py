@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import secrets
 from dataclasses import dataclass
 
 from agent.etcd.session import prefix_end as agent_prefix_end
@@ -24,9 +25,11 @@ from overlayctl.etcd import etcdctl
 from overlayctl.etcd.cluster import last_line
 from overlayctl.inventory.model import Inventory
 from overlayctl.inventory.network import network_config_key
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote, RunResult
 
 READ, READWRITE = "read", "readwrite"
+ETCD_USERS = HostScript("etcd-users.sh")
 # What etcd answers a host's own identity asking for users once auth is on: no permission
 # (a user) or no user at all (a certificate without a CN and no token).
 _AUTH_REFUSALS = ("permission denied", "user name is empty", "user name not found")
@@ -104,6 +107,17 @@ def role_changes(
     return sorted(set(want) - set(have)), sorted(set(have) - set(want))
 
 
+@dataclass(frozen=True)
+class UserStep:
+    """One user's change: OP add (with PASSWORD), passwd (set PASSWORD) or keep; then ROLE
+    granted, when given."""
+
+    user: str
+    op: str
+    password: str | None = None
+    role: str | None = None
+
+
 def _load(text: str, what: str) -> dict:
     """A JSON object from etcdctl (empty output or another JSON type: none)."""
     doc = etcdctl.load_json(text or "{}", what)
@@ -167,6 +181,26 @@ class EtcdAuth:
                 raise OverlayctlError(f"etcdctl user get {user}: {last_line(out.stderr)}")
             found[user] = list(_load(out.stdout, "user get").get("roles") or [])
         return found
+
+    def apply_users(self, steps: list[UserStep]) -> None:
+        """Every step at once, in one round trip (remote/scripts/etcd-users.sh); the first
+        user whose step failed is raised, naming etcdctl's error."""
+        if not steps:
+            return
+        marker = f"--overlayctl-users-{secrets.token_hex(6)}--"
+        lines = "".join(f"{s.user} {s.op} {s.password or '-'} {s.role or '-'}\n" for s in steps)
+        got = self.remote.script(ETCD_USERS, marker, *etcdctl.base_argv(self.inv), stdin=lines,
+                                 check=False, timeout=120,
+                                 waiting_for="etcd's users and roles")  # fmt: skip
+        done: dict[str, tuple[str, str]] = {}
+        for line in got.stdout.splitlines():
+            fields = line.split(" ", 3)
+            if len(fields) >= 3 and fields[0] == marker:
+                done[fields[1]] = (fields[2], fields[3] if len(fields) > 3 else "")
+        for step in steps:
+            code, error = done.get(step.user, ("255", last_line(got.stderr) or "did not run"))
+            if code != "0":
+                raise OverlayctlError(f"etcdctl user {step.op} {step.user}: {error or code}")
 
     def add_user(self, user: str, password: str) -> None:
         self._run("user", "add", user, "--interactive=false", stdin=password + "\n")

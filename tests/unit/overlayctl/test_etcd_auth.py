@@ -16,6 +16,7 @@ from overlayctl.etcd.auth import (
     READ,
     READWRITE,
     Permission,
+    UserStep,
     allowlist,
     allowlist_key,
     host_permissions,
@@ -115,6 +116,16 @@ class FakeEtcd:
     def grant_role(self, user: str, role: str) -> None:
         self.users_[user].append(role)
         self.calls.append(f"grant {user} {role}")
+
+    def apply_users(self, steps: list[UserStep]) -> None:
+        """As EtcdAuth's (one round trip for all): each step's calls, in order."""
+        for step in steps:
+            if step.op == "add":
+                self.add_user(step.user, step.password or "")
+            elif step.op == "passwd":
+                self.set_password(step.user, step.password or "")
+            if step.role:
+                self.grant_role(step.user, step.role)
 
     def delete_user(self, user: str) -> bool:
         self.calls.append(f"delete {user}")
