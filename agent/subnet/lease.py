@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Optional
 
@@ -21,22 +21,23 @@ from agent.etcd import (
     EtcdClient,
     EtcdError,
     EtcdLeaseNotFound,
-    KeyRange,
     KeyValue,
     WatchEvent,
     WatchStream,
 )
-from agent.subnet.choice import Conflict, NoFreeSubnet, choose_subnet, find_conflicts
+from agent.subnet.choice import Conflict, find_conflicts
+from agent.subnet.claim import Claimer, LeaseError, NoSubnetLeft, list_leases
 from agent.subnet.config import NetworkConfig
 from agent.subnet.layout import (
     Lease,
     LeaseDecodeError,
     decode_lease,
     encode_lease_value,
-    subnet_key,
     subnets_dir,
 )
 from agent.subnet.watch import Backoff
+
+__all__ = ["LeaseError", "LeaseManager", "NoSubnetLeft", "list_leases"]
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +50,6 @@ MIN_CHECK_GAP = 0.5  # never check our key more often than this, whatever pokes 
 MIN_RETRY_GAP = 1.0  # never try to acquire more often than this, whatever wakes us
 
 ChangeCallback = Callable[[Optional[Lease], Optional[Lease]], None]
-
-
-class LeaseError(Exception):
-    """No subnet could be acquired (no free subnet, races lost too often, etcd down)."""
-
-
-class NoSubnetLeft(LeaseError):
-    """Every subnet of the network is leased or reserved: wait for one to be freed."""
-
-
-def decode_leases(kvs: Iterable[KeyValue]) -> list[Lease]:
-    """Every decodable lease and reservation among KVS (the others are logged)."""
-    found: list[Lease] = []
-    for kv in kvs:
-        try:
-            found.append(decode_lease(kv.key, kv.value, kv.lease_id, kv.mod_revision))
-        except LeaseDecodeError as exc:
-            log.warning("ignoring %s", exc)
-    return found
-
-
-def list_leases(client: EtcdClient, prefix: str) -> tuple[list[Lease], int]:
-    """Every decodable lease and reservation under ``<prefix>/subnets/`` and the revision."""
-    kvs, revision = client.get_prefix(subnets_dir(prefix))
-    return decode_leases(kvs), revision
 
 
 class LeaseManager:
@@ -205,84 +181,17 @@ class LeaseManager:
         return lease
 
     def _acquire(self) -> Lease:
-        """Choose and claim a subnet; a lost race is retried with another one (bounded).
-
-        Each lost create hands back the current leases in the same request, so the next choice
-        needs no separate list; the first choice uses the start snapshot when there is one.
-        """
-        lost: set[IPv4Network] = set()
-        granted, granted_ttl = 0, self.ttl
+        """Claim a subnet (agent/subnet/claim.py); the first choice uses the start snapshot's
+        leases when there is one."""
         kvs, self._initial = self._initial, None
-        try:
-            for attempt in range(1, self.max_attempts + 1):
-                if kvs is None:
-                    kvs, _ = self.client.get_prefix(subnets_dir(self.prefix))
-                leases = decode_leases(kvs)
-                mine = [x for x in leases if x.public_ip == self.public_ip]
-                for other in mine:
-                    if not self.config.contains_subnet(other.subnet):
-                        log.warning(
-                            "ignoring lease %s of our PublicIP: outside the config", other.subnet
-                        )
-                choice = choose_subnet(
-                    self.config,
-                    [x for x in leases if not x.is_reservation],
-                    [x for x in leases if x.is_reservation],
-                    self.public_ip,
-                    self._preferred,
-                    self.rng,
-                    exclude=lost,
-                )
-                reservation = choice.existing is not None and choice.existing.is_reservation
-                if not reservation and not granted:
-                    granted, granted_ttl = self.client.lease_grant(self.ttl)
-                lease_id = 0 if reservation else granted
-                lease, kvs = self._claim(choice.subnet, choice.existing, lease_id, granted_ttl)
-                if lease is not None:
-                    if lease_id:
-                        granted = 0  # in use: do not revoke it below
-                    self._note_conflicts([x for x in leases if x.key != lease.key] + [lease])
-                    log.info(
-                        "acquired subnet %s for %s (%s, attempt %d)",
-                        lease.subnet,
-                        self.public_ip,
-                        choice.reason,
-                        attempt,
-                    )
-                    return lease
-                log.info("lost the race for %s, trying another subnet", choice.subnet)
-                lost.add(choice.subnet)
-                self._stop.wait(self.rng.uniform(0.0, 0.02))
-        except NoFreeSubnet as exc:
-            raise NoSubnetLeft(str(exc)) from exc
-        finally:
-            if granted:
-                with contextlib.suppress(EtcdError):
-                    self.client.lease_revoke(granted)
-        raise LeaseError(f"could not acquire a subnet in {self.max_attempts} attempts")
-
-    def _claim(
-        self, subnet: IPv4Network, existing: Lease | None, lease_id: int, ttl: int
-    ) -> tuple[Lease | None, list[KeyValue] | None]:
-        """One transaction: create if absent, or take over our own key if unchanged. Returns
-        the lease, or None and the leases as they are now (handed back by that transaction)."""
-        key = subnet_key(self.prefix, subnet)
-        value = encode_lease_value(self.public_ip, self.backend_type, self.backend_data)
-        made, now, revision = self.client.put_else_get(
-            key,
-            value,
-            lease_id,
-            KeyRange(subnets_dir(self.prefix), prefix=True),
-            existing.mod_revision if existing is not None else 0,
-        )
-        ours = [kv for kv in now if kv.key == key]
-        if not made and ours and ours[0].lease_id == lease_id and ours[0].value == value:
-            # A transaction retried on another endpoint after a timeout: the first try applied.
-            made, revision = True, ours[0].mod_revision
-        if not made:
-            return None, now
-        self._note_ttl(lease_id, ttl)
-        return decode_lease(key, value, lease_id, revision), None
+        claimer = Claimer(
+            self.client, self.prefix, self.config, self.public_ip, self.backend_type,
+            self.backend_data, self.ttl, self.rng, self._stop, self.max_attempts,
+        )  # fmt: skip
+        claimed = claimer.claim(self._preferred, kvs)
+        self._note_ttl(claimed.lease.lease_id, claimed.ttl)
+        self._note_conflicts(claimed.seen)
+        return claimed.lease
 
     def _note_ttl(self, lease_id: int, ttl: int) -> None:
         if not lease_id:
