@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LAB ?= demo
 HOSTS ?= 3
 
-.PHONY: deps venv lint format template box test test-vm test-unit demo demo-down clean
+.PHONY: deps venv lint format template box test test-scale test-vm test-unit demo demo-down clean
 
 deps:
 	./scripts/deps.sh
@@ -48,8 +48,13 @@ box: deps venv
 # kernels, each step's time, the peak memory.
 JOBS ?= 2
 test: deps venv lint template
-	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m 'not vm' $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m 'not vm and not scale' $(PYTEST_ARGS)
+	$(MAKE) test-scale
 	$(MAKE) test-vm
+
+# 255 agents at once (a full /16, tests/scale): alone, like the vm tier.
+test-scale: deps venv
+	$(BIN)/pytest -m scale -rP $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Exit 5 (PYTEST_ARGS selected no vm test) is not a failure.
 test-vm: deps venv

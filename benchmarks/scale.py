@@ -302,6 +302,7 @@ def measure_start(args: argparse.Namespace, scale: Scale, hosts: list[LightHost]
         scale.agents[host.name] = child_pid(proc.pid)
     time.sleep(1.0)  # every agent's config watch is in place (it follows its first read)
     before, cpu_before = scale.etcd_counters()
+    agents_cpu = {pid: cpu_seconds(pid) for pid in scale.agents.values()}
     config_wall = time.time()
     scale.write_config()
     ready = ready_at(hosts, args.timeout)
@@ -309,6 +310,7 @@ def measure_start(args: argparse.Namespace, scale: Scale, hosts: list[LightHost]
     if len(ready) < n:
         print(f"scale: only {len(ready)} of {n} agents ready within {args.timeout} s")
     after, cpu_after = scale.etcd_counters()  # before the watches' events settle: the start
+    agents_cpu_s = sum(cpu_seconds(pid) - cpu for pid, cpu in agents_cpu.items())
     started = {m: after.get(m, 0) - before.get(m, 0) for m in after}
     split = [cpu_split(pid) for pid in scale.agents.values()]
     not_ready = [h.name for h in hosts if h.name in ready and not scale.readyz(h)]
@@ -317,6 +319,7 @@ def measure_start(args: argparse.Namespace, scale: Scale, hosts: list[LightHost]
         "config_to_ready": config_to_ready, "ready_times": sorted(t - config_wall for t in
                                                                   ready.values()),
         "started": started, "etcd_cpu": cpu_after - cpu_before, "not_ready": not_ready,
+        "agents_cpu": agents_cpu_s,
         "dups": duplicates(hosts, scale.leases()), "ready": ready,
         "start_cpu": [u + s for u, s in split], "load": os.getloadavg()[0],
     }  # fmt: skip
@@ -413,10 +416,12 @@ def figures(m: dict) -> dict:
         "etcd_requests_per_agent_start": rounded(sum(m["started"].values()) / (n - 1), 2),
         "etcd_requests_per_agent_minute_idle": rounded(m["idle_per_min"], 2),
         "etcd_cpu_start_s": rounded(m["etcd_cpu"], 2),
+        "agents_cpu_start_s": rounded(m["agents_cpu"], 2),
         "rss_mb": rounded(statistics.median(m["rss"]), 1), "rss_max_mb": rounded(max(m["rss"]), 1),
         "idle_cpu_pct": rounded(statistics.median(m["cpu"]), 2),
         "start_cpu_s": rounded(statistics.median(m["start_cpu"]), 2),
         "full_network_error_ok": None if full is None else bool(full["ok"]),
+        "full_network": full,
         "etcd_restart_resyncs_max": restart["resyncs_max"],
         "etcd_restart_ok": restart["resyncs_max"] <= 1 and not restart["unanswered"]
         and not restart["leases_lost"] and not restart["leases_changed"]
@@ -428,11 +433,11 @@ def report(runs: list[dict]) -> dict:
     """The growth table, the goals of the largest size, and its JSON line."""
     rows = [figures(m) for m in runs]
     keys = ("config_to_ready_s", "route_p99_s", "etcd_requests_per_agent_start",
-            "etcd_cpu_start_s", "exec_to_ready_s", "rss_mb")  # fmt: skip
+            "etcd_cpu_start_s", "agents_cpu_start_s", "exec_to_ready_s", "rss_mb")  # fmt: skip
     print()
-    print("agents " + " ".join(f"{k:>30}" for k in keys))
+    print("agents " + " ".join(f"{k.removesuffix('_s'):>18.18}" for k in keys))
     for row in rows:
-        print(f"{row['agents']:>6} " + " ".join(f"{row[k]!s:>30}" for k in keys))
+        print(f"{row['agents']:>6} " + " ".join(f"{row[k]!s:>18}" for k in keys))
     last, m = rows[-1], runs[-1]
     print(f"\n{last['agents']} agents: requests per agent at start by method: " + ", ".join(
         f"{k} {v / (m['n'] - 1):.2f}" for k, v in sorted(m["started"].items()) if v)

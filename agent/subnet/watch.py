@@ -241,6 +241,7 @@ class SubnetWatcher:
 
     def _relist(self) -> None:
         snapshot, self._snapshot = self._snapshot, None
+        given = snapshot is not None  # the start snapshot, older than our lease by design
         if snapshot is None:
             snapshot = read_snapshot(self.client, self.prefix)
             if self.synced.is_set():
@@ -249,7 +250,8 @@ class SubnetWatcher:
         if self.allowlist is not None:
             self.allowlist.load(snapshot.allowlist)
         own, poke = self.own_subnet(), self.on_own_event
-        if own is not None and poke is not None and not any(self._is_own(kv.key) for kv in kvs):
+        missing = not any(self._is_own(kv.key) for kv in kvs)
+        if not given and own is not None and poke is not None and missing:
             poke(None)  # our key went while the watch was down: check it
         desired: dict[str, Lease] = {}
         for kv in kvs:

@@ -86,28 +86,45 @@ def test_own_reservation_then_own_lease_first() -> None:
     assert (got.subnet, got.reason) == (own.subnet, "own-lease")
 
 
+# The subnet ME's address points at: 192.168.0.10 is 3232235530, modulo 255 subnets 115.
+BY_ADDRESS = IPv4Network("10.1.116.0/24")
+ADDRESS_TAKEN = lease(str(BY_ADDRESS), "192.168.0.40")
+
+
 def test_own_lease_outside_config_is_ignored() -> None:
     stale = lease("10.2.8.0/24", str(ME))
     got = choose_subnet(CFG, [stale], [], ME, None, rng(1))
-    assert got.reason == "random"
+    assert (got.subnet, got.reason) == (BY_ADDRESS, "address")
+
+
+def test_neighbouring_addresses_point_at_different_subnets() -> None:
+    got = [
+        choose_subnet(CFG, [], [], IPv4Address(f"192.168.0.{i}"), None).subnet
+        for i in range(1, 255)
+    ]
+    assert len(set(got)) == 254 and all(CFG.contains_subnet(net) for net in got)
+    taken = [ADDRESS_TAKEN]
+    assert choose_subnet(CFG, taken, [], ME, None, rng(1)).reason == "random"
+    lost = choose_subnet(CFG, [], [], ME, None, rng(1), exclude=[BY_ADDRESS])
+    assert lost.reason == "random" and lost.subnet != BY_ADDRESS
 
 
 def test_previous_subnet_if_free_and_inside() -> None:
     prev = IPv4Network("10.1.77.0/24")
     assert choose_subnet(CFG, [], [], ME, prev).reason == "previous"
     taken = [lease("10.1.77.0/24", "192.168.0.11")]
-    assert choose_subnet(CFG, taken, [], ME, prev, rng(1)).reason == "random"
+    assert choose_subnet(CFG, taken, [], ME, prev, rng(1)).reason == "address"
     reserved = [lease("10.1.77.0/24", "192.168.0.11", 0)]
     assert choose_subnet(CFG, [], reserved, ME, prev, rng(1)).subnet != prev
     for outside in ("10.2.77.0/24", "10.1.0.0/24", "10.1.77.0/25"):
-        got = choose_subnet(CFG, [], [], ME, IPv4Network(outside), rng(1))
+        got = choose_subnet(CFG, [ADDRESS_TAKEN], [], ME, IPv4Network(outside), rng(1))
         assert got.reason == "random"
 
 
 def test_random_among_first_free_only() -> None:
-    leases = [lease(f"10.1.{i}.0/24", f"192.168.1.{i}") for i in range(1, 11)]
+    leases = [lease(f"10.1.{i}.0/24", f"192.168.1.{i}") for i in range(1, 11)] + [ADDRESS_TAKEN]
     seen = {choose_subnet(CFG, leases, [], ME, None, rng(seed)).subnet for seed in range(300)}
-    first_free = list(iter_subnets(CFG))[10 : 10 + RANDOM_POOL]
+    first_free = [n for n in iter_subnets(CFG) if n != BY_ADDRESS][10 : 10 + RANDOM_POOL]
     assert seen <= set(first_free)
     assert len(seen) > 50
 
