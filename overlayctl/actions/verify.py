@@ -20,6 +20,7 @@ from overlayctl.remote.ssh import Remote
 
 _RTT = re.compile(r"= [\d.]+/([\d.]+)/")
 PINGS = HostScript("pings.sh")
+START = HostScript("verify-start.sh")
 
 
 @dataclass(frozen=True)
@@ -113,18 +114,16 @@ def rounds_to_cover(hosts: int, k: int) -> int:
 
 
 def start_container(remote: Remote, host: Host, options: VerifyOptions, tag: str) -> Container:
-    image = options.image
-    if remote.run(["docker", "image", "inspect", image], check=False).code != 0:
-        if not options.import_from:
-            raise OverlayctlError(f"{host.name}: image {image!r} is not present (no --pull here)")
-        remote.run(["docker", "import", options.import_from, image], timeout=120)
+    """HOST's test container (imported from --import-from when the image is absent), with its
+    PID, address, gateway and eth0's MTU: one round trip (remote/scripts/verify-start.sh)."""
     name = f"overlayctl-verify-{tag}"
-    remote.run(["docker", "run", "-d", "--rm", "--pull=never", "--name", name, image,
-                "sleep", "600"], timeout=120)  # fmt: skip
-    fmt = "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}}"
-    pid, ip, gateway = remote.run(["docker", "inspect", "-f", fmt, name]).stdout.split()
-    # Ask netlink inside the container's namespace: /sys would still be the host's.
-    link = remote.run(["nsenter", "-t", pid, "-n", "ip", "-o", "link", "show", "eth0"]).stdout
+    got = remote.script(START, options.image, options.import_from or "", name, check=False,
+                        timeout=180, waiting_for="the test container")  # fmt: skip
+    if got.code != 0:
+        why = (got.stderr.strip().splitlines() or [f"exit {got.code}"])[-1]
+        raise OverlayctlError(f"{host.name}: {why}")
+    first, _, link = got.stdout.partition("\n")
+    pid, ip, gateway = first.split()
     mtu = re.search(r" mtu (\d+)", link)
     if mtu is None:
         raise OverlayctlError(f"{host.name}: no MTU for the test container's eth0: {link!r}")

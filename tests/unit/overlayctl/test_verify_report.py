@@ -155,20 +155,31 @@ class FakeHost:
         return self.run(argv, **kw)  # type: ignore[arg-type]
 
     def _answer(self, argv: list[str]) -> RunResult:
-        if argv[:3] == ["docker", "image", "inspect"]:
-            missing = f"Error: No such image: {argv[3]}\n"
-            return RunResult(0, "[]\n", "") if self.image else RunResult(1, "[]\n", missing)
-        if argv[:2] == ["docker", "run"]:
-            return RunResult(0, "0123456789ab\n", "")
-        if argv[:3] == ["docker", "inspect", "-f"]:
-            return RunResult(0, f"{self.pid} {self.ip} {self.gateway}\n", "")
         if argv[:2] == ["docker", "rm"]:
             return RunResult(0, argv[-1] + "\n", "")
-        if argv[4:] == ["ip", "-o", "link", "show", "eth0"]:
-            return RunResult(0, LINK.format(mtu=self.mtu), "")
+        if argv[:3] == ["sh", "-c", verify.START.text]:
+            return self._start(argv)
         if argv[:3] == ["sh", "-c", verify.PINGS.text]:
             return self._pings(argv)
         raise AssertionError(f"unexpected command on {self.name}: {argv}")
+
+    def _start(self, argv: list[str]) -> RunResult:
+        """The real verify-start.sh under sh, with stand-in `docker` and `nsenter` on PATH
+        that answer as the tools would (this host's image, container and eth0 MTU) and record
+        each call."""
+        config = {"image": self.image, "pid": self.pid, "ip": self.ip, "gateway": self.gateway,
+                  "link": LINK.format(mtu=self.mtu)}  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            table, calls = Path(tmp, "config.json"), Path(tmp, "calls")
+            table.write_text(json.dumps(config))
+            for name in ("docker", "nsenter"):
+                stub = Path(tmp, name)
+                stub.write_text(START_STUB.format(python=sys.executable, table=table, calls=calls))
+                stub.chmod(0o755)
+            env = {**os.environ, "PATH": f"{tmp}:{os.environ['PATH']}"}
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            self.calls += [json.loads(line) for line in calls.read_text().splitlines()]
+        return RunResult(done.returncode, done.stdout, done.stderr)
 
     def _pings(self, argv: list[str]) -> RunResult:
         """The real pings.sh under sh, with a stand-in `nsenter` on PATH that runs its command
@@ -233,6 +244,28 @@ class FakeSession(Session):
             self.fail(name, "connect", why)
 
 
+START_STUB = """#!{python}
+import json, os, sys
+argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+with open("{calls}", "a") as calls:
+    calls.write(json.dumps(argv) + "\\n")
+host = json.load(open("{table}"))
+if argv[:3] == ["docker", "image", "inspect"]:
+    if not host["image"]:
+        sys.stderr.write("Error: No such image: " + argv[3] + "\\n")
+        sys.exit(1)
+    print("[]")
+elif argv[:2] == ["docker", "import"]:
+    print("sha256:0123")
+elif argv[:2] == ["docker", "run"]:
+    print("0123456789ab")
+elif argv[:3] == ["docker", "inspect", "-f"]:
+    print(host["pid"], host["ip"], host["gateway"])
+elif argv[0] == "nsenter" and argv[4:] == ["ip", "-o", "link", "show", "eth0"]:
+    sys.stdout.write(host["link"])
+else:
+    sys.exit(99)
+"""
 NSENTER_STUB = """#!/bin/sh
 # nsenter -t PID -n COMMAND...: COMMAND here, told which namespace it stands in
 [ "$1" = -t ] && [ "$3" = -n ] || exit 99
@@ -344,3 +377,16 @@ def test_start_container_reads_the_mtu_inside_the_container() -> None:
     inv_host = FakeSession([host]).inv.hosts[0]
     got = verify.start_container(host, inv_host, VerifyOptions(), "abc")  # type: ignore[arg-type]
     assert got == Container("n1", "overlayctl-verify-abc", 4001, "172.21.1.2", "172.21.1.1", 1450)
+
+
+def test_an_absent_image_is_imported_from_the_tar_in_the_same_round_trip() -> None:
+    host = FakeHost("n1", "172.21.1.2", "172.21.1.1", 4001, image=False)
+    inv_host = FakeSession([host]).inv.hosts[0]
+    options = VerifyOptions(image="lab/busybox:1", import_from="/srv/busybox.tar")
+    got = verify.start_container(host, inv_host, options, "abc")  # type: ignore[arg-type]
+    assert got.pid == 4001 and got.mtu == 1450
+    assert ["docker", "import", "/srv/busybox.tar", "lab/busybox:1"] in host.calls
+    run = next(c for c in host.calls if c[:2] == ["docker", "run"])
+    assert run[2:] == ["-d", "--rm", "--pull=never", "--name", "overlayctl-verify-abc",
+                       "lab/busybox:1", "sleep", "600"]  # fmt: skip
+    assert sum(1 for c in host.calls if c[:2] == ["sh", "-c"]) == 1  # one round trip
