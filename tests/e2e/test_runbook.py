@@ -83,6 +83,31 @@ def test_init_then_verify_every_pair_and_a_healthy_status(vxlan) -> None:
     assert rerun["changes"] == 0 and set(rerun["hosts"]) == {"node1", "node2", "node3"}
 
 
+def test_verify_sample_rotates_until_every_pair_is_tested(vxlan) -> None:
+    """`verify --sample 1` on 3 hosts: each run tests each host's docker0 and one peer (6 of the
+    9 pairs), the other 3 listed as untested, never as passed; two consecutive runs (the round
+    counted in the state folder) test all 9."""
+    lab, three, _ = vxlan
+    tested: set[tuple[str, str]] = set()
+    rounds = []
+    for _ in range(2):
+        result = cli(lab, "verify", "-i", str(three), "-o", "json", "--sample", "1", *IMAGE)
+        doc = json.loads(result.stdout)
+        assert result.returncode == 0 and doc["ok"] is True, doc
+        assert doc["sampled"] == 1 and doc["pairs_expected"] == 6 and len(doc["pairs"]) == 6
+        pairs = {(p["from"], p["to"]) for p in doc["pairs"]}
+        assert all(p["ok"] and p["mtu_ok"] for p in doc["pairs"])
+        assert {(u["from"], u["to"]) for u in doc["untested"]} == {
+            (a, b) for a in THREE for b in THREE
+        } - pairs
+        tested |= pairs
+        rounds.append(doc["sample_round"])
+    assert rounds[1] == rounds[0] + 1
+    assert tested == {(a, b) for a in THREE for b in THREE}
+    table = cli(lab, "verify", "-i", str(three), "--sample", "1", *IMAGE).stdout
+    assert "6/6 sampled pairs ok" in table and "3 other pairs not tested in this run" in table
+
+
 def test_status_json_names_a_stopped_agent(vxlan) -> None:
     lab, three, _ = vxlan
     assert on(lab, "node3", "systemctl stop overlay-agent").returncode == 0
