@@ -18,13 +18,28 @@ for m in apt-get dnf yum; do
 done
 echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
 [ -d /run/systemd/system ] && echo "systemd=yes"
-for u in etcd overlay-agent docker firewalld overlayctl-firewall; do
-  active=$(systemctl is-active "$u" 2>/dev/null || true)
-  enabled=$(systemctl is-enabled "$u" 2>/dev/null || true)
-  echo "unit=$u $active $enabled"
-done
-if [ "$(systemctl is-active firewalld 2>/dev/null)" = active ] &&
-   command -v firewall-cmd >/dev/null 2>&1; then
+# Each unit's `is-active` and `is-enabled` (its ActiveState and UnitFileState), all from one
+# systemctl: a process per unit and question cost more than the rest of this script at 25 hosts.
+units="etcd overlay-agent docker firewalld overlayctl-firewall"
+# shellcheck disable=SC2046 # one word per unit
+unit_states=$(systemctl show -p ActiveState -p UnitFileState \
+    $(for u in $units; do echo "$u.service"; done) 2>/dev/null |
+  awk -v units="$units" 'BEGIN { n = split(units, name, " "); i = 1 }
+    /^ActiveState=/ { active[i] = substr($0, 13) }
+    /^UnitFileState=/ { enabled[i] = substr($0, 15) }
+    /^$/ { i++ }
+    END { for (k = 1; k <= n; k++) print "unit=" name[k] " " active[k] " " enabled[k] }')
+echo "$unit_states"
+fw_active= agent_active=
+while read -r key active _; do
+  case $key in
+    unit=firewalld) fw_active=$active ;;
+    unit=overlay-agent) agent_active=$active ;;
+  esac
+done <<EOF
+$unit_states
+EOF
+if [ "$fw_active" = active ] && command -v firewall-cmd >/dev/null 2>&1; then
   echo "fw_default_zone=$(firewall-cmd --get-default-zone 2>/dev/null)"
   echo "fw_version=$(firewall-cmd --version 2>/dev/null)"
   firewall-cmd --get-active-zones 2>/dev/null | awk '/^[^ \t]/ {z=$1}
@@ -35,19 +50,22 @@ fi
 for d in /var/lib/etcd/*/member; do [ -d "$d" ] && echo "etcd_data=${d%/member}"; done
 echo "agent_digest=$(cat "$digest_file" 2>/dev/null)"
 # The install the running agent started with (its unit copies the digest as it starts).
-[ "$(systemctl is-active overlay-agent 2>/dev/null)" = active ] &&
-  echo "agent_started_digest=$(cat "$started_file" 2>/dev/null)"
+[ "$agent_active" = active ] && echo "agent_started_digest=$(cat "$started_file" 2>/dev/null)"
 # docker.mode: our drop-in, and docker's own unit with the seed's ExecStart edit (--bip=).
 [ -f "$dropin" ] && echo "docker_dropin=yes"
 unit=$(systemctl show -p FragmentPath --value docker 2>/dev/null)
 echo "docker_unit=$unit"
 [ -n "$unit" ] && grep -q '^ExecStart=.*--bip=' "$unit" 2>/dev/null && echo "docker_unit_edited=yes"
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ cidr _; do echo "addr=$dev $cidr"; done
-for p in "$@"; do
-  if command -v dpkg-query >/dev/null 2>&1; then
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' && echo "pkg=$p"
-  elif command -v rpm >/dev/null 2>&1; then
+if command -v dpkg-query >/dev/null 2>&1; then
+  # one dpkg-query for every name (unknown ones are only complained about on stderr)
+  [ "$#" -gt 0 ] && dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null |
+    while read -r name _ ok state; do
+      [ "$ok $state" = "ok installed" ] && echo "pkg=$name"
+    done
+elif command -v rpm >/dev/null 2>&1; then
+  for p in "$@"; do
     rpm -q --whatprovides "$p" >/dev/null 2>&1 && echo "pkg=$p"
-  fi
-done
+  done
+fi
 true

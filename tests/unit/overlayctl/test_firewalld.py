@@ -167,6 +167,11 @@ def fake_bin(tmp_path: Path, firewalld_state: str, version: str = "1.3.4") -> Pa
     scripts = {
         "systemctl": f'echo "systemctl $*" >> {log}\n'
         f'[ "$1 $2" = "is-active firewalld" ] && {{ echo {firewalld_state}; exit 0; }}\n'
+        # facts.sh asks every unit's state at once: firewalld's is FIREWALLD_STATE
+        '[ "$1" = show ] && { for u in "$@"; do case $u in\n'
+        f"  firewalld.service) printf 'ActiveState={firewalld_state}\\nUnitFileState=\\n\\n' ;;\n"
+        "  *.service) printf 'ActiveState=unknown\\nUnitFileState=\\n\\n' ;;\n"
+        "esac; done; exit 0; }\n"
         "echo unknown\n",
         "firewall-cmd": f"""echo "$*" >> {log}
 case "$*" in
@@ -195,7 +200,8 @@ def run_sh(script: str, bin_dir: Path, *args: str) -> str:
 def calls(tmp_path: Path, prefix: str = "") -> list[str]:
     log = tmp_path / "calls.log"
     lines = log.read_text().splitlines() if log.exists() else []
-    return [line for line in lines if line.startswith(prefix) and "is-active" not in line]
+    asks = ("is-active", "systemctl show")  # questions, not changes
+    return [line for line in lines if line.startswith(prefix) and not any(a in line for a in asks)]
 
 
 NO_FILES = ("/nonexistent",) * 3  # the agent's digest file, docker's drop-in, the started digest
