@@ -19,7 +19,7 @@ from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
 from overlayctl.plan.config_change import ConfigChange
 from overlayctl.plan.facts import Facts, RemoteFile
 from overlayctl.remote.session import RunOptions, Session
-from overlayctl.remote.ssh import Remote
+from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 from overlayctl.wheelhouse import AgentBundle
 
 
@@ -180,6 +180,9 @@ class Probe:
     lease: str = ""
 
 
+SYSTEMD_KINDS = ("daemon-reload", "enable")  # every phase's own systemd actions (act_systemd)
+
+
 class HostPhase:
     """A phase applied host by host: its files, then its actions, then its unit's restart.
 
@@ -252,6 +255,21 @@ class HostPhase:
             on.remote.run(["systemctl", "enable", "--no-reload", action.target])
         else:
             raise OverlayctlError(f"{self.name}: no way to {action.kind} {action.target}")
+
+    def act_systemd(self, on: OnHost, actions: list[Action]) -> None:
+        """ACTIONS, each a daemon-reload or an enable (as `act` does them), in one round trip:
+        the engine hands over each run of them in the plan's order."""
+        commands = [
+            (["systemctl", "daemon-reload"], "systemctl daemon-reload")
+            if a.kind == "daemon-reload"
+            else (["systemctl", "enable", "--no-reload", a.target],
+                  f"systemctl enable --no-reload {a.target}")
+            for a in actions
+        ]  # fmt: skip
+        results = on.remote.batch(commands, waiting_for="systemd")
+        for (_argv, label), got in zip(commands, results, strict=True):
+            if got.code != 0:
+                raise RemoteCommandFailed(on.remote.target.name, label, got.code, got.stderr)
 
     def finish(self, on: OnHost) -> int:
         """After the files and actions, before the restart; returns the changes it made."""

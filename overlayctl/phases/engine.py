@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from overlayctl.inventory.model import Host
 from overlayctl.phases.base import (
+    SYSTEMD_KINDS,
     HostPhase,
     OnHost,
     Phase,
@@ -27,6 +28,7 @@ from overlayctl.phases.base import (
     RolloutReport,
     Target,
 )
+from overlayctl.plan.changes import Action
 from overlayctl.remote.group import GroupResult
 from overlayctl.remote.ssh import Remote
 from overlayctl.text import plural
@@ -118,11 +120,21 @@ def _step(phase: HostPhase, on: OnHost, probe: Probe, restart_now: bool) -> tupl
     phase.write(on, files)
     done = len(files)
     unit = phase.restart.unit if phase.restart else None
+    systemd: list[Action] = []  # a run of daemon-reloads and enables: one round trip
     for action in actions:
         if action.target == unit and action.kind in ("start", "restart"):
             continue  # the engine restarts the unit, once, as the phase's rolling says
+        if action.kind in SYSTEMD_KINDS:
+            systemd.append(action)
+            continue
+        if systemd:
+            phase.act_systemd(on, systemd)
+            systemd = []
         phase.act(on, action)
         done += 1
+    if systemd:
+        phase.act_systemd(on, systemd)
+    done += sum(1 for a in actions if a.kind in SYSTEMD_KINDS)
     done += phase.finish(on)
     took = 0.0
     if restart_now and probe.restart:
