@@ -1,4 +1,4 @@
-"""Bootstrap: `overlayctl init` (fresh and as a no-change re-run) and `verify` on full lab hosts.
+"""Bootstrap: `overlayctl init` (fresh and as a re-run), `verify` and `status` on full lab hosts.
 
 For each size: `lab up` (not timed; full systemd-nspawn hosts, see overlayctl.lab.labs; it
 raises the inotify limits the hosts need), then `overlayctl init -o json` from the lab's
@@ -6,8 +6,9 @@ workstation namespace as an operator would run it (timed: every phase, TLS etcd 
 hosts, the agent on every host from the wheelhouse, docker; its `phases_s` says where the time
 went), then the same `init` again (timed; it must report 0 changes), then `verify` (timed: all
 N*N pairs, each also with Don't-Fragment at the MTU; the lab's busybox image imported on first
-use), then `lab down` (always, also on errors, Ctrl-C and SIGTERM). The wheelhouse is prepared
-first (`overlayctl wheelhouse`, cached after the first time).
+use), then `status` (timed; it must be healthy), then `lab down` (always, also on errors,
+Ctrl-C and SIGTERM). The wheelhouse is prepared first (`overlayctl wheelhouse`, cached after
+the first time).
 
 overlayctl builds the agent's wheel from its own sources at every run, so an edit of agent/ in
 the working tree between the fresh run and the re-run would make the re-run reinstall the
@@ -48,6 +49,7 @@ GOALS: dict[str, dict[str, float]] = {
     "25": {"init_s": 20.0, "rerun_s": 2.0, "verify_s": 10.0},
 }
 INIT_TIMEOUT = 600.0
+FIGURES = ("init_s", "rerun_s", "verify_s", "status_s")
 VERIFY = ("verify", "--image", BUSYBOX_IMAGE_TAG, "--import-from", BUSYBOX_IMAGE)
 
 
@@ -134,7 +136,7 @@ def failure(result: Run) -> str:
 def one_size(hosts: int) -> dict:
     """Bring up HOSTS full hosts, time init twice and verify once, remove the lab."""
     name = unique_name("b")
-    row: dict = {"init_s": None, "rerun_s": None, "verify_s": None, "phases_s": None}
+    row: dict = dict.fromkeys(("init_s", "rerun_s", "verify_s", "status_s", "phases_s"))
     print(f"bootstrap: {hosts} hosts: lab up ({name})", flush=True)
     started = time.monotonic()
     try:
@@ -162,6 +164,11 @@ def one_size(hosts: int) -> dict:
         if result.returncode != 0 or not doc.get("ok") or len(doc["pairs"]) != hosts * hosts:
             row.setdefault("error", f"verify failed: {failure(result)}")
         row["verify_s"] = result.seconds
+        result = Run(lab, "status", "-o", "json")
+        print(f"  status: {result.seconds:6.2f} s  ok {result.doc().get('ok')}", flush=True)
+        if result.returncode != 0 or not result.doc().get("ok"):
+            row.setdefault("error", f"status not healthy: {failure(result)}")
+        row["status_s"] = result.seconds
         return row
     except subprocess.TimeoutExpired as exc:
         row["error"] = f"overlayctl did not finish within {exc.timeout} s"
@@ -211,16 +218,15 @@ def main(argv: list[str] | None = None) -> int:
             print("bootstrap: interrupted; the lab is removed", file=sys.stderr)
             return 130
     print()
-    print(f"{'hosts':>5} {'init s':>8} {'re-run s':>9} {'verify s':>9}  error")
+    print(f"{'hosts':>5} {'init s':>8} {'re-run s':>9} {'verify s':>9} {'status s':>9}  error")
     for size, row in results.items():
-        shown = ["n/a" if row[k] is None else f"{row[k]:.2f}"
-                 for k in ("init_s", "rerun_s", "verify_s")]  # fmt: skip
+        shown = ["n/a" if row[k] is None else f"{row[k]:.2f}" for k in FIGURES]
         error = row["error"].splitlines()[0] if row.get("error") else ""
-        print(f"{size:>5} {shown[0]:>8} {shown[1]:>9} {shown[2]:>9}  {error}")
+        print(f"{size:>5} {shown[0]:>8} {shown[1]:>9} {shown[2]:>9} {shown[3]:>9}  {error}")
     print()
     print(goal_table(results))
     line = {
-        size: {key: rounded(row[key], 2) for key in ("init_s", "rerun_s", "verify_s")}
+        size: {key: rounded(row[key], 2) for key in FIGURES}
         | {"phases_s": row["phases_s"]}
         | ({"goals": GOALS[size]} if size in GOALS else {})
         | ({"error": row["error"]} if "error" in row else {})
