@@ -98,6 +98,7 @@ class Scale:
     def __init__(self, lab: LightLab, agent: str) -> None:
         self.lab = lab
         self.agent = agent  # the overlay-agent script to run
+        self.extra_args: list[str] = []  # --agent-arg: experiments (what costs what)
         self.network = NETWORK
         self.prefix = PREFIX
         self.procs: list[subprocess.Popen] = []  # nsenter processes, killed by PID at the end
@@ -193,6 +194,7 @@ class Scale:
             self.agent, f"--etcd-endpoints={self.url}", "--iface=eth0",
             f"--subnet-file={host.base / 'subnet.env'}",
             f"--docker-opts-file={host.base / 'docker'}", f"--healthz-port={HEALTHZ_PORT}",
+            *self.extra_args,
         ]  # fmt: skip
         with (host.base / "agent.log").open("ab") as log:
             proc = host.popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -373,6 +375,7 @@ def run_size(args: argparse.Namespace, agent: str, n: int) -> dict:
     """Every measurement at N agents, in a fresh lab (closed on any exit)."""
     lab = LightLab(unique_name("sc"), subnet=str(LAN))
     scale = Scale(lab, agent)
+    scale.extra_args = list(args.agent_arg)
     try:
         print(f"scale: {n} agents: {n - 1} at once, then 1 joining", flush=True)
         scale.start_etcd()
@@ -474,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on each wait")
     parser.add_argument("--route-timeout", type=float, default=30.0)
     parser.add_argument("--exec-runs", type=int, default=10)
+    parser.add_argument("--agent-arg", action="append", default=[], help="one more agent option")
     parser.add_argument("--restart-settle", type=float, default=10.0)
     parser.add_argument(
         "--agent-install",
