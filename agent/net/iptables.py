@@ -263,6 +263,8 @@ class FlannelRules:
         if self.ip_masq:
             return False
         jump, body = self.masq
+        if body[0].chain not in self.ipt.save(jump.table):
+            return False  # one run; a jump cannot outlive the chain it jumps to
         found = self.ipt.delete_all(jump) > 0
         found |= self.ipt.delete_chain(jump.table, body[0].chain)
         if found:
