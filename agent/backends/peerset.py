@@ -42,23 +42,20 @@ class PeerSetSink(PeerSink):
         except Exception:
             self.accepted.pop(self._key(lease), None)
             raise
-        finally:
-            self._report()
 
     def remove_peer(self, lease: Lease) -> None:
         self.accepted.pop(self._key(lease), None)
-        try:
-            self.inner.remove_peer(lease)
-        finally:
-            self._report()
+        self.inner.remove_peer(lease)
 
     def replace_peer(self, old: Lease, new: Lease) -> None:
         self.accepted.pop(self._key(old), None)
-        try:
-            self.inner.replace_peer(old, new)
-            self.accepted[self._key(new)] = new
-        finally:
-            self._report()
+        self.inner.replace_peer(old, new)
+        self.accepted[self._key(new)] = new
+
+    def flush(self) -> None:
+        """The end of a batch: report the set if it moved."""
+        self.inner.flush()
+        self._report()
 
     def sync_peers(self, leases: Sequence[Lease]) -> None:
         """The backend logs and skips the leases it refuses: ask it which it kept, when it

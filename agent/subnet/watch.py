@@ -51,6 +51,9 @@ class PeerSink(abc.ABC):
         self.remove_peer(old)
         self.add_peer(new)
 
+    def flush(self) -> None:  # noqa: B027 - optional: most sinks have nothing to batch
+        """The end of a batch of calls: apply what is cheaper done once per batch."""
+
     def sync_peers(self, leases: Sequence[Lease]) -> None:
         """The complete set of remote leases (first snapshot). Override to also drop stale
         state left by a previous run; by default each lease is added."""
@@ -278,6 +281,7 @@ class SubnetWatcher:
             self._call("remove_peer", self.peers.pop(key))
         for key, lease in sorted(wanted.items()):
             self._put(key, lease)
+        self._flush()
 
     def apply(self, events: Iterable[WatchEvent]) -> None:
         """Apply one batch of watch events."""
@@ -309,6 +313,7 @@ class SubnetWatcher:
                 self._put(key, lease)
             elif key in self.peers:  # admitted before, refused now (its PublicIP changed)
                 self._call("remove_peer", self.peers.pop(key))
+        self._flush()
 
     def _put(self, key: str, lease: Lease) -> None:
         old = self.peers.get(key)
@@ -317,6 +322,11 @@ class SubnetWatcher:
             self._call("add_peer", lease)
         elif not old.same_attrs(lease):
             self._call("replace_peer", old, lease)
+
+    def _flush(self) -> None:
+        """The batch is over: tell the sink (a stand-in sink may not know the call)."""
+        if hasattr(self.sink, "flush"):
+            self._call("flush")
 
     def _call(self, method: str, *args: object) -> None:
         """Call the sink; its failures are logged, never fatal to the loop."""

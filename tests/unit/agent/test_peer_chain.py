@@ -60,13 +60,18 @@ def test_peer_set_reports_only_changes_and_skips_refused() -> None:
     sink = PeerSetSink(inner, reports.append)
     sink.sync_peers([lease(2, "1.1.1.2"), lease(3, "1.1.1.3")])
     sink.add_peer(lease(4, "1.1.1.3"))  # same PublicIP as another: the set does not move
+    sink.flush()
     inner.refuse.add("10.1.5.0/24")
     with pytest.raises(ValueError):
         sink.add_peer(lease(5, "1.1.1.5"))
+    sink.flush()
     sink.replace_peer(lease(2, "1.1.1.2"), lease(2, "1.1.1.7"))
     sink.remove_peer(lease(3, "1.1.1.3"))
     ip = IPv4Address
+    assert len(reports) == 1  # nothing until the batch ends
+    sink.flush()
     # The refused lease 5 never shows; removing lease 3 leaves 1.1.1.3 (lease 4 has it).
     assert reports == [{ip("1.1.1.2"), ip("1.1.1.3")}, {ip("1.1.1.7"), ip("1.1.1.3")}]
     sink.remove_peer(lease(4, "1.1.1.3"))
+    sink.flush()
     assert reports[-1] == {ip("1.1.1.7")}
