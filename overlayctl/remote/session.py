@@ -207,8 +207,13 @@ class Session:
                 self.reporter.log(f"{name}: lock release failed: {exc}")
 
     def close(self) -> None:
-        for name in list(self.locks):
-            self._release(name)
+        """Release every lock, the cluster's (the first taken) last, so that a run started
+        meanwhile is refused there rather than finding some hosts free; the others at once
+        (one round trip each: one after another, 25 hosts' took most of a second)."""
+        first, *others = list(self.locks) or [None]
+        run_on_hosts("unlock", others, self._release, str, self.options.parallel)
+        if first is not None:
+            self._release(first)
         for remote in self.remotes.values():
             remote.close()
         self.remotes.clear()
