@@ -65,6 +65,28 @@ def kill_pid(pid: int | None, sig: int = signal.SIGKILL) -> None:
         os.kill(pid, sig)
 
 
+def alive(pid: int) -> bool:
+    """PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pid(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM PID, wait (bounded) until it is gone, SIGKILL it if it is not."""
+    kill_pid(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        kill_pid(pid)
+        end = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < end:
+            time.sleep(0.05)
+
+
 def reap(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Kill PROC (by PID) unless it has exited, and wait for it (bounded)."""
     if proc.poll() is None:

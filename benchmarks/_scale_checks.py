@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from _lab import child_pid, kill_pid, wait_for
+from _lab import alive, child_pid, kill_pid, wait_for
 
 if TYPE_CHECKING:
     from scale import Scale
@@ -89,7 +89,7 @@ def exec_to_ready(scale: Scale, host: LightHost, runs: int, timeout: float) -> l
     pid = scale.agents.pop(host.name, None)
     kill_pid(pid, signal.SIGTERM)
     if pid is not None:
-        wait_for(lambda: not _alive(pid), 10, f"{host.name}'s agent to stop")
+        wait_for(lambda: not alive(pid), 10, f"{host.name}'s agent to stop")
     for run in range(runs):
         (host.base / "agent.log").unlink(missing_ok=True)
         started = time.time()
@@ -105,16 +105,8 @@ def exec_to_ready(scale: Scale, host: LightHost, runs: int, timeout: float) -> l
             scale.agents[host.name] = agent  # the last one keeps running
             break
         kill_pid(agent, signal.SIGTERM)
-        wait_for(lambda a=agent: not _alive(a), 10, f"{host.name}'s agent to stop")
+        wait_for(lambda a=agent: not alive(a), 10, f"{host.name}'s agent to stop")
     return times
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def etcd_restart(scale: Scale, hosts: list[LightHost], settle: float) -> dict:

@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,11 +61,11 @@ from _lab import (  # sets sys.path for the imports below
     goal_rows,
     host_style_agent,
     interrupt_on_sigterm,
-    kill_pid,
     percentile,
     proc_status_kb,
     reap,
     rounded,
+    stop_pid,
     wait_for,
 )
 
@@ -127,7 +126,7 @@ class Scale:
                 stdout=log, stderr=log,
             )  # fmt: skip
         self.procs.append(self.etcd_proc)
-        wait_for(self.answers, 30, "etcd in the lab answers", interval=0.2)
+        wait_for(self.answers, 60, "etcd in the lab answers", interval=0.2)
 
     def answers(self) -> bool:
         assert self.etcd is not None
@@ -137,8 +136,8 @@ class Scale:
     def restart_etcd(self) -> None:
         """Stop etcd (SIGTERM, as systemd would) and start it again on the same data."""
         assert self.etcd_proc is not None
-        kill_pid(child_pid(self.etcd_proc.pid), signal.SIGTERM)
-        reap(self.etcd_proc, timeout=30)
+        stop_pid(child_pid(self.etcd_proc.pid))  # gone before the new one binds its ports
+        reap(self.etcd_proc, timeout=10)
         self._run_etcd()
 
     def write_config(self) -> None:
