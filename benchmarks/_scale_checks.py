@@ -1,5 +1,6 @@
-"""The parts of benchmarks/scale.py past the start: a full network, one agent's own start,
-etcd restarted under every agent, and the routes each host holds.
+"""The parts of benchmarks/scale.py that read the hosts or act past the start: subnet.env and
+the agents' logs, duplicates, a full network, one agent's own start, etcd restarted under every
+agent, and the routes each host holds.
 
 Kept apart so scale.py stays the measurement of the start and the report. Each function takes
 the running :class:`scale.Scale` and returns plain figures; none of them leaves anything
@@ -8,11 +9,13 @@ running that the lab's close does not remove.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import statistics
 import time
 from datetime import datetime
+from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 from _lab import alive, child_pid, kill_pid, wait_for
@@ -24,6 +27,63 @@ if TYPE_CHECKING:
 
 READY_LINE = re.compile(r"^ts=(\S+) .*? event=ready\b", re.M)
 RESYNCS = re.compile(r"^overlay_agent_watch_resyncs_total (\d+)", re.M)
+
+
+def subnet_of(host: LightHost) -> IPv4Network | None:
+    try:
+        text = (host.base / "subnet.env").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^FLANNEL_SUBNET=(\S+)$", text, re.M)
+    return IPv4Network(found.group(1), strict=False) if found else None
+
+
+def ready_at(hosts: list[LightHost], timeout: float) -> dict[str, float]:
+    """Host -> wall-clock mtime of its subnet.env, waiting (bounded) until all are written."""
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(hosts) and time.monotonic() < deadline:
+        for host in hosts:
+            if host.name not in done:
+                with contextlib.suppress(OSError):
+                    done[host.name] = (host.base / "subnet.env").stat().st_mtime
+        time.sleep(0.05)
+    return done
+
+
+def waiting_for_config(hosts: list[LightHost], timeout: float) -> int:
+    """Wait (bounded) until every agent logged that it waits for the config; how many did."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(hosts) and time.monotonic() < deadline:
+        for host in hosts:
+            if host.name not in seen:
+                with contextlib.suppress(OSError):
+                    if "waiting for the network config" in (host.base / "agent.log").read_text(
+                        errors="replace"
+                    ):
+                        seen.add(host.name)
+        time.sleep(0.1)
+    return len(seen)
+
+
+def duplicates(hosts: list[LightHost], leases: dict[IPv4Network, str]) -> list[str]:
+    """Every duplicate or mismatch, one line each (must be none)."""
+    problems: list[str] = []
+    by_ip: dict[str, list[IPv4Network]] = {}
+    for subnet, ip in leases.items():
+        by_ip.setdefault(ip, []).append(subnet)
+    problems += [f"PublicIP {ip} holds {nets}" for ip, nets in by_ip.items() if len(nets) > 1]
+    claimed: dict[IPv4Network, list[str]] = {}
+    for host in hosts:
+        subnet = subnet_of(host)
+        if subnet is None:
+            continue
+        claimed.setdefault(subnet, []).append(host.name)
+        if leases.get(subnet) != host.address:
+            problems.append(f"{host.name} uses {subnet}, etcd has {leases.get(subnet)}")
+    problems += [f"{net} claimed by {names}" for net, names in claimed.items() if len(names) > 1]
+    return problems
 
 
 def log_time(stamp: str) -> float:

@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,16 +56,15 @@ from _lab import (  # sets sys.path for the imports below
     child_pid,
     cpu_seconds,
     cpu_split,
-    goal_rows,
     host_style_agent,
     interrupt_on_sigterm,
-    percentile,
     proc_status_kb,
     reap,
-    rounded,
     stop_pid,
     wait_for,
 )
+from _scale_checks import duplicates, ready_at, subnet_of, waiting_for_config
+from _scale_report import report
 
 from overlayctl.lab.light import LightHost, LightLab
 from tests.conftest import unique_name
@@ -79,11 +76,6 @@ NETWORK = "172.21.0.0/16"
 CAPACITY = 255  # /24 subnets in the /16 between flannel's default SubnetMin and SubnetMax
 LAN = IPv4Network("10.240.0.0/16")
 HEALTHZ_PORT = 8471
-GOALS = {
-    "config_to_ready_s": 3.0, "exec_to_ready_s": 0.5, "route_p99_s": 0.3,
-    "etcd_requests_per_agent_start": 5.0, "etcd_requests_per_agent_minute_idle": 1.0,
-    "rss_mb": 20.0,
-}  # fmt: skip
 
 
 def lan_address(index: int) -> str:
@@ -215,63 +207,6 @@ class Scale:
         return int(found.group(1)) if found else None
 
 
-def subnet_of(host: LightHost) -> IPv4Network | None:
-    try:
-        text = (host.base / "subnet.env").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^FLANNEL_SUBNET=(\S+)$", text, re.M)
-    return IPv4Network(found.group(1), strict=False) if found else None
-
-
-def ready_at(hosts: list[LightHost], timeout: float) -> dict[str, float]:
-    """Host -> wall-clock mtime of its subnet.env, waiting (bounded) until all are written."""
-    done: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(done) < len(hosts) and time.monotonic() < deadline:
-        for host in hosts:
-            if host.name not in done:
-                with contextlib.suppress(OSError):
-                    done[host.name] = (host.base / "subnet.env").stat().st_mtime
-        time.sleep(0.05)
-    return done
-
-
-def waiting_for_config(hosts: list[LightHost], timeout: float) -> int:
-    """Wait (bounded) until every agent logged that it waits for the config; how many did."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < len(hosts) and time.monotonic() < deadline:
-        for host in hosts:
-            if host.name not in seen:
-                with contextlib.suppress(OSError):
-                    if "waiting for the network config" in (host.base / "agent.log").read_text(
-                        errors="replace"
-                    ):
-                        seen.add(host.name)
-        time.sleep(0.1)
-    return len(seen)
-
-
-def duplicates(hosts: list[LightHost], leases: dict[IPv4Network, str]) -> list[str]:
-    """Every duplicate or mismatch, one line each (must be none)."""
-    problems: list[str] = []
-    by_ip: dict[str, list[IPv4Network]] = {}
-    for subnet, ip in leases.items():
-        by_ip.setdefault(ip, []).append(subnet)
-    problems += [f"PublicIP {ip} holds {nets}" for ip, nets in by_ip.items() if len(nets) > 1]
-    claimed: dict[IPv4Network, list[str]] = {}
-    for host in hosts:
-        subnet = subnet_of(host)
-        if subnet is None:
-            continue
-        claimed.setdefault(subnet, []).append(host.name)
-        if leases.get(subnet) != host.address:
-            problems.append(f"{host.name} uses {subnet}, etcd has {leases.get(subnet)}")
-    problems += [f"{net} claimed by {names}" for net, names in claimed.items() if len(names) > 1]
-    return problems
-
-
 class LeaseWatch:
     """`etcdctl watch` on the subnets inside the etcd host: when a PublicIP's lease appears."""
 
@@ -313,6 +248,7 @@ def measure_start(args: argparse.Namespace, scale: Scale, hosts: list[LightHost]
     after, cpu_after = scale.etcd_counters()  # before the watches' events settle: the start
     agents_cpu_s = sum(cpu_seconds(pid) - cpu for pid, cpu in agents_cpu.items())
     started = {m: after.get(m, 0) - before.get(m, 0) for m in after}
+    started["Put"] = started.get("Put", 0) - 1  # our own write of the config is not theirs
     split = [cpu_split(pid) for pid in scale.agents.values()]
     not_ready = [h.name for h in hosts if h.name in ready and not scale.readyz(h)]
     return {
@@ -400,72 +336,6 @@ def run_size(args: argparse.Namespace, agent: str, n: int) -> dict:
         lab.close()  # kills every host's PID 1, so etcd and the agents with it
         for proc in scale.procs:
             reap(proc)
-
-
-def figures(m: dict) -> dict:
-    """The JSON figures of one size."""
-    n = m["n"]
-    restart = m["restart"]
-    full = m.get("full")
-    return {
-        "agents": n, "duplicates": len(m["dups"]),
-        "all_ready_s": rounded(m["waited_s"] + m["config_to_ready"], 2),
-        "config_to_ready_s": rounded(m["config_to_ready"], 2),
-        "exec_to_ready_s": rounded(statistics.median(m["exec_to_ready"]), 3),
-        "route_p50_s": rounded(percentile(m["from_lease"], 50)),
-        "route_p99_s": rounded(percentile(m["from_lease"], 99)),
-        "routes_missing": len(m["missing"]), "peer_routes_wrong": len(m["routes_wrong"]),
-        "etcd_requests_per_agent_start": rounded(sum(m["started"].values()) / (n - 1), 2),
-        "etcd_requests_per_agent_minute_idle": rounded(m["idle_per_min"], 2),
-        "etcd_cpu_start_s": rounded(m["etcd_cpu"], 2),
-        "agents_cpu_start_s": rounded(m["agents_cpu"], 2),
-        "rss_mb": rounded(statistics.median(m["rss"]), 1), "rss_max_mb": rounded(max(m["rss"]), 1),
-        "idle_cpu_pct": rounded(statistics.median(m["cpu"]), 2),
-        "start_cpu_s": rounded(statistics.median(m["start_cpu"]), 2),
-        "full_network_error_ok": None if full is None else bool(full["ok"]),
-        "full_network": full,
-        "etcd_restart_resyncs_max": restart["resyncs_max"],
-        "etcd_restart_ok": restart["resyncs_max"] <= 1 and not restart["unanswered"]
-        and not restart["leases_lost"] and not restart["leases_changed"]
-        and not restart["routes_lost"],
-    }  # fmt: skip
-
-
-def report(runs: list[dict]) -> dict:
-    """The growth table, the goals of the largest size, and its JSON line."""
-    rows = [figures(m) for m in runs]
-    keys = ("config_to_ready_s", "route_p99_s", "etcd_requests_per_agent_start",
-            "etcd_cpu_start_s", "agents_cpu_start_s", "exec_to_ready_s", "rss_mb")  # fmt: skip
-    print()
-    print("agents " + " ".join(f"{k.removesuffix('_s'):>18.18}" for k in keys))
-    for row in rows:
-        print(f"{row['agents']:>6} " + " ".join(f"{row[k]!s:>18}" for k in keys))
-    last, m = rows[-1], runs[-1]
-    print(f"\n{last['agents']} agents: requests per agent at start by method: " + ", ".join(
-        f"{k} {v / (m['n'] - 1):.2f}" for k, v in sorted(m["started"].items()) if v)
-        + f"; duplicates {m['dups'] or 'none'}; /readyz not 200: {m['not_ready'] or 'none'}; "
-        f"wrong peer-route counts: {m['routes_wrong'][:5] or 'none'}")  # fmt: skip
-    print(f"load before the start {m['load']:.1f}; {m['waiting']} agents waited for the config "
-          f"{m['waited_s']:.1f} s after the first exec; etcd restart: {m['restart']}")  # fmt: skip
-    print()
-    print(goal_rows([
-        ("config to ready, all agents", last["config_to_ready_s"], "s",
-         GOALS["config_to_ready_s"]),
-        ("duplicates", float(last["duplicates"]), "", 0),
-        ("one agent exec to READY, median", last["exec_to_ready_s"], "s",
-         GOALS["exec_to_ready_s"]),
-        ("route after join, p99 (from lease)", last["route_p99_s"], "s", GOALS["route_p99_s"]),
-        ("etcd requests per agent (start)", last["etcd_requests_per_agent_start"], "",
-         GOALS["etcd_requests_per_agent_start"]),
-        ("etcd requests per agent per idle minute", last["etcd_requests_per_agent_minute_idle"],
-         "", GOALS["etcd_requests_per_agent_minute_idle"]),
-        ("agent RSS median", last["rss_mb"], "MB", GOALS["rss_mb"]),
-    ]))  # fmt: skip
-    result = dict(last)
-    result["goals"] = GOALS
-    if len(rows) > 1:
-        result["growth"] = {str(r["agents"]): {k: r[k] for k in keys} for r in rows}
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
