@@ -50,8 +50,11 @@ def _tcp_transfer(cluster: Cluster, megabytes: int = 50) -> None:
 
 
 def _counted(cluster: Cluster, node: object, key: str) -> dict | None:
-    """NODE's data-plane counters once KEY shows the whole transfer (over 50 MB), else None."""
-    stats = cluster.publish(node, [])["stats"]  # type: ignore[arg-type]
+    """NODE's data-plane counters once KEY shows the whole transfer (over 50 MB), else None.
+    Each poll publishes NODE's peers as they are: an empty list would remove them, and a
+    count still on its way at the first poll would then never arrive."""
+    peers = [o.lease(cluster.backend) for o in cluster.nodes if o is not node]
+    stats = cluster.publish(node, peers)["stats"]  # type: ignore[arg-type]
     return stats if stats[key] > 50e6 else None
 
 
