@@ -9,14 +9,14 @@ running that the lab's close does not remove.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from _lab import alive, child_pid, kill_pid, wait_for
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from scale import Scale
 
     from overlayctl.lab.light import LightHost
+
+T = TypeVar("T")
 
 READY_LINE = re.compile(r"^ts=(\S+) .*? event=ready\b", re.M)
 RESYNCS = re.compile(r"^overlay_agent_watch_resyncs_total (\d+)", re.M)
@@ -38,33 +40,45 @@ def subnet_of(host: LightHost) -> IPv4Network | None:
     return IPv4Network(found.group(1), strict=False) if found else None
 
 
-def ready_at(hosts: list[LightHost], timeout: float) -> dict[str, float]:
-    """Host -> wall-clock mtime of its subnet.env, waiting (bounded) until all are written."""
-    done: dict[str, float] = {}
+def agent_log(host: LightHost) -> str:
+    """HOST's agent log so far ("" before it exists)."""
+    try:
+        return (host.base / "agent.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def poll_hosts(
+    hosts: list[LightHost], probe: Callable[[LightHost], T | None], timeout: float
+) -> dict[str, T]:
+    """Host -> PROBE's first answer other than None, asking (bounded by TIMEOUT) until every
+    host answered."""
+    done: dict[str, T] = {}
     deadline = time.monotonic() + timeout
     while len(done) < len(hosts) and time.monotonic() < deadline:
         for host in hosts:
-            if host.name not in done:
-                with contextlib.suppress(OSError):
-                    done[host.name] = (host.base / "subnet.env").stat().st_mtime
+            if host.name not in done and (found := probe(host)) is not None:
+                done[host.name] = found
         time.sleep(0.05)
     return done
 
 
+def ready_at(hosts: list[LightHost], timeout: float) -> dict[str, float]:
+    """Host -> wall-clock mtime of its subnet.env, waiting (bounded) until all are written."""
+
+    def written(host: LightHost) -> float | None:
+        try:
+            return (host.base / "subnet.env").stat().st_mtime
+        except OSError:
+            return None
+
+    return poll_hosts(hosts, written, timeout)
+
+
 def waiting_for_config(hosts: list[LightHost], timeout: float) -> int:
     """Wait (bounded) until every agent logged that it waits for the config; how many did."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < len(hosts) and time.monotonic() < deadline:
-        for host in hosts:
-            if host.name not in seen:
-                with contextlib.suppress(OSError):
-                    if "waiting for the network config" in (host.base / "agent.log").read_text(
-                        errors="replace"
-                    ):
-                        seen.add(host.name)
-        time.sleep(0.1)
-    return len(seen)
+    line = "waiting for the network config"
+    return len(poll_hosts(hosts, lambda h: True if line in agent_log(h) else None, timeout))
 
 
 def duplicates(hosts: list[LightHost], leases: dict[IPv4Network, str]) -> list[str]:
@@ -93,9 +107,10 @@ def log_time(stamp: str) -> float:
 
 def peer_routes(scale: Scale, host: LightHost) -> int:
     """Routes to the overlay's subnets on HOST (host-gw: one per peer)."""
+    network = IPv4Network(scale.network)
     out = host.run(["ip", "-4", "route", "show"], check=False).stdout
-    prefix = scale.network.split(".")[0] + "." + scale.network.split(".")[1] + "."
-    return sum(1 for line in out.splitlines() if line.startswith(prefix))
+    dsts = [line.split()[0] for line in out.splitlines() if line.split()]
+    return sum(1 for dst in dsts if "/" in dst and IPv4Network(dst).subnet_of(network))
 
 
 def routes_short(scale: Scale, hosts: list[LightHost], expected: int) -> list[str]:
@@ -115,15 +130,14 @@ def full_network(scale: Scale, extra: LightHost, victim: LightHost, timeout: flo
     line = f"no free subnet in {scale.network} ({leased} leased)"
     launched = time.monotonic()
     scale.launch(extra)
-    log = extra.base / "agent.log"
     try:
-        wait_for(lambda: line in log.read_text(errors="replace"), timeout, f"'{line}'")
+        wait_for(lambda: line in agent_log(extra), timeout, f"'{line}'")
         failed_after = time.monotonic() - launched
     except Exception:
-        tail = log.read_text(errors="replace").splitlines()[-3:]
+        tail = agent_log(extra).splitlines()[-3:]
         return {"ok": False, "why": f"no '{line}' within {timeout} s: {tail}"}
     time.sleep(5.0)
-    attempts = log.read_text(errors="replace").count("no free subnet in")
+    attempts = agent_log(extra).count("no free subnet in")
     kill_pid(scale.agents.pop(victim.name), signal.SIGKILL)
     subnet = next((s for s, ip in scale.leases().items() if ip == victim.address), None)
     freed = time.monotonic()
@@ -155,7 +169,7 @@ def exec_to_ready(scale: Scale, host: LightHost, runs: int, timeout: float) -> l
         started = time.time()
         proc = scale.launch(host)
         found = wait_for(
-            lambda: READY_LINE.search((host.base / "agent.log").read_text(errors="replace")),
+            lambda: READY_LINE.search(agent_log(host)),
             timeout,
             f"{host.name}'s agent ready",
         )

@@ -278,9 +278,7 @@ def measure_join(args: argparse.Namespace, scale: Scale, joiner: LightHost, watc
     scale.agents[joiner.name] = child_pid(proc.pid)
     # t0: the earlier of the lease's arrival in `etcdctl watch` and the joiner's own log line
     # right after its create transaction returned (wall clock, mapped onto our monotonic one).
-    acquired = re.search(
-        r"^ts=(\S+) .*acquired subnet", (joiner.base / "agent.log").read_text(), re.M
-    )
+    acquired = re.search(r"^ts=(\S+) .*acquired subnet", checks.agent_log(joiner), re.M)
     stamps = [lease_watch.seen] if lease_watch.seen is not None else []
     if acquired:
         wall = datetime.fromisoformat(acquired.group(1).replace("Z", "+00:00")).timestamp()

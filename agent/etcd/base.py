@@ -26,7 +26,7 @@ from agent.etcd.types import (
     EtcdLeaseNotFound,
     EtcdUnavailable,
     KeyRange,
-    WatchEvent,
+    WatchCallback,
     WatchStream,
     parse_endpoint,
 )
@@ -220,7 +220,7 @@ class EtcdClientBase:
         self,
         what: KeyRange,
         start_revision: int | None = None,
-        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+        callback: WatchCallback | None = None,
     ) -> WatchStream:
         """Watch one key or a prefix (each transport implements it)."""
         raise NotImplementedError
@@ -229,7 +229,7 @@ class EtcdClientBase:
         self,
         prefix: str,
         start_revision: int | None = None,
-        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+        callback: WatchCallback | None = None,
     ) -> WatchStream:
         """Watch every key under ``prefix`` from ``start_revision`` (inclusive)."""
         return self.watch(KeyRange(prefix, prefix=True), start_revision, callback)

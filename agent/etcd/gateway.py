@@ -17,7 +17,7 @@ encodings, are in agent/etcd/session.py.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.etcd.base import EtcdClientBase
@@ -38,7 +38,7 @@ from agent.etcd.types import (
     EtcdUnavailable,
     KeyRange,
     KeyValue,
-    WatchEvent,
+    WatchCallback,
     WatchStream,
 )
 from agent.http.wire import Connection, Response
@@ -197,7 +197,7 @@ class HttpEtcdClient(EtcdClientBase):
         self,
         what: KeyRange,
         start_revision: int | None = None,
-        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+        callback: WatchCallback | None = None,
     ) -> WatchStream:
         """Watch one key or a prefix from ``start_revision`` (inclusive). A single key needs
         read permission on that key only (a prefix, on the whole range).

@@ -23,6 +23,7 @@ from agent.etcd.types import (
     EtcdUnavailable,
     KeyRange,
     KeyValue,
+    WatchCallback,
     WatchEvent,
     WatchStream,
 )
@@ -259,7 +260,7 @@ class GrpcEtcdClient(EtcdClientBase):
         self,
         what: KeyRange,
         start_revision: int | None = None,
-        callback: Callable[[list[WatchEvent] | EtcdError], None] | None = None,
+        callback: WatchCallback | None = None,
     ) -> WatchStream:
         """Watch one key or a prefix from ``start_revision`` (inclusive).
 

@@ -9,7 +9,7 @@ import logging
 import queue
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Union
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ class WatchEvent:
 
     kind: Literal["put", "delete"]
     kv: KeyValue
+
+
+# What a watch with a callback calls: each batch of events, or once the error that ended it.
+# (Union, not |: the agent also runs on Python 3.9, where this line is evaluated.)
+WatchCallback = Callable[[Union[list[WatchEvent], EtcdError]], None]
 
 
 @dataclass(frozen=True)

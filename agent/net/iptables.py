@@ -115,36 +115,28 @@ class Iptables:
         self.binary = found
         self.timeout = timeout
 
-    def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [self.binary, "-w", "5", *args]
+    def _exec(
+        self, argv: list[str], check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=self.timeout, check=False
+            argv, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False
         )
         if check and proc.returncode != 0:
             raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
         return proc
 
+    def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._exec([self.binary, "-w", "5", *args], check)
+
     def restore(self, text: str) -> None:
         """Apply TEXT (iptables-save format) with ``iptables-restore --noflush``: each table's
         COMMIT is one atomic replacement, and tables and chains it does not name are kept."""
-        binary = self.binary + "-restore"
-        argv = [binary, "-w", "5", "--noflush"]
-        proc = subprocess.run(
-            argv, input=text, capture_output=True, text=True, timeout=self.timeout, check=False
-        )
-        if proc.returncode != 0:
-            raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+        self._exec([self.binary + "-restore", "-w", "5", "--noflush"], stdin=text)
 
     def save(self, table: str) -> dict[str, list[list[str]]]:
         """TABLE as ``iptables-save`` prints it, in one run: chain -> its rules, each the
         argv after ``-A CHAIN`` (a chain without rules maps to [])."""
-        argv = [self.binary + "-save", "-t", table]
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=self.timeout, check=False
-        )
-        if proc.returncode != 0:
-            raise IptablesError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
-        return parse_save(proc.stdout)
+        return parse_save(self._exec([self.binary + "-save", "-t", table]).stdout)
 
     def listing(self, table: str, chain: str) -> list[str] | None:
         """CHAIN's rules as ``iptables -S`` prints them (``-A`` lines); None if it is missing."""
@@ -160,31 +152,6 @@ class Iptables:
 
     def chain_exists(self, table: str, chain: str) -> bool:
         return self.run(["-t", table, "-S", chain], check=False).returncode == 0
-
-    def chain_rule_count(self, table: str, chain: str) -> int:
-        listing = self.run(["-t", table, "-S", chain]).stdout.splitlines()
-        return sum(1 for line in listing if line.startswith("-A "))
-
-    def ensure_chain(self, table: str, chain: str, rules: Sequence[Rule]) -> bool:
-        """CHAIN holds exactly RULES (in order); True if anything had to change."""
-        if not self.chain_exists(table, chain):
-            self.run(["-t", table, "-N", chain])
-        elif self.chain_rule_count(table, chain) == len(rules) and all(
-            self.exists(r) for r in rules
-        ):
-            return False
-        else:
-            self.run(["-t", table, "-F", chain])  # wrong content (an old subnet): rebuild
-        for rule in rules:
-            self.run(["-t", table, "-A", rule.chain, *rule.spec])
-        return True
-
-    def ensure_jump(self, rule: Rule) -> bool:
-        """The jump from a built-in chain, inserted first, once."""
-        if self.exists(rule):
-            return False
-        self.run(["-t", rule.table, "-I", rule.chain, "1", *rule.spec])
-        return True
 
     def delete_all(self, rule: Rule, limit: int = 100) -> int:
         """Delete every copy of RULE (bounded); how many there were."""

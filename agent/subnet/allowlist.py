@@ -7,11 +7,11 @@ compromised member that may write under ``<prefix>/subnets/`` still cannot point
 at an address outside the cluster. Our own lease is never refused (its PublicIP missing
 from the list means the operator's inventory is wrong: one ERROR line, nothing else).
 
-How the agent follows the key (one single-key GET, which a host role can always be granted,
-where a watch of the whole prefix would need read access to every key under it): a re-read
-before each batch of subnet events (so a new lease is judged by the current list) plus one
-every ``--allowlist-check-interval`` (60 s): at most one etcd request per idle minute.
-Pure except :meth:`AllowList.refresh`, which reads through the client it is given.
+How the agent follows the key: read in the start snapshot with the leases, then a watch of
+this one key (a host role may read it; a watch of the whole prefix would need read access to
+every key under it), whose events :meth:`AllowList.load` applies: no read per batch of lease
+events. If etcd refuses that watch, the key is read every ``--allowlist-check-interval``
+(60 s) instead. Pure except :meth:`AllowList.refresh`, which reads through the client given.
 """
 
 from __future__ import annotations

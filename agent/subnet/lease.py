@@ -219,9 +219,7 @@ class LeaseManager:
             self._thread.join(timeout)
             self._thread = None
         self._drop_key_watch()
-        watch, self._free_watch = self._free_watch, None
-        if watch is not None:
-            watch.cancel()
+        self._drop_free_watch()
         lease = self._current
         if revoke and lease is not None:
             with contextlib.suppress(EtcdError):
@@ -278,9 +276,7 @@ class LeaseManager:
         else:
             self.last_error = ""
             self._acquire_backoff.reset()
-            watch, self._free_watch = self._free_watch, None
-            if watch is not None:
-                watch.cancel()
+            self._drop_free_watch()
 
     def _watch_for_freed(self) -> None:
         """While no subnet is free: poke the loop when any lease is deleted or expires."""
@@ -297,6 +293,11 @@ class LeaseManager:
             self._free_watch = self.client.watch_prefix(subnets_dir(self.prefix), callback=on_event)
         except EtcdError as exc:
             log.debug("cannot watch for freed subnets: %s", exc)
+
+    def _drop_free_watch(self) -> None:
+        watch, self._free_watch = self._free_watch, None
+        if watch is not None:
+            watch.cancel()
 
     def _renew(self) -> None:
         lease = self._current

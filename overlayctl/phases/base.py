@@ -249,23 +249,20 @@ class HostPhase:
         `enable --no-reload`: a plain enable reloads systemd once more (every generator runs
         again); the plan's own daemon-reload comes first where a unit file changed, and the
         unit's start is explicit. At 25 hosts those extra reloads were a third of init's CPU."""
-        if action.kind == "daemon-reload":
-            on.remote.run(["systemctl", "daemon-reload"])
-        elif action.kind == "enable":
-            on.remote.run(["systemctl", "enable", "--no-reload", action.target])
-        else:
+        if action.kind not in SYSTEMD_KINDS:
             raise OverlayctlError(f"{self.name}: no way to {action.kind} {action.target}")
+        self.act_systemd(on, [action])
 
     def act_systemd(self, on: OnHost, actions: list[Action]) -> None:
-        """ACTIONS, each a daemon-reload or an enable (as `act` does them), in one round trip:
+        """ACTIONS, each a daemon-reload or an enable, in one round trip (also `act`'s way):
         the engine hands over each run of them in the plan's order."""
-        commands = [
-            (["systemctl", "daemon-reload"], "systemctl daemon-reload")
+        argvs = [
+            ["systemctl", "daemon-reload"]
             if a.kind == "daemon-reload"
-            else (["systemctl", "enable", "--no-reload", a.target],
-                  f"systemctl enable --no-reload {a.target}")
+            else ["systemctl", "enable", "--no-reload", a.target]
             for a in actions
-        ]  # fmt: skip
+        ]
+        commands = [(argv, " ".join(argv)) for argv in argvs]
         results = on.remote.batch(commands, waiting_for="systemd")
         for (_argv, label), got in zip(commands, results, strict=True):
             if got.code != 0:
