@@ -95,10 +95,10 @@ def flannel07_config(text: str) -> NetworkConfig:
     ConfigError otherwise, as the agent's parser raises it."""
     try:
         data = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise ConfigError(f"config is not valid JSON: {exc}") from exc
+    except (ValueError, TypeError, RecursionError):
+        data = None
     if not isinstance(data, dict):
-        raise ConfigError("config is not a JSON object")
+        return parse_config(text)  # raises the agent's ConfigError, in its words
     names = [k for k in data if str(k).lower() == "backend"]
     backend = data[names[-1]] if names else None  # Go: the last case-insensitive match wins
     if backend is None:
