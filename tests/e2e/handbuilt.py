@@ -1,6 +1,6 @@
 """The seed runbook's cluster built BY HAND on full lab hosts, so `overlayctl adopt` is tested on
 what operators really have (docs/design/adopt.md section 4; the runbook:
-/work/shared/seed/flannel-etcd-docker-runbook.md).
+/work/shared/seed/flannel-etcd-docker-runbook.md; its files: handbuilt_files.py).
 
 Everything goes through `on(lab, host, ...)` (SSH, as a human at a root shell), in the runbook's
 order and with its slips kept, because those slips are what adopt must survive:
@@ -11,9 +11,15 @@ order and with its slips kept, because those slips are what adopt must survive:
   it by a hand-made `override.conf`, every member started at once, then the runbook's
   `ETCDCTL_API=2 etcdctl mk <prefix>/config '{"Network":...}'` and one v3 key (`V3_KEY`), which
   must survive adoption.
+- `build`: the above, then /etc/hosts and ip_forward (5.5.3-4), flanneld (the stand-in
+  tests/e2e/fake_flanneld.py as the RPM installs it, its sysconfig with node1's
+  `--etcd endpoints=` slip; the first host keeps the RPM's unit, `WantedBy=docker.service`, the
+  others get a hand-written `/etc/systemd/system/flanneld.service` with `RequiredBy=`), docker
+  (the first host: the vendor unit's ExecStart edited in place, no backup; the others: a
+  hand-made `docker.service.d/override.conf` with `ExecStart=` reset), docker restarted, and
+  two busybox containers per host: `app` (--restart=always) and `solo` (no restart policy).
 
-Stable API for other tests (helpers of issue 21 use it): `build_etcd`, `Etcd`, `etcd_conf`,
-`inventory`, `ETCDCTL2`, `ETCDCTL3`, `V3_KEY`, `NETWORK`, `PREFIX`, `run`, `on_all`, `put`.
+Stable API for other tests (helpers of issue 21 use it): everything in `__all__`.
 """
 
 from __future__ import annotations
@@ -22,29 +28,50 @@ import base64
 import json
 import secrets
 import shlex
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from overlayctl.lab import state
+from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
+from tests.e2e import handbuilt_files as files
+from tests.e2e.handbuilt_read import (
+    ETCDCTL2,
+    ETCDCTL3,
+    Container,
+    containers,
+    member_list,
+    on_all,
+    run,
+    run_all,
+    snapshot,
+    v2_dump,
+    v2_leases,
+)
 from tests.labtools import on
+
+__all__ = [
+    "APP", "ETCDCTL2", "ETCDCTL3", "ETCD_CONF", "ETCD_OVERRIDE", "ETCD_OVERRIDE_TEXT", "NETWORK",
+    "PREFIX", "SOLO", "V3_KEY", "Container", "Etcd", "HandBuilt", "Host", "build", "build_etcd",
+    "containers", "etcd_conf", "inventory", "member_ids", "member_list", "on_all", "ping", "put",
+    "run", "run_all", "snapshot", "v2_dump", "v2_leases",
+]  # fmt: skip
 
 NETWORK = "172.21.0.0/16"  # the runbook's `etcdctl mk .../config '{"Network":"172.21.0.0/16"}'`
 # The runbook's FLANNEL_ETCD_PREFIX. The lab's inventory says nothing, so it means overlayctl's
 # default /coreos.com/network: `inventory()` writes this one.
 PREFIX = "/atomic.io/network"
 V3_KEY = "/handbuilt/kept"  # a v3 key written by hand: adoption must keep etcd's data
-# etcdctl as the runbook's operator types it on a member (clients listen on 0.0.0.0, plain http).
-ETCDCTL2 = "ETCDCTL_API=2 etcdctl --endpoints=http://127.0.0.1:2379"
-ETCDCTL3 = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379"
-ETCD_CONF = "/etc/etcd/etcd.conf"
-ETCD_OVERRIDE = "/etc/systemd/system/etcd.service.d/override.conf"
-# What `systemctl edit etcd` would leave: the empty line resets Debian's `/etc/default/%p`.
-ETCD_OVERRIDE_TEXT = "[Service]\nEnvironmentFile=\nEnvironmentFile=/etc/etcd/etcd.conf\n"
+APP, SOLO = "app", "solo"  # --restart=always, and no restart policy (a docker restart loses it)
+# Stops on SIGTERM within a second (a bare `sleep` as PID 1 ignores it: docker's 10 s timeout).
+# The etcd files, as the first version of this module named them.
+ETCD_CONF, ETCD_OVERRIDE, ETCD_OVERRIDE_TEXT = (
+    files.ETCD_CONF, files.ETCD_OVERRIDE, files.ETCD_OVERRIDE_TEXT
+)  # fmt: skip
+etcd_conf = files.etcd_conf
+WORKLOAD = shlex.quote("trap 'exit 0' TERM; while true; do sleep 1; done")
 
 
 @dataclass(frozen=True)
@@ -62,75 +89,33 @@ class Etcd:
     v3_value: str
 
 
-def run(lab: state.LabState, host: str, command: str) -> str:
-    """COMMAND on HOST; its stdout. Fails the test with host, command and stderr otherwise."""
-    result = on(lab, host, command)
-    assert result.returncode == 0, f"{host}: {command!r} -> {result.returncode}: {result.stderr}"
-    return result.stdout
+@dataclass(frozen=True)
+class Host:
+    """One hand-built host as `build` left it."""
+
+    name: str
+    address: str
+    subnet: str  # the v2 lease's, e.g. 172.21.31.0/24
+    lease_key: str  # <prefix>/subnets/172.21.31.0-24
+    lease_value: str  # {"PublicIP":"..."}
+    lease_ttl: int  # seconds left when read (24 h at the start)
+    docker0: str  # e.g. 172.21.31.1/24
+    tun: str  # flanneld's TUN, flannel0
+    containers: dict[str, Container]  # APP and SOLO
 
 
-def on_all(
-    lab: state.LabState, commands: dict[str, str]
-) -> dict[str, subprocess.CompletedProcess[str]]:
-    """HOST -> COMMAND run on every host at the same time (as in two terminals): etcd's members
-    must start together, each waits for the others' votes."""
-    with ThreadPoolExecutor(max_workers=max(1, len(commands))) as pool:
-        futures = {host: pool.submit(on, lab, host, cmd) for host, cmd in commands.items()}
-        return {host: future.result() for host, future in futures.items()}
+@dataclass(frozen=True)
+class HandBuilt:
+    etcd: Etcd
+    hosts: dict[str, Host]
 
 
 def put(lab: state.LabState, host: str, path: str, text: str, mode: str = "0644") -> None:
     """Write TEXT to PATH on HOST (its folder made), as an editor would: the whole file."""
     data = base64.b64encode(text.encode()).decode()
-    folder = shlex.quote(str(Path(path).parent))
-    target = shlex.quote(path)
+    folder, target = shlex.quote(str(Path(path).parent)), shlex.quote(path)
     run(lab, host, f"mkdir -p {folder} && echo {data} | base64 -d > {target} && chmod {mode} "
                    f"{target}")  # fmt: skip
-
-
-def etcd_conf(addresses: dict[str, str], name: str) -> str:
-    """The runbook's /etc/etcd/etcd.conf (5.5.6) for member NAME, the lab's ADDRESSES (name ->
-    address, in member order) in place of 192.168.255.154/155. The first member advertises the
-    SECOND's address on 4001 as a client URL, the runbook's slip; ETCD_ENABLE_V2 is uncommented
-    (etcd 3.4 serves no v2 without it, and the runbook's flanneld speaks only v2)."""
-    names = list(addresses)
-    own = addresses[name]
-    clients = f"http://{own}:2379,http://{addresses[names[1]] if name == names[0] else own}:4001"
-    cluster = ",".join(f"{n}=http://{a}:2380" for n, a in addresses.items())
-    return f"""#[Member]
-#ETCD_CORS=""
-ETCD_DATA_DIR="/var/lib/etcd/{name}.etcd"
-#ETCD_WAL_DIR=""
-ETCD_LISTEN_PEER_URLS="http://0.0.0.0:2380"
-ETCD_LISTEN_CLIENT_URLS="http://0.0.0.0:2379,http://0.0.0.0:4001"
-#ETCD_MAX_SNAPSHOTS="5"
-#ETCD_MAX_WALS="5"
-ETCD_NAME="{name}"
-#ETCD_SNAPSHOT_COUNT="100000"
-#ETCD_HEARTBEAT_INTERVAL="100"
-#ETCD_ELECTION_TIMEOUT="1000"
-#ETCD_QUOTA_BACKEND_BYTES="0"
-#ETCD_MAX_REQUEST_BYTES="1572864"
-#ETCD_GRPC_KEEPALIVE_MIN_TIME="5s"
-#ETCD_GRPC_KEEPALIVE_INTERVAL="2h0m0s"
-#ETCD_GRPC_KEEPALIVE_TIMEOUT="20s"
-#
-#[Clustering]
-ETCD_INITIAL_ADVERTISE_PEER_URLS="http://{own}:2380"
-ETCD_ADVERTISE_CLIENT_URLS="{clients}"
-#ETCD_DISCOVERY=""
-#ETCD_DISCOVERY_FALLBACK="proxy"
-#ETCD_DISCOVERY_PROXY=""
-#ETCD_DISCOVERY_SRV=""
-ETCD_INITIAL_CLUSTER="{cluster}"
-#ETCD_INITIAL_CLUSTER_TOKEN="etcd-cluster"
-#ETCD_INITIAL_CLUSTER_STATE="new"
-#ETCD_STRICT_RECONFIG_CHECK="true"
-ETCD_ENABLE_V2="true"
-#
-#[Proxy]
-
-"""
 
 
 def build_etcd(
@@ -142,12 +127,10 @@ def build_etcd(
     assert len(names) >= 2, "the runbook's etcd.conf names a second member"
     addresses = {name: lab.host(name).address for name in names}
     for name in names:
-        put(lab, name, ETCD_CONF, etcd_conf(addresses, name))
-        put(lab, name, ETCD_OVERRIDE, ETCD_OVERRIDE_TEXT)
+        put(lab, name, files.ETCD_CONF, files.etcd_conf(addresses, name))
+        put(lab, name, files.ETCD_OVERRIDE, files.ETCD_OVERRIDE_TEXT)
     start = "systemctl daemon-reload && systemctl enable etcd 2>/dev/null; systemctl start etcd"
-    started = on_all(lab, {name: start for name in names})
-    failed = {h: r.stderr for h, r in started.items() if r.returncode != 0}
-    assert not failed, f"etcd did not start: {failed}"
+    run_all(lab, {name: start for name in names})
     _wait_healthy(lab, names[0], addresses[names[0]])
     config = shlex.quote(json.dumps({"Network": network}, separators=(",", ":")))
     run(lab, names[0], f"{ETCDCTL2} mk {shlex.quote(prefix + '/config')} {config}")
@@ -174,8 +157,81 @@ def member_ids(lab: state.LabState, host: str) -> tuple[dict[str, str], str]:
     """(member name -> ID, cluster ID), both hex as etcdctl's table prints them, read through
     HOST's plain-http client URL (the hand-built state)."""
     doc = json.loads(run(lab, host, f"{ETCDCTL3} member list -w json"))
-    members = {m["name"]: f"{m['ID']:x}" for m in doc["members"]}
-    return members, f"{doc['header']['cluster_id']:x}"
+    return {m["name"]: f"{m['ID']:x}" for m in doc["members"]}, f"{doc['header']['cluster_id']:x}"
+
+
+def build(lab: state.LabState, names: list[str], prefix: str = PREFIX) -> HandBuilt:
+    """The whole runbook by hand on NAMES (see the module's docstring), every member of etcd
+    and every one a docker host. About 30 s for two hosts."""
+    addresses = {name: lab.host(name).address for name in names}
+    hosts = "".join(f"{a} {n}\n" for n, a in addresses.items())
+    prepare = (f"printf %s {shlex.quote(hosts)} >> /etc/hosts && echo net.ipv4.ip_forward=1 "
+               f">> /etc/sysctl.conf && sysctl -p >/dev/null")  # fmt: skip
+    run_all(lab, {name: prepare for name in names})
+    etcd = build_etcd(lab, names, prefix)
+    for index, name in enumerate(names):
+        _install_flanneld(lab, name, addresses, prefix, first=index == 0)
+    start = "systemctl daemon-reload && systemctl enable flanneld 2>/dev/null && " \
+            "systemctl start flanneld && cat /run/flannel/subnet.env"  # fmt: skip
+    envs = run_all(lab, {name: start for name in names})
+    for index, name in enumerate(names):
+        _configure_docker(lab, name, files.docker_flags(envs[name]), first=index == 0)
+    restart = "systemctl daemon-reload && systemctl enable docker 2>/dev/null; " \
+              "systemctl restart docker && " + _start_containers()  # fmt: skip
+    run_all(lab, {name: restart for name in names})
+    leases = v2_leases(v2_dump(lab, names[0], prefix))
+    return HandBuilt(etcd, {name: _read_host(lab, name, leases) for name in names})
+
+
+def _install_flanneld(
+    lab: state.LabState, host: str, addresses: dict[str, str], prefix: str, first: bool
+) -> None:
+    """`yum install flannel` (the stand-in and the RPM's files), then 5.6.2's sysconfig; on
+    all but the first host a hand-written unit too."""
+    stand_in = (Path(__file__).parent / "fake_flanneld.py").read_text()
+    put(lab, host, files.FLANNELD, stand_in, "0755")
+    put(lab, host, files.FLANNELD_START, files.FLANNELD_START_TEXT, "0755")
+    put(lab, host, files.MK_DOCKER_OPTS, files.MK_DOCKER_OPTS_TEXT, "0755")
+    put(lab, host, files.RPM_UNIT, files.RPM_UNIT_TEXT)
+    put(lab, host, files.RPM_DOCKER_DROPIN, files.RPM_DOCKER_DROPIN_TEXT)
+    put(lab, host, files.SYSCONFIG, files.sysconfig(addresses, prefix, "eth0", slip=first))
+    if not first:
+        put(lab, host, files.HAND_UNIT, files.HAND_UNIT_TEXT)
+
+
+def _configure_docker(lab: state.LabState, host: str, flags: str, first: bool) -> None:
+    """5.7: FLAGS after dockerd. The first host edits the vendor unit in place, as the runbook
+    does; the others use a hand-made override.conf (`systemctl edit docker`)."""
+    if first:
+        edit = shlex.quote(f"s|^ExecStart=/usr/sbin/dockerd .*|& {flags}|")
+        run(lab, host, f'sed -i {edit} "$(systemctl show -p FragmentPath --value docker)"')
+    else:
+        put(lab, host, files.DOCKER_OVERRIDE, files.docker_override(flags))
+
+
+def _start_containers() -> str:
+    """A shell command: busybox imported (as the lab's tests do), then APP and SOLO."""
+    tag = BUSYBOX_IMAGE_TAG
+    image = f"docker image inspect {tag} >/dev/null 2>&1 || docker import {BUSYBOX_IMAGE} {tag}"
+    app = f"docker run -d --restart=always --name {APP} {tag} sh -c {WORKLOAD}"
+    solo = f"docker run -d --name {SOLO} {tag} sh -c {WORKLOAD}"
+    return f"{{ {image} >/dev/null; }} && {app} >/dev/null && {solo} >/dev/null"
+
+
+def _read_host(lab: state.LabState, host: str, leases: dict[str, dict]) -> Host:
+    address = lab.host(host).address
+    lease = leases[address]
+    subnet = lease["key"].rsplit("/", 1)[1].replace("-", "/")
+    devices = run(lab, host, "ip -4 -o addr show docker0; ip -o link show type tun").splitlines()
+    docker0 = devices[0].split()[3]
+    tun = devices[1].split(": ")[1]
+    return Host(host, address, subnet, lease["key"], lease["value"], lease["ttl"], docker0, tun,
+                containers(lab, host))  # fmt: skip
+
+
+def ping(lab: state.LabState, host: str, ip: str, container: str = APP, count: int = 3) -> bool:
+    """CONTAINER on HOST pings IP (bounded: COUNT pings, 2 s each at most)."""
+    return on(lab, host, f"docker exec {container} ping -c {count} -W 2 {ip}").returncode == 0
 
 
 def inventory(
