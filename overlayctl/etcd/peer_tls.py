@@ -1,0 +1,376 @@
+"""Moving a running etcd cluster's peer URLs from plain http to TLS, keeping quorum, members and
+data (adopt's PeerTls, docs/design/adopt.md 3.1). Pure: what the cluster is like now in, the one
+next step out; `drive` repeats observe -> step -> carry out through an executor (SSH for the
+phase, local processes for the tests), so a run cut anywhere resumes from what it finds.
+
+Why it goes in rounds: a member's peer URL changes only by `member update` (a restarted member
+ignores --initial-advertise-peer-urls once it has data), and http and https cannot share a port.
+So every member first listens on http:2380 and https:<tmp> (R1, `peers_dual`), the membership
+moves to https:<tmp> (U1), every member listens on https:2380 and https:<tmp> (R2,
+`peers_tls_temp`), and the membership moves to https:2380 (U2). init's Etcd phase (R3) then drops
+the temporary listener and turns clients to https.
+
+The invariant every step keeps: each member listens on every peer URL the membership records
+for it, and no recorded URL turns https before every member runs with its peer certificate (the
+dialing side needs it). A member that breaks it (down, or started from a file of another round)
+is repaired first.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from overlayctl import paths as hp
+from overlayctl.errors import OverlayctlError
+
+DEFAULT_TEMP_PORT = 2382  # 2381: kubeadm's etcd metrics; 2379/2380: etcd's own
+_RESERVED = {hp.ETCD_CLIENT_PORT, hp.ETCD_PEER_PORT, hp.ETCD_LEGACY_CLIENT_PORT}
+
+Url = tuple[str, int]  # (scheme, port): a member listens on its own address only
+
+
+class Stage(enum.Enum):
+    """What a member's peer listener serves (its etcd.conf, or the running process)."""
+
+    HTTP = "http"  # the runbook's: http:2380
+    DUAL = "peers_dual"  # R1: http:2380 and https:<tmp>, with the peer certificate
+    TLS_TEMP = "peers_tls_temp"  # R2: https:2380 and https:<tmp>
+    TLS = "final"  # R3 (init's Etcd): https:2380
+
+    def serves(self, temp: int) -> frozenset[Url]:
+        peer = hp.ETCD_PEER_PORT
+        return {
+            Stage.HTTP: frozenset({("http", peer)}),
+            Stage.DUAL: frozenset({("http", peer), ("https", temp)}),
+            Stage.TLS_TEMP: frozenset({("https", peer), ("https", temp)}),
+            Stage.TLS: frozenset({("https", peer)}),
+        }[self]
+
+    @property
+    def has_peer_tls(self) -> bool:
+        """Started with the peer certificate: it can dial a peer's https URL."""
+        return self is not Stage.HTTP
+
+
+@functools.cache  # a handful of distinct texts per run, parsed on every step
+def parse_urls(text: str) -> frozenset[Url]:
+    """`http://10.0.0.1:2380,https://10.0.0.1:2382` -> {(http, 2380), (https, 2382)}."""
+    found = set()
+    for item in text.split(","):
+        if item.strip():
+            parts = urlsplit(item.strip())
+            default = 443 if parts.scheme == "https" else 80
+            found.add((parts.scheme, parts.port or default))
+    return frozenset(found)
+
+
+def classify(listen_peer_urls: str | None, temp: int) -> Stage | None:
+    """The stage whose listener LISTEN_PEER_URLS is (None: none of ours, or no value)."""
+    if listen_peer_urls is None:
+        return None
+    urls = parse_urls(listen_peer_urls)
+    return next((s for s in Stage if s.serves(temp) == urls), None)
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """One member as observed: membership (ID, name, recorded peer URLs), its host, and the
+    peer listener of its etcd.conf and of the running etcd (None: etcd not running)."""
+
+    id: str
+    name: str
+    address: str
+    peer_urls: tuple[str, ...]
+    file_peers: str | None  # ETCD_LISTEN_PEER_URLS in its etcd.conf (None: absent)
+    running_peers: str | None  # what the running etcd was started with; None: not running
+    peer_cert: bool = True  # its peer certificate and key are on the host
+    reachable: bool = True  # its host answered (else nothing about it is known)
+    taken_ports: frozenset[int] = frozenset()  # TCP ports something listens on there now
+
+    @property
+    def recorded(self) -> frozenset[Url]:
+        return parse_urls(",".join(self.peer_urls))
+
+
+class Kind(enum.Enum):
+    ROLL = "roll"  # the member's etcd.conf to STAGE (when it differs), then restart it
+    FILE = "file"  # only its etcd.conf to STAGE: what runs is right, a restart would not be
+    UPDATE = "update"  # `member update ID --peer-urls=URL`
+    DONE = "done"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: Kind
+    round: str = ""  # R1, U1, R2, U2, repair
+    member: str = ""  # its name
+    member_id: str = ""
+    stage: Stage | None = None
+    write: bool = False  # ROLL: the file changes too (else the file is right, only a restart)
+    url: str = ""  # UPDATE: the new peer URL
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One progress line: `R1: node1: etcd.conf peers_dual, restart`."""
+        stage = self.stage.value if self.stage else ""
+        what = {
+            Kind.ROLL: f"etcd.conf {stage}, restart" if self.write else f"restart ({stage})",
+            Kind.FILE: f"etcd.conf {stage} (no restart)",
+            Kind.UPDATE: f"member update {self.member_id} --peer-urls={self.url}",
+        }.get(self.kind)
+        if what is None:
+            return f"{self.kind.value}: {self.reason}"
+        return f"{self.round}: {self.member}: {what}"
+
+
+def temp_port(views: Sequence[MemberView]) -> int:
+    """The temporary https peer port: one already in use by an earlier run (membership, files
+    or running etcd), else DEFAULT_TEMP_PORT or the next one free on every member's host."""
+    for view in views:
+        texts = [",".join(view.peer_urls), view.file_peers or "", view.running_peers or ""]
+        for scheme, port in parse_urls(",".join(texts)):
+            if scheme == "https" and port not in _RESERVED:
+                return port
+    taken = set().union(*(v.taken_ports for v in views)) if views else set()
+    port = DEFAULT_TEMP_PORT
+    while port in taken or port in _RESERVED:
+        port += 1
+    return port
+
+
+def member_url(view: MemberView, url: Url) -> str:
+    return f"{url[0]}://{view.address}:{url[1]}"
+
+
+def next_step(views: Sequence[MemberView], temp: int) -> Step:
+    """The one next step for the cluster VIEWS describes (in inventory order)."""
+    blocked = _blocked(views, temp)
+    if blocked is not None:
+        return blocked
+    round_one = any(("http", hp.ETCD_PEER_PORT) in v.recorded for v in views)
+    # Where this round's updates take the members: every member must serve it first.
+    dest: Url = ("https", temp) if round_one else ("https", hp.ETCD_PEER_PORT)
+    target = Stage.DUAL if round_one else Stage.TLS_TEMP
+    name = "R1" if round_one else "R2"
+    step = _repair(views, temp, target, dest) or _roll_round(views, temp, target, dest, name)
+    if step is not None:
+        return step
+    old: Url = ("http", hp.ETCD_PEER_PORT) if round_one else ("https", temp)
+    if any(old in v.recorded for v in views):
+        return _update(views, old, dest, "U1" if round_one else "U2")
+    return Step(Kind.DONE, reason="every member's peer URL is https on the peer port")
+
+
+def _blocked(views: Sequence[MemberView], temp: int) -> Step | None:
+    """What no step of ours can change: an unknown member, URLs or listener."""
+    for view in views:
+        if not view.reachable:
+            return Step(Kind.BLOCKED, reason=f"{view.name} cannot be reached: nothing is known")
+        urls = view.recorded
+        if not urls or not any(urls <= s.serves(temp) for s in Stage):
+            return Step(Kind.BLOCKED, reason=f"{view.name}: unexpected peer URLs "
+                        f"{','.join(view.peer_urls) or '(none)'} in the membership")  # fmt: skip
+        if view.running_peers is not None and classify(view.running_peers, temp) is None:
+            return Step(Kind.BLOCKED, reason=f"{view.name}: etcd runs with peer URLs "
+                        f"{view.running_peers}, none of this migration's stages")  # fmt: skip
+    return None
+
+
+def _repair(views: Sequence[MemberView], temp: int, target: Stage, dest: Url) -> Step | None:
+    """The invariant as found: a member whose running etcd breaks it restarts into a stage
+    that keeps it; a file of ours that would break it at the next (re)start is rewritten."""
+    any_https = any(scheme == "https" for v in views for scheme, _ in v.recorded)
+    for view in views:
+        if not _fits(view, classify(view.running_peers, temp), temp, any_https):
+            file = classify(view.file_peers, temp)  # what it ran last, most likely: kept if it fits
+            return _roll(
+                view,
+                file
+                if _fits(view, file, temp, any_https)
+                else _stage_for(view, target, dest, temp),
+                temp,
+                "repair",
+                "its running etcd does not serve the URLs the membership records",
+            )
+    for view in views:
+        running, file = classify(view.running_peers, temp), classify(view.file_peers, temp)
+        if running is not Stage.HTTP and not _fits(view, file, temp, any_https):
+            return Step(
+                Kind.FILE,
+                "repair",
+                view.name,
+                view.id,
+                running,
+                write=True,
+                reason="its etcd.conf would not serve its recorded URLs at a restart",
+            )
+    return None
+
+
+def _roll_round(
+    views: Sequence[MemberView], temp: int, target: Stage, dest: Url, name: str
+) -> Step | None:
+    """The round's restarts: every member into a stage that serves DEST (the round's updates
+    come after), one at a time; then every file as what runs."""
+    for view in views:
+        if classify(view.running_peers, temp) not in _acceptable(view, dest, temp):
+            return _roll(
+                view,
+                _stage_for(view, target, dest, temp),
+                temp,
+                name,
+                f"every member serves {dest[0]}:{dest[1]} before the updates",
+            )
+    for view in views:
+        if classify(view.file_peers, temp) not in _acceptable(view, dest, temp):
+            return Step(Kind.FILE, name, view.name, view.id, classify(view.running_peers, temp),
+                        write=True, reason="its etcd.conf is not what runs")  # fmt: skip
+    return None
+
+
+def _fits(view: MemberView, stage: Stage | None, temp: int, any_https: bool) -> bool:
+    """A member listening as STAGE serves its recorded URLs, and dials https where needed."""
+    if stage is None:
+        return False
+    return view.recorded <= stage.serves(temp) and (stage.has_peer_tls or not any_https)
+
+
+def _needed(view: MemberView, dest: Url) -> frozenset[Url]:
+    return view.recorded | {dest}
+
+
+def _acceptable(view: MemberView, dest: Url, temp: int) -> set[Stage]:
+    """The stages a member may run in during the round whose updates go to DEST: with its
+    peer certificate, serving its recorded URLs and DEST."""
+    return {s for s in Stage if s.has_peer_tls and _needed(view, dest) <= s.serves(temp)}
+
+
+def _stage_for(view: MemberView, target: Stage, dest: Url, temp: int) -> Stage:
+    """TARGET when it is acceptable, else the first stage that is."""
+    fits = _acceptable(view, dest, temp)
+    return target if target in fits else next(s for s in Stage if s in fits)
+
+
+def _roll(view: MemberView, stage: Stage, temp: int, round_name: str, reason: str) -> Step:
+    if not view.peer_cert:
+        return Step(Kind.BLOCKED, reason=f"{view.name}: its peer certificate is not on the host "
+                    "(PushPki first)")  # fmt: skip
+    write = classify(view.file_peers, temp) is not stage
+    return Step(Kind.ROLL, round_name, view.name, view.id, stage, write, reason=reason)
+
+
+def _update(views: Sequence[MemberView], old: Url, new: Url, round_name: str) -> Step:
+    view = next(v for v in views if old in v.recorded)
+    return Step(
+        Kind.UPDATE,
+        round_name,
+        view.name,
+        view.id,
+        url=member_url(view, new),
+        reason=f"{view.name} serves {new[0]}:{new[1]} (every member runs peer TLS)",
+    )
+
+
+class Executor(Protocol):
+    """Carries out steps on the real members: over SSH (phases/adopt_peers.py) or on local
+    processes (the integration tests). Each method raises OverlayctlError when it fails."""
+
+    def observe(self) -> list[MemberView]:
+        """The membership and each member's file and running etcd, now, in inventory order."""
+        ...
+
+    def write(self, member: str, stage: Stage, temp: int) -> None:
+        """MEMBER's etcd.conf as STAGE (no restart)."""
+        ...
+
+    def restart(self, member: str) -> None: ...
+
+    def wait_healthy(self, member: str) -> float:
+        """Every member healthy, asked at the client URLs each serves now; the seconds taken."""
+        ...
+
+    def rollback(self, view: MemberView, temp: int) -> None:
+        """VIEW's member back to the etcd.conf it ran before this step, restarted."""
+        ...
+
+    def update(self, member_id: str, url: str) -> None:
+        """`member update MEMBER_ID --peer-urls=URL` (retried while etcd calls the cluster
+        unhealthy)."""
+        ...
+
+    def say(self, line: str) -> None: ...
+
+
+@dataclass
+class Done:
+    """What `drive` did: each step with its seconds, in order."""
+
+    steps: list[tuple[Step, float]] = field(default_factory=list)
+
+    def by_round(self) -> dict[str, float]:
+        """Seconds per round (R1, U1, R2, U2, repair)."""
+        rounds: dict[str, float] = {}
+        for step, took in self.steps:
+            rounds[step.round] = rounds.get(step.round, 0.0) + took
+        return rounds
+
+
+# Two steps per member per round plus repairs: a cluster of 9 takes at most 4 * 9 + a few.
+MAX_STEPS = 64
+
+
+def drive(ex: Executor, max_steps: int = MAX_STEPS) -> Done:
+    """Observe, take the next step, again, until every peer URL is https:2380. A restart that
+    does not end healthy puts the member's previous etcd.conf back (restarted) and stops here;
+    so does anything blocked. The temporary port is chosen once per run, from what is found."""
+    done = Done()
+    temp: int | None = None
+    for _ in range(max_steps):
+        views = ex.observe()
+        temp = temp or temp_port(views)
+        step = next_step(views, temp)
+        if step.kind is Kind.DONE:
+            return done
+        if step.kind is Kind.BLOCKED:
+            raise OverlayctlError(f"etcd peers to TLS: {step.reason}")
+        ex.say(step.describe())
+        started = time.monotonic()
+        _carry_out(ex, step, next(v for v in views if v.name == step.member), temp)
+        done.steps.append((step, time.monotonic() - started))
+    raise OverlayctlError(f"etcd peers to TLS: not done after {max_steps} steps (a bug)")
+
+
+def _carry_out(ex: Executor, step: Step, view: MemberView, temp: int) -> None:
+    if step.kind is Kind.UPDATE:
+        ex.update(step.member_id, step.url)
+        ex.wait_healthy(step.member)
+        return
+    if step.stage is None:  # a FILE step for a member not running: a repair restarts it first
+        raise OverlayctlError(f"etcd peers to TLS: {step.describe()} without a stage (a bug)")
+    if step.write:
+        ex.write(step.member, step.stage, temp)
+    if step.kind is Kind.FILE:
+        return
+    try:
+        ex.restart(step.member)
+        ex.wait_healthy(step.member)
+    except OverlayctlError as exc:
+        try:
+            ex.rollback(view, temp)
+        except OverlayctlError as again:
+            raise OverlayctlError(
+                f"{step.member}: etcd did not come back as {step.stage.value} ({exc}), and "
+                f"putting its previous etcd.conf back failed too ({again})"
+            ) from None
+        raise OverlayctlError(
+            f"{step.member}: etcd did not come back as {step.stage.value} ({exc}); its "
+            "previous etcd.conf is back and it was restarted; the roll stops here (a re-run "
+            "resumes from what it finds)"
+        ) from None
