@@ -110,10 +110,12 @@ def flannel07_config(text: str) -> NetworkConfig:
 
 
 def parse_dump(json_text: str | bytes, prefix: str) -> V2Network:
-    """etcd's answer to `GET /v2/keys<PREFIX>?recursive=true` -> what it holds.
+    """etcd's answer to `GET /v2/keys<PREFIX>?recursive=true` (or to the same for a directory
+    above PREFIX, up to the whole key space `/v2/keys/`) -> what PREFIX holds.
 
-    etcd's "Key not found" (errorCode 100) is an empty prefix. V2DumpError when the text is not
-    JSON, is another etcd error, or answers for another key."""
+    etcd's "Key not found" (errorCode 100) is an empty prefix, as is an answer for a directory
+    above PREFIX without it. V2DumpError when the text is not JSON, is another etcd error, or
+    answers for a key that is not PREFIX or above it."""
     prefix = normal_prefix(prefix)
     try:
         doc = json.loads(json_text)
@@ -126,10 +128,30 @@ def parse_dump(json_text: str | bytes, prefix: str) -> V2Network:
             return V2Network(prefix)
         raise V2DumpError(f"etcd v2 dump of {prefix}: etcd error {_short(doc.get('errorCode'))}: "
                           f"{_short(doc.get('message'))}")  # fmt: skip
-    node = doc.get("node")
-    if not isinstance(node, dict) or node.get("key") != prefix:
-        raise V2DumpError(f"etcd v2 dump of {prefix}: no node for {prefix} in the answer")
-    return _Walk(prefix).run(node)
+    node = _subtree(doc.get("node"), prefix)
+    return V2Network(prefix) if node is None else _Walk(prefix).run(node)
+
+
+def _subtree(node: Any, prefix: str) -> dict[str, Any] | None:
+    """PREFIX's node inside NODE (PREFIX's own, or a directory's above it; the root has no key),
+    None when that directory does not hold PREFIX."""
+    for _ in range(prefix.count("/") + 1):
+        key = node.get("key", "/") if isinstance(node, dict) else None
+        if key == prefix:
+            return node
+        if not isinstance(key, str) or not prefix.startswith(key.rstrip("/") + "/"):
+            raise V2DumpError(f"etcd v2 dump of {prefix}: no node for {prefix} in the answer")
+        children = node.get("nodes") if node.get("dir") is True else None
+        below = [c for c in children if _leads_to(c, prefix)] if isinstance(children, list) else []
+        if not below:
+            return None
+        node = below[0]
+    return None
+
+
+def _leads_to(node: Any, prefix: str) -> bool:
+    key = node.get("key") if isinstance(node, dict) else None
+    return isinstance(key, str) and (key == prefix or prefix.startswith(key + "/"))
 
 
 class _Walk:

@@ -75,6 +75,18 @@ def test_no_such_prefix_is_an_empty_network() -> None:
     assert not net.found and net.config is None and net.leases == ()
 
 
+def test_a_dump_of_a_directory_above_the_prefix_reads_the_same() -> None:
+    top = json.loads(RUNBOOK)["node"]
+    root = {"action": "get", "node": {"dir": True, "nodes": [  # /v2/keys/: the root has no key
+        {"key": "/other", "value": "x"},
+        {"key": "/atomic.io", "dir": True, "nodes": [{"key": "/atomic.io/x", "value": "y"}, top]},
+    ]}}  # fmt: skip
+    whole = parse_dump(json.dumps(root), PREFIX)
+    assert whole == parse_dump(RUNBOOK, PREFIX)
+    assert not parse_dump(json.dumps(root), "/coreos.com/network").found
+    assert not parse_dump(json.dumps(root), "/atomic.io/network/subnets/x/y").found
+
+
 def test_vxlan_leases_keep_their_backend_data() -> None:
     mac = {"VtepMAC": "aa:bb:cc:dd:ee:ff"}
     value = json.dumps({"PublicIP": "10.0.0.2", "BackendType": "vxlan", "BackendData": mac})
@@ -163,6 +175,8 @@ def test_anything_else_under_the_prefix_is_reported_not_a_crash() -> None:
             "etcd error 110",
         ),
         ('{"action":"get","node":{"key":"/other","dir":true}}', "no node for /atomic.io/network"),
+        ('{"action":"get","node":{"key":"/atomic.io/net","dir":true}}', "no node for"),
+        ('{"action":"get","node":{"key":7}}', "no node for"),
         ('{"action":"get"}', "no node"),
         ("[" * 100_000, "not JSON"),
     ],
