@@ -35,6 +35,14 @@ _RESERVED = {hp.ETCD_CLIENT_PORT, hp.ETCD_PEER_PORT, hp.ETCD_LEGACY_CLIENT_PORT}
 Url = tuple[str, int]  # (scheme, port): a member listens on its own address only
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The peer port every member ends on, and the temporary https one of the rounds."""
+
+    peer: int = hp.ETCD_PEER_PORT
+    temp: int = DEFAULT_TEMP_PORT
+
+
 class Stage(enum.Enum):
     """What a member's peer listener serves (its etcd.conf, or the running process)."""
 
@@ -43,8 +51,8 @@ class Stage(enum.Enum):
     TLS_TEMP = "peers_tls_temp"  # R2: https:2380 and https:<tmp>
     TLS = "final"  # R3 (init's Etcd): https:2380
 
-    def serves(self, temp: int) -> frozenset[Url]:
-        peer = hp.ETCD_PEER_PORT
+    def serves(self, ports: Ports) -> frozenset[Url]:
+        peer, temp = ports.peer, ports.temp
         return {
             Stage.HTTP: frozenset({("http", peer)}),
             Stage.DUAL: frozenset({("http", peer), ("https", temp)}),
@@ -70,12 +78,12 @@ def parse_urls(text: str) -> frozenset[Url]:
     return frozenset(found)
 
 
-def classify(listen_peer_urls: str | None, temp: int) -> Stage | None:
+def classify(listen_peer_urls: str | None, ports: Ports) -> Stage | None:
     """The stage whose listener LISTEN_PEER_URLS is (None: none of ours, or no value)."""
     if listen_peer_urls is None:
         return None
     urls = parse_urls(listen_peer_urls)
-    return next((s for s in Stage if s.serves(temp) == urls), None)
+    return next((s for s in Stage if s.serves(ports) == urls), None)
 
 
 @dataclass(frozen=True)
@@ -130,78 +138,82 @@ class Step:
         return f"{self.round}: {self.member}: {what}"
 
 
-def temp_port(views: Sequence[MemberView]) -> int:
-    """The temporary https peer port: one already in use by an earlier run (membership, files
-    or running etcd), else DEFAULT_TEMP_PORT or the next one free on every member's host."""
+def choose_ports(views: Sequence[MemberView], want: Ports = Ports()) -> Ports:
+    """WANT's temporary https peer port, unless an earlier run already uses another one
+    (membership, files or running etcd): that one; or, taken on a member's host, the next free
+    one on all of them."""
+    reserved = _RESERVED | {want.peer}
     for view in views:
         texts = [",".join(view.peer_urls), view.file_peers or "", view.running_peers or ""]
         for scheme, port in parse_urls(",".join(texts)):
-            if scheme == "https" and port not in _RESERVED:
-                return port
+            if scheme == "https" and port not in reserved:
+                return Ports(want.peer, port)
     taken = set().union(*(v.taken_ports for v in views)) if views else set()
-    port = DEFAULT_TEMP_PORT
-    while port in taken or port in _RESERVED:
+    port = want.temp
+    while port in taken or port in reserved:
         port += 1
-    return port
+    return Ports(want.peer, port)
 
 
 def member_url(view: MemberView, url: Url) -> str:
     return f"{url[0]}://{view.address}:{url[1]}"
 
 
-def next_step(views: Sequence[MemberView], temp: int) -> Step:
+def next_step(views: Sequence[MemberView], ports: Ports) -> Step:
     """The one next step for the cluster VIEWS describes (in inventory order)."""
-    blocked = _blocked(views, temp)
+    blocked = _blocked(views, ports)
     if blocked is not None:
         return blocked
-    round_one = any(("http", hp.ETCD_PEER_PORT) in v.recorded for v in views)
+    round_one = any(("http", ports.peer) in v.recorded for v in views)
     # Where this round's updates take the members: every member must serve it first.
-    dest: Url = ("https", temp) if round_one else ("https", hp.ETCD_PEER_PORT)
+    dest: Url = ("https", ports.temp) if round_one else ("https", ports.peer)
     target = Stage.DUAL if round_one else Stage.TLS_TEMP
     name = "R1" if round_one else "R2"
-    step = _repair(views, temp, target, dest) or _roll_round(views, temp, target, dest, name)
+    step = _repair(views, ports, target, dest) or _roll_round(views, ports, target, dest, name)
     if step is not None:
         return step
-    old: Url = ("http", hp.ETCD_PEER_PORT) if round_one else ("https", temp)
+    old: Url = ("http", ports.peer) if round_one else ("https", ports.temp)
     if any(old in v.recorded for v in views):
         return _update(views, old, dest, "U1" if round_one else "U2")
     return Step(Kind.DONE, reason="every member's peer URL is https on the peer port")
 
 
-def _blocked(views: Sequence[MemberView], temp: int) -> Step | None:
+def _blocked(views: Sequence[MemberView], ports: Ports) -> Step | None:
     """What no step of ours can change: an unknown member, URLs or listener."""
     for view in views:
         if not view.reachable:
             return Step(Kind.BLOCKED, reason=f"{view.name} cannot be reached: nothing is known")
         urls = view.recorded
-        if not urls or not any(urls <= s.serves(temp) for s in Stage):
+        if not urls or not any(urls <= s.serves(ports) for s in Stage):
             return Step(Kind.BLOCKED, reason=f"{view.name}: unexpected peer URLs "
                         f"{','.join(view.peer_urls) or '(none)'} in the membership")  # fmt: skip
-        if view.running_peers is not None and classify(view.running_peers, temp) is None:
+        if view.running_peers is not None and classify(view.running_peers, ports) is None:
             return Step(Kind.BLOCKED, reason=f"{view.name}: etcd runs with peer URLs "
                         f"{view.running_peers}, none of this migration's stages")  # fmt: skip
     return None
 
 
-def _repair(views: Sequence[MemberView], temp: int, target: Stage, dest: Url) -> Step | None:
+def _repair(views: Sequence[MemberView], ports: Ports, target: Stage, dest: Url) -> Step | None:
     """The invariant as found: a member whose running etcd breaks it restarts into a stage
     that keeps it; a file of ours that would break it at the next (re)start is rewritten."""
     any_https = any(scheme == "https" for v in views for scheme, _ in v.recorded)
     for view in views:
-        if not _fits(view, classify(view.running_peers, temp), temp, any_https):
-            file = classify(view.file_peers, temp)  # what it ran last, most likely: kept if it fits
+        if not _fits(view, classify(view.running_peers, ports), ports, any_https):
+            file = classify(
+                view.file_peers, ports
+            )  # what it ran last, most likely: kept if it fits
             return _roll(
                 view,
                 file
-                if _fits(view, file, temp, any_https)
-                else _stage_for(view, target, dest, temp),
-                temp,
+                if _fits(view, file, ports, any_https)
+                else _stage_for(view, target, dest, ports),
+                ports,
                 "repair",
                 "its running etcd does not serve the URLs the membership records",
             )
     for view in views:
-        running, file = classify(view.running_peers, temp), classify(view.file_peers, temp)
-        if running is not Stage.HTTP and not _fits(view, file, temp, any_https):
+        running, file = classify(view.running_peers, ports), classify(view.file_peers, ports)
+        if running is not Stage.HTTP and not _fits(view, file, ports, any_https):
             return Step(
                 Kind.FILE,
                 "repair",
@@ -215,54 +227,54 @@ def _repair(views: Sequence[MemberView], temp: int, target: Stage, dest: Url) ->
 
 
 def _roll_round(
-    views: Sequence[MemberView], temp: int, target: Stage, dest: Url, name: str
+    views: Sequence[MemberView], ports: Ports, target: Stage, dest: Url, name: str
 ) -> Step | None:
     """The round's restarts: every member into a stage that serves DEST (the round's updates
     come after), one at a time; then every file as what runs."""
     for view in views:
-        if classify(view.running_peers, temp) not in _acceptable(view, dest, temp):
+        if classify(view.running_peers, ports) not in _acceptable(view, dest, ports):
             return _roll(
                 view,
-                _stage_for(view, target, dest, temp),
-                temp,
+                _stage_for(view, target, dest, ports),
+                ports,
                 name,
                 f"every member serves {dest[0]}:{dest[1]} before the updates",
             )
     for view in views:
-        if classify(view.file_peers, temp) not in _acceptable(view, dest, temp):
-            return Step(Kind.FILE, name, view.name, view.id, classify(view.running_peers, temp),
+        if classify(view.file_peers, ports) not in _acceptable(view, dest, ports):
+            return Step(Kind.FILE, name, view.name, view.id, classify(view.running_peers, ports),
                         write=True, reason="its etcd.conf is not what runs")  # fmt: skip
     return None
 
 
-def _fits(view: MemberView, stage: Stage | None, temp: int, any_https: bool) -> bool:
+def _fits(view: MemberView, stage: Stage | None, ports: Ports, any_https: bool) -> bool:
     """A member listening as STAGE serves its recorded URLs, and dials https where needed."""
     if stage is None:
         return False
-    return view.recorded <= stage.serves(temp) and (stage.has_peer_tls or not any_https)
+    return view.recorded <= stage.serves(ports) and (stage.has_peer_tls or not any_https)
 
 
 def _needed(view: MemberView, dest: Url) -> frozenset[Url]:
     return view.recorded | {dest}
 
 
-def _acceptable(view: MemberView, dest: Url, temp: int) -> set[Stage]:
+def _acceptable(view: MemberView, dest: Url, ports: Ports) -> set[Stage]:
     """The stages a member may run in during the round whose updates go to DEST: with its
     peer certificate, serving its recorded URLs and DEST."""
-    return {s for s in Stage if s.has_peer_tls and _needed(view, dest) <= s.serves(temp)}
+    return {s for s in Stage if s.has_peer_tls and _needed(view, dest) <= s.serves(ports)}
 
 
-def _stage_for(view: MemberView, target: Stage, dest: Url, temp: int) -> Stage:
+def _stage_for(view: MemberView, target: Stage, dest: Url, ports: Ports) -> Stage:
     """TARGET when it is acceptable, else the first stage that is."""
-    fits = _acceptable(view, dest, temp)
+    fits = _acceptable(view, dest, ports)
     return target if target in fits else next(s for s in Stage if s in fits)
 
 
-def _roll(view: MemberView, stage: Stage, temp: int, round_name: str, reason: str) -> Step:
+def _roll(view: MemberView, stage: Stage, ports: Ports, round_name: str, reason: str) -> Step:
     if not view.peer_cert:
         return Step(Kind.BLOCKED, reason=f"{view.name}: its peer certificate is not on the host "
                     "(PushPki first)")  # fmt: skip
-    write = classify(view.file_peers, temp) is not stage
+    write = classify(view.file_peers, ports) is not stage
     return Step(Kind.ROLL, round_name, view.name, view.id, stage, write, reason=reason)
 
 
@@ -286,7 +298,7 @@ class Executor(Protocol):
         """The membership and each member's file and running etcd, now, in inventory order."""
         ...
 
-    def write(self, member: str, stage: Stage, temp: int) -> None:
+    def write(self, member: str, stage: Stage, ports: Ports) -> None:
         """MEMBER's etcd.conf as STAGE (no restart)."""
         ...
 
@@ -296,7 +308,7 @@ class Executor(Protocol):
         """Every member healthy, asked at the client URLs each serves now; the seconds taken."""
         ...
 
-    def rollback(self, view: MemberView, temp: int) -> None:
+    def rollback(self, view: MemberView, ports: Ports) -> None:
         """VIEW's member back to the etcd.conf it ran before this step, restarted."""
         ...
 
@@ -326,28 +338,28 @@ class Done:
 MAX_STEPS = 64
 
 
-def drive(ex: Executor, max_steps: int = MAX_STEPS) -> Done:
+def drive(ex: Executor, want: Ports = Ports(), max_steps: int = MAX_STEPS) -> Done:
     """Observe, take the next step, again, until every peer URL is https:2380. A restart that
     does not end healthy puts the member's previous etcd.conf back (restarted) and stops here;
-    so does anything blocked. The temporary port is chosen once per run, from what is found."""
+    so does anything blocked. The ports are chosen once per run, from WANT and what is found."""
     done = Done()
-    temp: int | None = None
+    ports: Ports | None = None
     for _ in range(max_steps):
         views = ex.observe()
-        temp = temp or temp_port(views)
-        step = next_step(views, temp)
+        ports = ports or choose_ports(views, want)
+        step = next_step(views, ports)
         if step.kind is Kind.DONE:
             return done
         if step.kind is Kind.BLOCKED:
             raise OverlayctlError(f"etcd peers to TLS: {step.reason}")
         ex.say(step.describe())
         started = time.monotonic()
-        _carry_out(ex, step, next(v for v in views if v.name == step.member), temp)
+        _carry_out(ex, step, next(v for v in views if v.name == step.member), ports)
         done.steps.append((step, time.monotonic() - started))
     raise OverlayctlError(f"etcd peers to TLS: not done after {max_steps} steps (a bug)")
 
 
-def _carry_out(ex: Executor, step: Step, view: MemberView, temp: int) -> None:
+def _carry_out(ex: Executor, step: Step, view: MemberView, ports: Ports) -> None:
     if step.kind is Kind.UPDATE:
         ex.update(step.member_id, step.url)
         ex.wait_healthy(step.member)
@@ -355,7 +367,7 @@ def _carry_out(ex: Executor, step: Step, view: MemberView, temp: int) -> None:
     if step.stage is None:  # a FILE step for a member not running: a repair restarts it first
         raise OverlayctlError(f"etcd peers to TLS: {step.describe()} without a stage (a bug)")
     if step.write:
-        ex.write(step.member, step.stage, temp)
+        ex.write(step.member, step.stage, ports)
     if step.kind is Kind.FILE:
         return
     try:
@@ -363,7 +375,7 @@ def _carry_out(ex: Executor, step: Step, view: MemberView, temp: int) -> None:
         ex.wait_healthy(step.member)
     except OverlayctlError as exc:
         try:
-            ex.rollback(view, temp)
+            ex.rollback(view, ports)
         except OverlayctlError as again:
             raise OverlayctlError(
                 f"{step.member}: etcd did not come back as {step.stage.value} ({exc}), and "

@@ -13,9 +13,10 @@ import pytest
 
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import peer_tls
-from overlayctl.etcd.peer_tls import Kind, MemberView, Stage, next_step, temp_port
+from overlayctl.etcd.peer_tls import Kind, MemberView, Ports, Stage, choose_ports, next_step
 
 T = 2382
+P = Ports(2380, T)
 ADDR = {"node1": "10.0.0.1", "node2": "10.0.0.2", "node3": "10.0.0.3"}
 HTTP, TMP, TLS = "http:2380", f"https:{T}", "https:2380"  # what the membership records
 
@@ -24,7 +25,7 @@ def peers(stage: Stage | None, name: str, temp: int = T) -> str | None:
     """ETCD_LISTEN_PEER_URLS of STAGE on NAME's address."""
     if stage is None:
         return None
-    return ",".join(f"{s}://{ADDR[name]}:{p}" for s, p in sorted(stage.serves(temp)))
+    return ",".join(f"{s}://{ADDR[name]}:{p}" for s, p in sorted(stage.serves(Ports(2380, temp))))
 
 
 def view(
@@ -50,7 +51,7 @@ H, D, TT, F = Stage.HTTP, Stage.DUAL, Stage.TLS_TEMP, Stage.TLS
 
 
 def test_hand_built_cluster_starts_r1_on_the_first_member() -> None:
-    step = next_step(cluster((HTTP, H, H), (HTTP, H, H)), T)
+    step = next_step(cluster((HTTP, H, H), (HTTP, H, H)), P)
     assert (step.kind, step.round, step.member, step.stage, step.write) == (
         Kind.ROLL, "R1", "node1", D, True,
     )  # fmt: skip
@@ -58,102 +59,102 @@ def test_hand_built_cluster_starts_r1_on_the_first_member() -> None:
 
 
 def test_after_r1_on_one_member_the_next_member_rolls_no_update_yet() -> None:
-    step = next_step(cluster((HTTP, D, D), (HTTP, H, H), (HTTP, H, H)), T)
+    step = next_step(cluster((HTTP, D, D), (HTTP, H, H), (HTTP, H, H)), P)
     assert (step.kind, step.member, step.stage) == (Kind.ROLL, "node2", D)
 
 
 def test_file_written_but_not_restarted_is_restarted_without_a_write() -> None:
-    step = next_step(cluster((HTTP, D, D), (HTTP, D, H)), T)
+    step = next_step(cluster((HTTP, D, D), (HTTP, D, H)), P)
     assert (step.kind, step.member, step.stage, step.write) == (Kind.ROLL, "node2", D, False)
     assert step.describe() == "R1: node2: restart (peers_dual)"
 
 
 def test_u1_starts_only_when_every_member_runs_dual() -> None:
-    step = next_step(cluster((HTTP, D, D), (HTTP, D, D)), T)
+    step = next_step(cluster((HTTP, D, D), (HTTP, D, D)), P)
     assert (step.kind, step.round, step.member) == (Kind.UPDATE, "U1", "node1")
     assert step.url == f"https://10.0.0.1:{T}" and step.member_id == "a1"
 
 
 def test_after_u1_on_some_members_the_rest_are_updated() -> None:
-    step = next_step(cluster((TMP, D, D), (HTTP, D, D), (HTTP, D, D)), T)
+    step = next_step(cluster((TMP, D, D), (HTTP, D, D), (HTTP, D, D)), P)
     assert (step.kind, step.round, step.member) == (Kind.UPDATE, "U1", "node2")
 
 
 def test_after_u1_r2_rolls_each_member_to_tls_temp() -> None:
-    step = next_step(cluster((TMP, D, D), (TMP, D, D)), T)
+    step = next_step(cluster((TMP, D, D), (TMP, D, D)), P)
     assert (step.kind, step.round, step.member, step.stage, step.write) == (
         Kind.ROLL, "R2", "node1", TT, True,
     )  # fmt: skip
-    step = next_step(cluster((TMP, TT, TT), (TMP, D, D)), T)
+    step = next_step(cluster((TMP, TT, TT), (TMP, D, D)), P)
     assert (step.kind, step.member, step.stage) == (Kind.ROLL, "node2", TT)
 
 
 def test_after_r2_u2_moves_each_member_to_https_2380() -> None:
-    step = next_step(cluster((TMP, TT, TT), (TMP, TT, TT)), T)
+    step = next_step(cluster((TMP, TT, TT), (TMP, TT, TT)), P)
     assert (step.kind, step.round, step.url) == (Kind.UPDATE, "U2", "https://10.0.0.1:2380")
-    step = next_step(cluster((TLS, TT, TT), (TMP, TT, TT)), T)
+    step = next_step(cluster((TLS, TT, TT), (TMP, TT, TT)), P)
     assert (step.kind, step.member) == (Kind.UPDATE, "node2")
 
 
 def test_after_u2_it_is_done_and_r3_files_count_as_done() -> None:
-    assert next_step(cluster((TLS, TT, TT), (TLS, TT, TT)), T).kind is Kind.DONE
-    assert next_step(cluster((TLS, F, F), (TLS, F, F)), T).kind is Kind.DONE
-    assert next_step(cluster((TLS, F, F), (TLS, TT, TT)), T).kind is Kind.DONE
+    assert next_step(cluster((TLS, TT, TT), (TLS, TT, TT)), P).kind is Kind.DONE
+    assert next_step(cluster((TLS, F, F), (TLS, F, F)), P).kind is Kind.DONE
+    assert next_step(cluster((TLS, F, F), (TLS, TT, TT)), P).kind is Kind.DONE
 
 
 def test_a_member_down_is_repaired_first_into_a_stage_that_serves_its_urls() -> None:
-    step = next_step(cluster((TMP, D, D), (TMP, D, None)), T)
+    step = next_step(cluster((TMP, D, D), (TMP, D, None)), P)
     assert (step.kind, step.round, step.member, step.stage, step.write) == (
         Kind.ROLL, "repair", "node2", D, False,
     )  # fmt: skip
     # Down in R2 with a file of R2 already: started as R2's stage.
-    step = next_step(cluster((TMP, TT, TT), (TMP, TT, None)), T)
+    step = next_step(cluster((TMP, TT, TT), (TMP, TT, None)), P)
     assert (step.member, step.stage, step.write) == ("node2", TT, False)
 
 
 def test_a_member_still_on_http_while_a_url_is_https_is_restarted_with_its_certificate() -> None:
     # e.g. node2 restored by hand to the runbook's file after U1 on node1
-    step = next_step(cluster((TMP, D, D), (HTTP, H, H)), T)
+    step = next_step(cluster((TMP, D, D), (HTTP, H, H)), P)
     assert (step.kind, step.round, step.member, step.stage) == (Kind.ROLL, "repair", "node2", D)
 
 
 def test_a_file_that_would_break_the_invariant_at_a_reboot_is_rewritten_without_restart() -> None:
     # node2 runs dual but its file already says R2 while the membership records http:2380:
     # rebooted, it would drop http:2380.
-    step = next_step(cluster((HTTP, D, D), (HTTP, TT, D)), T)
+    step = next_step(cluster((HTTP, D, D), (HTTP, TT, D)), P)
     assert (step.kind, step.member, step.stage, step.write) == (Kind.FILE, "node2", D, True)
 
 
 def test_a_member_that_cannot_be_reached_blocks() -> None:
     views = cluster((HTTP, H, H), (HTTP, H, H))
     views[1] = replace(views[1], reachable=False)
-    step = next_step(views, T)
+    step = next_step(views, P)
     assert step.kind is Kind.BLOCKED and "node2 cannot be reached" in step.reason
 
 
 def test_a_missing_peer_certificate_blocks_before_any_restart() -> None:
     views = cluster((HTTP, H, H), (HTTP, H, H))
     views[0] = replace(views[0], peer_cert=False)
-    step = next_step(views, T)
+    step = next_step(views, P)
     assert step.kind is Kind.BLOCKED and "peer certificate" in step.reason
 
 
 def test_unknown_urls_or_listeners_block() -> None:
     views = cluster((HTTP, H, H), (HTTP, H, H))
     odd = replace(views[1], peer_urls=("http://10.0.0.2:7001",))
-    assert next_step([views[0], odd], T).kind is Kind.BLOCKED
+    assert next_step([views[0], odd], P).kind is Kind.BLOCKED
     odd = replace(views[1], running_peers="http://10.0.0.2:2380,http://10.0.0.2:7001")
-    assert next_step([views[0], odd], T).kind is Kind.BLOCKED
+    assert next_step([views[0], odd], P).kind is Kind.BLOCKED
 
 
 def test_temporary_port_2382_unless_taken_and_an_earlier_runs_port_kept() -> None:
     views = cluster((HTTP, H, H), (HTTP, H, H))
-    assert temp_port(views) == 2382
+    assert choose_ports(views) == Ports(2380, 2382)
     views[1] = replace(views[1], taken_ports=frozenset({2382, 2383}))
-    assert temp_port(views) == 2384
+    assert choose_ports(views) == Ports(2380, 2384)
     resumed = cluster((HTTP, H, H), (HTTP, H, H))
     resumed[0] = replace(resumed[0], running_peers="http://10.0.0.1:2380,https://10.0.0.1:2390")
-    assert temp_port(resumed) == 2390
+    assert choose_ports(resumed).temp == 2390
 
 
 # -- a simulated cluster: every path keeps the invariant ---------------------------------------
@@ -173,7 +174,7 @@ class Sim:
         for name, rec in self.recorded.items():
             stage = self.running[name]
             scheme, port = rec.split(":")
-            if stage is None or (scheme, int(port)) not in stage.serves(T):
+            if stage is None or (scheme, int(port)) not in stage.serves(P):
                 return False
             if any_https and not stage.has_peer_tls:
                 return False
@@ -196,7 +197,7 @@ class Sim:
 def run(sim: Sim, check: bool, limit: int = 40) -> list[peer_tls.Step]:
     steps = []
     for _ in range(limit):
-        step = next_step(sim.views(), T)
+        step = next_step(sim.views(), P)
         if step.kind in (Kind.DONE, Kind.BLOCKED):
             steps.append(step)
             return steps
@@ -262,14 +263,14 @@ def test_no_update_while_a_member_lacks_peer_tls_or_does_not_serve_the_new_url()
     per = itertools.product((HTTP, TMP, TLS), (H, D, TT, F, None))  # its file as what runs
     for state in itertools.product(((r, s, s) for r, s in per), repeat=3):
         views = [view(n, *s) for n, s in zip(names, state, strict=True)]
-        step = next_step(views, T)
+        step = next_step(views, P)
         if step.kind is not Kind.UPDATE:
             continue
         assert all(Stage(s[2]).has_peer_tls for s in state if s[2] is not None)
         assert all(s[2] is not None for s in state)
         member = next(s for n, s in zip(names, state, strict=True) if n == step.member)
         scheme, _, port = step.url.replace("//", "").partition(f"{ADDR[step.member]}:")
-        assert (scheme.rstrip(":"), int(port)) in member[2].serves(T)
+        assert (scheme.rstrip(":"), int(port)) in member[2].serves(P)
 
 
 # -- drive(): the loop over an executor --------------------------------------------------------
@@ -286,7 +287,7 @@ class FakeExecutor:
     def observe(self) -> list[MemberView]:
         return self.sim.views()
 
-    def write(self, member: str, stage: Stage, temp: int) -> None:
+    def write(self, member: str, stage: Stage, ports: Ports) -> None:
         self._before[member] = self.sim.file[member]
         self.sim.file[member] = stage
 
@@ -298,7 +299,7 @@ class FakeExecutor:
             raise OverlayctlError("etcd not healthy after 5 s")
         return 0.1
 
-    def rollback(self, v: MemberView, temp: int) -> None:
+    def rollback(self, v: MemberView, ports: Ports) -> None:
         self.rolled_back.append(v.name)
         self.sim.file[v.name] = self._before.get(v.name, self.sim.file[v.name])
         self.sim.running[v.name] = self.sim.file[v.name]
