@@ -59,10 +59,7 @@ __all__ = [
     "run", "run_all", "snapshot", "v2_dump", "v2_leases",
 ]  # fmt: skip
 
-NETWORK = "172.21.0.0/16"  # the runbook's `etcdctl mk .../config '{"Network":"172.21.0.0/16"}'`
-# The runbook's FLANNEL_ETCD_PREFIX. The lab's inventory says nothing, so it means overlayctl's
-# default /coreos.com/network: `inventory()` writes this one.
-PREFIX = "/atomic.io/network"
+NETWORK, PREFIX = files.NETWORK, files.PREFIX  # the runbook's network and v2 prefix
 V3_KEY = "/handbuilt/kept"  # a v3 key written by hand: adoption must keep etcd's data
 APP, SOLO = "app", "solo"  # --restart=always, and no restart policy (a docker restart loses it)
 # Stops on SIGTERM within a second (a bare `sleep` as PID 1 ignores it: docker's 10 s timeout).

@@ -5,6 +5,10 @@ slips kept: adopt must survive them (docs/design/adopt.md 1.3)."""
 
 from __future__ import annotations
 
+NETWORK = "172.21.0.0/16"  # the runbook's `etcdctl mk .../config '{"Network":"172.21.0.0/16"}'`
+# The runbook's FLANNEL_ETCD_PREFIX. The lab's inventory says nothing, so it means overlayctl's
+# default /coreos.com/network: handbuilt.inventory() writes this one.
+PREFIX = "/atomic.io/network"
 ETCD_CONF = "/etc/etcd/etcd.conf"
 ETCD_OVERRIDE = "/etc/systemd/system/etcd.service.d/override.conf"
 # What `systemctl edit etcd` would leave: the empty line resets Debian's `/etc/default/%p`.

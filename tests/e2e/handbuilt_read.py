@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from overlayctl.lab import state
-from tests.e2e.handbuilt_files import ETCD_CONF, SYSCONFIG
+from tests.e2e.handbuilt_files import ETCD_CONF, PREFIX, SYSCONFIG
 from tests.labtools import on
 
 # etcdctl as the runbook's operator types it on a member (clients listen on 0.0.0.0, plain http).
@@ -55,7 +55,7 @@ def run_all(lab: state.LabState, commands: dict[str, str]) -> dict[str, str]:
     return {host: result.stdout for host, result in results.items()}
 
 
-def v2_dump(lab: state.LabState, host: str, prefix: str) -> dict:
+def v2_dump(lab: state.LabState, host: str, prefix: str = PREFIX) -> dict:
     """`GET /v2/keys<PREFIX>?recursive=true` on HOST's own plain-http client URL: the whole
     v2 tree, TTLs included (python3's urllib: curl is not on every host)."""
     url = f"http://127.0.0.1:2379/v2/keys{prefix}?recursive=true"
@@ -109,7 +109,7 @@ echo "links $(ip -o link show | awk -F': ' '{print $2}' | grep -v '^veth' | sort
 """
 
 
-def snapshot(lab: state.LabState, names: list[str], prefix: str) -> dict[str, object]:
+def snapshot(lab: state.LabState, names: list[str], prefix: str = PREFIX) -> dict[str, object]:
     """What a refusing command must leave unchanged: per host the hashes of etcd.conf,
     sysconfig/flanneld, the etcd, docker and flanneld units with their drop-ins, the units'
     states and MainPIDs, the network devices; for the cluster `member list` and the v2 tree
