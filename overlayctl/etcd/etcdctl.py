@@ -65,14 +65,16 @@ def txn(inv: Inventory) -> list[str]:
     return [*base_argv(inv), "txn", "-w", "json"]
 
 
-def txn_stdin(key: str, value: str, only_if_absent: bool) -> str:
-    """Put VALUE at KEY, only while KEY does not exist when ONLY_IF_ABSENT.
+def txn_stdin(key: str, value: str, only_if_absent: bool, lease: int = 0) -> str:
+    """Put VALUE at KEY (on etcd lease LEASE, unless 0), only while KEY does not exist when
+    ONLY_IF_ABSENT.
 
     The value is written in Go's %q quoting, which etcdctl's txn reader understands; JSON string
-    escaping is compatible with it.
+    escaping is compatible with it. etcdctl reads a lease ID in hex.
     """
     compare = f'version("{key}") = "0"\n' if only_if_absent else ""
-    return f"{compare}\nput {key} {json.dumps(value)}\n\n\n"
+    on_lease = f"--lease={lease:x} " if lease else ""
+    return f"{compare}\nput {on_lease}{key} {json.dumps(value)}\n\n\n"
 
 
 @dataclass(frozen=True)

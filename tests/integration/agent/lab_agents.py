@@ -24,8 +24,9 @@ def etcdctl(host: LightHost, url: str, *args: str) -> subprocess.CompletedProces
     return host.run(["etcdctl", f"--endpoints={url}", "--dial-timeout=1s", *args], check=False)
 
 
-def start_etcd(host: LightHost, procs: list[subprocess.Popen], backend: str) -> str:
-    """etcd inside HOST with ``<prefix>/config`` (10.6.0.0/16, BACKEND); its client URL."""
+def start_etcd(host: LightHost, procs: list[subprocess.Popen], backend: str, *extra: str) -> str:
+    """etcd inside HOST with ``<prefix>/config`` (10.6.0.0/16, BACKEND) and the EXTRA flags
+    (e.g. --enable-v2); its client URL."""
     url = f"http://{host.address}:2379"
     peer = f"http://{host.address}:2380"
     log = (host.base / "etcd.log").open("wb")
@@ -41,6 +42,7 @@ def start_etcd(host: LightHost, procs: list[subprocess.Popen], backend: str) -> 
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=e={peer}",
                 "--log-level=error",
+                *extra,
             ],
             stdout=log,
             stderr=log,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from overlayctl.remote.scripts import FOLDER, HostScript
-from overlayctl.remote.ssh import Remote, RunResult, SshTarget, command_of
+from overlayctl.remote.ssh import RunResult, command_of
+from tests.local_remote import LocalRemote
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = sorted(p for p in FOLDER.iterdir() if p.suffix in (".sh", ".py") and p.stem != "__init__")
@@ -60,25 +61,6 @@ def test_log_labels_name_the_script_never_its_text() -> None:
     argv, label = command_of(HostScript("agent_ready.py"), "8471", "90")
     assert argv[:2] == ["python3", "-c"] and argv[3:] == ["8471", "90"]
     assert label == "python3 -c <agent_ready> 8471 90"
-
-
-class LocalRemote(Remote):
-    """A Remote whose commands run in a local shell: what Remote.batch hands to SSH, run."""
-
-    def __init__(self, backup_root: str = "/nonexistent") -> None:  # no connection
-        self.target = SshTarget("local", "127.0.0.1", Path("/dev/null"))
-        self.backup_root = backup_root
-        self.lines: list[str] = []
-        self._log = self.lines.append
-        self.labels: list[str] = []
-
-    def run(self, argv, *, stdin=None, log_as=None, check=True, **kw) -> RunResult:  # type: ignore[no-untyped-def, override]
-        self.labels.append(log_as or "")
-        done = subprocess.run(list(argv), capture_output=True, text=True, input=stdin or "",
-                              check=False)  # fmt: skip
-        if check and done.returncode:
-            raise AssertionError(done.stderr)
-        return RunResult(done.returncode, done.stdout, done.stderr)
 
 
 def test_a_batch_keeps_each_commands_output_and_exit_code() -> None:
