@@ -75,6 +75,12 @@ class ImportV2(_V2Phase):
     title: str = "import-v2"  # fits the progress lines' 9-wide phase column
     plan: ImportPlan | None = field(default=None, init=False)
 
+    def preview(self, rollout: Rollout) -> ImportPlan | None:
+        """What run would write, writing nothing (`plan`); None when the v2 API is off.
+        ImportRefused as run would refuse."""
+        remote, read = self.read(rollout)
+        return None if read.state == "off" else self.decide(rollout, read.text, remote)[0]
+
     def run(self, rollout: Rollout) -> None:
         reach = self.via or rollout.inv
         remote, read = self.read(rollout)

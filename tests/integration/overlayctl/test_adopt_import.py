@@ -128,7 +128,10 @@ def test_import_refusal_rerun_and_drop(lab: Lab, tmp_path: Path, monkeypatch) ->
     ip = {n: h.address for n, h in lab.hosts.items()}
     r = rollout(lab, inv)
     phase = ImportV2()
+    preview = phase.preview(r)  # what `plan` shows: every write, none made
+    assert preview is not None and preview.changes == 4 and v3(lab, prefix) == {}
     phase.run(r)
+    assert phase.plan is not None and phase.plan.writes == preview.writes
     keys = v3(lab, prefix)
     assert keys[f"{prefix}/config"] == ({"Network": NETWORK, "Backend": {"Type": "udp"}}, 0)
     for name, subnet in LEASES.items():
