@@ -78,23 +78,26 @@ class ClusterStatus:
         return "degraded" if self.quorum else "unavailable"
 
 
-def _endpoint_owner(inv: Inventory, endpoint: str) -> str:
-    for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True):
-        if url == endpoint:
-            return host.name
-    return endpoint
-
-
-def health(remote: Remote, inv: Inventory) -> dict[str, etcdctl.EndpointHealth]:
-    """Health of every inventory endpoint, keyed by member name."""
-    out = remote.run(etcdctl.endpoint_health(inv), check=False, timeout=60)
+def health(
+    remote: Remote, inv: Inventory, endpoints: dict[str, str] | None = None
+) -> dict[str, etcdctl.EndpointHealth]:
+    """Health of every member, keyed by member name. ENDPOINTS: member name -> the client URL
+    it serves now (adopt's rounds, init's after them: some http, some https; etcdctl's TLS
+    options leave an http endpoint alone); by default the inventory's."""
+    urls = endpoints or {
+        host.name: url for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True)
+    }
+    args = etcdctl.endpoint_health(inv)[len(etcdctl.base_argv(inv)) :]  # endpoint health ...
+    argv = [*etcdctl.base_argv(inv, list(urls.values())), *args]
+    out = remote.run(argv, check=False, timeout=60)
     try:
         found = etcdctl.parse_health(out.stdout)
     except OverlayctlError:
         found = []
-    by_name = {_endpoint_owner(inv, h.endpoint): h for h in found}
-    for host, url in zip(inv.etcd_members, etcd_client_urls(inv), strict=True):
-        by_name.setdefault(host.name, etcdctl.EndpointHealth(url, False, out.stderr.strip()[-200:]))
+    owners = {url: name for name, url in urls.items()}
+    by_name = {owners.get(h.endpoint, h.endpoint): h for h in found}
+    for name, url in urls.items():
+        by_name.setdefault(name, etcdctl.EndpointHealth(url, False, out.stderr.strip()[-200:]))
     return by_name
 
 
@@ -110,13 +113,15 @@ def wait_healthy(
     timeout: float,
     quorum_only: bool = False,
     required: tuple[str, ...] = (),
+    *,
+    endpoints: dict[str, str] | None = None,
 ) -> float:
     """Poll until every member (QUORUM_ONLY: a majority, and the REQUIRED ones) is healthy;
-    returns the seconds it took. Names the laggards when it gives up."""
+    returns the seconds it took. Names the laggards when it gives up. ENDPOINTS: as health's."""
     started = time.monotonic()
     with remote.waiting("etcd to be healthy", phase="etcd") as beat:
         while True:
-            state = health(remote, inv)
+            state = health(remote, inv, endpoints)
             sick = {name: h for name, h in state.items() if not h.healthy}
             majority = len(sick) < len(state) - len(state) // 2
             if not sick or (quorum_only and majority and not sick.keys() & set(required)):

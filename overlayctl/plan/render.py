@@ -114,22 +114,37 @@ def _template(os_family: str, template_name: str, **values: Any) -> bytes:
     return template.render(**values).encode("utf-8")
 
 
+# adopt's interim etcd.conf stages (etcd/peer_tls.py's rounds R1 and R2): peers on two ports
+# while their URLs move to https, clients still on plain http and every port the runbook had,
+# v2 still on for flanneld. "final" is init's.
+PEER_STAGES = ("peers_dual", "peers_tls_temp")
+
+
 def _etcd_values(
-    inv: Inventory, host: Host, joining_with: tuple[Host, ...] | None
+    inv: Inventory,
+    host: Host,
+    joining_with: tuple[Host, ...] | None,
+    stage: str = "final",
+    temp_port: int = 0,
 ) -> dict[str, Any]:
-    """JOINING_WITH: the members already running when HOST is added to a live cluster."""
-    scheme = etcd_scheme(inv)
+    """JOINING_WITH: the members already running when HOST is added to a live cluster.
+    STAGE: one of PEER_STAGES, with TEMP_PORT its temporary https peer port, or "final"."""
+    interim = stage in PEER_STAGES
+    scheme = "http" if interim else etcd_scheme(inv)
     initial = inv.etcd_members if joining_with is None else (*joining_with, host)
     ports = [hp.ETCD_CLIENT_PORT]
-    if inv.cluster.legacy_client_port:
+    if inv.cluster.legacy_client_port or interim:
         ports.append(hp.ETCD_LEGACY_CLIENT_PORT)
     security: list[tuple[str, str]] = []
-    if inv.cluster.tls:
+    if inv.cluster.tls and not interim:
         security = [
             ("ETCD_CERT_FILE", hp.ETCD_SERVER_CERT),
             ("ETCD_KEY_FILE", hp.ETCD_SERVER_KEY),
             ("ETCD_CLIENT_CERT_AUTH", "true"),
             ("ETCD_TRUSTED_CA_FILE", hp.CA_CERT),
+        ]
+    if inv.cluster.tls:
+        security += [
             ("ETCD_PEER_CERT_FILE", hp.ETCD_PEER_CERT),
             ("ETCD_PEER_KEY_FILE", hp.ETCD_PEER_KEY),
             ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
@@ -142,7 +157,7 @@ def _etcd_values(
         "data_dir": hp.etcd_data_dir(host.name),
         # The host's address (and loopback for clients), never 0.0.0.0: containers reach the
         # host's every address through docker0, and etcd is no business of theirs.
-        "listen_peer_urls": f"{scheme}://{host.address}:{hp.ETCD_PEER_PORT}",
+        "listen_peer_urls": _peer_listen(host, stage, scheme, temp_port),
         "listen_client_urls": ",".join(
             f"{scheme}://{a}:{p}" for p in ports for a in (host.address, "127.0.0.1")
         ),
@@ -151,9 +166,27 @@ def _etcd_values(
         "advertise_client_urls": ",".join(f"{scheme}://{host.address}:{p}" for p in ports),
         "initial_cluster": initial_cluster(inv, initial),
         "token": inv.cluster.name,
-        "state": INITIAL_CLUSTER_STATE if joining_with is None else "existing",
+        "state": INITIAL_CLUSTER_STATE if joining_with is None and not interim else "existing",
         "security": security,
+        "enable_v2": interim,
     }
+
+
+def _peer_listen(host: Host, stage: str, scheme: str, temp_port: int) -> str:
+    peer, temp = f"{host.address}:{hp.ETCD_PEER_PORT}", f"https://{host.address}:{temp_port}"
+    if stage == "peers_dual":
+        return f"http://{peer},{temp}"
+    if stage == "peers_tls_temp":
+        return f"https://{peer},{temp}"
+    return f"{scheme}://{peer}"
+
+
+def etcd_conf(inv: Inventory, host: Host, stage: str, temp_port: int) -> bytes:
+    """HOST's etcd.conf at one of adopt's PEER_STAGES (its temporary port TEMP_PORT)."""
+    if stage not in PEER_STAGES or not inv.cluster.tls:
+        raise BadInput(f"etcd.conf stage {stage!r} needs cluster.tls and one of {PEER_STAGES}")
+    values = _etcd_values(inv, host, None, stage, temp_port)
+    return _template(host.os or "debian", "etcd.conf", header=header(inv), **values)
 
 
 def _static_ip(inv: Inventory, host: Host, os_family: str, head: str) -> tuple[str, bytes]:

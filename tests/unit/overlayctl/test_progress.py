@@ -126,7 +126,9 @@ def test_wait_healthy_names_the_members_still_missing(
 ) -> None:
     polls = iter([False, False, False, True])
 
-    def health(_remote: Remote, _inv: object) -> dict[str, etcdctl.EndpointHealth]:
+    def health(
+        _remote: Remote, _inv: object, _endpoints: object = None
+    ) -> dict[str, etcdctl.EndpointHealth]:
         ok = next(polls)
         return {
             "node1": etcdctl.EndpointHealth("https://10.0.0.1:2379", True, ""),
