@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +68,21 @@ def txn(inv: Inventory) -> list[str]:
 
 def txn_stdin(key: str, value: str, only_if_absent: bool, lease: int = 0) -> str:
     """Put VALUE at KEY (on etcd lease LEASE, unless 0), only while KEY does not exist when
-    ONLY_IF_ABSENT.
+    ONLY_IF_ABSENT."""
+    return txn_puts([(key, value, lease)], only_if_absent)
+
+
+def txn_puts(puts: Sequence[tuple[str, str, int]], only_if_absent: bool) -> str:
+    """Put each (KEY, VALUE, LEASE) of PUTS, all or none: only while none of the keys exists
+    when ONLY_IF_ABSENT. LEASE 0: no lease (etcdctl reads a lease ID in hex).
 
     The value is written in Go's %q quoting, which etcdctl's txn reader understands; JSON string
-    escaping is compatible with it. etcdctl reads a lease ID in hex.
+    escaping is compatible with it.
     """
-    compare = f'version("{key}") = "0"\n' if only_if_absent else ""
-    on_lease = f"--lease={lease:x} " if lease else ""
-    return f"{compare}\nput {on_lease}{key} {json.dumps(value)}\n\n\n"
+    compares = "".join(f'version("{key}") = "0"\n' for key, _, _ in puts) if only_if_absent else ""
+    ops = "".join(f"put {f'--lease={lease:x} ' if lease else ''}{key} {json.dumps(value)}\n"
+                  for key, value, lease in puts)  # fmt: skip
+    return f"{compares}\n{ops}\n\n"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ REQUEST_TIMEOUT = 5.0  # per v2 request; the script's whole run gets four times 
 FOUND, NO_PREFIX, V2_OFF, UNREACHABLE, KEPT = 0, 3, 4, 5, 6
 # etcdctl's txn reads stdin, and a batch gives every command /dev/null: the text comes as $1.
 TXN_FROM_ARG = 'txn=$1; shift; printf %s "$txn" | "$@"'
+TXN_KEYS = 100  # keys per transaction: etcd's --max-txn-ops (128) bounds its compares and puts
 
 
 @dataclass(frozen=True)
@@ -112,27 +113,40 @@ def _checked(remote: Remote, commands: list[Command], what: str) -> list[RunResu
     return results
 
 
+def _txns(remote: Remote, reach: Inventory, groups: list[list[tuple[str, str, int]]]) -> list[bool]:
+    """One create-if-absent transaction per group of (key, value, lease) puts, all in one round
+    trip; whether each succeeded (every key absent, so all written) or not (none written)."""
+    txns = [
+        (["sh", "-c", TXN_FROM_ARG, "sh", etcdctl.txn_puts(group, only_if_absent=True),
+          *etcdctl.txn(reach)], f"etcdctl txn: create {group[0][0]}"
+          + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
+        for group in groups
+    ]  # fmt: skip
+    return [etcdctl.parse_txn_succeeded(got.stdout)
+            for got in _checked(remote, txns, "etcd transactions")]  # fmt: skip
+
+
 def apply(remote: Remote, reach: Inventory, writes: tuple[V3Write, ...]) -> int:
-    """WRITES, each create-if-absent, a leased one on an etcd lease of its own (granted first,
-    all in one round trip; the transactions in a second). Returns how many were written; the
-    leases of those another writer beat are revoked."""
+    """WRITES, each create-if-absent, a leased one on an etcd lease of its own. Three round trips
+    at most: the leases granted; the keys created TXN_KEYS to a transaction (a process per key
+    cost 6 s at 255 leases); where one of those found a key written meanwhile, its keys one by
+    one. Returns how many keys were written; the leases of keys another writer beat are revoked."""
     leased = [w for w in writes if w.ttl]
     granted = _checked(remote, [_grant(reach, w.ttl) for w in leased], "etcd leases")
     lease_of = {w.key: int(etcdctl.load_json(got.stdout, "lease grant")["ID"])
                 for w, got in zip(leased, granted, strict=True)}  # fmt: skip
-    txns = [
-        (["sh", "-c", TXN_FROM_ARG, "sh",
-          etcdctl.txn_stdin(w.key, w.value, only_if_absent=True, lease=lease_of.get(w.key, 0)),
-          *etcdctl.txn(reach)], f"etcdctl txn: create {w.key}")
-        for w in writes
-    ]  # fmt: skip
-    done = _checked(remote, txns, "etcd transactions")
-    made = [etcdctl.parse_txn_succeeded(got.stdout) for got in done]
-    unused = [lease_of[w.key] for w, ok in zip(writes, made, strict=True) if w.key in lease_of
-              and not ok]  # fmt: skip
+    puts = [(w.key, w.value, lease_of.get(w.key, 0)) for w in writes]
+    chunks = [puts[i : i + TXN_KEYS] for i in range(0, len(puts), TXN_KEYS)]
+    whole = _txns(remote, reach, chunks)
+    made = {key for chunk, ok in zip(chunks, whole, strict=True) if ok for key, _, _ in chunk}
+    alone = [put for chunk, ok in zip(chunks, whole, strict=True) if not ok for put in chunk]
+    for put, ok in zip(alone, _txns(remote, reach, [[put] for put in alone]), strict=True):
+        if ok:
+            made.add(put[0])
+    unused = [lease_of[w.key] for w in writes if w.key in lease_of and w.key not in made]
     if unused:
         remote.batch([_revoke(reach, i) for i in unused], waiting_for="etcd leases")
-    return sum(made)
+    return len(made)
 
 
 def drop(remote: Remote, reach: Inventory, v2: V2Network) -> Dropped | None:

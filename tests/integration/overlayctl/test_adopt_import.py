@@ -28,7 +28,7 @@ import pytest
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import v2_remote
 from overlayctl.etcd.v2 import V2Lease, parse_dump
-from overlayctl.etcd.v2_import import ImportRefused
+from overlayctl.etcd.v2_import import ImportRefused, decide
 from overlayctl.inventory import parse_inventory
 from overlayctl.inventory.model import Inventory
 from overlayctl.lab.light import LightHost, LightLab
@@ -198,6 +198,23 @@ def test_import_refusal_rerun_and_drop(lab: Lab, tmp_path: Path, monkeypatch) ->
     DropV2().run(again)
     assert again.report.total_changes == 0
     assert any("nothing to drop" in x for x in again.lines)  # type: ignore[attr-defined]
+
+
+def test_a_key_written_meanwhile_is_left_alone_and_its_lease_revoked(lab: Lab) -> None:
+    prefix, inv = handbuilt(lab)
+    node1 = LocalRemote(name="node1", enter=lab.hosts["node1"].enter_argv)
+    plan = decide(parse_dump(v2_remote.read_v2(node1, inv).text, prefix), inv, [])
+    raced = f"{prefix}/subnets/{LEASES['node2']}"
+    other = json.dumps({"PublicIP": "192.168.255.250"})
+    lab.etcdctl("3", "put", raced, other)  # after the decision, before the writes
+    leases_before = lab.etcdctl("3", "lease", "list").stdout.count("\n")
+    assert v2_remote.apply(node1, inv, plan.writes) == 3  # config, node1's lease, the reservation
+    keys = v3(lab, prefix)
+    assert len(keys) == 4 and keys[f"{prefix}/subnets/{LEASES['node1']}"][1] > 86000
+    assert keys[raced] == (json.loads(other), 0)
+    assert lab.etcdctl("3", "lease", "list").stdout.count("\n") == leases_before + 1
+    with pytest.raises(ImportRefused, match=f"etcd v3 key {raced} belongs to PublicIP"):
+        ImportV2().run(rollout(lab, inv))  # the re-run says what is wrong
 
 
 def test_udp_agents_take_the_imported_lease_and_reservation(lab: Lab) -> None:
