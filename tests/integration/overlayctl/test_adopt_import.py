@@ -34,10 +34,11 @@ from overlayctl.inventory.model import Inventory
 from overlayctl.lab.light import LightHost, LightLab
 from overlayctl.phases.adopt_import import DropV2, ImportV2
 from overlayctl.phases.base import Rollout, RolloutOptions
+from overlayctl.pki import Member, Pki
 from overlayctl.remote.session import Reporter, Session
 from tests.conftest import unique_name
 from tests.integration.agent.lab_agents import agent_log, start_agent, start_etcd
-from tests.integration.conftest import ETCD_BIN
+from tests.integration.conftest import ETCD_BIN, EtcdServer
 from tests.local_remote import LocalRemote
 from tests.polling import wait_for
 
@@ -278,6 +279,53 @@ def test_the_dump_script_tells_absent_off_and_unreachable_and_keeps_changed_keys
     finally:
         _restart_etcd(lab, "--enable-v2")
     assert v2_remote.read_v2(node1, inv).state == "found"  # the data survived, v2 back on
+
+
+class V2Server(EtcdServer):
+    """conftest's etcd on 127.0.0.1 with the v2 API on."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--enable-v2"]
+
+
+def test_the_dump_script_speaks_https_with_a_client_certificate(tmp_path: Path) -> None:
+    if not ETCD_BIN:
+        pytest.skip("no etcd binary")
+    pki = Pki(tmp_path / "state", "t")
+    pki.ensure([Member("t", "127.0.0.1")], [])
+    files = pki.dir
+    tls = {"server_cert": str(files / "t-server.crt"), "server_key": str(files / "t-server.key"),
+           "ca": str(files / "ca.crt"), "client_cert": str(files / "admin.crt"),
+           "client_key": str(files / "admin.key")}  # fmt: skip
+    server = V2Server(tmp_path / "etcd", tls=tls)
+    server.workdir.mkdir()
+    server.start()
+    certs = {"ca": tls["ca"], "cert": tls["client_cert"], "key": tls["client_key"]}
+
+    def dump(url: str, tls: dict | None) -> subprocess.CompletedProcess:
+        params = {"mode": "dump", "endpoints": [url], "prefix": "/atomic.io/network", "tls": tls,
+                  "timeout": 3}  # fmt: skip
+        return subprocess.run(v2_remote.DUMP.argv(json.dumps(params)), capture_output=True,
+                              text=True, timeout=60, check=False)  # fmt: skip
+
+    try:
+        v2 = ("env", "ETCDCTL_API=2", "etcdctl", f"--endpoints={server.url}",
+              f"--ca-file={tls['ca']}", f"--cert-file={tls['client_cert']}",
+              f"--key-file={tls['client_key']}")  # fmt: skip
+        subprocess.run([*v2, "mk", "/atomic.io/network/config", json.dumps({"Network": NETWORK})],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+        got = dump(server.url, certs)
+        assert got.returncode == 0, got.stderr
+        assert parse_dump(got.stdout, "/atomic.io/network").config_raw == json.dumps(
+            {"Network": NETWORK}
+        )
+        no_cert = dump(server.url, None)  # etcd asks for a client certificate: no answer
+        assert no_cert.returncode == v2_remote.UNREACHABLE, no_cert.stderr
+        plain = dump(server.url.replace("https:", "http:"), None)  # http to the TLS port
+        assert plain.returncode == v2_remote.UNREACHABLE
+        assert "closed connection without response" in plain.stderr
+    finally:
+        server.stop()
 
 
 def _same(leases: tuple[V2Lease, ...]) -> list[tuple]:
