@@ -59,7 +59,9 @@ class _V2Phase:
         remote = anchor(rollout, self.via)
         return remote, v2_remote.read_v2(remote, self.via or rollout.inv)
 
-    def decide(self, rollout: Rollout, text: str, remote: Remote) -> tuple[ImportPlan, list]:
+    def decide(
+        self, rollout: Rollout, text: str, remote: Remote
+    ) -> tuple[ImportPlan, list[tuple[str, str, int]]]:
         """The import's plan from the v2 answer TEXT and v3 now (ImportRefused: nothing done)."""
         inv = rollout.inv
         v3 = v2_remote.read_v3(remote, self.via or inv)
