@@ -38,8 +38,8 @@ def built() -> Iterator[tuple[state.LabState, hb.HandBuilt, Path]]:
         yield lab, cluster, hb.inventory(lab, NAMES, tls=False)
 
 
-def takeover(lab: state.LabState, inventory: Path, *hosts: str) -> str:
-    """The driver in the workstation namespace; its output (it must succeed)."""
+def takeover(lab: state.LabState, inventory: Path, *hosts: str, ok: bool = True) -> str:
+    """The driver in the workstation namespace; its output (OK: it must succeed, else fail)."""
     argv = ["ip", "netns", "exec", lab.workstation_netns, str(installed.get().python),
             str(DRIVER), str(inventory), *hosts]  # fmt: skip
     started = time.monotonic()
@@ -47,7 +47,7 @@ def takeover(lab: state.LabState, inventory: Path, *hosts: str) -> str:
                           env=installed.clean_env(), cwd=installed.get().venv)  # fmt: skip
     print(f"takeover {' '.join(hosts) or 'all'}: {time.monotonic() - started:.1f} s\n"
           f"{done.stdout}")  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.returncode == 0) is ok, done.stdout + done.stderr
     return done.stdout
 
 
@@ -87,6 +87,40 @@ def assert_pings(lab: state.LabState, cluster: hb.HandBuilt) -> None:
 def v2_ttl(lab: state.LabState, key: str) -> int:
     doc = json.loads(hb.run(lab, "node2", f"{hb.ETCDCTL2} -o json get {key}"))
     return int((doc.get("node") or doc)["ttl"])
+
+
+# Holds the agent's health port on 127.0.0.1: the agent exits before it is ready.
+SQUAT = (
+    f"systemd-run --unit=squat-healthz python3 -c 'import socket, time; s = socket.socket();"
+    f' s.bind(("127.0.0.1", {hp.AGENT_HEALTHZ_PORT})); s.listen(); time.sleep(600)\''
+)
+
+
+def test_a_failed_takeover_puts_flanneld_back_and_stops_the_roll(built) -> None:
+    """The agent cannot start on node1: node1 gets flanneld and docker's units back as they
+    were, and node2, not reached, is named and left alone."""
+    lab, cluster, inventory = built
+    before = hb.snapshot(lab, NAMES)
+    pids = {h: dockerd_pid(lab, h) for h in NAMES}
+    hb.run(lab, "node1", SQUAT)
+    try:
+        out = takeover(lab, inventory, ok=False)
+    finally:
+        hb.run(lab, "node1", "systemctl stop squat-healthz")
+    assert "node1: takeover failed (" in out and "flanneld runs again as before" in out, out
+    assert "'node2': 'takeover: not changed: the one-by-one restart of overlay-agent stopped at " \
+           "node1" in out, out  # fmt: skip
+    after = hb.snapshot(lab, NAMES)
+    assert after["node2"] == before["node2"] and after["v2"] == before["v2"]
+    changed = set(before["node1"]) ^ set(after["node1"])  # type: ignore[arg-type]
+    assert {ln.split()[1] for ln in changed} == {"flanneld", "overlay-agent"}, changed
+    assert hb.run(lab, "node1", "systemctl is-enabled flanneld").strip() == "enabled"
+    assert on(lab, "node1", "systemctl is-enabled overlay-agent").stdout.strip() == "disabled"
+    assert "persist off" in hb.run(lab, "node1", "ip -d link show flannel0")  # flanneld's again
+    assert {h: dockerd_pid(lab, h) for h in NAMES} == pids
+    for host in NAMES:
+        assert hb.containers(lab, host) == cluster.hosts[host].containers
+    assert_pings(lab, cluster)
 
 
 def test_flanneld_is_replaced_host_by_host_without_a_docker_restart(built) -> None:
