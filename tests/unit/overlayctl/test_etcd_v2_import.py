@@ -10,6 +10,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.subnet.choice import choose_subnet
 from agent.subnet.config import parse_config
@@ -185,3 +187,53 @@ def test_several_problems_name_the_first_and_count_the_rest() -> None:
     v2 = runbook(**{"172_21_9_0-24": (json.dumps({"PublicIP": STRANGER}), 50),
                     "172_21_10_0-24": (json.dumps({"PublicIP": "10.0.0.98"}), 50)})  # fmt: skip
     assert refusal(v2, inv(), []).endswith("(and 1 more problem)")
+
+
+# -- property: whatever v2 and v3 hold, a refusal or writes the agent accepts ----------------------
+
+ADDRESSES = [NODE1, NODE2, STRANGER, "10.1.1.1"]
+SUBNETS = ["172.21.31.0-24", "172.21.40.0-24", "172.21.0.0-24", "172.21.7.0-24", "10.0.0.0-24"]
+lease_values = st.builds(
+    lambda ip, extra: json.dumps({"PublicIP": ip, **extra}),
+    st.sampled_from(ADDRESSES),
+    st.sampled_from(
+        [{}, {"BackendType": "udp"}, {"BackendData": {"VtepMAC": "aa:bb:cc:dd:ee:ff"}}]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(SUBNETS),
+        st.tuples(lease_values, st.none() | st.integers(1, 86400)),
+        max_size=5,
+    ),
+    st.dictionaries(st.sampled_from(SUBNETS), lease_values, max_size=3),
+    st.booleans(),
+    st.booleans(),
+)
+def test_any_state_gives_a_refusal_or_writes_agents_accept(
+    v2_leases, v3_leases, force, stale
+) -> None:  # type: ignore[no-untyped-def]
+    v2 = parse_dump(dump(CONFIG, v2_leases), PREFIX)
+    v3 = [(f"{PREFIX}/subnets/{k}", v, 0) for k, v in v3_leases.items()]
+    try:
+        plan = decide(v2, inv(), v3, force=force, drop_stale=stale)
+    except ImportRefused as exc:
+        assert "\n" not in str(exc)
+        return
+    existing = {k for k, _, _ in v3}
+    keys = [w.key for w in plan.writes]
+    assert len(keys) == len(set(keys)) and not existing & set(keys)
+    config = parse_config(plan.writes[0].value) if keys[:1] == [f"{PREFIX}/config"] else None
+    for w in plan.writes:
+        if w.key.endswith("/config"):
+            continue
+        lease = decode_lease(w.key, w.value)
+        assert lease.backend_type == "udp" and str(lease.public_ip) == w.public_ip
+        assert config is None or config.contains_subnet(lease.subnet)
+        assert w.public_ip in (NODE1, NODE2) and w.ttl in (0, LEASE_TTL)
+    owners = [ip for _, ip in plan.want]
+    assert len(owners) == len(set(owners))  # one subnet per host
+    assert missing(plan, v3 + [(w.key, w.value, 1) for w in plan.writes], PREFIX) == []
