@@ -13,6 +13,7 @@ The import decision (what to write into v3, or why not) is in etcd/v2_import.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,23 +91,40 @@ def normal_prefix(prefix: str) -> str:
 
 
 def flannel07_config(text: str) -> NetworkConfig:
-    """The config as flanneld 0.7 reads it: no Backend (or null) means udp; a Backend without a
-    Type is an error there (flannel's parseBackendType returns "" and no backend has that name).
-    ConfigError otherwise, as the agent's parser raises it."""
+    """The config as flanneld 0.7 reads it (its subnet/config.go), where that differs from the
+    agent's parser: no Backend (or null) means udp; a Backend without a Type is an error there
+    (parseBackendType returns "" and no backend has that name); no SubnetLen means /24, or half
+    the Network when that is /24 or smaller (later flannels: Network + 2 past /22). The agent's
+    parser checks the rest, and raises ConfigError for what it cannot run (e.g. the single
+    subnet 0.7 makes of a /23)."""
     try:
         data = json.loads(text)
     except (ValueError, TypeError, RecursionError):
         data = None
     if not isinstance(data, dict):
         return parse_config(text)  # raises the agent's ConfigError, in its words
-    names = [k for k in data if str(k).lower() == "backend"]
-    backend = data[names[-1]] if names else None  # Go: the last case-insensitive match wins
+    backend = _field(data, "Backend")
     if backend is None:
-        data = {k: v for k, v in data.items() if k not in names}
-        data["Backend"] = {"Type": FLANNEL_07_BACKEND}
-    elif isinstance(backend, dict) and not any(str(k).lower() == "type" for k in backend):
+        data = _with(data, "Backend", {"Type": FLANNEL_07_BACKEND})
+    elif isinstance(backend, dict) and _field(backend, "Type") is None:
         raise ConfigError("Backend has no Type: flanneld 0.7 would not start with this config")
+    network = _field(data, "Network")
+    if _field(data, "SubnetLen") in (None, 0) and isinstance(network, str):
+        with contextlib.suppress(ValueError):  # the agent's parser says what is wrong with it
+            prefixlen = IPv4Network(network.strip(), strict=False).prefixlen
+            data = _with(data, "SubnetLen", 24 if prefixlen < 24 else prefixlen + 1)
     return parse_config(json.dumps(data))
+
+
+def _field(data: dict[str, Any], name: str) -> Any:
+    """DATA's NAME as Go's JSON decoder finds it: case-insensitively, the last match winning."""
+    found = [v for k, v in data.items() if str(k).lower() == name.lower()]
+    return found[-1] if found else None
+
+
+def _with(data: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """DATA with NAME (in any case) set to VALUE."""
+    return {**{k: v for k, v in data.items() if str(k).lower() != name.lower()}, name: value}
 
 
 def parse_dump(json_text: str | bytes, prefix: str) -> V2Network:

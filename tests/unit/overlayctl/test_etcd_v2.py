@@ -102,7 +102,8 @@ def test_vxlan_leases_keep_their_backend_data() -> None:
     ("config", "subnet_len", "lo", "hi"),
     [
         ('{"Network":"10.0.0.0/8"}', 24, "10.0.1.0", "10.255.255.0"),
-        ('{"Network":"192.168.64.0/23"}', 25, "192.168.64.128", "192.168.65.128"),
+        ('{"Network":"192.168.64.0/22"}', 24, "192.168.65.0", "192.168.67.0"),
+        ('{"Network":"192.168.64.0/22","SubnetLen":0}', 24, "192.168.65.0", "192.168.67.0"),
         ('{"network":"10.1.0.0/16","subnetlen":26,"SubnetMax":"10.1.9.0"}', 26, "10.1.0.64",
          "10.1.9.0"),
     ],
@@ -119,6 +120,9 @@ def test_subnet_defaults_are_flannels(config: str, subnet_len: int, lo: str, hi:
         ('{"Network":"172.21.0.0/16","Backend":{"Port":8285}}', "Backend has no Type"),
         ('{"Network":"172.21.0.0/16","Backend":{"Type":"gre"}}', "unknown backend type"),
         ('{"Network":"nonsense"}', "Network"),
+        # flanneld 0.7 halves a /23 (one subnet between SubnetMin and SubnetMax); the agent
+        # cannot run that, where a later flannel's /25 default would hide it.
+        ('{"Network":"192.168.64.0/23"}', "at least four subnets"),
         ("not json", "not valid JSON"),
     ],
 )
