@@ -215,8 +215,10 @@ def decide(
 ) -> ImportPlan:
     """V2 against the inventory and V3 (every (key, value, lease id) under the prefix, as
     etcdctl.parse_kvs reads them) -> the writes, or ImportRefused (nothing is written then)."""
-    if not v2.found:
-        return ImportPlan(lines=(f"nothing under {v2.prefix} in the v2 API",))
+    if not v2.found or (v2.config_raw is None and not v2.leases):  # (a cut drop leaves dirs)
+        ignored = tuple(f"ignored: {line}" for line in v2.unexpected)
+        return ImportPlan(lines=(f"no flanneld config or lease under {v2.prefix} in the v2 API",
+                                 *ignored))  # fmt: skip
     config = check_config(v2, inv, force)
     kvs = list(v3)
     prefix = inv.cluster.etcd_prefix

@@ -151,9 +151,11 @@ def apply(remote: Remote, reach: Inventory, writes: tuple[V3Write, ...]) -> int:
 
 def drop(remote: Remote, reach: Inventory, v2: V2Network) -> Dropped | None:
     """Delete every key and directory of the dump V2, each only if unchanged since; None when
-    the v2 API is off there (nothing can be deleted, nor read)."""
+    the v2 API is off there (nothing can be deleted, nor read). The config goes after every
+    lease: a deletion cut short leaves no lease without its config (what the import refuses)."""
     argv, label = command_of(DUMP, _params(reach, "delete", None))
-    nodes = json.dumps([[n.key, n.modified_index, n.dir] for n in v2.nodes])
+    order = sorted(v2.nodes, key=lambda n: n.key == v2.config_key)  # stable: the config last
+    nodes = json.dumps([[n.key, n.modified_index, n.dir] for n in order])
     timeout = 4 * REQUEST_TIMEOUT + 60 + len(v2.nodes)
     got = remote.run(argv, stdin=nodes, check=False, timeout=timeout, log_as=label,
                      waiting_for="the v2 keys' deletion")  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -216,6 +217,27 @@ def test_a_key_written_meanwhile_is_left_alone_and_its_lease_revoked(lab: Lab) -
     assert lab.etcdctl("3", "lease", "list").stdout.count("\n") == leases_before + 1
     with pytest.raises(ImportRefused, match=f"etcd v3 key {raced} belongs to PublicIP"):
         ImportV2().run(rollout(lab, inv))  # the re-run says what is wrong
+
+
+def test_a_drop_cut_short_resumes(lab: Lab, tmp_path: Path, monkeypatch) -> None:
+    prefix, inv = handbuilt(lab)
+    ImportV2().run(rollout(lab, inv))
+    monkeypatch.setenv("OVERLAYCTL_STATE_DIR", str(tmp_path))
+    node1 = LocalRemote(name="node1", enter=lab.hosts["node1"].enter_argv)
+    v2 = parse_dump(v2_remote.read_v2(node1, inv).text, prefix)
+    # Cut after the first lease: its order puts every lease before the config.
+    first = dataclasses.replace(v2, nodes=tuple(n for n in v2.nodes if n.key == v2.leases[0].key))
+    assert v2_remote.drop(node1, inv, first) == v2_remote.Dropped(1, 0, ())
+    again = rollout(lab, inv)
+    ImportV2().run(again)  # the rest still reads as flanneld's: nothing to write, no refusal
+    assert again.report.total_changes == 0
+    for lease in v2.leases[1:]:  # cut after the last lease: the config and directories left
+        lab.etcdctl("2", "rm", lease.key)
+    ImportV2().run(rollout(lab, inv))
+    drop = rollout(lab, inv)
+    DropV2().run(drop)
+    assert drop.report.total_changes == 3  # the config, subnets/ and the prefix
+    assert v2_remote.read_v2(node1, inv).state == "absent"
 
 
 def test_udp_agents_take_the_imported_lease_and_reservation(lab: Lab) -> None:

@@ -177,6 +177,8 @@ def test_config_problems_refuse_with_the_key() -> None:
 def test_nothing_in_v2_is_nothing_to_do_and_oddities_are_listed() -> None:
     empty = parse_dump('{"errorCode":100,"message":"Key not found"}', PREFIX)
     assert decide(empty, inv(), []).writes == ()
+    dirs_left = parse_dump(dump(None, {}), PREFIX)  # a drop cut before its directories
+    assert dirs_left.found and decide(dirs_left, inv(), []).writes == ()
     odd = parse_dump(dump(CONFIG, {"junk": ("x", None)}), PREFIX)
     plan = decide(odd, inv(), [])
     assert [w.key for w in plan.writes] == [f"{PREFIX}/config"]
