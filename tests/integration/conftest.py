@@ -139,6 +139,24 @@ class EtcdServer:
         return client_class(transport)([self.url], **opts)  # type: ignore[arg-type]
 
 
+def pki_tls(folder: Path, hosts: list[str] | None = None) -> tuple[Path, dict[str, str]]:
+    """A cluster PKI under FOLDER (overlayctl.pki) for one member "t" on 127.0.0.1, with HOSTS'
+    identities: its folder, and EtcdServer's TLS files (the member's server certificate, the CA,
+    the admin's certificate as the client's)."""
+    from overlayctl.pki import Member, Pki
+
+    pki = Pki(folder, "t")
+    pki.ensure([Member("t", "127.0.0.1")], hosts or [])
+    files = pki.dir
+    return files, {
+        "server_cert": str(files / "t-server.crt"),
+        "server_key": str(files / "t-server.key"),
+        "ca": str(files / "ca.crt"),
+        "client_cert": str(files / "admin.crt"),
+        "client_key": str(files / "admin.key"),
+    }
+
+
 def _require_etcd() -> None:
     if not ETCD_BIN or not os.path.exists(ETCD_BIN):
         pytest.skip("no etcd server binary (install etcd-server or set ETCD_BIN)")

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.etcd import TRANSPORTS, EtcdAuthError, EtcdError
-from overlayctl.pki import Member, Pki
-from tests.integration.conftest import EtcdServer
+from tests.integration.conftest import EtcdServer, pki_tls
 
 pytestmark = pytest.mark.lab
 
@@ -56,12 +55,7 @@ def test_a_host_certificate_through_the_gateway_with_auth_and_client_certs(tmp_p
     CN, overlayctl.pki) and its password work through the JSON gateway; a certificate with a CN
     is refused there whatever the password (etcd cannot carry its identity through the
     gateway), which is why host certificates carry none. Over gRPC the admin's CN root is root."""
-    pki = Pki(tmp_path / "state", "t")
-    pki.ensure([Member("t", "127.0.0.1")], ["node4"])
-    files = pki.dir
-    tls = {"server_cert": str(files / "t-server.crt"), "server_key": str(files / "t-server.key"),
-           "ca": str(files / "ca.crt"), "client_cert": str(files / "admin.crt"),
-           "client_key": str(files / "admin.key")}  # fmt: skip
+    files, tls = pki_tls(tmp_path / "state", ["node4"])
     server = EtcdServer(tmp_path / "etcd", tls=tls)
     server.workdir.mkdir()
     server.start()

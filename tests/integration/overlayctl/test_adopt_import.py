@@ -35,11 +35,10 @@ from overlayctl.inventory.model import Inventory
 from overlayctl.lab.light import LightHost, LightLab
 from overlayctl.phases.adopt_import import DropV2, ImportV2
 from overlayctl.phases.base import Rollout, RolloutOptions
-from overlayctl.pki import Member, Pki
 from overlayctl.remote.session import Reporter, Session
 from tests.conftest import unique_name
 from tests.integration.agent.lab_agents import agent_log, start_agent, start_etcd
-from tests.integration.conftest import ETCD_BIN, EtcdServer
+from tests.integration.conftest import ETCD_BIN, EtcdServer, pki_tls
 from tests.local_remote import LocalRemote
 from tests.polling import wait_for
 
@@ -313,12 +312,7 @@ class V2Server(EtcdServer):
 def test_the_dump_script_speaks_https_with_a_client_certificate(tmp_path: Path) -> None:
     if not ETCD_BIN:
         pytest.skip("no etcd binary")
-    pki = Pki(tmp_path / "state", "t")
-    pki.ensure([Member("t", "127.0.0.1")], [])
-    files = pki.dir
-    tls = {"server_cert": str(files / "t-server.crt"), "server_key": str(files / "t-server.key"),
-           "ca": str(files / "ca.crt"), "client_cert": str(files / "admin.crt"),
-           "client_key": str(files / "admin.key")}  # fmt: skip
+    _files, tls = pki_tls(tmp_path / "state")
     server = V2Server(tmp_path / "etcd", tls=tls)
     server.workdir.mkdir()
     server.start()
