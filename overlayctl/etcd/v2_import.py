@@ -70,6 +70,14 @@ class ImportPlan:
     def changes(self) -> int:
         return len(self.writes)
 
+    def to_json(self) -> dict:
+        """For `plan -o json`: each write (TTL 0: no lease), each subnet kept, the lines."""
+        return {
+            "writes": [{"key": w.key, "value": w.value, "ttl": w.ttl} for w in self.writes],
+            "subnets": [{"key": key, "public_ip": ip} for key, ip in self.want],
+            "lines": list(self.lines),
+        }
+
 
 def v3_config(inv: Inventory, v2_config: NetworkConfig) -> dict:
     """The config ImportV2 writes: the inventory's, Backend explicit, in the v2 backend (the same

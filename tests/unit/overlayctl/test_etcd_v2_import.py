@@ -72,6 +72,9 @@ def test_the_runbooks_leases_become_what_agents_take_as_their_own() -> None:
     choice = choose_subnet(config, [decoded], [rsv], IPv4Address(NODE2), None, rng)
     assert (str(choice.subnet), choice.reason) == ("172.21.40.0/24", "own-reservation")
     assert plan.want == ((KEY31, NODE1), (KEY40, NODE2))
+    doc = json.loads(json.dumps(plan.to_json()))
+    assert [w["ttl"] for w in doc["writes"]] == [0, LEASE_TTL, 0]
+    assert doc["subnets"][0] == {"key": KEY31, "public_ip": NODE1} and doc["lines"]
     assert any("node1 (192.168.255.154), v2 lease, 22 h 13 min left -> v3 lease" in x
                for x in plan.lines)  # fmt: skip
 
