@@ -10,8 +10,6 @@ Destructive: its own 2-host lab."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +17,12 @@ import pytest
 
 from overlayctl import paths as hp
 from overlayctl.lab import state
-from tests import installed
 from tests.e2e import handbuilt as hb
+from tests.e2e.takeover_tools import assert_pings, dockerd_pid, takeover
 from tests.labtools import cli, full_lab, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 NAMES = ["node1", "node2"]
-DRIVER = Path(__file__).with_name("takeover_driver.py")
 BACKUP = "/var/lib/overlayctl/backup"
 SHOW = "systemctl show docker -p DropInPaths -p ExecStart -p EnvironmentFiles -p Requires"
 
@@ -36,23 +33,6 @@ def built() -> Iterator[tuple[state.LabState, hb.HandBuilt, Path]]:
         cluster = hb.build(lab, NAMES)
         cli(lab, "--version")  # builds the installed venv the driver runs in
         yield lab, cluster, hb.inventory(lab, NAMES, tls=False)
-
-
-def takeover(lab: state.LabState, inventory: Path, *hosts: str, ok: bool = True) -> str:
-    """The driver in the workstation namespace; its output (OK: it must succeed, else fail)."""
-    argv = ["ip", "netns", "exec", lab.workstation_netns, str(installed.get().python),
-            str(DRIVER), str(inventory), *hosts]  # fmt: skip
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False,
-                          env=installed.clean_env(), cwd=installed.get().venv)  # fmt: skip
-    print(f"takeover {' '.join(hosts) or 'all'}: {time.monotonic() - started:.1f} s\n"
-          f"{done.stdout}")  # fmt: skip
-    assert (done.returncode == 0) is ok, done.stdout + done.stderr
-    return done.stdout
-
-
-def dockerd_pid(lab: state.LabState, host: str) -> str:
-    return hb.run(lab, host, "systemctl show -p MainPID --value docker").strip()
 
 
 def assert_taken_over(lab: state.LabState, cluster: hb.HandBuilt, host: str) -> None:
@@ -75,13 +55,6 @@ def assert_taken_over(lab: state.LabState, cluster: hb.HandBuilt, host: str) -> 
     assert "flanneld.service" not in show.split("Requires=")[1].split("\n")[0], show
     assert hb.containers(lab, host) == was.containers  # same IDs, StartedAt and addresses
     assert hb.run(lab, host, "ip -4 -o addr show docker0").split()[3] == was.docker0
-
-
-def assert_pings(lab: state.LabState, cluster: hb.HandBuilt) -> None:
-    for host, other in (("node1", "node2"), ("node2", "node1")):
-        for name in (hb.APP, hb.SOLO):
-            ip = cluster.hosts[other].containers[name].ip
-            assert hb.ping(lab, host, ip, container=name), (host, name, ip)
 
 
 def v2_ttl(lab: state.LabState, key: str) -> int:
