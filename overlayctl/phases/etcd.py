@@ -6,12 +6,14 @@ into etcd (NetworkConfig); for `join`, new members are added one at a time (memb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import cluster, members, netconfig
+from overlayctl.inventory.endpoints import client_url
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config
 from overlayctl.phases.base import (
@@ -30,6 +32,7 @@ from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 
 _PATHS = (hp.ETCD_CONF, hp.ETCD_DROPIN)
 _PKI = {f.path for f in hp.PKI_FILES if f.etcd_only} | {hp.CA_CERT}  # what etcd reads at start
+_CLIENT_SCHEME = re.compile(rb'^ETCD_LISTEN_CLIENT_URLS="?(https?)://', re.M)
 
 
 def anchor(rollout: Rollout, inv: Inventory | None = None) -> Remote:
@@ -49,6 +52,7 @@ class Etcd(HostPhase):
     name: ClassVar[str] = "etcd"
     unit: ClassVar[str] = "etcd"
     rolling: Rolling = Rolling.KEEP_QUORUM
+    restarted: set[str] = field(default_factory=set)  # members restarted in this run
 
     @property
     def restart(self) -> Restart:  # type: ignore[override]
@@ -89,9 +93,26 @@ class Etcd(HostPhase):
     def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
         """Together: return at once (members wait for each other to reach quorum)."""
         restart_etcd(on.remote, wait=not together)
+        self.restarted.add(on.target.name)
 
     def healthy(self, rollout: Rollout) -> float:
-        return cluster.wait_healthy(anchor(rollout), rollout.inv, rollout.options.etcd_timeout)
+        return cluster.wait_healthy(anchor(rollout), rollout.inv, rollout.options.etcd_timeout,
+                                    endpoints=self.endpoints(rollout))  # fmt: skip
+
+    def endpoints(self, rollout: Rollout) -> dict[str, str]:
+        """Each member's client URL at the scheme it serves now: one not restarted yet in this
+        run still serves its old etcd.conf's (adopt's last round turns clients from http to
+        https one member at a time; asked at https, it would never answer)."""
+        urls = {}
+        for host in rollout.inv.etcd_members:
+            url, target = client_url(rollout.inv, host), rollout.targets.get(host.name)
+            old = next((f.current.content for f in target.plan.files
+                        if f.path == hp.ETCD_CONF), None) if target else None  # fmt: skip
+            found = _CLIENT_SCHEME.search(old or b"") if host.name not in self.restarted else None
+            if found:
+                url = f"{found.group(1).decode()}://{host.address}:{hp.ETCD_CLIENT_PORT}"
+            urls[host.name] = url
+        return urls
 
     def admit(self, rollout: Rollout, targets: list[Target]) -> None:
         members.require(anchor(rollout), rollout.inv, [t.host for t in targets])

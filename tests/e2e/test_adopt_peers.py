@@ -5,6 +5,8 @@ http peers and clients on 0.0.0.0, v2 on, Debian's unit pointed at the file by o
   etcd.conf back and restarts it, stops the roll (node2 untouched), exit 1, quickly;
 - once fixed, a re-run goes from that state to every peer URL on https:2380, keeping member
   IDs, cluster ID, the v3 key and the v2 config; a third run does nothing;
+- then init's Gather and Etcd phases (R3) on top: its health wait asks each member at the
+  scheme it serves now, so the member by member move of the clients to https goes through.
 Destructive: its own 2-host lab."""
 
 from __future__ import annotations
@@ -101,3 +103,16 @@ def test_peer_tls_rolls_back_a_failed_member_then_resumes_to_https(built) -> Non
 
     code, out, _ = drive(lab, inventory)
     assert code == 0 and "every member's peer URL is https already" in out, out
+
+
+def test_init_s_etcd_phase_after_the_rounds(built) -> None:
+    """R3: init's Gather accepts the interim files (peers already https) and its Etcd phase
+    rolls the members to https clients, asking each at the scheme it serves."""
+    lab, etcd, inventory = built
+    before = members(lab, "node1")
+    code, out, _ = drive(lab, inventory, "--r3", "--etcd-timeout=30")
+    assert code == 0, out
+    after = members(lab, "node1", "https")
+    assert {m["ID"] for m in after["members"]} == {m["ID"] for m in before["members"]}
+    assert all(u.startswith("https://") for m in after["members"] for u in m["clientURLs"])
+    assert peer_urls(after) == {n: [f"https://{etcd.addresses[n]}:2380"] for n in NAMES}
