@@ -1,13 +1,17 @@
-"""adopt's TakeOver where docker's flags must change (the inventory's ip_masq: true, so the
-agent masquerades and docker must not: --ip-masq=false): docker restarts, on one host at a
-time, and the line before it names the container a restart loses for good (`solo`, no restart
-policy; `app` comes back with --restart=always, same ID and address). Its own 2-host lab."""
+"""adopt's TakeOver with other inventories than the runbook's, each on its own 2-host lab:
+- docker's flags must change (ip_masq: true, so the agent masquerades and docker must not:
+  --ip-masq=false): docker restarts on one host at a time, and the line before it names the
+  container a restart loses for good (`solo`, no restart policy; `app` comes back with
+  --restart=always, same ID and address);
+- `docker.mode: execstart`: docker's own unit gets the agent's flags instead of our drop-in,
+  the hand-made override still goes, and docker keeps running."""
 
 from __future__ import annotations
 
 import itertools
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,11 +25,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
 NAMES = ["node1", "node2"]
 
 
-@pytest.fixture(scope="module")
-def built() -> Iterator[tuple[state.LabState, hb.HandBuilt, Path]]:
+@contextmanager
+def handbuilt(**cluster: object) -> Iterator[tuple[state.LabState, hb.HandBuilt, Path]]:
+    """A hand-built 2-host lab and an inventory with CLUSTER's keys, for one test."""
     with full_lab(2, "tkr") as lab:
-        cluster = hb.build(lab, NAMES)
-        yield lab, cluster, hb.inventory(lab, NAMES, tls=False, ip_masq=True)
+        built = hb.build(lab, NAMES)
+        yield lab, built, hb.inventory(lab, NAMES, tls=False, **cluster)
 
 
 def docker_window(lab: state.LabState, host: str, since: str) -> tuple[float, float]:
@@ -38,8 +43,12 @@ def docker_window(lab: state.LabState, host: str, since: str) -> tuple[float, fl
     return min(stops), max(starts)
 
 
-def test_a_flag_change_restarts_docker_one_host_at_a_time(built) -> None:
-    lab, cluster, inventory = built
+def test_a_flag_change_restarts_docker_one_host_at_a_time() -> None:
+    with handbuilt(ip_masq=True) as (lab, cluster, inventory):
+        flag_change(lab, cluster, inventory)
+
+
+def flag_change(lab: state.LabState, cluster: hb.HandBuilt, inventory: Path) -> None:
     since = hb.run(lab, "node1", "date +%s").strip()
     pids = {h: dockerd_pid(lab, h) for h in NAMES}
     out = takeover(lab, inventory)
@@ -64,3 +73,21 @@ def test_a_flag_change_restarts_docker_one_host_at_a_time(built) -> None:
     assert_pings(lab, cluster, names=(hb.APP,))
     again = takeover(lab, inventory)  # nothing left: docker runs with the agent's flags now
     assert not [ln for ln in again.splitlines() if " takeover " in f" {ln} "], again
+
+
+def test_execstart_mode_edits_dockers_own_unit_and_docker_keeps_running() -> None:
+    with handbuilt(docker={"mode": "execstart"}) as (lab, cluster, inventory):
+        pids = {h: dockerd_pid(lab, h) for h in NAMES}
+        out = takeover(lab, inventory)
+        assert out.count("docker keeps running: its flags are the agent's") == 2, out
+        for host in NAMES:
+            gateway = cluster.hosts[host].docker0
+            show = hb.run(lab, host, "systemctl show docker -p DropInPaths -p ExecStart")
+            dropins = show.split("DropInPaths=")[1].split()
+            assert set(dropins) <= {hb.files.RPM_DOCKER_DROPIN}, show  # no override, no ours
+            assert f"--bip={gateway} --ip-masq=true --mtu=1472 ;" in show, show
+            assert hb.containers(lab, host) == cluster.hosts[host].containers
+        assert {h: dockerd_pid(lab, h) for h in NAMES} == pids
+        assert_pings(lab, cluster)
+        again = takeover(lab, inventory)
+        assert not [ln for ln in again.splitlines() if " takeover " in f" {ln} "], again
