@@ -8,6 +8,7 @@ escapes control characters itself).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tabulate import tabulate
@@ -16,6 +17,7 @@ from overlayctl.actions.status import HostStatus
 from overlayctl.actions.verify import PairResult, VerifyReport, rounds_to_cover
 from overlayctl.etcd.cluster import ClusterStatus, LeaseInfo
 from overlayctl.plan.changes import HostPlan
+from overlayctl.plan.handbuilt import HandBuilt, HostHandBuilt
 from overlayctl.text import plural, printable
 
 
@@ -34,10 +36,13 @@ def plan_text(plans: dict[str, HostPlan], cluster: str = "") -> str:
 
 
 def plan_doc(
-    plans: dict[str, HostPlan], network_config: dict[str, Any] | None = None
+    plans: dict[str, HostPlan],
+    network_config: dict[str, Any] | None = None,
+    adoption: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`plan -o json`: the total, per host its file changes (diffs) and actions, and the network
-    config's replacement when etcd holds another one ({"current", "desired", "describe"})."""
+    """`plan -o json`: the total, per host its file changes (diffs) and actions, the network
+    config's replacement when etcd holds another one ({"current", "desired", "describe"}), and
+    ADOPTION (adoption_doc) when the cluster was built by hand."""
     hosts = {
         name: {
             "changes": plan.changes,
@@ -52,7 +57,8 @@ def plan_doc(
         for name, plan in sorted(plans.items())
     }
     total = sum(p.changes for p in plans.values()) + (network_config is not None)
-    return {"changes": total, "hosts": hosts, "network_config": network_config}
+    return {"changes": total, "hosts": hosts, "network_config": network_config,
+            "adoption": adoption}  # fmt: skip
 
 
 def status_doc(status: ClusterStatus, hosts: list[HostStatus]) -> dict[str, Any]:
@@ -232,3 +238,74 @@ def verify_text(report: VerifyReport) -> str:
     lines += [f"next: overlayctl doctor --pair {a},{b}  (why {a} and {b} cannot reach each other)"
               for a, b in report.doctor_pairs]  # fmt: skip
     return printable("\n".join(lines))
+
+
+def adoption_text(found: HandBuilt) -> str:
+    """`plan` on a cluster built by hand (docs/design/adopt.md 2.4): why init refuses, then
+    what etcd and each host hold of the runbook's set-up, one line each."""
+    out = [f"=== adoption: init would refuse: {found.refusal()}"]
+    etcd = found.etcd
+    if found.via:
+        out.append(f"--- etcd: read through {found.via} at {etcd.client_url or '(not running)'}")
+    for m in etcd.members or ():
+        out.append(f"--- etcd: member {m.name} {m.id} peers {','.join(m.peer_urls)} "
+                   f"clients {','.join(m.client_urls)}")  # fmt: skip
+    if found.v2.config is not None:
+        out.append(f"--- v2: {found.v2.config_key} = {found.v2.config}")
+    for lease in found.v2.leases:
+        ttl = "reservation" if lease.ttl is None else f"ttl {_expires(lease.ttl)}"
+        out.append(f"--- v2: lease {lease.subnet} {lease.public_ip} {ttl}")
+    for error in (etcd.members_error, found.v2.error):
+        out += [f"--- etcd: {error}"] if error else []
+    for name, host in found.hosts.items():
+        out += [f"--- {name}: {line}" for line in _host_lines(host)]
+    return printable("\n".join(out))
+
+
+def _host_lines(host: HostHandBuilt) -> list[str]:
+    lines = []
+    unit = host.flanneld
+    if unit.fragment:
+        pulled = ", ".join(f"required by {u}" for u in unit.required_by)
+        lines.append(f"flanneld.service {unit.state.active} {unit.state.enabled or '-'} "
+                     f"({unit.fragment}{'; ' + pulled if pulled else ''})")  # fmt: skip
+    docker = host.docker
+    if docker.bound_to_flanneld:
+        lines.append("docker.service requires flanneld.service: stopping flanneld stops docker")
+    if host.drop_ins or host.flanneld.fragment:
+        lines += [f"docker ExecStart {' '.join(argv)}" for argv in docker.exec_start]
+    lines += [f"{d.unit} drop-in {d.path} sets {', '.join(d.settings) or 'nothing'}"
+              f"{' (sorts after ours: it wins)' if d.sorts_after_ours else ''}"
+              for d in host.drop_ins]  # fmt: skip
+    if host.daemon_json_keys:
+        lines.append(f"/etc/docker/daemon.json sets {', '.join(host.daemon_json_keys)}")
+    lines += [f"device {d.name} ({d.kind}{', persistent' if d.persistent else ''})"
+              for d in host.devices]  # fmt: skip
+    lines += [f"route {r}" for r in host.routes if " dev flannel" in r]
+    if host.subnet_env is not None:
+        lines.append(f"subnet.env FLANNEL_SUBNET={host.subnet_env.get('FLANNEL_SUBNET', '?')}")
+    if host.etcd_conf_foreign:
+        lines.append("etcd.conf not written by overlayctl")
+    lines += [f"container {c.name} {c.id[:12]} restart={c.restart} ip={c.ip or '-'}"
+              for c in host.containers]  # fmt: skip
+    return lines
+
+
+def adoption_doc(found: HandBuilt | None) -> dict[str, Any] | None:
+    """`plan -o json`'s "adoption": the record of a cluster built by hand, null otherwise."""
+    if found is None or not found.found:
+        return None
+    hosts = {}
+    for name, host in found.hosts.items():
+        doc = dataclasses.asdict(host)
+        doc["drop_ins"] = [
+            {"unit": d.unit, "path": d.path, "settings": list(d.settings),
+             "sorts_after_ours": d.sorts_after_ours}
+            for d in host.drop_ins
+        ]  # fmt: skip
+        doc["signs"] = host.signs()
+        hosts[name] = doc
+    etcd = dataclasses.asdict(found.etcd)
+    del etcd["v2_body"]  # parsed into "v2"
+    return {"refusal": found.refusal(), "via": found.via, "etcd": etcd,
+            "v2": dataclasses.asdict(found.v2), "hosts": hosts}  # fmt: skip

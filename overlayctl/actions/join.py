@@ -72,8 +72,10 @@ def join_phases(
     the members it joins with."""
     return [
         Connect(),
-        EtcdQuorum(live),
+        # facts first: on a cluster built by hand they refuse at once (adopt takes it over),
+        # where the quorum check would wait etcd_timeout for an https etcd that serves http
         Gather(read_config=False, joining=joining),
+        EtcdQuorum(live),
         Prepare(),
         Packages(),
         Firewall(),

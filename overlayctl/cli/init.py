@@ -21,7 +21,7 @@ from overlayctl.cli.common import (
     run_session,
 )
 from overlayctl.inventory.model import Inventory
-from overlayctl.output import plan_doc, plan_text
+from overlayctl.output import adoption_doc, adoption_text, plan_doc, plan_text
 from overlayctl.phases.base import Rollout, RolloutOptions, RolloutReport
 from overlayctl.text import plural
 
@@ -95,7 +95,10 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     ):
         rollout = Rollout(run.session, options)
         run_plan(rollout, Path(wheels))
-    plans, change = rollout.report.plans, rollout.change
+    plans, change, found = rollout.report.plans, rollout.change, rollout.handbuilt
     note = f"{change.describe()} (init --force)" if change else ""
     config = vars(change) | {"describe": change.describe()} if change else None
-    return run.ended(plan_text(plans, note), plan_doc(plans, config), "plan")
+    text = plan_text(plans, note)
+    if found is not None and found.found:  # init would refuse: adopt takes such a cluster over
+        text = f"{adoption_text(found)}\n{text}"
+    return run.ended(text, plan_doc(plans, config, adoption_doc(found)), "plan")

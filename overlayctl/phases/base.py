@@ -18,6 +18,7 @@ from overlayctl.pki import Pki
 from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
 from overlayctl.plan.config_change import ConfigChange
 from overlayctl.plan.facts import Facts, RemoteFile
+from overlayctl.plan.handbuilt import HandBuilt
 from overlayctl.remote.session import RunOptions, Session
 from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 from overlayctl.wheelhouse import AgentBundle
@@ -85,6 +86,7 @@ class Rollout:
     change: ConfigChange | None = None  # the network config in etcd differs from the inventory's
     known_config: dict | None = None  # the network config in etcd before any phase ran
     pki: Pki | None = None
+    handbuilt: HandBuilt | None = None  # what the facts show of a cluster built by hand
 
     @property
     def inv(self) -> Inventory:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,25 +36,31 @@ addr=eth0 {address}/24
 
 
 class FakeRemote:
-    """Answers the facts round trip: facts.sh, read-files.sh (every file absent but the CA),
-    and the network config (as etcdctl's JSON) when asked."""
+    """Answers the facts round trip: facts.sh (FACTS_TEXT, or FACTS for the host), read-files.sh
+    (every file absent but the CA and FILES), the network config (as etcdctl's JSON) and etcd as
+    it runs (etcd_found.py's JSON: ETCD) when asked."""
 
     def __init__(self, name: str, address: str, config: dict | None, ca: bytes | None) -> None:
         self.name, self.address, self.config, self.ca = name, address, config, ca
         self.batches: list[list[str]] = []
+        self.argvs: list[list[str]] = []
+        self.facts_text = FACTS.format(name=name, address=address)
+        self.files: dict[str, bytes] = {}
+        self.etcd = "{}"  # no etcd running
 
     def batch(self, commands: Sequence[Command], **_kw: object) -> list[RunResult]:
         self.batches.append([label for _, label in commands])
-        out = [RunResult(0, FACTS.format(name=self.name, address=self.address), "")]
+        self.argvs += [list(argv) for argv, _ in commands]
+        out = [RunResult(0, self.facts_text, "")]
         paths = commands[1][0][4:]  # sh -c SCRIPT sh PATH...
-        lines = []
-        for path in paths:
-            if path == hp.CA_CERT and self.ca is not None:
-                lines.append(f"file 644 root:root {base64.b64encode(self.ca).decode()}")
-            else:
-                lines.append("absent")
+        found = {**self.files, **({hp.CA_CERT: self.ca} if self.ca is not None else {})}
+        lines = [f"file 644 root:root {base64.b64encode(found[p]).decode()}" if p in found
+                 else "absent" for p in paths]  # fmt: skip
         out.append(RunResult(0, "\n".join(lines) + "\n", ""))
-        if len(commands) > 2:
+        for _argv, label in commands[2:]:
+            if "<etcd_found>" in label:
+                out.append(RunResult(0, self.etcd, ""))
+                continue
             raw = json.dumps(self.config).encode()
             kvs = [{"value": base64.b64encode(raw).decode()}] if self.config else []
             out.append(RunResult(0, json.dumps({"kvs": kvs}), ""))
@@ -75,9 +82,10 @@ class FakeBundles:
 
 
 def rollout(tmp_path: Path, config: dict | None = None, ca: bytes | None = None,
-            force: bool = False) -> tuple[Rollout, dict[str, FakeRemote]]:  # fmt: skip
+            force: bool = False, tls: bool = False,
+            ) -> tuple[Rollout, dict[str, FakeRemote]]:  # fmt: skip
     doc = {
-        "cluster": {"name": "t", "network": "172.21.0.0/16", "tls": False},
+        "cluster": {"name": "t", "network": "172.21.0.0/16", "tls": tls},
         "hosts": [{"name": f"n{i}", "address": f"10.0.0.{i}"} for i in (1, 2, 3)],
     }
     inv, _ = parse_inventory(doc, tmp_path, source=tmp_path / "cluster.yaml")
@@ -99,6 +107,7 @@ def test_one_round_trip_per_host_the_config_read_on_the_first_member_only(tmp_pa
     labels = remotes["n1"].batches[0]
     assert labels[0].startswith("sh -c <facts> ") and labels[1].startswith("sh -c <read-files> ")
     assert labels[2] == netconfig.read_command(r.inv)[1]
+    assert labels[3].startswith("python3 -c <etcd_found> /coreos.com/network ")
     assert len(remotes["n2"].batches[0]) == 2
     assert sorted(r.targets) == ["n1", "n2", "n3"] and r.targets["n1"].host.os == "debian"
     assert r.inv.hosts[0].os is None  # the inventory is never rewritten
@@ -134,3 +143,87 @@ def test_plan_keeps_the_plans_when_the_network_cannot_change(tmp_path) -> None:
     with pytest.raises(Conflict, match="Network cannot change"):
         facts_phase.Gather(refuse_change=False, write=False).run(r)
     assert sorted(r.report.plans) == ["n1", "n2", "n3"] and r.change is not None
+
+
+# --- a cluster built by hand (docs/design/adopt.md 2.5) -----------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "handbuilt"
+HAND_CONF = b'#[Member]\nETCD_DATA_DIR="/var/lib/etcd/{name}.etcd"\nETCD_NAME="{name}"\n'
+
+
+def by_hand(tmp_path: Path) -> tuple[Rollout, dict[str, FakeRemote]]:
+    """n1 and n2 as the runbook's hosts (the captured node1's facts and etcd), n3 fresh;
+    cluster.tls on, as by default."""
+    r, remotes = rollout(tmp_path, tls=True)
+    captured = (FIXTURES / "facts-hand-node1.txt").read_text()
+    for name in ("n1", "n2"):
+        remote = remotes[name]
+        ours = FACTS.format(name=name, address=remote.address)
+        remote.facts_text = ours + "\n".join(
+            line for line in captured.splitlines()
+            if line.split("=")[0] in ("unitprop", "dropin", "link", "route", "container")
+            or line.startswith(("unit=flanneld", "etcd_data="))
+        ).replace("node1.etcd", f"{name}.etcd") + "\n"  # fmt: skip
+        remote.files = {hp.ETCD_CONF: HAND_CONF.replace(b"{name}", name.encode())}
+    found = json.loads((FIXTURES / "found-hand-node1.json").read_text())
+    found["members"]["body"] = found["members"]["body"].replace("192.168.255.154", "10.0.0.1")
+    found["v2"]["body"] = found["v2"]["body"].replace("/atomic.io/network", "/coreos.com/network")
+    remotes["n1"].etcd = json.dumps(found)
+    return r, remotes
+
+
+def test_init_refuses_a_cluster_built_by_hand_before_anything_is_made(tmp_path) -> None:
+    r, _ = by_hand(tmp_path)
+    with pytest.raises(Conflict) as refused:
+        facts_phase.Gather().run(r)
+    assert str(refused.value) == (
+        "n1: this cluster was built by hand (flanneld.service active; etcd.conf not written by "
+        "overlayctl; /coreos.com/network/config in the v2 API; etcd's member list has http peer "
+        "URLs, cluster.tls wants https; the same on n2): run 'overlayctl adopt' "
+        "(docs/runbooks/adopt.md), which keeps every subnet and container address"
+    )
+    assert r.pki is None and r.targets == {} and r.report.plans == {}
+    assert not (tmp_path / ".overlayctl").exists() and not list(tmp_path.rglob("ca.crt"))
+    assert r.handbuilt is not None and r.handbuilt.v2.leases  # what plan shows
+
+
+def test_plan_shows_the_cluster_built_by_hand_and_keeps_init_s_plans(tmp_path) -> None:
+    r, _ = by_hand(tmp_path)
+    facts_phase.Gather(refuse_change=False, write=False).run(r)  # no Conflict: tls, v2 shown
+    assert r.handbuilt is not None and (r.handbuilt.refusal() or "").startswith("n1: this")
+    assert sorted(r.report.plans) == ["n1", "n2", "n3"]
+    assert r.handbuilt.v2.config_key == "/coreos.com/network/config"
+    assert [m.name for m in r.handbuilt.etcd.members or ()] == ["node1", "node2"]
+
+
+def test_a_cluster_overlayctl_made_is_not_refused(tmp_path) -> None:
+    r, remotes = rollout(tmp_path)
+    ours = (FIXTURES / "facts-ours-node1.txt").read_text()
+    for remote in remotes.values():
+        remote.facts_text = ours.replace("192.168.255.154", remote.address).replace(
+            "hostname=node1", f"hostname={remote.name}"
+        )
+    members = [{"id": i, "name": f"n{i}", "peerURLs": [f"http://10.0.0.{i}:2380"]}
+               for i in (1, 2, 3)]  # fmt: skip
+    remotes["n1"].etcd = json.dumps({
+        "client_url": "http://127.0.0.1:2379",
+        "members": {"status": 200, "body": json.dumps(members)},
+        "v2": {"status": 404, "body": "404 page not found\n"},  # v2 off
+    })  # fmt: skip
+    facts_phase.Gather().run(r)  # tls: false in this inventory: http peers are its own
+    assert r.handbuilt is not None and not r.handbuilt.found
+    assert sorted(r.report.plans) == ["n1", "n2", "n3"]
+
+
+def test_etcd_found_gets_the_arguments_it_reads(tmp_path, monkeypatch) -> None:
+    """The phase's argv and the script's unpacking agree (python3 -c SCRIPT ARGS...)."""
+    r, remotes = rollout(tmp_path, tls=True)
+    facts_phase.Gather().run(r)
+    (argv,) = [a for a in remotes["n1"].argvs if a[:2] == ["python3", "-c"]]
+    script = types.ModuleType("etcd_found")
+    exec(compile(argv[2], "etcd_found.py", "exec"), script.__dict__)  # noqa: S102 - our own file
+    seen = []
+    monkeypatch.setattr(script, "etcd_pid", lambda: seen.append(1))  # no etcd here: {}
+    assert script.main(argv[3:]) == {} and seen == [1]
+    assert argv[3:] == ["/coreos.com/network", hp.CA_CERT, hp.ETCD_PEER_CERT, hp.ETCD_PEER_KEY,
+                        hp.ETCD_ADMIN_CERT, hp.ETCD_ADMIN_KEY]  # fmt: skip

@@ -1,0 +1,398 @@
+"""What a cluster built by hand from the runbook has, as facts (docs/design/adopt.md 1.3, 1.6,
+2.3): per host flanneld's unit, docker's effective unit, hand-made drop-ins, daemon.json's
+network keys, flannel's devices and routes, what flanneld left in /run/flannel, an etcd.conf
+overlayctl did not write, the running containers; per cluster the members' peer URLs and the
+v2 keys. Pure: facts.sh's and etcd_found.py's output and the files read-files.sh read go in, one
+`HandBuilt` record comes out. Gathered by overlayctl/phases/facts.py in its one round trip.
+
+Why init needs this before it writes anything (adopt.md 2.5): on such a cluster init rewrote
+etcd.conf to https while the members' peer URLs in etcd still said http, and etcd never came
+back (issue 21). `HandBuilt.refusal` says why init stops and points to `overlayctl adopt`;
+`plan` shows the same record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from overlayctl import paths as hp
+from overlayctl.plan.facts import Facts, RemoteFile, UnitState
+
+# The start of the header line every file overlayctl renders opens with (plan/render.py
+# `header`), unchanged since the first release: a file without it was not written by us.
+OURS = b"# Managed by overlayctl"
+# Files read with the others for this record (read-files.sh), whichever OS family.
+FILES = (hp.SUBNET_ENV, hp.DOCKER_OPTS_ENV, "/etc/docker/daemon.json", "/etc/sysconfig/flanneld",
+         "/etc/default/flanneld")  # fmt: skip
+DAEMON_JSON = FILES[2]
+# daemon.json keys that set what the agent's flags set (dockerd refuses to start when a key is
+# both a flag and in the file) or move docker's bridge off the lease.
+DAEMON_JSON_NETWORK_KEYS = ("bip", "mtu", "ip-masq", "bridge", "fixed-cidr",
+                            "default-address-pools")  # fmt: skip
+_RUNNING = ("active", "activating", "reloading", "deactivating")
+_ENABLED = ("enabled", "enabled-runtime", "linked", "linked-runtime", "alias")
+_ARGV = re.compile(r"argv\[\]=(.*?) ; ignore_errors=")
+
+
+@dataclass(frozen=True)
+class Flanneld:
+    """flanneld.service as systemd sees it (fragment "": no such unit)."""
+
+    state: UnitState = field(default_factory=lambda: UnitState("inactive", ""))
+    fragment: str = ""
+    required_by: tuple[str, ...] = ()
+    wanted_by: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.state.active in _RUNNING
+
+    @property
+    def enabled(self) -> bool:
+        return self.state.enabled in _ENABLED
+
+
+@dataclass(frozen=True)
+class DockerUnit:
+    """docker.service as systemd runs it: what wins of the vendor unit and every drop-in."""
+
+    exec_start: tuple[tuple[str, ...], ...] = ()  # each ExecStart's argv
+    environment_files: tuple[str, ...] = ()  # "-" first: may be missing
+    drop_ins: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    binds_to: tuple[str, ...] = ()
+    part_of: tuple[str, ...] = ()
+    running_args: tuple[str, ...] = ()  # dockerd's argv now (read only on a hand-built host)
+
+    @property
+    def bound_to_flanneld(self) -> bool:
+        """Stopping flanneld would stop docker (a hand-written RequiredBy=docker.service)."""
+        return "flanneld.service" in (*self.requires, *self.binds_to, *self.part_of)
+
+
+@dataclass(frozen=True)
+class DropIn:
+    """A drop-in of docker's or etcd's unit that overlayctl did not write."""
+
+    unit: str  # docker | etcd
+    path: str
+    content: bytes
+
+    @property
+    def sorts_after_ours(self) -> bool:
+        """systemd reads every folder's drop-ins sorted by file name together, the last name
+        winning per setting: `override.conf` (systemctl edit) beats `overlayctl.conf`."""
+        return self.path.rsplit("/", 1)[-1] > hp.DOCKER_DROPIN.rsplit("/", 1)[-1]
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The settings it assigns, in order (ExecStart, EnvironmentFile, ...)."""
+        names = []
+        for line in self.content.decode(errors="replace").splitlines():
+            key, sep, _ = line.strip().partition("=")
+            if sep and not key.startswith(("#", ";")) and key not in names:
+                names.append(key.strip())
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A flannel device: flannel0/flannelN (flanneld's udp TUN) or flannel.N (vxlan)."""
+
+    name: str
+    kind: str  # tun | vxlan | other
+    persistent: bool | None = None  # TUN only: flanneld's own vanishes with it, a kept one not
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    restart: str  # docker's restart policy name ("no": it stays down after a docker restart)
+    started_at: str
+    pid: int
+    ip: str  # on docker's bridge ("" on another network)
+
+
+@dataclass(frozen=True)
+class HostHandBuilt:
+    """One host's side of a hand-built cluster."""
+
+    flanneld: Flanneld = field(default_factory=Flanneld)
+    docker: DockerUnit = field(default_factory=DockerUnit)
+    drop_ins: tuple[DropIn, ...] = ()
+    daemon_json_keys: tuple[str, ...] = ()  # DAEMON_JSON_NETWORK_KEYS set in daemon.json
+    devices: tuple[Device, ...] = ()
+    routes: tuple[str, ...] = ()  # device routes into the Network (`ip route` lines)
+    subnet_env: dict[str, str] | None = None  # /run/flannel/subnet.env (None: absent)
+    docker_opts: dict[str, str] | None = None  # /run/flannel/docker (None: absent)
+    flanneld_env: tuple[str, ...] = ()  # flanneld's env files present and not ours
+    etcd_conf_foreign: bool = False  # /etc/etcd/etcd.conf exists without our header line
+    etcd_has_data: bool = False  # ... and the data dir it names holds a member
+    containers: tuple[Container, ...] = ()
+
+    @property
+    def late_drop_ins(self) -> tuple[DropIn, ...]:
+        """Hand-made drop-ins that override ours (sort after it)."""
+        return tuple(d for d in self.drop_ins if d.sorts_after_ours)
+
+    def signs(self) -> list[str]:
+        """What on this host alone makes it hand-built (adopt.md 2.5 (a) and (c))."""
+        found = []
+        if self.flanneld.running:
+            found.append("flanneld.service active")
+        elif self.flanneld.enabled:
+            found.append("flanneld.service enabled")
+        if self.etcd_conf_foreign and self.etcd_has_data:
+            found.append("etcd.conf not written by overlayctl")
+        return found
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str  # hex, as etcdctl's table prints it
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OldLease:
+    """A flanneld lease in the v2 API (ttl None: no expiry, a reservation)."""
+
+    subnet: str
+    public_ip: str
+    ttl: int | None
+
+
+@dataclass(frozen=True)
+class V2Found:
+    """flanneld's v2 keys under the inventory's prefix, as overlayctl/etcd/v2.py read them."""
+
+    keys: int = 0  # keys and directories under the prefix, the prefix's own included
+    config_key: str = ""
+    config: str | None = None  # the config's text, None when absent
+    leases: tuple[OldLease, ...] = ()
+    error: str = ""  # why they could not be read ("": they were, or v2 is off)
+
+    def sign(self) -> str:
+        """(b) of adopt.md 2.5: what of flanneld's is in the v2 API ("": nothing)."""
+        if self.config is not None:
+            return f"{self.config_key} in the v2 API"
+        return f"{self.keys} keys under the prefix in the v2 API" if self.keys else ""
+
+
+@dataclass(frozen=True)
+class EtcdFound:
+    """The etcd running on the member read through, as etcd_found.py found it."""
+
+    client_url: str = ""  # "" when no etcd runs there
+    members: tuple[Member, ...] | None = None  # None: not read (members_error says why)
+    members_error: str = ""
+    v2_status: int | None = None  # the v2 GET's HTTP status (None: no answer)
+    v2_body: str = ""  # its answer, for overlayctl/etcd/v2.py's parse_dump
+
+
+@dataclass(frozen=True)
+class HandBuilt:
+    """The whole cluster: each host's facts, and etcd as read through VIA (the first member)."""
+
+    hosts: dict[str, HostHandBuilt] = field(default_factory=dict)
+    etcd: EtcdFound = field(default_factory=EtcdFound)
+    v2: V2Found = field(default_factory=V2Found)
+    via: str = ""  # the member etcd was read through ("": none was)
+    scheme: str = "https"  # the inventory's (cluster.tls)
+    addresses: frozenset[str] = frozenset()  # the inventory's etcd member addresses
+
+    def cluster_signs(self) -> list[str]:
+        """What etcd says (adopt.md 2.5 (b) and (d))."""
+        found = [self.v2.sign()] if self.v2.sign() else []
+        other = sorted({
+            url.split("://", 1)[0]
+            for m in self.etcd.members or () for url in m.peer_urls
+            if urllib.parse.urlsplit(url).hostname in self.addresses
+            and not url.startswith(self.scheme + "://")
+        })  # fmt: skip
+        if other:
+            found.append(
+                f"etcd's member list has {'/'.join(other)} peer URLs, cluster.tls wants "
+                f"{self.scheme}"
+            )
+        return found
+
+    @property
+    def found(self) -> bool:
+        return bool(self.cluster_signs() or any(h.signs() for h in self.hosts.values()))
+
+    def refusal(self) -> str | None:
+        """init's one line when the cluster was built by hand (adopt.md 2.5), else None."""
+        signed = [name for name, h in self.hosts.items() if h.signs()]
+        cluster = self.cluster_signs()
+        if not signed and not cluster:
+            return None
+        who = signed[0] if signed else self.via
+        why = [*(self.hosts[who].signs() if who in self.hosts else []), *cluster]
+        if len(signed) > 1:
+            why.append(f"the same on {', '.join(signed[1:])}")
+        return (
+            f"{who}: this cluster was built by hand ({'; '.join(why)}): run 'overlayctl adopt' "
+            "(docs/runbooks/adopt.md), which keeps every subnet and container address"
+        )
+
+
+def parse_host(facts_text: str, facts: Facts, files: dict[str, RemoteFile]) -> HostHandBuilt:
+    """facts.sh's output (its unitprop=, link=, route=, dropin=, docker_arg= and container=
+    lines; FACTS, the rest of it, parsed) and the FILES read with it -> the host's record."""
+    props: dict[str, dict[str, list[str]]] = {}
+    lines: dict[str, list[str]] = {}
+    for line in facts_text.splitlines():
+        key, sep, value = line.partition("=")
+        if key == "unitprop":
+            unit, _, prop = value.partition(" ")
+            name, _, setting = prop.partition("=")
+            props.setdefault(unit, {}).setdefault(name, []).append(setting)
+        elif sep:
+            lines.setdefault(key, []).append(value)
+    etcd_active = facts.units.get("etcd", UnitState("", "")).active in _RUNNING
+    return HostHandBuilt(
+        flanneld=_flanneld(facts.units.get("flanneld"), props.get("flanneld", {})),
+        docker=_docker(props.get("docker", {}), lines.get("docker_arg", [])),
+        drop_ins=tuple(_drop_in(v) for v in lines.get("dropin", [])),
+        daemon_json_keys=_daemon_json_keys(files.get(DAEMON_JSON)),
+        devices=tuple(_device(v) for v in lines.get("link", [])),
+        routes=tuple(v.strip() for v in lines.get("route", [])),
+        subnet_env=_env(files.get(hp.SUBNET_ENV)),
+        docker_opts=_env(files.get(hp.DOCKER_OPTS_ENV)),
+        flanneld_env=tuple(path for path in FILES[3:] if _foreign(files.get(path))),
+        etcd_conf_foreign=_foreign(files.get(hp.ETCD_CONF)),
+        etcd_has_data=_has_data(files.get(hp.ETCD_CONF), facts.etcd_data_dirs, etcd_active),
+        containers=tuple(c for c in map(_container, lines.get("container", [])) if c),
+    )
+
+
+def parse_etcd(text: str) -> EtcdFound:
+    """etcd_found.py's JSON -> what etcd answered; never raises (it only informs a decision)."""
+    try:
+        doc = json.loads(text or "{}")
+    except ValueError:
+        return EtcdFound(members_error=f"unreadable answer: {text[:200]!r}")
+    if not isinstance(doc, dict) or not doc:
+        return EtcdFound()
+    members, error = _members(doc.get("members") or {})
+    v2 = doc.get("v2") if isinstance(doc.get("v2"), dict) else {}
+    status = v2.get("status") if isinstance(v2.get("status"), int) else None
+    return EtcdFound(
+        str(doc.get("client_url", "")), members, error, status, str(v2.get("body", ""))
+    )
+
+
+def _flanneld(state: UnitState | None, props: dict[str, list[str]]) -> Flanneld:
+    return Flanneld(
+        state or UnitState("inactive", ""),
+        (props.get("FragmentPath") or [""])[0],
+        tuple(_words(props, "RequiredBy")),
+        tuple(_words(props, "WantedBy")),
+    )
+
+
+def _docker(props: dict[str, list[str]], args: list[str]) -> DockerUnit:
+    return DockerUnit(
+        exec_start=tuple(
+            tuple(found.split()) for v in props.get("ExecStart", []) for found in _ARGV.findall(v)
+        ),
+        environment_files=tuple(
+            ("" if v.endswith("(ignore_errors=no)") else "-") + v.rsplit(" (", 1)[0]
+            for v in props.get("EnvironmentFiles", [])
+            if v
+        ),
+        drop_ins=tuple(_words(props, "DropInPaths")),
+        requires=tuple(_words(props, "Requires")),
+        binds_to=tuple(_words(props, "BindsTo")),
+        part_of=tuple(_words(props, "PartOf")),
+        running_args=tuple(args),
+    )
+
+
+def _words(props: dict[str, list[str]], name: str) -> list[str]:
+    return [word for value in props.get(name, []) for word in value.split()]
+
+
+def _drop_in(value: str) -> DropIn:
+    path, _, data = value.partition(" ")
+    unit = path.rsplit("/", 2)[-2].removesuffix(".service.d")
+    return DropIn(unit, path, base64.b64decode(data))
+
+
+def _device(line: str) -> Device:
+    name = line.split(": ", 2)[1].split("@", 1)[0]
+    if " vxlan id " in line:
+        return Device(name, "vxlan")
+    if " tun type tun " in line:
+        persist = re.search(r" persist (on|off)", line)
+        return Device(name, "tun", persist.group(1) == "on" if persist else None)
+    return Device(name, "other")
+
+
+def _container(value: str) -> Container | None:
+    parts = value.split(" ", 5)
+    if len(parts) < 5:
+        return None
+    cid, name, restart, started, pid, *ip = parts
+    return Container(cid, name.lstrip("/"), restart, started, int(pid) if pid.isdigit() else 0,
+                     (ip or [""])[0].strip())  # fmt: skip
+
+
+def _foreign(file: RemoteFile | None) -> bool:
+    return file is not None and file.content is not None and not file.content.startswith(OURS)
+
+
+def _env(file: RemoteFile | None) -> dict[str, str] | None:
+    """An env-style file (KEY=VALUE, quotes stripped) -> its settings; None when absent."""
+    if file is None or file.content is None:
+        return None
+    found = {}
+    for line in file.content.decode(errors="replace").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            found[key.strip()] = value.strip().strip('"').strip("'")
+    return found
+
+
+def _has_data(conf: RemoteFile | None, data_dirs: frozenset[str], etcd_active: bool) -> bool:
+    """Whether the etcd CONF configures holds a member: its ETCD_DATA_DIR among DATA_DIRS (the
+    ones under /var/lib/etcd facts.sh found), or, for a data dir elsewhere, etcd running."""
+    data_dir = (_env(conf) or {}).get("ETCD_DATA_DIR", "")
+    if not data_dir:
+        return bool(data_dirs)
+    if data_dir.rstrip("/") in data_dirs:
+        return True
+    return etcd_active and not data_dir.startswith(hp.ETCD_DATA_ROOT + "/")
+
+
+def _daemon_json_keys(file: RemoteFile | None) -> tuple[str, ...]:
+    if file is None or file.content is None:
+        return ()
+    try:
+        doc = json.loads(file.content)
+    except ValueError:
+        return ("(unreadable JSON)",)
+    return tuple(k for k in DAEMON_JSON_NETWORK_KEYS if isinstance(doc, dict) and k in doc)
+
+
+def _members(answer: dict[str, Any]) -> tuple[tuple[Member, ...] | None, str]:
+    """The peer port's `GET /members` answer -> the members; None and why when unreadable."""
+    if answer.get("status") != 200:
+        return None, f"members: {answer.get('error') or 'HTTP ' + str(answer.get('status'))}"
+    try:
+        return tuple(
+            Member(f"{int(m['id']):x}", str(m.get("name", "")), tuple(m.get("peerURLs") or ()),
+                   tuple(m.get("clientURLs") or ()))
+            for m in json.loads(answer.get("body") or "[]")
+        ), ""  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"members: unreadable answer ({exc})"
