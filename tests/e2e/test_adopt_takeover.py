@@ -18,7 +18,7 @@ import pytest
 from overlayctl import paths as hp
 from overlayctl.lab import state
 from tests.e2e import handbuilt as hb
-from tests.e2e.takeover_tools import assert_pings, dockerd_pid, takeover
+from tests.e2e.takeover_tools import assert_pings, dockerd_pid, probe_gap, start_probe, takeover
 from tests.labtools import cli, full_lab, on
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
@@ -105,8 +105,13 @@ def test_flanneld_is_replaced_host_by_host_without_a_docker_restart(built) -> No
     hb.run(lab, "node2", f"{short} '{one.lease_value}' >/dev/null")
     assert v2_ttl(lab, one.lease_key) <= 7200
 
+    probes = {h: start_probe(lab, other, cluster.hosts[h].containers[hb.APP].ip)
+              for h, other in (("node1", "node2"), ("node2", "node1"))}  # fmt: skip
     out = takeover(lab, inventory, "node1")
     assert "docker keeps running: its flags are the agent's" in out, out
+    gap, replies = probe_gap(lab, "node2", probes["node1"])
+    print(f"node1's takeover, seen from node2's app: longest gap {gap:.1f} s, {replies} replies")
+    assert gap < 10 and replies > 5, (gap, replies)
     assert_taken_over(lab, cluster, "node1")
     assert v2_ttl(lab, one.lease_key) > 86000  # flanneld on node2 keeps routing to node1
     vendor = hb.run(lab, "node1", "systemctl show -p FragmentPath --value docker").strip()
@@ -116,6 +121,9 @@ def test_flanneld_is_replaced_host_by_host_without_a_docker_restart(built) -> No
     assert_pings(lab, cluster)  # the agent on node1 and flanneld on node2, udp on 8285
 
     out = takeover(lab, inventory, "node2")
+    gap, replies = probe_gap(lab, "node1", probes["node2"])
+    print(f"node2's takeover, seen from node1's app: longest gap {gap:.1f} s, {replies} replies")
+    assert gap < 10 and replies > 5, (gap, replies)
     assert_taken_over(lab, cluster, "node2")
     override = hb.files.DOCKER_OVERRIDE
     assert on(lab, "node2", f"test -e {override}").returncode != 0
