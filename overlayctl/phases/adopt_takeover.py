@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
-from overlayctl.etcd.imported import Imported, Lease, read_imported, refresh_v2_lease
+from overlayctl.etcd.imported import Imported, read_imported, refresh_v2_lease
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.agent import install_agent, restart_agent
 from overlayctl.phases.base import HostPhase, OnHost, Probe, Restart, Rolling, Rollout, Target
@@ -95,21 +96,23 @@ class TakeOver(HostPhase):
     def probe(self, on: OnHost) -> Probe:
         """The host's state (one round trip) and the steps left; a host whose takeover would be
         refused (a drop-in to decide by hand, no imported lease) is refused before anything
-        changes there. A host without flanneld is none of this phase's business."""
+        changes there."""
         state = read_state(on.remote)
-        if not state.flanneld.present:
+        lease = None
+
+        def imported() -> str | None:  # etcd is read only when needed, once for the run
+            nonlocal lease
+            lease = self.imported(on.rollout).leases.get(str(on.target.host.address))
+            return lease.subnet if lease else None
+
+        plan = host_plan(on, state, imported)
+        if plan is None:
             return TakeoverProbe(restart=False, state=state)
-        address = str(on.target.host.address)
-        if state.flanneld.masked and not state.flanneld.running and state.agent_ready:
-            lease = Lease("", state.subnet)  # checked against the import when the agent started
-        else:
-            lease = self.imported(on.rollout).leases.get(address)
-        plan = plan_host_takeover(state, lease.subnet if lease else None, ours(on), address)
         if plan.refusals:
             raise OverlayctlError(f"{on.target.name}: " + "; ".join(plan.refusals))
+        expected = lease.subnet if lease else state.subnet
         return TakeoverProbe(restart=bool(plan.steps()), state=state, plan=plan,
-                             expected=lease.subnet if lease else "",
-                             key=lease.key if lease else "")  # fmt: skip
+                             expected=expected, key=lease.key if lease else "")  # fmt: skip
 
     def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
         if not isinstance(probe, TakeoverProbe):
@@ -124,6 +127,21 @@ class TakeOver(HostPhase):
         if plan.start_agent:
             start_agent(on, probe, self.imported(on.rollout).backend, docker_files)
         take_over_docker(on, probe, mine, docker_files)
+
+
+def host_plan(
+    on: OnHost, state: HostState, imported: Callable[[], str | None]
+) -> TakeoverPlan | None:
+    """What is left on the host with STATE (also adopt's plan, before the import ran): None
+    where no flanneld is (init's phases do that host). IMPORTED gives the subnet the import
+    holds for the host; it is asked only while flanneld may still run, as a settled host (flanneld
+    masked and stopped, the agent ready) had its lease checked when the agent started, and its
+    v2 lease may be gone."""
+    if not state.flanneld.present:
+        return None
+    settled = state.flanneld.masked and not state.flanneld.running and state.agent_ready
+    expected = state.subnet if settled else imported()
+    return plan_host_takeover(state, expected, ours(on), str(on.target.host.address))
 
 
 def say(on: OnHost, message: str) -> None:

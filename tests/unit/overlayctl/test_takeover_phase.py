@@ -14,7 +14,14 @@ import pytest
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd.imported import Imported
-from overlayctl.phases.adopt_takeover import FILES, STATE, TakeOver, TakeoverProbe, ours
+from overlayctl.phases.adopt_takeover import (
+    FILES,
+    STATE,
+    TakeOver,
+    TakeoverProbe,
+    host_plan,
+    ours,
+)
 from overlayctl.phases.base import OnHost, Rollout, RolloutOptions, Target
 from overlayctl.plan.changes import HostPlan
 from overlayctl.plan.facts import parse_facts
@@ -22,7 +29,7 @@ from overlayctl.plan.takeover import parse_state, plan_takeover
 from overlayctl.remote.session import Reporter, Session
 from overlayctl.remote.ssh import RunResult
 from tests.unit.overlayctl.test_docker_takeover import OVERRIDE, runbook
-from tests.unit.overlayctl.test_takeover_plan import NODE2
+from tests.unit.overlayctl.test_takeover_plan import NODE2, taken_over
 
 BACKUP = "/var/lib/overlayctl/backup"
 
@@ -109,3 +116,21 @@ def test_a_refused_host_changes_nothing() -> None:
     assert "node2: no lease of 192.168.255.155 in etcd's v3 key space" in str(caught.value)
     assert f"{OVERRIDE} sets LimitNOFILE besides ExecStart" in str(caught.value)
     assert host.calls == ["state"]
+
+
+def test_a_settled_host_needs_no_imported_lease() -> None:
+    """Re-running adopt after the v2 keys went (and the import plan is empty): a host whose
+    flanneld is masked and whose agent is ready is done, its lease not asked for."""
+    host = Host(taken_over(), "")
+    on = on_host(host)
+
+    def imported() -> str | None:
+        raise AssertionError("asked for the imported lease")
+
+    plan = host_plan(on, parse_state(taken_over()), imported)
+    assert plan is not None and plan.steps() == [] and plan.refusals == ()
+    assert not TakeOver().probe(on).restart  # (no etcd read: it would fail here)
+    running = taken_over().replace("unit=flanneld ActiveState=inactive",
+                                   "unit=flanneld ActiveState=active")  # fmt: skip
+    plan = host_plan(on, parse_state(running), lambda: None)
+    assert plan is not None and plan.refusals[0].startswith("no lease of 192.168.255.155")
