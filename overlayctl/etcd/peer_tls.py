@@ -1,7 +1,8 @@
 """Moving a running etcd cluster's peer URLs from plain http to TLS, keeping quorum, members and
 data (adopt's PeerTls, docs/design/adopt.md 3.1). Pure: what the cluster is like now in, the one
-next step out; `drive` repeats observe -> step -> carry out through an executor (SSH for the
-phase, local processes for the tests), so a run cut anywhere resumes from what it finds.
+next step out; peer_tls_drive.drive repeats observe -> step -> carry out through an executor
+(SSH for the phase, local processes for the tests), so a run cut anywhere resumes from what it
+finds.
 
 Why it goes in rounds: a member's peer URL changes only by `member update` (a restarted member
 ignores --initial-advertise-peer-urls once it has data), and http and https cannot share a port.
@@ -20,14 +21,11 @@ from __future__ import annotations
 
 import enum
 import functools
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from overlayctl import paths as hp
-from overlayctl.errors import OverlayctlError
 
 DEFAULT_TEMP_PORT = 2382  # 2381: kubeadm's etcd metrics; 2379/2380: etcd's own
 _RESERVED = {hp.ETCD_CLIENT_PORT, hp.ETCD_PEER_PORT, hp.ETCD_LEGACY_CLIENT_PORT}
@@ -288,101 +286,3 @@ def _update(views: Sequence[MemberView], old: Url, new: Url, round_name: str) ->
         url=member_url(view, new),
         reason=f"{view.name} serves {new[0]}:{new[1]} (every member runs peer TLS)",
     )
-
-
-class Executor(Protocol):
-    """Carries out steps on the real members: over SSH (phases/adopt_peers.py) or on local
-    processes (the integration tests). Each method raises OverlayctlError when it fails."""
-
-    def observe(self) -> list[MemberView]:
-        """The membership and each member's file and running etcd, now, in inventory order."""
-        ...
-
-    def write(self, member: str, stage: Stage, ports: Ports) -> None:
-        """MEMBER's etcd.conf as STAGE (no restart)."""
-        ...
-
-    def restart(self, member: str) -> None: ...
-
-    def wait_healthy(self, member: str) -> float:
-        """Every member healthy, asked at the client URLs each serves now; the seconds taken."""
-        ...
-
-    def rollback(self, view: MemberView, ports: Ports) -> None:
-        """VIEW's member back to the etcd.conf it ran before this step, restarted."""
-        ...
-
-    def update(self, member_id: str, url: str) -> None:
-        """`member update MEMBER_ID --peer-urls=URL` (retried while etcd calls the cluster
-        unhealthy)."""
-        ...
-
-    def say(self, line: str) -> None: ...
-
-
-@dataclass
-class Done:
-    """What `drive` did: each step with its seconds, in order."""
-
-    steps: list[tuple[Step, float]] = field(default_factory=list)
-
-    def by_round(self) -> dict[str, float]:
-        """Seconds per round (R1, U1, R2, U2, repair)."""
-        rounds: dict[str, float] = {}
-        for step, took in self.steps:
-            rounds[step.round] = rounds.get(step.round, 0.0) + took
-        return rounds
-
-
-# Two steps per member per round plus repairs: a cluster of 9 takes at most 4 * 9 + a few.
-MAX_STEPS = 64
-
-
-def drive(ex: Executor, want: Ports = Ports(), max_steps: int = MAX_STEPS) -> Done:
-    """Observe, take the next step, again, until every peer URL is https:2380. A restart that
-    does not end healthy puts the member's previous etcd.conf back (restarted) and stops here;
-    so does anything blocked. The ports are chosen once per run, from WANT and what is found."""
-    done = Done()
-    ports: Ports | None = None
-    for _ in range(max_steps):
-        views = ex.observe()
-        ports = ports or choose_ports(views, want)
-        step = next_step(views, ports)
-        if step.kind is Kind.DONE:
-            return done
-        if step.kind is Kind.BLOCKED:
-            raise OverlayctlError(f"etcd peers to TLS: {step.reason}")
-        ex.say(step.describe())
-        started = time.monotonic()
-        _carry_out(ex, step, next(v for v in views if v.name == step.member), ports)
-        done.steps.append((step, time.monotonic() - started))
-    raise OverlayctlError(f"etcd peers to TLS: not done after {max_steps} steps (a bug)")
-
-
-def _carry_out(ex: Executor, step: Step, view: MemberView, ports: Ports) -> None:
-    if step.kind is Kind.UPDATE:
-        ex.update(step.member_id, step.url)
-        ex.wait_healthy(step.member)
-        return
-    if step.stage is None:  # a FILE step for a member not running: a repair restarts it first
-        raise OverlayctlError(f"etcd peers to TLS: {step.describe()} without a stage (a bug)")
-    if step.write:
-        ex.write(step.member, step.stage, ports)
-    if step.kind is Kind.FILE:
-        return
-    try:
-        ex.restart(step.member)
-        ex.wait_healthy(step.member)
-    except OverlayctlError as exc:
-        try:
-            ex.rollback(view, ports)
-        except OverlayctlError as again:
-            raise OverlayctlError(
-                f"{step.member}: etcd did not come back as {step.stage.value} ({exc}), and "
-                f"putting its previous etcd.conf back failed too ({again})"
-            ) from None
-        raise OverlayctlError(
-            f"{step.member}: etcd did not come back as {step.stage.value} ({exc}); its "
-            "previous etcd.conf is back and it was restarted; the roll stops here (a re-run "
-            "resumes from what it finds)"
-        ) from None

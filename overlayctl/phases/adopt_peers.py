@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
-from overlayctl.etcd import cluster, etcdctl, peer_tls
+from overlayctl.etcd import cluster, etcdctl, peer_tls, peer_tls_drive
 from overlayctl.etcd.peer_tls import MemberView, Ports, Stage
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.base import Rollout
@@ -32,6 +33,13 @@ _RUNNING = r"""pid=$(systemctl show -p MainPID --value etcd 2>/dev/null)
 tr '\0' '\n' < /proc/$pid/environ | grep -E '^ETCD_LISTEN_(PEER|CLIENT)_URLS=' || true
 tr '\0' '\n' < /proc/$pid/cmdline | sed 's/^/ARG=/'"""
 _CERT = 'test -s "$1" && test -s "$2"'
+# Can this host open a TCP connection to $1:$2? (python3: every host the agent runs on has it;
+# without it, no answer either way: exit 0.)
+_CONNECT = (
+    "command -v python3 >/dev/null || exit 0\n"
+    "exec python3 -c 'import socket, sys; "
+    'socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)\' "$1" "$2"'
+)
 _ETCD_DEFAULTS = {"peer": "http://localhost:2380", "client": "http://localhost:2379"}
 
 
@@ -85,7 +93,7 @@ def listening_ports(ss_output: str) -> frozenset[int]:
 
 
 class SshExecutor:
-    """peer_tls.Executor over the rollout's SSH connections."""
+    """peer_tls_drive.Executor over the rollout's SSH connections."""
 
     def __init__(self, rollout: Rollout, title: str) -> None:
         self.rollout, self.inv, self.title = rollout, rollout.inv, title
@@ -225,6 +233,19 @@ class SshExecutor:
                 )
             time.sleep(1)
 
+    def unreachable(self, url: str, member: str) -> list[str]:
+        parts = urlsplit(url)
+        cut_off = []
+        for host in self.members:
+            if host.name != member:
+                got = self.remote(host.name).run(
+                    ["sh", "-c", _CONNECT, "sh", str(parts.hostname), str(parts.port)],
+                    check=False, timeout=30, log_as=f"connect {parts.hostname} {parts.port}",
+                )  # fmt: skip
+                if got.code != 0:
+                    cut_off.append(host.name)
+        return cut_off
+
     def say(self, line: str) -> None:
         self.rollout.say("cluster", self.title, line)
 
@@ -247,7 +268,7 @@ class PeerTls:
                 f"{self.title}: etcd members not reachable: {', '.join(lost)}; nothing changed"
             )
         started = time.monotonic()
-        done = peer_tls.drive(SshExecutor(rollout, self.title), self.want)
+        done = peer_tls_drive.drive(SshExecutor(rollout, self.title), self.want)
         for name, took in done.by_round().items():
             rollout.report.took(f"{self.title} {name}", took)
         if not done.steps:

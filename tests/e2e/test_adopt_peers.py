@@ -3,8 +3,10 @@ http peers and clients on 0.0.0.0, v2 on, Debian's unit pointed at the file by o
 2 members, over SSH through the engine (tests/e2e/peer_tls_driver.py):
 - a restart that cannot succeed (node1's peer key unreadable for etcd) puts node1's previous
   etcd.conf back and restarts it, stops the roll (node2 untouched), exit 1, quickly;
-- once fixed, a re-run goes from that state to every peer URL on https:2380, keeping member
-  IDs, cluster ID, the v3 key and the v2 config; a third run does nothing;
+- once fixed, with node2's temporary port closed by its firewall, the re-run stops in U1
+  before the member update that would cut node2 off (node1 moved, node2 not);
+- opened, a re-run goes from there to every peer URL on https:2380, keeping member IDs,
+  cluster ID, the v3 key and the v2 config; a third run does nothing;
 - then init's Gather and Etcd phases (R3) on top: its health wait asks each member at the
   scheme it serves now, so the member by member move of the clients to https goes through.
 Destructive: its own 2-host lab."""
@@ -85,9 +87,22 @@ def test_peer_tls_rolls_back_a_failed_member_then_resumes_to_https(built) -> Non
     assert all(h["health"] for h in json.loads(health)), health
 
     hb.run(lab, "node1", f"chown etcd:etcd {hp.ETCD_PEER_KEY}")
-    code, out, took = drive(lab, inventory)
+    # A firewall that lets 2380 through but not the temporary port: no member update may cut
+    # node2 off; the run stops in U1 with node1 moved and node2 not.
+    block = "INPUT -p tcp --dport 2382 -j REJECT"
+    hb.run(lab, "node2", f"iptables -I {block}")
+    code, out, _ = drive(lab, inventory)
+    node2_tmp = f"https://{etcd.addresses['node2']}:2382"
+    assert code == 1 and f"node1 cannot connect to {node2_tmp}" in out, out
+    assert peer_urls(members(lab, "node1")) == {
+        "node1": [f"https://{etcd.addresses['node1']}:2382"],
+        "node2": [f"http://{etcd.addresses['node2']}:2380"],
+    }
+    hb.run(lab, "node2", f"iptables -D {block}")
+    code, out, took = drive(lab, inventory)  # resumes in U1
     assert code == 0, out
-    for round_name in ("R1", "U1", "R2", "U2"):
+    assert "R1:" not in out and "U1: node1:" not in out, out
+    for round_name in ("R2", "U2"):
         assert f"{round_name}: node1:" in out and f"{round_name}: node2:" in out, out
     after = members(lab, "node2")
     assert after["header"]["cluster_id"] == before["header"]["cluster_id"]

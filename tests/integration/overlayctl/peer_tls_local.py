@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
@@ -175,7 +176,7 @@ class Interrupted(Exception):
 
 @dataclass
 class LocalExecutor:
-    """peer_tls.Executor on a LocalCluster. BUDGET: steps it carries out before a cut (None:
+    """peer_tls_drive.Executor on a LocalCluster. BUDGET: steps it carries out before a cut (None:
     no cut); CUT_BEFORE_RESTART: a roll whose file it wrote is cut before the restart."""
 
     cluster: LocalCluster
@@ -244,6 +245,15 @@ class LocalExecutor:
                 if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def unreachable(self, url: str, member: str) -> list[str]:
+        """All members live on this machine's loopback: one connect from here tells."""
+        parts = urlsplit(url)
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=3).close()
+        except OSError:
+            return [m.name for m in self.cluster.members if m.name != member]
+        return []
 
     def _member(self, name: str) -> LocalMember:
         return next(m for m in self.cluster.members if m.name == name)

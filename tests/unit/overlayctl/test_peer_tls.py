@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from overlayctl.errors import OverlayctlError
-from overlayctl.etcd import peer_tls
+from overlayctl.etcd import peer_tls, peer_tls_drive
 from overlayctl.etcd.peer_tls import Kind, MemberView, Ports, Stage, choose_ports, next_step
 
 T = 2382
@@ -277,12 +277,14 @@ def test_no_update_while_a_member_lacks_peer_tls_or_does_not_serve_the_new_url()
 
 
 class FakeExecutor:
-    """The simulated cluster behind peer_tls.Executor; FAIL_ON: (member, stage) restarts that
+    """The simulated cluster behind peer_tls_drive.Executor; FAIL_ON: (member, stage) restarts that
     never become healthy."""
 
     def __init__(self, sim: Sim, fail_on: tuple[str, Stage] | None = None) -> None:
         self.sim, self.fail_on, self.lines, self.rolled_back = sim, fail_on, [], []
         self._before: dict[str, Stage | None] = {}
+        self.cut_off: list[str] = []  # members that cannot connect to a new URL
+        self.ignores_file = ""  # a member whose etcd does not read its etcd.conf
 
     def observe(self) -> list[MemberView]:
         return self.sim.views()
@@ -292,7 +294,11 @@ class FakeExecutor:
         self.sim.file[member] = stage
 
     def restart(self, member: str) -> None:
-        self.sim.running[member] = self.sim.file[member]
+        if member != self.ignores_file:
+            self.sim.running[member] = self.sim.file[member]
+
+    def unreachable(self, url: str, member: str) -> list[str]:
+        return self.cut_off
 
     def wait_healthy(self, member: str) -> float:
         if self.fail_on == (member, self.sim.running[member]):
@@ -319,17 +325,17 @@ def fresh(n: int) -> Sim:
 
 def test_drive_runs_every_round_and_times_them() -> None:
     ex = FakeExecutor(fresh(2))
-    done = peer_tls.drive(ex)
+    done = peer_tls_drive.drive(ex)
     assert set(done.by_round()) == {"R1", "U1", "R2", "U2"}
     assert ex.lines[0] == "R1: node1: etcd.conf peers_dual, restart"
     assert ex.lines[-1] == "U2: node2: member update a2 --peer-urls=https://10.0.0.2:2380"
-    assert peer_tls.drive(ex).steps == []  # a re-run: nothing to do
+    assert peer_tls_drive.drive(ex).steps == []  # a re-run: nothing to do
 
 
 def test_a_failed_restart_puts_the_previous_file_back_and_stops_the_roll() -> None:
     ex = FakeExecutor(fresh(3), fail_on=("node2", D))
     with pytest.raises(OverlayctlError, match="node2: etcd did not come back as peers_dual"):
-        peer_tls.drive(ex)
+        peer_tls_drive.drive(ex)
     assert ex.rolled_back == ["node2"]
     assert ex.sim.file == {"node1": D, "node2": H, "node3": H}  # node3 never touched
     assert ex.sim.running == {"node1": D, "node2": H, "node3": H}
@@ -341,4 +347,23 @@ def test_blocked_raises_with_the_reason() -> None:
     ex = FakeExecutor(sim)
     ex.observe = lambda: [replace(v, peer_cert=False) for v in sim.views()]  # type: ignore[method-assign]
     with pytest.raises(OverlayctlError, match="peer certificate is not on the host"):
-        peer_tls.drive(ex)
+        peer_tls_drive.drive(ex)
+
+
+def test_an_update_waits_for_every_member_to_reach_the_new_url() -> None:
+    ex = FakeExecutor(fresh(2))
+    ex.cut_off = ["node2"]
+    with pytest.raises(OverlayctlError, match=r"node2 cannot connect to https://10.0.0.1:2382"):
+        peer_tls_drive.drive(ex)
+    assert set(ex.sim.recorded.values()) == {HTTP}  # no member update was made
+    assert ex.sim.invariant()
+    ex.cut_off = []
+    assert peer_tls_drive.drive(ex).steps and set(ex.sim.recorded.values()) == {TLS}
+
+
+def test_an_etcd_that_ignores_its_file_is_rolled_back_not_restarted_forever() -> None:
+    ex = FakeExecutor(fresh(2))
+    ex.ignores_file = "node1"
+    with pytest.raises(OverlayctlError, match=r"not what its etcd\.conf says"):
+        peer_tls_drive.drive(ex)
+    assert ex.rolled_back == ["node1"] and ex.sim.file["node1"] is H
