@@ -257,9 +257,14 @@ def start_agent(on: OnHost, probe: TakeoverProbe, backend: str, docker_files: li
             raise OverlayctlError(f"the agent leased {now.subnet or 'nothing'}, not the imported "
                                   f"{probe.expected}")  # fmt: skip
     except OverlayctlError as exc:
+        said = remote.run(["journalctl", "-u", "overlay-agent", "-n", "20", "-o", "cat",
+                           "--no-pager"], check=False).stdout  # fmt: skip
+        last = [ln for ln in said.splitlines() if "ERROR" in ln or "error" in ln][-1:]
         put_back(on, probe, docker_files, agent=True)
-        raise OverlayctlError(f"{target.name}: takeover failed ({exc}); the agent was stopped "
-                              "and flanneld runs again as before") from None  # fmt: skip
+        raise OverlayctlError(f"{target.name}: takeover failed ({exc}"
+                              + (f"; the agent said: {last[0][:200]}" if last else "")
+                              + "); the agent was stopped and flanneld runs again as before"
+                              ) from None  # fmt: skip
     say(on, f"overlay-agent ready on {probe.expected}" + (
         f" (removed {', '.join(delete)})" if delete else ""))  # fmt: skip
 
