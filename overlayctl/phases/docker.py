@@ -18,6 +18,7 @@ from overlayctl.errors import OverlayctlError
 from overlayctl.inventory.model import Host
 from overlayctl.phases.base import HostPhase, OnHost, PlanInput, Probe, Restart, Rolling
 from overlayctl.plan.changes import Action, service_actions
+from overlayctl.plan.docker_takeover import flag_changes
 from overlayctl.plan.facts import Facts
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
@@ -117,16 +118,18 @@ def _value(state: str, key: str) -> str:
 
 
 def docker_runs_on(state: str, lease: str) -> bool:
-    """Pure: docker0 holds the lease's .1 and dockerd runs with every flag the agent wrote
-    (--bip, --ip-masq, --mtu), from docker-state.sh's output. docker reads them only when it
-    starts, so a new MTU (a backend change) needs a restart although docker0 kept its address."""
+    """Pure: docker0 holds the lease's .1 and dockerd runs with the values of every flag the
+    agent wrote (--bip, --ip-masq, --mtu), from docker-state.sh's output. docker reads them only
+    when it starts, so a new MTU (a backend change) needs a restart although docker0 kept its
+    address. Values, not spellings: a hand-built host's `--mtu 1472` is the agent's
+    `--mtu=1472`, and adopt must not restart docker (and stop containers) for that."""
     values: dict[str, list[str]] = {}
     for line in state.splitlines():
         key, _, value = line.partition("=")
         values.setdefault(key, []).append(value)
     running = values.get("arg", [])
     want = " ".join(values.get("want", [])).split()
-    return values.get("docker0") == [lease] and bool(running) and all(f in running for f in want)
+    return values.get("docker0") == [lease] and bool(running) and not flag_changes(running, want)
 
 
 def containers_run(remote: Remote) -> bool:

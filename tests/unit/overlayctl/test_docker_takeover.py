@@ -8,6 +8,7 @@ from pathlib import Path
 
 from overlayctl import paths as hp
 from overlayctl.inventory import Inventory, parse_inventory
+from overlayctl.phases.docker import docker_runs_on
 from overlayctl.plan import docker_takeover as dt
 from overlayctl.plan.render import render_host
 
@@ -190,3 +191,13 @@ def test_env_values() -> None:
     assert dt.env_values(text + "# c\n") == {
         "DOCKER_OPT_BIP": "--bip=1.2.3.1/24", "DOCKER_NETWORK_OPTIONS": "--bip=1.2.3.1/24 --mtu=1",
     }  # fmt: skip
+
+
+def test_the_docker_phase_compares_values_not_spellings() -> None:
+    """init's Docker phase after adopt: dockerd started by hand with `--mtu 1472` runs with the
+    agent's `--mtu=1472` (a restart would stop every container for nothing)."""
+    lease = "172.21.31.1/24"
+    state = (f"docker0={lease}\nwant= {WANT}\narg=/usr/bin/dockerd\narg=--bip\narg={lease}\n"
+             "arg=--mtu\narg=1472\n")  # fmt: skip
+    assert docker_runs_on(state, lease)
+    assert not docker_runs_on(state.replace("arg=1472", "arg=1500"), lease)
