@@ -1,9 +1,11 @@
 """adopt's TakeOver on one host (pure): what the host is like (takeover-state.sh's output) and
 what is left to do there, so that any state a cut run leaves is recognised by the next one.
 
-The steps, in order (docs/design/adopt.md 3.3): flanneld disabled and masked (daemon-reload),
-the agent installed with an interim env, flanneld stopped, its leftover devices removed, the
-agent started on the imported lease, then docker's units taken over (plan/docker_takeover.py).
+The steps, in order (docs/design/adopt.md 3.3): docker's unit files taken over
+(plan/docker_takeover.py) and flanneld disabled and masked, in one daemon-reload (a drop-in
+that ties docker to flanneld goes before flanneld stops; the running dockerd reads none of
+it), the agent installed with an interim env, flanneld stopped, its leftover devices removed,
+the agent started on the imported lease, then dockerd restarted only if its flags differ.
 Every step is read from the host rather than remembered: flanneld disabled and stopped but no
 agent -> the agent starts; both running -> flanneld stops and the agent restarts; everything
 in place -> nothing to do.
