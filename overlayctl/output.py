@@ -306,6 +306,6 @@ def adoption_doc(found: HandBuilt | None) -> dict[str, Any] | None:
         doc["signs"] = host.signs()
         hosts[name] = doc
     etcd = dataclasses.asdict(found.etcd)
-    del etcd["v2_body"]  # parsed into "v2"
+    del etcd["v2_text"]  # parsed into "v2"
     return {"refusal": found.refusal(), "via": found.via, "etcd": etcd,
             "v2": dataclasses.asdict(found.v2), "hosts": hosts}  # fmt: skip

@@ -10,14 +10,15 @@ rollout's targets; the inventory is never rewritten.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from overlayctl import paths as hp
-from overlayctl.errors import Conflict
-from overlayctl.etcd import netconfig
-from overlayctl.etcd.v2 import V2DumpError, parse_dump
+from overlayctl.errors import Conflict, OverlayctlError
+from overlayctl.etcd import netconfig, v2_remote
+from overlayctl.etcd.v2 import parse_dump
 from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.base import Rollout, Target
@@ -41,7 +42,7 @@ from overlayctl.remote.ssh import (
 from overlayctl.wheelhouse import Bundles
 
 FACTS = HostScript("facts.sh")
-ETCD_FOUND = HostScript("etcd_found.py")
+ETCD_FOUND = HostScript("etcd-found.sh")
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,7 @@ def look(remote: Remote, rollout: Rollout, host: Host, with_config: bool, with_e
     if with_config:
         commands.append(netconfig.read_command(inv))
     if with_etcd:
-        pki = (hp.CA_CERT, hp.ETCD_PEER_CERT, hp.ETCD_PEER_KEY, hp.ETCD_ADMIN_CERT,
-               hp.ETCD_ADMIN_KEY)  # fmt: skip
-        commands.append(command_of(ETCD_FOUND, inv.cluster.etcd_prefix, *pki))
+        commands.append(etcd_found_command(inv, host))
     results = remote.batch(commands, waiting_for="the host's facts")
     text = _ok(host, commands[0], results[0]).stdout
     facts = checked(host.name, parse_facts(text))
@@ -173,22 +172,38 @@ def cluster_record(inv: Inventory, found: dict[str, Found], via: str) -> HandBui
         # in inventory order (the hosts answered in any order): the refusal names the first
         hosts={h.name: found[h.name].handbuilt for h in inv.hosts if h.name in found},
         etcd=etcd or EtcdFound(),
-        v2=v2_found(etcd, inv.cluster.etcd_prefix),
+        v2=v2_found(etcd, via, inv.cluster.etcd_prefix),
         via=via if etcd is not None else "",
         scheme="https" if inv.cluster.tls else "http",
         addresses=frozenset(str(m.address) for m in inv.etcd_members),
     )
 
 
-def v2_found(etcd: EtcdFound | None, prefix: str) -> V2Found:
+def etcd_found_command(inv: Inventory, member: Host) -> Command:
+    """etcd as it runs on MEMBER: etcd-found.sh with the admin identity (for an https etcd) and
+    etcd/v2_remote.py's v2 dump through plain http, which it runs only where v2 is on (clients
+    are plain http wherever v2 is: the runbook's, and adopt's stages before the last)."""
+    plain = dataclasses.replace(inv, cluster=dataclasses.replace(inv.cluster, tls=False))
+    local = [
+        f"http://127.0.0.1:{hp.ETCD_CLIENT_PORT}",
+        f"http://{member.address}:{hp.ETCD_CLIENT_PORT}",
+    ]
+    dump, dump_label = v2_remote.dump_command(plain, local)
+    argv = ETCD_FOUND.argv(hp.CA_CERT, hp.ETCD_ADMIN_CERT, hp.ETCD_ADMIN_KEY, *dump)
+    return argv, f"sh -c <{ETCD_FOUND.label}> (then {dump_label})"
+
+
+def v2_found(etcd: EtcdFound | None, via: str, prefix: str) -> V2Found:
     """flanneld's v2 keys under PREFIX from etcd's answer (overlayctl/etcd/v2.py reads it)."""
-    if etcd is None or etcd.v2_status is None:
-        return V2Found()
+    if etcd is None or etcd.v2_exit is None:
+        return V2Found()  # no etcd there, or v2 off
     try:
-        v2 = parse_dump(etcd.v2_body, prefix)
-    except V2DumpError as exc:
-        # 404 without etcd's JSON: the v2 API is off, so nothing of flanneld's can be there
-        return V2Found() if etcd.v2_status == 404 else V2Found(error=str(exc))
+        read = v2_remote.parse_read(RunResult(etcd.v2_exit, etcd.v2_text, etcd.v2_text), via)
+        v2 = parse_dump(read.text, prefix) if read.state != "off" else None
+    except OverlayctlError as exc:  # V2DumpError too
+        return V2Found(error=str(exc))
+    if v2 is None:
+        return V2Found()
     leases = tuple(OldLease(str(x.subnet), str(x.public_ip), x.ttl) for x in v2.leases)
     keys = sum(not node.dir for node in v2.nodes)
     return V2Found(keys, v2.config_key, v2.config_raw, leases)
@@ -197,7 +212,7 @@ def v2_found(etcd: EtcdFound | None, prefix: str) -> V2Found:
 def _etcd_found(result: RunResult) -> EtcdFound:
     if result.code != 0:  # never fatal: what it reads only informs the decision
         why = result.stderr.strip().splitlines()[-1:] or [f"exit {result.code}"]
-        return EtcdFound(members_error=f"etcd_found.py failed: {why[0][:300]}")
+        return EtcdFound(members_error=f"etcd-found.sh failed: {why[0][:300]}")
     return handbuilt.parse_etcd(result.stdout)
 
 

@@ -2,7 +2,7 @@
 2.3): per host flanneld's unit, docker's effective unit, hand-made drop-ins, daemon.json's
 network keys, flannel's devices and routes, what flanneld left in /run/flannel, an etcd.conf
 overlayctl did not write, the running containers; per cluster the members' peer URLs and the
-v2 keys. Pure: facts.sh's and etcd_found.py's output and the files read-files.sh read go in, one
+v2 keys. Pure: facts.sh's and etcd-found.sh's output and the files read-files.sh read go in, one
 `HandBuilt` record comes out. Gathered by overlayctl/phases/facts.py in its one round trip.
 
 Why init needs this before it writes anything (adopt.md 2.5): on such a cluster init rewrote
@@ -18,7 +18,6 @@ import json
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
 
 from overlayctl import paths as hp
 from overlayctl.plan.facts import Facts, RemoteFile, UnitState
@@ -189,13 +188,13 @@ class V2Found:
 
 @dataclass(frozen=True)
 class EtcdFound:
-    """The etcd running on the member read through, as etcd_found.py found it."""
+    """The etcd running on the member read through, as etcd-found.sh found it."""
 
     client_url: str = ""  # "" when no etcd runs there
     members: tuple[Member, ...] | None = None  # None: not read (members_error says why)
     members_error: str = ""
-    v2_status: int | None = None  # the v2 GET's HTTP status (None: no answer)
-    v2_body: str = ""  # its answer, for overlayctl/etcd/v2.py's parse_dump
+    v2_exit: int | None = None  # etcd_v2_dump.py's exit code (None: not run, v2 is off)
+    v2_text: str = ""  # its output, for overlayctl/etcd/v2_remote.py's parse_read
 
 
 @dataclass(frozen=True)
@@ -276,19 +275,14 @@ def parse_host(facts_text: str, facts: Facts, files: dict[str, RemoteFile]) -> H
 
 
 def parse_etcd(text: str) -> EtcdFound:
-    """etcd_found.py's JSON -> what etcd answered; never raises (it only informs a decision)."""
-    try:
-        doc = json.loads(text or "{}")
-    except ValueError:
-        return EtcdFound(members_error=f"unreadable answer: {text[:200]!r}")
-    if not isinstance(doc, dict) or not doc:
+    """etcd-found.sh's lines -> what etcd answered; never raises (it only informs a decision)."""
+    found = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    if "client_url" not in found:
         return EtcdFound()
-    members, error = _members(doc.get("members") or {})
-    v2 = doc.get("v2") if isinstance(doc.get("v2"), dict) else {}
-    status = v2.get("status") if isinstance(v2.get("status"), int) else None
-    return EtcdFound(
-        str(doc.get("client_url", "")), members, error, status, str(v2.get("body", ""))
-    )
+    members, error = _members(found.get("members_exit", ""), found.get("members", ""))
+    v2_exit = found.get("v2_exit", "")
+    return EtcdFound(found["client_url"], members, error,
+                     int(v2_exit) if v2_exit.isdigit() else None, found.get("v2", ""))  # fmt: skip
 
 
 def _flanneld(state: UnitState | None, props: dict[str, list[str]]) -> Flanneld:
@@ -384,15 +378,15 @@ def _daemon_json_keys(file: RemoteFile | None) -> tuple[str, ...]:
     return tuple(k for k in DAEMON_JSON_NETWORK_KEYS if isinstance(doc, dict) and k in doc)
 
 
-def _members(answer: dict[str, Any]) -> tuple[tuple[Member, ...] | None, str]:
-    """The peer port's `GET /members` answer -> the members; None and why when unreadable."""
-    if answer.get("status") != 200:
-        return None, f"members: {answer.get('error') or 'HTTP ' + str(answer.get('status'))}"
+def _members(code: str, text: str) -> tuple[tuple[Member, ...] | None, str]:
+    """`etcdctl member list -w json`'s exit code and output -> the members, or None and why."""
+    if code != "0":
+        return None, f"member list: {text.strip()[-300:] or 'exit ' + code}"
     try:
         return tuple(
-            Member(f"{int(m['id']):x}", str(m.get("name", "")), tuple(m.get("peerURLs") or ()),
+            Member(f"{int(m['ID']):x}", str(m.get("name", "")), tuple(m.get("peerURLs") or ()),
                    tuple(m.get("clientURLs") or ()))
-            for m in json.loads(answer.get("body") or "[]")
+            for m in json.loads(text)["members"]
         ), ""  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, f"members: unreadable answer ({exc})"
+        return None, f"member list: unreadable answer ({exc})"

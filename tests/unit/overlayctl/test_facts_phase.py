@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from overlayctl.etcd import netconfig
 from overlayctl.inventory import parse_inventory
 from overlayctl.phases import facts as facts_phase
 from overlayctl.phases.base import Rollout, RolloutOptions
+from overlayctl.plan.handbuilt import V2Found, parse_etcd
 from overlayctl.remote.session import Reporter, Session
 from overlayctl.remote.ssh import Command, RunResult
 from overlayctl.wheelhouse import AgentBundle
@@ -38,7 +38,7 @@ addr=eth0 {address}/24
 class FakeRemote:
     """Answers the facts round trip: facts.sh (FACTS_TEXT, or FACTS for the host), read-files.sh
     (every file absent but the CA and FILES), the network config (as etcdctl's JSON) and etcd as
-    it runs (etcd_found.py's JSON: ETCD) when asked."""
+    it runs (etcd-found.sh's lines: ETCD) when asked."""
 
     def __init__(self, name: str, address: str, config: dict | None, ca: bytes | None) -> None:
         self.name, self.address, self.config, self.ca = name, address, config, ca
@@ -46,7 +46,7 @@ class FakeRemote:
         self.argvs: list[list[str]] = []
         self.facts_text = FACTS.format(name=name, address=address)
         self.files: dict[str, bytes] = {}
-        self.etcd = "{}"  # no etcd running
+        self.etcd = ""  # no etcd running
 
     def batch(self, commands: Sequence[Command], **_kw: object) -> list[RunResult]:
         self.batches.append([label for _, label in commands])
@@ -58,7 +58,7 @@ class FakeRemote:
                  else "absent" for p in paths]  # fmt: skip
         out.append(RunResult(0, "\n".join(lines) + "\n", ""))
         for _argv, label in commands[2:]:
-            if "<etcd_found>" in label:
+            if "<etcd-found>" in label:
                 out.append(RunResult(0, self.etcd, ""))
                 continue
             raw = json.dumps(self.config).encode()
@@ -107,7 +107,7 @@ def test_one_round_trip_per_host_the_config_read_on_the_first_member_only(tmp_pa
     labels = remotes["n1"].batches[0]
     assert labels[0].startswith("sh -c <facts> ") and labels[1].startswith("sh -c <read-files> ")
     assert labels[2] == netconfig.read_command(r.inv)[1]
-    assert labels[3].startswith("python3 -c <etcd_found> /coreos.com/network ")
+    assert labels[3].startswith("sh -c <etcd-found> (then python3 -c <etcd_v2_dump> ")
     assert len(remotes["n2"].batches[0]) == 2
     assert sorted(r.targets) == ["n1", "n2", "n3"] and r.targets["n1"].host.os == "debian"
     assert r.inv.hosts[0].os is None  # the inventory is never rewritten
@@ -148,6 +148,7 @@ def test_plan_keeps_the_plans_when_the_network_cannot_change(tmp_path) -> None:
 # --- a cluster built by hand (docs/design/adopt.md 2.5) -----------------------------------------
 
 FIXTURES = Path(__file__).parent / "fixtures" / "handbuilt"
+PREFIX = "/coreos.com/network"  # the inventory's: the runbook's keys moved under it
 HAND_CONF = b'#[Member]\nETCD_DATA_DIR="/var/lib/etcd/{name}.etcd"\nETCD_NAME="{name}"\n'
 
 
@@ -165,10 +166,9 @@ def by_hand(tmp_path: Path) -> tuple[Rollout, dict[str, FakeRemote]]:
             or line.startswith(("unit=flanneld", "etcd_data="))
         ).replace("node1.etcd", f"{name}.etcd") + "\n"  # fmt: skip
         remote.files = {hp.ETCD_CONF: HAND_CONF.replace(b"{name}", name.encode())}
-    found = json.loads((FIXTURES / "found-hand-node1.json").read_text())
-    found["members"]["body"] = found["members"]["body"].replace("192.168.255.154", "10.0.0.1")
-    found["v2"]["body"] = found["v2"]["body"].replace("/atomic.io/network", "/coreos.com/network")
-    remotes["n1"].etcd = json.dumps(found)
+    found = (FIXTURES / "found-hand-node1.txt").read_text()
+    found = found.replace("192.168.255.154", "10.0.0.1").replace("/atomic.io/network", PREFIX)
+    remotes["n1"].etcd = found
     return r, remotes
 
 
@@ -203,27 +203,46 @@ def test_a_cluster_overlayctl_made_is_not_refused(tmp_path) -> None:
         remote.facts_text = ours.replace("192.168.255.154", remote.address).replace(
             "hostname=node1", f"hostname={remote.name}"
         )
-    members = [{"id": i, "name": f"n{i}", "peerURLs": [f"http://10.0.0.{i}:2380"]}
+    members = [{"ID": i, "name": f"n{i}", "peerURLs": [f"http://10.0.0.{i}:2380"]}
                for i in (1, 2, 3)]  # fmt: skip
-    remotes["n1"].etcd = json.dumps({
-        "client_url": "http://127.0.0.1:2379",
-        "members": {"status": 200, "body": json.dumps(members)},
-        "v2": {"status": 404, "body": "404 page not found\n"},  # v2 off
-    })  # fmt: skip
+    listed = json.dumps({"members": members})
+    remotes["n1"].etcd = f"client_url=http://127.0.0.1:2379\nmembers_exit=0\nmembers={listed}\n"
     facts_phase.Gather().run(r)  # tls: false in this inventory: http peers are its own
     assert r.handbuilt is not None and not r.handbuilt.found
     assert sorted(r.report.plans) == ["n1", "n2", "n3"]
 
 
-def test_etcd_found_gets_the_arguments_it_reads(tmp_path, monkeypatch) -> None:
-    """The phase's argv and the script's unpacking agree (python3 -c SCRIPT ARGS...)."""
+def test_etcd_found_runs_the_v2_dump_through_plain_http(tmp_path) -> None:
+    """etcd-found.sh gets the admin identity, then etcd_v2_dump.py with plain-http endpoints on
+    the member itself (v2 is on only where clients are plain http)."""
     r, remotes = rollout(tmp_path, tls=True)
     facts_phase.Gather().run(r)
-    (argv,) = [a for a in remotes["n1"].argvs if a[:2] == ["python3", "-c"]]
-    script = types.ModuleType("etcd_found")
-    exec(compile(argv[2], "etcd_found.py", "exec"), script.__dict__)  # noqa: S102 - our own file
-    seen = []
-    monkeypatch.setattr(script, "etcd_pid", lambda: seen.append(1))  # no etcd here: {}
-    assert script.main(argv[3:]) == {} and seen == [1]
-    assert argv[3:] == ["/coreos.com/network", hp.CA_CERT, hp.ETCD_PEER_CERT, hp.ETCD_PEER_KEY,
-                        hp.ETCD_ADMIN_CERT, hp.ETCD_ADMIN_KEY]  # fmt: skip
+    (argv,) = [a for a in remotes["n1"].argvs if a[2:3] == [facts_phase.ETCD_FOUND.text]]
+    assert argv[4:7] == [hp.CA_CERT, hp.ETCD_ADMIN_CERT, hp.ETCD_ADMIN_KEY]
+    assert argv[7:9] == ["python3", "-c"]
+    params = json.loads(argv[10])
+    assert params["mode"] == "dump" and params["tls"] is None and params["prefix"] == PREFIX
+    assert params["endpoints"] == ["http://127.0.0.1:2379", "http://10.0.0.1:2379"]
+
+
+def test_v2_answers(tmp_path) -> None:
+    """etcd_v2_dump.py's exit codes: found, no prefix, v2 off, unreachable."""
+    found = (FIXTURES / "found-hand-node1.txt").read_text()
+    text = found.split("\nv2=", 1)[1]
+    dump = parse_etcd(f"client_url=x\nv2_exit=0\nv2={text}")
+    v2 = facts_phase.v2_found(dump, "n1", "/atomic.io/network")
+    assert v2.config == '{"Network":"172.21.0.0/16"}' and len(v2.leases) == 2 and not v2.error
+    absent = '{"errorCode":100,"message":"Key not found","cause":"/x","index":7} '
+    empty = facts_phase.v2_found(parse_etcd(f"client_url=x\nv2_exit=3\nv2={absent}"), "n1", "/x")
+    assert (empty.keys, empty.config, empty.leases, empty.error, empty.sign()) == (
+        0,
+        None,
+        (),
+        "",
+        "",
+    )
+    off = "etcd_v2_dump: the v2 API is off on this member (404 page not found)"
+    assert facts_phase.v2_found(parse_etcd(f"client_url=x\nv2_exit=4\nv2={off}"), "n1",
+                                PREFIX) == V2Found()  # fmt: skip
+    gone = parse_etcd("client_url=x\nv2_exit=5\nv2=etcd_v2_dump: no etcd endpoint answered")
+    assert "no etcd endpoint answered" in facts_phase.v2_found(gone, "n1", PREFIX).error

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -158,7 +157,7 @@ def test_etcd_conf_counts_only_when_not_ours_and_holding_data(conf, facts_edit, 
 
 
 def test_etcd_as_it_runs_by_hand() -> None:
-    etcd = parse_etcd(text("found-hand-node1.json"))
+    etcd = parse_etcd(text("found-hand-node1.txt"))
     assert etcd.client_url == "http://127.0.0.1:2379"
     assert etcd.members is not None
     assert [(m.name, m.peer_urls) for m in etcd.members] == [
@@ -166,23 +165,19 @@ def test_etcd_as_it_runs_by_hand() -> None:
     ]  # fmt: skip
     assert etcd.members[0].id == f"{6620456758856668532:x}"
     assert etcd.members[0].client_urls[1] == f"http://{NODE2}:4001"  # the runbook's slip
-    assert etcd.v2_status == 200 and "/atomic.io/network/subnets/" in etcd.v2_body
+    assert etcd.v2_exit == 0 and "/atomic.io/network/subnets/" in etcd.v2_text
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "",
-        "{}",
-        "not json",
-        "[]",
-        '{"members": {"error": "refused"}}',
-        '{"members": {"status": 200, "body": "[{}]"}}',
-    ],
-)
+@pytest.mark.parametrize("raw", [
+    "", "no etcd here", "members_exit=0\nmembers={}",  # no client_url: nothing ran
+    "client_url=https://127.0.0.1:2379\nmembers_exit=1\nmembers=Error: context deadline",
+    "client_url=http://127.0.0.1:2379\nmembers_exit=0\nmembers=not json",
+    'client_url=http://127.0.0.1:2379\nmembers_exit=0\nmembers={"members": [{}]}',
+])  # fmt: skip
 def test_etcd_answers_that_say_nothing_never_raise(raw: str) -> None:
     etcd = parse_etcd(raw)
-    assert etcd.members is None and etcd.v2_status is None
+    assert etcd.members is None and etcd.v2_exit is None
+    assert bool(etcd.members_error) == raw.startswith("client_url=")
 
 
 def cluster(tls: bool = True, v2: V2Found | None = None, members: tuple[Member, ...] = (),
@@ -194,7 +189,7 @@ def cluster(tls: bool = True, v2: V2Found | None = None, members: tuple[Member, 
 def test_init_refuses_in_one_line_naming_adopt() -> None:
     hand1 = host("facts-hand-node1.txt", {hp.ETCD_CONF: HAND_CONF})
     hand2 = host("facts-hand-node2.txt")
-    members = parse_etcd(text("found-hand-node1.json")).members or ()
+    members = parse_etcd(text("found-hand-node1.txt")).members or ()
     v2 = V2Found(4, "/atomic.io/network/config", '{"Network":"172.21.0.0/16"}')
     found = cluster(True, v2, members, node1=hand1, node2=hand2)
     assert found.refusal() == (
@@ -244,4 +239,4 @@ def test_fixture_drop_ins_are_what_the_files_say() -> None:
     assert contents["/etc/systemd/system/etcd.service.d/override.conf"] == (
         b"[Service]\nEnvironmentFile=\nEnvironmentFile=/etc/etcd/etcd.conf\n"
     )
-    assert json.loads(text("found-hand-node1.json"))["client_url"].startswith("http://")
+    assert text("found-hand-node1.txt").startswith("client_url=http://")

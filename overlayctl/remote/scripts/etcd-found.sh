@@ -1,0 +1,56 @@
+# The etcd running on this member as it runs NOW, whoever configured it (facts, first member;
+# parsed by overlayctl/plan/handbuilt.py). $1 the CA, $2 $3 the admin certificate and key; then
+# the v2 dump command (remote/scripts/etcd_v2_dump.py through plain-http endpoints), run only
+# where etcd has v2 on.
+#
+# Why not etcdctl with the inventory's endpoints: on a cluster built by hand those say https
+# where etcd serves plain http, and what it serves is the question. So the client URL comes from
+# the running etcd's own environment (what its unit's EnvironmentFile gave it) or flags, 0.0.0.0
+# read as 127.0.0.1. Prints nothing when no etcd runs here; else client_url=, members_exit= and
+# members= (etcdctl member list -w json: every member's ID, name and peer URLs as etcd records
+# them), and where v2 is on v2_exit= and v2= (etcd's answer, on one line). Shell and one etcdctl:
+# a Python start with ssl and urllib took 84 ms on a lab host, this about 35.
+ca=$1; cert=$2; key=$3; shift 3
+pid=
+for d in /proc/[0-9]*; do
+  c=
+  { read -r c < "$d/comm"; } 2>/dev/null
+  [ "$c" = etcd ] && { pid=${d#/proc/}; break; }
+done
+[ -n "$pid" ] || exit 0
+# ETCD_LISTEN_CLIENT_URLS and ETCD_ENABLE_V2 from the environment, flags on top (Go's: a string
+# as --x=y or --x y, a bool as --x or --x=y)
+set_of=$( { tr '\0' '\n' < "/proc/$pid/environ"; echo --; tr '\0' '\n' < "/proc/$pid/cmdline"; } \
+    2>/dev/null | awk '
+  /^--$/ && !flags { flags = 1; next }
+  !flags { if (sub(/^ETCD_LISTEN_CLIENT_URLS=/, "")) urls = $0
+           else if (sub(/^ETCD_ENABLE_V2=/, "")) v2 = $0
+           next }
+  next_urls { urls = $0; next_urls = 0; next }
+  /^--?listen-client-urls=/ { sub(/^[^=]*=/, ""); urls = $0; next }
+  /^--?listen-client-urls$/ { next_urls = 1; next }
+  /^--?enable-v2=/ { sub(/^[^=]*=/, ""); v2 = $0; next }
+  /^--?enable-v2$/ { v2 = "true"; next }
+  END { print urls; print v2 }')
+urls=$(echo "$set_of" | sed -n 1p); v2=$(echo "$set_of" | sed -n 2p)
+client=
+for u in $(echo "${urls:-http://localhost:2379}" | tr ',' ' '); do
+  case $u in
+    *://127.0.0.1:*|*://localhost:*|*://0.0.0.0:*|*://\[::\]:*)
+      client="${u%%://*}://127.0.0.1:${u##*:}"; break ;;
+  esac
+  [ -n "$client" ] || client=$u
+done
+client=${client%/}
+echo "client_url=$client"
+tls=
+case $client in https:*) tls="--cacert=$ca --cert=$cert --key=$key" ;; esac
+# shellcheck disable=SC2086 # the certificate flags are words
+members=$(ETCDCTL_API=3 timeout 10 etcdctl --endpoints="$client" $tls --dial-timeout=2s \
+  --command-timeout=3s member list -w json 2>&1)
+echo "members_exit=$?"
+echo "members=$(printf %s "$members" | tr '\n' ' ')"
+case $v2 in true|TRUE|True|1) ;; *) exit 0 ;; esac
+out=$("$@" 2>&1)
+echo "v2_exit=$?"
+echo "v2=$(printf %s "$out" | tr '\n' ' ')"
