@@ -10,6 +10,7 @@ import click
 
 from overlayctl import __version__
 from overlayctl.cli import lab
+from overlayctl.cli.adopt import adopt
 from overlayctl.cli.common import error_entry, json_mode, print_document, set_json_mode
 from overlayctl.cli.completion import completion
 from overlayctl.cli.doctor import doctor
@@ -88,6 +89,7 @@ def main() -> None:
 
 for command in (
     init,
+    adopt,
     join,
     plan,
     status,
