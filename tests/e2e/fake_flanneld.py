@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import ipaddress
 import json
 import os
@@ -119,7 +120,9 @@ class V2:
                     return exc.code, _index(exc.headers), json.loads(body)
                 except ValueError:  # not etcd's JSON (e.g. v2 off: a plain 404 page)
                     failures.append(f"{endpoint}: HTTP {exc.code}")
-            except (OSError, ValueError) as exc:  # refused, timed out, cut
+            # refused, timed out, cut (a member restarting mid-answer: IncompleteRead). flanneld
+            # 0.7 logs and retries any of these; it never exits on them.
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 failures.append(f"{endpoint}: {exc}")
         raise EtcdError("; ".join(failures) or "no endpoints")
 
