@@ -38,6 +38,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(
+    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace: float = 10
+) -> None:
+    """Send SIG to PROC (ours, by PID) unless it has exited, reap it within GRACE seconds, and
+    SIGKILL it if it has not gone by then."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 class EtcdServer:
     """One single-member etcd; start/stop/restart keep the same ports and data dir."""
 
@@ -113,15 +129,7 @@ class EtcdServer:
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """Kill our etcd by PID and reap it."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(proc, sig)
 
     def restart(self) -> None:
         self.stop()

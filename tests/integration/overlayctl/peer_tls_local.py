@@ -9,7 +9,6 @@ real hosts have) with ports free on all of them for this run. Processes are stop
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,7 +26,7 @@ from overlayctl.etcd import etcdctl
 from overlayctl.etcd.peer_tls import MemberView, Ports, Stage, classify
 from overlayctl.pki import Pki
 from overlayctl.pki.certs import Member
-from tests.integration.conftest import ETCD_BIN
+from tests.integration.conftest import ETCD_BIN, stop_process
 
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
@@ -124,15 +123,7 @@ class LocalCluster:
 
     def stop(self, m: LocalMember, sig: int = signal.SIGTERM) -> None:
         proc, m.proc, m.running = m.proc, None, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(proc, sig, grace=15)
 
     def stop_all(self) -> None:
         for m in self.members:
