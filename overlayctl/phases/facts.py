@@ -174,8 +174,7 @@ def cluster_record(inv: Inventory, found: dict[str, Found], via: str) -> HandBui
         etcd=etcd or EtcdFound(),
         v2=v2_found(etcd, via, inv.cluster.etcd_prefix),
         via=via if etcd is not None else "",
-        scheme="https" if inv.cluster.tls else "http",
-        addresses=frozenset(str(m.address) for m in inv.etcd_members),
+        via_address=str(inv.host(via).address) if etcd is not None else "",
     )
 
 

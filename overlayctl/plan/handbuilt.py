@@ -91,12 +91,10 @@ class DropIn:
     @property
     def settings(self) -> tuple[str, ...]:
         """The settings it assigns, in order (ExecStart, EnvironmentFile, ...)."""
-        names = []
-        for line in self.content.decode(errors="replace").splitlines():
-            key, sep, _ = line.strip().partition("=")
-            if sep and not key.startswith(("#", ";")) and key not in names:
-                names.append(key.strip())
-        return tuple(names)
+        lines = (
+            x.strip().partition("=") for x in self.content.decode(errors="replace").splitlines()
+        )
+        return tuple(dict.fromkeys(k.strip() for k, sep, _ in lines if sep and k[:1] not in "#;"))
 
 
 @dataclass(frozen=True)
@@ -143,10 +141,8 @@ class HostHandBuilt:
     def signs(self) -> list[str]:
         """What on this host alone makes it hand-built (adopt.md 2.5 (a) and (c))."""
         found = []
-        if self.flanneld.running:
-            found.append("flanneld.service active")
-        elif self.flanneld.enabled:
-            found.append("flanneld.service enabled")
+        if self.flanneld.running or self.flanneld.enabled:
+            found.append(f"flanneld.service {'active' if self.flanneld.running else 'enabled'}")
         if self.etcd_conf_foreign and self.etcd_has_data:
             found.append("etcd.conf not written by overlayctl")
         return found
@@ -193,6 +189,7 @@ class EtcdFound:
     client_url: str = ""  # "" when no etcd runs there
     members: tuple[Member, ...] | None = None  # None: not read (members_error says why)
     members_error: str = ""
+    peer_listen: tuple[str, ...] = ()  # the peer URLs it listens on (ETCD_LISTEN_PEER_URLS)
     v2_exit: int | None = None  # etcd_v2_dump.py's exit code (None: not run, v2 is off)
     v2_text: str = ""  # its output, for overlayctl/etcd/v2_remote.py's parse_read
 
@@ -205,23 +202,23 @@ class HandBuilt:
     etcd: EtcdFound = field(default_factory=EtcdFound)
     v2: V2Found = field(default_factory=V2Found)
     via: str = ""  # the member etcd was read through ("": none was)
-    scheme: str = "https"  # the inventory's (cluster.tls)
-    addresses: frozenset[str] = frozenset()  # the inventory's etcd member addresses
+    via_address: str = ""  # its address
 
     def cluster_signs(self) -> list[str]:
-        """What etcd says (adopt.md 2.5 (b) and (d))."""
+        """What etcd says (adopt.md 2.5 (b) and (d)). (d) is read as the state issue 21 left:
+        the member list records a peer URL for the member read through that its etcd does not
+        listen on (etcd.conf rewritten to https, the membership still http): a scheme unlike
+        the inventory's on a cluster overlayctl made is a cluster.tls change, which init
+        refuses by itself (plan/config_change.py), naming its runbook."""
         found = [self.v2.sign()] if self.v2.sign() else []
-        other = sorted({
-            url.split("://", 1)[0]
-            for m in self.etcd.members or () for url in m.peer_urls
-            if urllib.parse.urlsplit(url).hostname in self.addresses
-            and not url.startswith(self.scheme + "://")
-        })  # fmt: skip
-        if other:
-            found.append(
-                f"etcd's member list has {'/'.join(other)} peer URLs, cluster.tls wants "
-                f"{self.scheme}"
-            )
+        listen = self.etcd.peer_listen  # () when not read: nothing to compare with
+        urls = [(m.name, url) for m in self.etcd.members or () for url in m.peer_urls
+                if urllib.parse.urlsplit(url).hostname == self.via_address]  # fmt: skip
+        found += [
+            f"etcd's member list has {url} for {name}, which its etcd does not listen on"
+            for name, url in urls
+            if listen and not any(_serves(x, url) for x in listen)
+        ]
         return found
 
     @property
@@ -281,8 +278,18 @@ def parse_etcd(text: str) -> EtcdFound:
         return EtcdFound()
     members, error = _members(found.get("members_exit", ""), found.get("members", ""))
     v2_exit = found.get("v2_exit", "")
-    return EtcdFound(found["client_url"], members, error,
+    listen = tuple(u.strip() for u in found.get("peer_listen", "").split(",") if u.strip())
+    return EtcdFound(found["client_url"], members, error, listen,
                      int(v2_exit) if v2_exit.isdigit() else None, found.get("v2", ""))  # fmt: skip
+
+
+def _serves(listen: str, url: str) -> bool:
+    """Whether a listener on LISTEN (e.g. http://0.0.0.0:2380) answers at URL."""
+    have, want = urllib.parse.urlsplit(listen), urllib.parse.urlsplit(url)
+    anywhere = have.hostname in ("0.0.0.0", "::", None)  # noqa: S104 - read, never bound
+    return (have.scheme, have.port) == (want.scheme, want.port) and (
+        anywhere or have.hostname == want.hostname
+    )
 
 
 def _flanneld(state: UnitState | None, props: dict[str, list[str]]) -> Flanneld:

@@ -62,7 +62,7 @@ def test_init_join_and_rotate_refuse_a_hand_built_cluster_and_change_nothing() -
             "flanneld.service active",
             "etcd.conf not written by overlayctl",
             f"{handbuilt.PREFIX}/config in the v2 API",
-            "etcd's member list has http peer URLs, cluster.tls wants https",
+            "the same on node2",
         ):
             assert sign in line, line  # fmt: skip
         assert line.startswith("overlayctl: error: node1: ")
@@ -71,8 +71,7 @@ def test_init_join_and_rotate_refuse_a_hand_built_cluster_and_change_nothing() -
 
         plain = handbuilt.inventory(lab, NAMES, path=lab.dir / "plain.yaml", tls=False)
         started = time.monotonic()
-        line = refused(cli(lab, "init", "-i", str(plain)), started)
-        assert "peer URLs" not in line  # http peers are what tls: false wants
+        refused(cli(lab, "init", "-i", str(plain)), started)
 
         joining = with_node3(inventory, lab.inventory)
         started = time.monotonic()

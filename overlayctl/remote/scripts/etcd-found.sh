@@ -6,7 +6,8 @@
 # Why not etcdctl with the inventory's endpoints: on a cluster built by hand those say https
 # where etcd serves plain http, and what it serves is the question. So the client URL comes from
 # the running etcd's own environment (what its unit's EnvironmentFile gave it) or flags, 0.0.0.0
-# read as 127.0.0.1. Prints nothing when no etcd runs here; else client_url=, members_exit= and
+# read as 127.0.0.1. Prints nothing when no etcd runs here; else client_url=, peer_listen= (the
+# peer URLs it listens on, to compare with what the membership records), members_exit= and
 # members= (etcdctl member list -w json: every member's ID, name and peer URLs as etcd records
 # them), and where v2 is on v2_exit= and v2= (etcd's answer, on one line). Shell and one etcdctl:
 # a Python start with ssl and urllib took 84 ms on a lab host, this about 35.
@@ -18,20 +19,24 @@ for d in /proc/[0-9]*; do
   [ "$c" = etcd ] && { pid=${d#/proc/}; break; }
 done
 [ -n "$pid" ] || exit 0
-# ETCD_LISTEN_CLIENT_URLS and ETCD_ENABLE_V2 from the environment, flags on top (Go's: a string
-# as --x=y or --x y, a bool as --x or --x=y)
+# ETCD_LISTEN_CLIENT_URLS, ETCD_ENABLE_V2 and ETCD_LISTEN_PEER_URLS from the environment, flags
+# on top (Go's: a string as --x=y or --x y, a bool as --x or --x=y)
 set_of=$( { tr '\0' '\n' < "/proc/$pid/environ"; echo --; tr '\0' '\n' < "/proc/$pid/cmdline"; } \
     2>/dev/null | awk '
   /^--$/ && !flags { flags = 1; next }
   !flags { if (sub(/^ETCD_LISTEN_CLIENT_URLS=/, "")) urls = $0
+           else if (sub(/^ETCD_LISTEN_PEER_URLS=/, "")) peers = $0
            else if (sub(/^ETCD_ENABLE_V2=/, "")) v2 = $0
            next }
   next_urls { urls = $0; next_urls = 0; next }
+  next_peers { peers = $0; next_peers = 0; next }
   /^--?listen-client-urls=/ { sub(/^[^=]*=/, ""); urls = $0; next }
   /^--?listen-client-urls$/ { next_urls = 1; next }
+  /^--?listen-peer-urls=/ { sub(/^[^=]*=/, ""); peers = $0; next }
+  /^--?listen-peer-urls$/ { next_peers = 1; next }
   /^--?enable-v2=/ { sub(/^[^=]*=/, ""); v2 = $0; next }
   /^--?enable-v2$/ { v2 = "true"; next }
-  END { print urls; print v2 }')
+  END { print urls; print v2; print peers }')
 urls=$(echo "$set_of" | sed -n 1p); v2=$(echo "$set_of" | sed -n 2p)
 client=
 for u in $(echo "${urls:-http://localhost:2379}" | tr ',' ' '); do
@@ -43,6 +48,8 @@ for u in $(echo "${urls:-http://localhost:2379}" | tr ',' ' '); do
 done
 client=${client%/}
 echo "client_url=$client"
+peers=$(echo "$set_of" | sed -n 3p)
+echo "peer_listen=${peers:-http://localhost:2380}"  # etcd's default
 tls=
 case $client in https:*) tls="--cacert=$ca --cert=$cert --key=$key" ;; esac
 # shellcheck disable=SC2086 # the certificate flags are words

@@ -178,9 +178,9 @@ def test_init_refuses_a_cluster_built_by_hand_before_anything_is_made(tmp_path) 
         facts_phase.Gather().run(r)
     assert str(refused.value) == (
         "n1: this cluster was built by hand (flanneld.service active; etcd.conf not written by "
-        "overlayctl; /coreos.com/network/config in the v2 API; etcd's member list has http peer "
-        "URLs, cluster.tls wants https; the same on n2): run 'overlayctl adopt' "
-        "(docs/runbooks/adopt.md), which keeps every subnet and container address"
+        "overlayctl; /coreos.com/network/config in the v2 API; the same on n2): run "
+        "'overlayctl adopt' (docs/runbooks/adopt.md), which keeps every subnet and container "
+        "address"
     )
     assert r.pki is None and r.targets == {} and r.report.plans == {}
     assert not (tmp_path / ".overlayctl").exists() and not list(tmp_path.rglob("ca.crt"))
@@ -246,3 +246,43 @@ def test_v2_answers(tmp_path) -> None:
                                 PREFIX) == V2Found()  # fmt: skip
     gone = parse_etcd("client_url=x\nv2_exit=5\nv2=etcd_v2_dump: no etcd endpoint answered")
     assert "no etcd endpoint answered" in facts_phase.v2_found(gone, "n1", PREFIX).error
+
+
+def ours_with_tls(tmp_path: Path, tls: bool, recorded: str = "https") -> Rollout:
+    """An overlayctl cluster made with TLS (its facts and etcd.conf; etcd on n1 listening for
+    peers on https), read with an inventory saying TLS; the membership on RECORDED."""
+    r, remotes = rollout(tmp_path, tls=tls)
+    ours = (FIXTURES / "facts-ours-node1.txt").read_text()
+    conf = OURS_HEADER + b'ETCD_LISTEN_PEER_URLS="https://{address}:2380"\n'
+    members = [{"ID": i, "name": f"n{i}", "peerURLs": [f"{recorded}://10.0.0.{i}:2380"]}
+               for i in (1, 2, 3)]  # fmt: skip
+    for remote in remotes.values():
+        remote.facts_text = ours.replace("192.168.255.154", remote.address).replace(
+            "hostname=node1", f"hostname={remote.name}")  # fmt: skip
+        remote.files = {hp.ETCD_CONF: conf.replace(b"{address}", remote.address.encode())}
+    listed = json.dumps({"members": members})
+    remotes["n1"].etcd = (f"client_url=https://127.0.0.1:2379\npeer_listen=https://10.0.0.1:2380\n"
+                          f"members_exit=0\nmembers={listed}\n")  # fmt: skip
+    return r
+
+
+OURS_HEADER = b"# Managed by overlayctl for cluster t; local changes are replaced by the next 'overlayctl init'.\n"  # noqa: E501
+
+
+def test_a_tls_change_on_a_cluster_overlayctl_made_is_not_called_hand_built(tmp_path) -> None:
+    """cluster.tls turned off in the inventory: init names change-network.md, as before."""
+    r = ours_with_tls(tmp_path, tls=False)
+    with pytest.raises(Conflict, match=r"cluster\.tls cannot change on a running cluster"):
+        facts_phase.Gather().run(r)
+    assert r.handbuilt is not None and not r.handbuilt.found
+
+
+def test_issue_21s_broken_state_is_pointed_at_adopt(tmp_path) -> None:
+    """etcd.conf rewritten to https by an older init, the membership still http: adopt."""
+    r = ours_with_tls(tmp_path, tls=True, recorded="http")
+    with pytest.raises(Conflict) as refused:
+        facts_phase.Gather().run(r)
+    assert str(refused.value).startswith(
+        "n1: this cluster was built by hand (etcd's member list has http://10.0.0.1:2380 for n1, "
+        "which its etcd does not listen on): run 'overlayctl adopt'"
+    )
