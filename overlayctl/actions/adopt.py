@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from overlayctl.actions.init import init_phases
-from overlayctl.errors import Conflict
+from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.etcd.v2_import import ImportPlan
 from overlayctl.inventory.model import Inventory
 from overlayctl.phases.adopt_import import DropV2, ImportV2
@@ -184,6 +184,17 @@ def change_phases(
     ]
 
 
+def preview(rollout: Rollout) -> tuple[AdoptPlan, str]:
+    """adopt's plan for `plan` on a cluster built by hand, after its facts: (the plan as far as
+    it got, the refusal adopt would stop on or ""). Reads only, like Preflight itself."""
+    preflight = Preflight(ImportV2(force=rollout.options.force))
+    try:
+        preflight.run(rollout)
+    except OverlayctlError as exc:
+        return preflight.plan, str(exc)
+    return preflight.plan, ""
+
+
 @dataclass
 class Adoption:
     """One adopt run as far as it got: its plan and the outages measured."""
@@ -209,10 +220,13 @@ def run_adopt(
     importer = ImportV2(force=options.force, drop_stale=options.drop_stale)
     preflight = Preflight(importer, adoption.plan)
     with timed(report):
-        run_phases(rollout, [Connect(), Gather(refuse_change=False), preflight])
+        # The PKI in memory until the answer: a refusal or a "no" leaves nothing in the state
+        # folder either; the second look makes and writes it, as init's would.
+        run_phases(rollout, [Connect(), Gather(refuse_change=False, write=False), preflight])
         if confirm is not None:
             confirm(adoption.plan)
         try:
-            run_phases(rollout, change_phases(options, importer, adoption.probes))
+            written = Gather(refuse_change=False)
+            run_phases(rollout, [written, *change_phases(options, importer, adoption.probes)])
         finally:
             adoption.probes.stop(rollout)  # none left behind by a failed run (else: no-op)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from overlayctl.actions import certs
+from overlayctl.actions.adopt import preview
 from overlayctl.actions.init import run_init, run_plan
 from overlayctl.cli.common import (
     Outcome,
@@ -89,16 +90,23 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     # --accept-new-host-keys: trusted for this run, recorded by `init` only (plan writes nothing).
     options = RolloutOptions(accept_new_host_keys=accept_new_host_keys, parallel=parallel,
                              record_host_keys=False)  # fmt: skip
+    found, adopting = None, None
     with (
         run_session(inv, "plan", options, lock=False, log=False) as run,
         tempfile.TemporaryDirectory(prefix="overlayctl-plan-") as wheels,
     ):
         rollout = Rollout(run.session, options)
         run_plan(rollout, Path(wheels))
-    plans, change, found = rollout.report.plans, rollout.change, rollout.handbuilt
+        found = rollout.handbuilt
+        adopting = preview(rollout) if found is not None and found.found else None
+    plans, change = rollout.report.plans, rollout.change
     note = f"{change.describe()} (init --force)" if change else ""
     config = vars(change) | {"describe": change.describe()} if change else None
-    text = plan_text(plans, note)
-    if found is not None and found.found:  # init would refuse: adopt takes such a cluster over
-        text = f"{adoption_text(found)}\n{text}"
-    return run.ended(text, plan_doc(plans, config, adoption_doc(found)), "plan")
+    text, adoption = plan_text(plans, note), adoption_doc(found)
+    if adoption is not None and adopting is not None:  # init would refuse: adopt takes it over
+        steps, refusal = adopting
+        lines = [f"=== adopt: would refuse: {refusal}"] if refusal else ["=== adopt would:"]
+        lines += [f"--- {line}" for line in steps.lines()]
+        text = "\n".join([adoption_text(found), *lines, text])
+        adoption |= {"plan": steps.doc(), "adopt_refusal": refusal or None}
+    return run.ended(text, plan_doc(plans, config, adoption), "plan")

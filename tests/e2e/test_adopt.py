@@ -39,6 +39,7 @@ class Adopted:
     inventory: Path
     ran: dict[str, object]  # runbook command -> its CompletedProcess (in order)
     seconds: dict[str, float]
+    around_first_plan: tuple[dict, dict]  # handbuilt.snapshot before and after it
 
 
 def _with_inventory(command: str, inventory: Path) -> list[str]:
@@ -57,14 +58,19 @@ def adopted() -> Iterator[Adopted]:
         hb.run(lab, "node2", "rm /run/flannel/subnet.env")
         ran: dict[str, object] = {}
         seconds: dict[str, float] = {}
+        around: list[dict] = []
         for command in commands(RUNBOOKS / "adopt.md"):
+            if not ran:
+                around.append(hb.snapshot(lab, NAMES))
             started = time.monotonic()
             key = command if command not in ran else f"{command} (again)"
             ran[key] = cli(lab, *_with_inventory(command, inventory))
             seconds[key] = time.monotonic() - started
             print(f"$ {command}\n{ran[key].stdout}{ran[key].stderr}")  # shown with -s
+            if len(ran) == 1:
+                around.append(hb.snapshot(lab, NAMES))
         print({k: round(v, 1) for k, v in seconds.items()})
-        yield Adopted(lab, built, inventory, ran, seconds)
+        yield Adopted(lab, built, inventory, ran, seconds, (around[0], around[1]))
 
 
 def _ok(adopted: Adopted, key: str):  # type: ignore[no-untyped-def]
@@ -76,6 +82,14 @@ def _ok(adopted: Adopted, key: str):  # type: ignore[no-untyped-def]
 def test_plan_first_shows_the_adoption_and_changes_nothing(adopted: Adopted) -> None:
     first = _ok(adopted, "overlayctl plan")
     assert "=== adoption: init would refuse:" in first.stdout
+    assert "=== adopt would:" in first.stdout, first.stdout
+    assert "--- etcd: 2 peer URLs to https, member by member" in first.stdout
+    for name, host in adopted.built.hosts.items():
+        assert f"--- v2 -> v3: {host.subnet}: {name} ({host.address}), v2 lease" in first.stdout
+        assert f"--- {name}: disable and mask flanneld" in first.stdout
+        assert f"--- {name}: docker keeps running (its flags are the agent's)" in first.stdout
+    before, after = adopted.around_first_plan
+    assert after == before  # every file, unit, PID, device, member and v2 key
 
 
 def test_the_runbook_s_commands_all_succeed(adopted: Adopted) -> None:
