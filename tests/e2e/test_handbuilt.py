@@ -121,11 +121,10 @@ def test_a_restarted_flanneld_keeps_its_lease_and_snapshot_sees_it(built) -> Non
     assert hb.ping(lab, "node2", cluster.hosts["node1"].containers[hb.APP].ip)
 
 
-@pytest.mark.skip(reason="helper B of issue 21: init's refusal of a hand-built cluster (design "
-                  "2.5) is not in yet; fill in this test's assertions when it is")  # fmt: skip
 def test_init_refuses_a_hand_built_cluster(built) -> None:
-    """`overlayctl init` with the lab's inventory, the runbook's network and backend udp. PLACE
-    FOR HELPER B: assert exit 4 naming `overlayctl adopt`, and `snapshot` unchanged."""
+    """`overlayctl init` with the lab's inventory, the runbook's network and backend udp: exit 4
+    naming `overlayctl adopt`, and `snapshot` unchanged (join, certs rotate and plan on the same
+    cluster: tests/e2e/test_adopt_refuse.py)."""
     lab, _ = built
     inventory = hb.inventory(lab, NAMES)
     before = hb.snapshot(lab, NAMES, hb.PREFIX)
