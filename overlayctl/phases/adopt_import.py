@@ -107,17 +107,18 @@ class ImportV2(_V2Phase):
 
 @dataclass
 class DropV2(_V2Phase):
-    """The v2 keys saved locally, then deleted (saved: where the dump went in this run)."""
+    """The v2 keys saved locally, then deleted (saved: where the dump went in this run). While
+    a flanneld may still run (a host's takeover failed or was cut) it stops the run instead:
+    init's phases after it would only refuse the cluster as built by hand, naming `adopt`."""
 
     title: str = "drop-v2"
     saved: Path | None = field(default=None, init=False)
 
     def run(self, rollout: Rollout) -> None:
         running = flanneld_hosts(rollout)
-        if running:
-            rollout.say("cluster", self.title, "v2 keys kept: flanneld may still run on "
-                        f"{', '.join(running)}; re-run adopt once it is gone")  # fmt: skip
-            return
+        if running:  # the run stops: init's phases that follow would refuse a v2 cluster anyway
+            raise OverlayctlError(f"v2 keys kept: flanneld may still run on {', '.join(running)} "
+                                  "(not taken over): re-run adopt once it is gone")  # fmt: skip
         reach = self.via or rollout.inv
         remote, read = self.read(rollout)
         v2 = parse_dump(read.text, rollout.inv.cluster.etcd_prefix) if read.text else None

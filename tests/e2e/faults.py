@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,42 @@ def strict_rp_filter(
             f" ip rule del pref {table}; ip route flush table {table}")  # fmt: skip
     with host_change(lab, host, apply, undo):
         yield
+
+
+@dataclass
+class SshCut:
+    """What `ssh_cut_when` saw: when the cut fired (the host's clock, which is this machine's),
+    None if it never did."""
+
+    fired: float | None = None
+
+
+_CUT_MARK, _CUT_PID = "/run/overlayctl-test-ssh-cut", "/run/overlayctl-test-ssh-cut.pid"
+_CUT_RULE = ["INPUT", "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"]
+
+
+@contextlib.contextmanager
+def ssh_cut_when(lab: state.LabState, host: str, condition: str) -> Iterator[SshCut]:
+    """HOST's sshd cut off (every new and open connection reset) the moment the shell test
+    CONDITION (no single quotes) holds there, as when a workstation loses the network in the
+    middle of a run: a loop on HOST polls it every 0.05 s for at most 30 s, fires once and
+    writes the time. When
+    the block ends the rule goes (from the host's namespace, not over SSH), the loop is killed
+    and `fired` is set; an assertion on it tells whether the cut happened at all."""
+    cut = SshCut()
+    rule = " ".join(_CUT_RULE)
+    loop = (f"nohup sh -c 'for i in $(seq 1 600); do if {condition}; then "
+            f"iptables -I {rule} && date +%s.%N > {_CUT_MARK}; exit; fi; sleep 0.05; done' "
+            f">/dev/null 2>&1 & echo $! > {_CUT_PID}")  # fmt: skip
+    sh(lab, host, loop)
+    try:
+        yield cut
+    finally:
+        netns = ["ip", "netns", "exec", lab.host(host).netns, "iptables"]
+        subprocess.run([*netns, "-D", *_CUT_RULE], capture_output=True, check=False, timeout=30)
+        mark = sh(lab, host, f"kill $(cat {_CUT_PID}) 2>/dev/null; cat {_CUT_MARK} 2>/dev/null; "
+                             f"rm -f {_CUT_PID} {_CUT_MARK}")  # fmt: skip
+        cut.fired = float(mark) if mark.strip() else None
 
 
 # -- faults in etcd ----------------------------------------------------------------------------

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from overlayctl.lab import labs, state
+from tests.e2e.faults import ssh_cut_when
 from tests.e2e.test_runbook import EVERY, initialised, lease_pairs, same_leases, status, verify
 from tests.labtools import ETCDCTL, OVERLAYCTL, cli, on
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.full, pytest.mark.slow]
-# The SSH cut of test_ssh_lost_mid_init...: when it fired (date +%s.%N), and its loop's PID.
-CUT_MARK, CUT_PID = "/run/overlayctl-test-ssh-cut", "/run/overlayctl-test-ssh-cut.pid"
 
 
 @pytest.fixture(scope="module")
@@ -130,30 +129,15 @@ def test_ssh_lost_mid_init_reports_the_phase_then_a_rerun_converges(cluster) -> 
     # from an older install (as after an upgrade of overlayctl), so a restart is owed too.
     # node3's sshd is cut off the moment the agent's upload folder appears there, i.e. in the
     # middle of init's agent phase: the install may be cut, or finish behind the cut (the upload
-    # is small) with only the restart left. The cut fires only then, and writes the time it
-    # fired to CUT_MARK.
+    # is small) with only the restart left. The cut fires only then (faults.ssh_cut_when).
     older = "echo older-install > /run/flannel/overlay-agent.digest"
     assert on(lab, "node3", f"rm /opt/overlay-agent/wheelhouse.sha256 && {older}").returncode == 0
-    cut = (
-        "nohup sh -c 'for i in $(seq 1 600); do "
-        "if ls -d /tmp/overlayctl-agent-* >/dev/null 2>&1; then "
-        "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset && "
-        f"date +%s.%N > {CUT_MARK}; exit; fi; sleep 0.05; done' >/dev/null 2>&1 & "
-        f"echo $! > {CUT_PID}"
-    )
-    assert on(lab, "node3", cut).returncode == 0
-    started = time.time()  # the hosts share this machine's clock
-    broken = cli(lab, "init", "-i", str(every))
-    ended = time.time()
-    # The rule is absent if the cut never fired: asserted below, with the init's output.
-    subprocess.run(["ip", "netns", "exec", lab.host("node3").netns, "iptables", "-D", "INPUT",
-                    "-p", "tcp", "--dport", "22", "-j", "REJECT", "--reject-with", "tcp-reset"],
-                   check=False)  # fmt: skip
-    mark = on(lab, "node3", f"kill $(cat {CUT_PID}) 2>/dev/null; cat {CUT_MARK}")
-    on(lab, "node3", f"rm -f {CUT_PID} {CUT_MARK}")
-    assert mark.stdout.strip(), f"the cut never fired\n{broken.stdout}{broken.stderr}"
-    fired = float(mark.stdout)
-    assert started < fired < ended, f"cut at {fired}, init ran {started}..{ended}"
+    with ssh_cut_when(lab, "node3", "ls -d /tmp/overlayctl-agent-* >/dev/null 2>&1") as cut:
+        started = time.time()  # the hosts share this machine's clock
+        broken = cli(lab, "init", "-i", str(every))
+        ended = time.time()
+    assert cut.fired, f"the cut never fired\n{broken.stdout}{broken.stderr}"
+    assert started < cut.fired < ended, f"cut at {cut.fired}, init ran {started}..{ended}"
     assert broken.returncode == 1, broken.stdout + broken.stderr
     failed = [line for line in broken.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and re.match(r"node3 +agent +FAILED: ", failed[0]), broken.stdout
