@@ -59,11 +59,12 @@ def with_backend(three: Path, backend: str) -> Path:
 
 
 def docker_windows(
-    lab: state.LabState, since: str, unit: str = "docker"
+    lab: state.LabState, since: str, unit: str = "docker", hosts: tuple[str, ...] = HOSTS
 ) -> dict[str, tuple[float, float]]:
-    """HOST -> (first stop, last start) of UNIT since SINCE (epoch seconds, from journald)."""
+    """HOST -> (first stop, last start) of UNIT since SINCE (epoch seconds, from journald), for
+    each of HOSTS where UNIT was stopped."""
     found = {}
-    for host in HOSTS:
+    for host in hosts:
         out = on(lab, host, f"journalctl -u {unit} -o short-unix --no-pager --since @{since}")
         stamps = [(float(line.split()[0]), line) for line in out.stdout.splitlines()
                   if re.match(r"^\d+\.\d+ ", line)]  # fmt: skip
