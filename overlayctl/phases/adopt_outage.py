@@ -159,5 +159,7 @@ class OutageReport:
     def run(self, rollout: Rollout) -> None:
         for outage in self.probes.finish(rollout):
             rollout.say(outage.host, self.title, outage.line())
-        for a, b in judged.overlapping(self.probes.outages):
-            rollout.say("cluster", self.title, f"{a} and {b} were unreachable at the same time")
+        for a, b, seconds in judged.overlapping(self.probes.outages):
+            rollout.say("cluster", self.title, f"{a} and {b} silent at the same time for "
+                        f"{seconds:.1f} s (a host restarting its agent or docker also stops "
+                        "hearing the others)")  # fmt: skip

@@ -154,12 +154,15 @@ def judge(
                   worst.until, seen_from)  # fmt: skip
 
 
-def overlapping(outages: list[Outage], floor_s: float = 1.0) -> list[tuple[str, str]]:
-    """Pairs of hosts whose silences longer than FLOOR_S overlap in time: adopt takes hosts
-    over one at a time, so two hosts down together means that promise broke."""
+def overlapping(outages: list[Outage], floor_s: float = 1.0) -> list[tuple[str, str, float]]:
+    """Pairs of hosts whose silences longer than FLOOR_S overlap in time, with the seconds they
+    share: adopt takes hosts over one at a time, so two hosts down together would break that.
+    It is a hint, not a verdict: the probes run on the hosts, so while one host restarts its
+    agent or docker its view of the others goes quiet too, and both silences overlap although
+    only one host was down (a backend switch restarts every host, one after another)."""
     real = [o for o in outages if o.longest_s > floor_s]
     return [
-        (a.host, b.host)
+        (a.host, b.host, round(min(a.until, b.until) - max(a.since, b.since), 1))
         for i, a in enumerate(real)
         for b in real[i + 1 :]
         if a.since < b.until and b.since < a.until

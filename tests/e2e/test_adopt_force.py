@@ -123,7 +123,7 @@ def test_outages_are_reported_and_shared_only_where_explained(forced: Forced) ->
     once only (a) during the backend switch (design 3.4: switched and unswitched hosts cannot
     talk) or (b) while one host's docker restarts: that host's own probes towards the other
     fail then too, and the report counts it as the other's silence (measured: node1's silence
-    lasted until node2's docker was back; a false alarm of its "unreachable at the same time"
+    lasted until node2's docker was back; a false alarm of its "silent at the same time"
     line with two hosts, left to the report's owner)."""
     out = _adopted(forced)
     lines = {m[0]: m for m in OUTAGE.findall(out)}
@@ -146,7 +146,7 @@ def test_outages_are_reported_and_shared_only_where_explained(forced: Forced) ->
               for a, b in itertools.combinations(outages, 2)
               if a["longest_s"] > 1.0 and b["longest_s"] > 1.0
               and a["since"] < b["until"] and b["since"] < a["until"]]  # fmt: skip
-    assert ("unreachable at the same time" in out) == bool(shared), (out[-1500:], outages)
+    assert ("silent at the same time" in out) == bool(shared), (out[-1500:], outages)
     for start, end in shared:
         assert any(a <= start and end <= b for a, b in explained), (shared, explained, outages)
     print({"docker restart s": {h: round(b - a, 1) for h, (a, b) in dockers.items()},

@@ -100,7 +100,7 @@ def test_overlapping_outages_are_named_short_ones_ignored() -> None:
 
     one, two = outage("node1", 40.0, 10.0), outage("node2", 40.0, 30.0)
     three = outage("node3", 50.0, 50.0)
-    assert overlapping([one, two, three]) == [("node1", "node2"), ("node2", "node3")]
+    assert overlapping([one, two, three]) == [("node1", "node2", 20.0), ("node2", "node3", 20.0)]
     steady = {"p": [PingLog("x", [i * 0.2 for i in range(501)])]}
     short = judge("node4", before=[], after=[], logs=steady, start=0, end=100)
     assert overlapping([one, short]) == []
