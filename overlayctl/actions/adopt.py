@@ -114,6 +114,29 @@ def peer_lines(rollout: Rollout) -> list[str]:
     return lines
 
 
+MIN_ETCD = (3, 4)  # the agent speaks etcd's /v3/ JSON gateway; 3.3 serves it as /v3beta/
+
+
+def too_old(version: str) -> bool:
+    """Whether etcd VERSION (`3.3.11`) is older than MIN_ETCD; an unreadable one is not."""
+    parts = version.split(".")[:2]
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return False
+    return (int(parts[0]), int(parts[1])) < MIN_ETCD
+
+
+def refuse_old_etcd(rollout: Rollout) -> None:
+    """CentOS 7's etcd 3.3 (the runbook's `yum install etcd`) cannot carry our agents: refused
+    before anything changes, naming the way forward."""
+    found = getattr(rollout, "handbuilt", None)
+    if found is not None and too_old(found.etcd.version):
+        raise Conflict(
+            f"{found.via}: etcd {found.etcd.version} runs there; adopt needs etcd "
+            f"{'.'.join(map(str, MIN_ETCD))} or newer on every member: upgrade etcd member by "
+            "member first (docs/runbooks/adopt.md, 'Before you start')"
+        )
+
+
 @dataclass
 class Preflight:
     """Reads and decides, changes nothing: the import's plan (refusals raise here) and every
@@ -128,6 +151,7 @@ class Preflight:
         return True
 
     def run(self, rollout: Rollout) -> None:
+        refuse_old_etcd(rollout)
         self.plan.peers = peer_lines(rollout)
         self.importer.via = reach(rollout)
         self.plan.imports = self.importer.preview(rollout)

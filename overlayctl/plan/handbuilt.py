@@ -192,6 +192,7 @@ class EtcdFound:
     peer_listen: tuple[str, ...] = ()  # the peer URLs it listens on (ETCD_LISTEN_PEER_URLS)
     v2_exit: int | None = None  # etcd_v2_dump.py's exit code (None: not run, v2 is off)
     v2_text: str = ""  # its output, for overlayctl/etcd/v2_remote.py's parse_read
+    version: str = ""  # the running etcd's own, e.g. 3.4.23 ("": not read)
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,8 @@ def parse_etcd(text: str) -> EtcdFound:
     v2_exit = found.get("v2_exit", "")
     listen = tuple(u.strip() for u in found.get("peer_listen", "").split(",") if u.strip())
     return EtcdFound(found["client_url"], members, error, listen,
-                     int(v2_exit) if v2_exit.isdigit() else None, found.get("v2", ""))  # fmt: skip
+                     int(v2_exit) if v2_exit.isdigit() else None, found.get("v2", ""),
+                     found.get("version", "").strip())  # fmt: skip
 
 
 def _serves(listen: str, url: str) -> bool:

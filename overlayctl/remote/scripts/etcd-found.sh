@@ -9,7 +9,8 @@
 # read as 127.0.0.1. Prints nothing when no etcd runs here; else client_url=, peer_listen= (the
 # peer URLs it listens on, to compare with what the membership records), members_exit= and
 # members= (etcdctl member list -w json: every member's ID, name and peer URLs as etcd records
-# them), and where v2 is on v2_exit= and v2= (etcd's answer, on one line). Shell and one etcdctl:
+# them), version= (the running binary's), and where v2 is on v2_exit= and v2= (etcd's answer,
+# on one line). Shell and one etcdctl:
 # a Python start with ssl and urllib took 84 ms on a lab host, this about 35.
 ca=$1; cert=$2; key=$3; shift 3
 pid=
@@ -50,6 +51,8 @@ client=${client%/}
 echo "client_url=$client"
 peers=$(echo "$set_of" | sed -n 3p)
 echo "peer_listen=${peers:-http://localhost:2380}"  # etcd's default
+# the running binary's own version (adopt needs 3.4+: the agent speaks etcd's /v3/ gateway)
+echo "version=$("/proc/$pid/exe" --version 2>/dev/null | sed -n 's/^etcd Version: //p')"
 tls=
 case $client in https:*) tls="--cacert=$ca --cert=$cert --key=$key" ;; esac
 # shellcheck disable=SC2086 # the certificate flags are words

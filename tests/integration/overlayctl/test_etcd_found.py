@@ -56,6 +56,11 @@ def test_etcd_found_reads_the_etcd_as_it_runs(tmp_path: Path) -> None:
     assert etcd.peer_listen == (peer,)  # from the environment
     assert etcd.members is not None and [m.peer_urls for m in etcd.members] == [(peer,)]
     assert etcd.v2_exit == 0  # --enable-v2, a bare bool flag: the dump ran
+    # the running binary's own version (adopt refuses etcd older than 3.4)
+    version = subprocess.run(
+        [ETCD_BIN or "etcd", "--version"], capture_output=True, text=True, check=True
+    )
+    assert f"etcd Version: {etcd.version}\n" in version.stdout and etcd.version.startswith("3.")
     v2 = v2_found(etcd, "n1", PREFIX)
     assert v2.config == '{"Network":"172.21.0.0/16"}' and v2.sign() == f"{PREFIX}/config in " \
         "the v2 API"  # fmt: skip
