@@ -13,13 +13,10 @@
 # on one line). Shell and one etcdctl:
 # a Python start with ssl and urllib took 84 ms on a lab host, this about 35.
 ca=$1; cert=$2; key=$3; shift 3
-pid=
-for d in /proc/[0-9]*; do
-  c=
-  { read -r c < "$d/comm"; } 2>/dev/null
-  [ "$c" = etcd ] && { pid=${d#/proc/}; break; }
-done
-[ -n "$pid" ] || exit 0
+# etcd.service's own process, as systemd started it: never any process that calls itself etcd
+# (a user's, a container's), whose environment would be read and whose binary run below.
+pid=$(systemctl show -p MainPID --value etcd.service 2>/dev/null)
+[ "${pid:-0}" != 0 ] && [ -d "/proc/$pid" ] || exit 0
 # ETCD_LISTEN_CLIENT_URLS, ETCD_ENABLE_V2 and ETCD_LISTEN_PEER_URLS from the environment, flags
 # on top (Go's: a string as --x=y or --x y, a bool as --x or --x=y)
 set_of=$( { tr '\0' '\n' < "/proc/$pid/environ"; echo --; tr '\0' '\n' < "/proc/$pid/cmdline"; } \

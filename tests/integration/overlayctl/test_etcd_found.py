@@ -21,9 +21,12 @@ from tests.integration.conftest import ETCD_BIN, _require_etcd, free_port
 
 PREFIX = "/atomic.io/network"
 START = """
+# a decoy first (a lower PID): any process may call itself etcd; only etcd.service's counts
+mkdir -p "$DATA.decoy" && cp /bin/sleep "$DATA.decoy/etcd" && "$DATA.decoy/etcd" 60 &
 "$ETCD" --name t --data-dir "$DATA" --listen-client-urls "$CLIENT" --advertise-client-urls \
   "$CLIENT" --initial-advertise-peer-urls "$PEER" --initial-cluster "t=$PEER" --enable-v2 \
   >"$DATA.log" 2>&1 &
+echo $! >"$DATA.pid"
 i=0
 until ETCDCTL_API=2 etcdctl --endpoints="$CLIENT" mk "$PREFIX/config" "$CONFIG" >/dev/null 2>&1
 do
@@ -42,7 +45,13 @@ def test_etcd_found_reads_the_etcd_as_it_runs(tmp_path: Path) -> None:
     inv, _ = parse_inventory(doc, tmp_path, source=tmp_path / "cluster.yaml")
     dump, _label = v2_remote.dump_command(inv, [client])
     found_argv = ETCD_FOUND.argv("/nonexistent/ca", "/nonexistent/crt", "/nonexistent/key", *dump)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ETCD": ETCD_BIN or "etcd",
+    # The script asks systemd for etcd.service's MainPID: here a stand-in systemctl answers with
+    # the test's etcd (it runs in a PID namespace without systemd).
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "systemctl").write_text(f'#!/bin/sh\ncat "{tmp_path / "data.pid"}"\n')
+    (stub / "systemctl").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/sbin:/usr/bin:/sbin:/bin", "ETCD": ETCD_BIN or "etcd",
            "DATA": str(tmp_path / "data"), "CLIENT": client, "PEER": peer, "PREFIX": PREFIX,
            "CONFIG": '{"Network":"172.21.0.0/16"}',
            "ETCD_LISTEN_PEER_URLS": peer}  # fmt: skip
