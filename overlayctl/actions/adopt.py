@@ -22,14 +22,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from overlayctl import paths as hp
 from overlayctl.actions.init import init_phases
 from overlayctl.errors import Conflict, OverlayctlError
 from overlayctl.etcd.v2_import import ImportPlan
 from overlayctl.inventory.model import Inventory
 from overlayctl.phases.adopt_import import DropV2, ImportV2
 from overlayctl.phases.adopt_outage import OutageProbes, OutageReport, ProbeStart
-from overlayctl.phases.adopt_peers import PeerTls
+from overlayctl.phases.adopt_peers import PeerTls, file_value
 from overlayctl.phases.adopt_takeover import TakeOver, host_plan, interim, read_state
 from overlayctl.phases.base import (
     HostPhase,
@@ -64,6 +66,7 @@ class AdoptPlan:
     peers: list[str] = field(default_factory=list)
     imports: ImportPlan | None = None
     takeovers: dict[str, list[str]] = field(default_factory=dict)  # host -> steps left
+    notes: list[str] = field(default_factory=list)  # what follows the takeover
 
     def lines(self) -> list[str]:
         out = [f"etcd: {line}" for line in self.peers]
@@ -73,13 +76,14 @@ class AdoptPlan:
             out += [f"v2 -> v3: {line}" for line in self.imports.lines]
         for host, steps in self.takeovers.items():
             out += [f"{host}: {step}" for step in steps] or [f"{host}: taken over already"]
-        return out
+        return out + [f"then: {note}" for note in self.notes]
 
     def doc(self) -> dict:
         return {
             "peers": self.peers,
             "import": self.imports.to_json() if self.imports else None,
             "takeover": self.takeovers,
+            "notes": self.notes,
         }
 
 
@@ -137,6 +141,51 @@ def refuse_old_etcd(rollout: Rollout) -> None:
         )
 
 
+def flanneld_off_node(rollout: Rollout) -> list[str]:
+    """flanneld on a host the inventory gives no node role: adopt takes over node hosts only, and
+    would then wait for that flanneld forever before it drops the v2 keys."""
+    found = getattr(rollout, "handbuilt", None)
+    hosts = found.hosts if found is not None else {}
+    return [
+        f"{h.name}: flanneld runs here, but the inventory does not make {h.name} a node host "
+        "(roles: [etcd, node]): add the role, or stop and disable flanneld there, then re-run"
+        for h in rollout.inv.hosts
+        if not h.is_node
+        and h.name in hosts
+        and (hosts[h.name].flanneld.running or hosts[h.name].flanneld.enabled)
+    ]
+
+
+def etcd_refusals(rollout: Rollout) -> list[str]:
+    """What the peer move would trip over, found before it starts: a member whose name or
+    address is no inventory etcd host (a member's name never changes, and our etcd.conf names it
+    after the host), and member data outside `/var/lib/etcd/<name>.etcd` (our etcd.conf points
+    there: the member would restart on an empty folder and never rejoin)."""
+    found = getattr(rollout, "handbuilt", None)
+    by_address = {str(h.address): h.name for h in rollout.inv.etcd_members}
+    out = []
+    for member in (found.etcd.members or ()) if found is not None else ():
+        hosts = {urlsplit(u).hostname for u in member.peer_urls}
+        name = next((by_address[h] for h in hosts if h in by_address), None)
+        if name is None:
+            out.append(f"etcd member {member.name} ({member.id}, peers "
+                       f"{', '.join(member.peer_urls)}) is no etcd host of the inventory: add "
+                       "its host (roles: [etcd]) or remove the member first")  # fmt: skip
+        elif name != member.name:
+            out.append(f"{name}: etcd calls this member {member.name!r}: name the host "
+                       f"{member.name} in the inventory (members keep their names)")  # fmt: skip
+    for target in rollout.live(lambda h: h.is_etcd):
+        want, dirs = hp.etcd_data_dir(target.name), target.facts.etcd_data_dirs
+        change = next((f for f in target.plan.files if f.path == hp.ETCD_CONF), None)
+        conf = file_value(change.current.content, "ETCD_DATA_DIR") if change else None
+        have = [conf.rstrip("/")] if conf and conf.rstrip("/") != want else sorted(dirs)
+        if want not in dirs and have:
+            out.append(f"{target.name}: etcd's data is in {', '.join(have)}, not in {want} "
+                       "where overlayctl's etcd.conf keeps it: stop etcd there, move the "
+                       "folder, point ETCD_DATA_DIR at it, start etcd, then re-run")  # fmt: skip
+    return out
+
+
 @dataclass
 class Preflight:
     """Reads and decides, changes nothing: the import's plan (refusals raise here) and every
@@ -152,29 +201,41 @@ class Preflight:
 
     def run(self, rollout: Rollout) -> None:
         refuse_old_etcd(rollout)
+        refused = etcd_refusals(rollout) + flanneld_off_node(rollout)
+        if refused:
+            raise Conflict(refused[0] + (f" (and {len(refused) - 1} more)" if refused[1:] else ""))
         self.plan.peers = peer_lines(rollout)
         self.importer.via = reach(rollout)
         self.plan.imports = self.importer.preview(rollout)
         subnets = _subnets(self.plan.imports, rollout.inv.cluster.etcd_prefix)
         nodes = [t for t in rollout.live() if t.host.is_node]
 
-        def look(target: Target) -> list[str]:
+        def look(target: Target) -> tuple[list[str], list[str]]:
+            """(the host's steps left, why its takeover would be refused)."""
             on = OnHost(rollout, rollout.remote(target), target)
             address = str(target.host.address)
             steps = host_plan(on, read_state(on.remote), lambda: subnets.get(address))
             if steps is None:  # no flanneld here: init's phases do this host
-                return []
-            if steps.refusals:
-                raise Conflict(f"{target.name}: " + "; ".join(steps.refusals))
-            return steps.steps()
+                return [], []
+            return steps.steps(), [f"{target.name}: {why}" for why in steps.refusals]
 
         hosts = [t.host for t in nodes]
         looked = rollout.session.each(self.title, lambda h, _r: look(rollout.targets[h.name]),
                                       hosts)  # fmt: skip
-        refused = [f.error for f in looked.failed.values()]
+        refused = [why for _steps, whys in looked.succeeded.values() for why in whys]
         if refused:
-            raise Conflict(refused[0])
-        self.plan.takeovers = {t.name: looked.succeeded[t.name] for t in nodes}
+            raise Conflict("; ".join(refused))
+        if looked.failed:  # a host that could not be read (SSH): its own error, not a refusal
+            failure = next(iter(looked.failed.values()))
+            raise OverlayctlError(f"{failure.host}: {failure.error}")
+        self.plan.takeovers = {t.name: looked.succeeded[t.name][0] for t in nodes}
+        if rollout.options.force:
+            self.plan.notes.append(
+                "--force: where the network config differs from the inventory's after the "
+                "takeover (a backend change), init's phases replace it: agents restart one host "
+                "at a time, then docker for the new MTU, one host at a time; hosts on different "
+                "backends cannot talk until both are switched"
+            )
 
 
 def _subnets(imports: ImportPlan | None, prefix: str) -> dict[str, str]:
@@ -244,8 +305,9 @@ def run_adopt(
     importer = ImportV2(force=options.force, drop_stale=options.drop_stale)
     preflight = Preflight(importer, adoption.plan)
     with timed(report):
-        # The PKI in memory until the answer: a refusal or a "no" leaves nothing in the state
-        # folder either; the second look makes and writes it, as init's would.
+        # The PKI in memory until the answer: a refusal or a "no" leaves no PKI in the state
+        # folder (only the run's log and the agent's wheel cache); the second look makes and
+        # writes it, as init's would.
         run_phases(rollout, [Connect(), Gather(refuse_change=False, write=False), preflight])
         if confirm is not None:
             confirm(adoption.plan)

@@ -18,6 +18,7 @@ from overlayctl.cli.common import (
 )
 from overlayctl.cli.init import summary
 from overlayctl.phases.base import RolloutReport
+from overlayctl.text import printable
 
 
 @click.command()
@@ -57,7 +58,7 @@ def adopt(
     def confirm(plan: AdoptPlan) -> None:
         # On stderr: stdout may be reserved for the JSON document. Declining raises click.Abort
         # ("aborted, nothing changed", exit 1): only facts were read so far.
-        click.echo("\n".join(f"adopt: {line}" for line in plan.lines()), err=True)
+        click.echo(printable("\n".join(f"adopt: {line}" for line in plan.lines())), err=True)
         if not yes:
             click.confirm(f"Adopt cluster {inv.cluster.name} as planned above?", abort=True,
                           err=True)  # fmt: skip

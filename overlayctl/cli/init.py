@@ -24,7 +24,7 @@ from overlayctl.cli.common import (
 from overlayctl.inventory.model import Inventory
 from overlayctl.output import adoption_doc, adoption_text, plan_doc, plan_text
 from overlayctl.phases.base import Rollout, RolloutOptions, RolloutReport
-from overlayctl.text import plural
+from overlayctl.text import plural, printable
 
 
 @click.command()
@@ -106,7 +106,7 @@ def plan(inventory: Path, accept_new_host_keys: bool, parallel: int) -> Outcome:
     if adoption is not None and adopting is not None:  # init would refuse: adopt takes it over
         steps, refusal = adopting
         lines = [f"=== adopt: would refuse: {refusal}"] if refusal else ["=== adopt would:"]
-        lines += [f"--- {line}" for line in steps.lines()]
+        lines += [printable(f"--- {line}") for line in steps.lines()]
         text = "\n".join([adoption_text(found), *lines, text])
         adoption |= {"plan": steps.doc(), "adopt_refusal": refusal or None}
     return run.ended(text, plan_doc(plans, config, adoption), "plan")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from overlayctl.plan.docker_takeover import (
     effective_problems,
     parse_show,
 )
+from overlayctl.plan.handbuilt import DAEMON_JSON, DAEMON_JSON_NETWORK_KEYS
 
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
 
@@ -194,6 +196,26 @@ class TakeoverPlan:
         return lines
 
 
+def daemon_json_refusals(text: str | None) -> list[str]:
+    """/etc/docker/daemon.json keys that set what the agent's flags set (or move docker's bridge
+    off the lease): dockerd refuses to start when a setting is both a flag and in that file, so
+    the first docker restart after the takeover would leave it down. Refused before any change."""
+    if not text:
+        return []
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return [f"{DAEMON_JSON} is not valid JSON (dockerd would not start again): fix it first"]
+    keys = [k for k in DAEMON_JSON_NETWORK_KEYS if isinstance(doc, dict) and k in doc]
+    if not keys:
+        return []
+    return [
+        f"{DAEMON_JSON} sets {', '.join(keys)}: the agent's flags (--bip, --ip-masq, --mtu) set "
+        "docker's bridge, and dockerd refuses a setting given both ways: take them out of "
+        "daemon.json (the agent's /run/flannel/docker carries them), then re-run"
+    ]
+
+
 def plan_takeover(state: HostState, expected: str | None, ours: Ours, address: str) -> TakeoverPlan:
     """What is left on a host with STATE whose imported lease (v3) is EXPECTED (a subnet such
     as 172.21.31.0/24; None: none of ADDRESS in v3). OURS: what docker should run with."""
@@ -210,7 +232,7 @@ def plan_takeover(state: HostState, expected: str | None, ours: Ours, address: s
                         f"imported {expected}: stop it, then re-run")  # fmt: skip
     docker = decide(state.docker, state.files, state.running, state.want, ours,
                     docker0=state.docker0, lease=state.lease)  # fmt: skip
-    refusals += docker.refusals
+    refusals += [*docker.refusals, *daemon_json_refusals(state.files.get(DAEMON_JSON))]
     write = ours.dropin_text is not None and state.files.get(ours.dropin) != ours.dropin_text
     return TakeoverPlan(
         flanneld_off=flanneld.present and not flanneld.masked,

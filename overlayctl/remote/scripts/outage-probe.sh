@@ -1,5 +1,6 @@
 # adopt's outage probes (plan/outage.py says why they exist and how they are read). $1 says what:
 #   list                        the running containers, "ID NAME PID STARTED POLICY IP" a line
+#                               (IP on docker's own bridge, the overlay's: "-" for the others)
 #   start DIR SECONDS TARGET..  one `ping -D -O` per TARGET from this host's namespace, in the
 #                               background, each ended by `timeout SECONDS` whatever happens to
 #                               us; DIR (new) keeps N.pid, N.target and N.log for each
@@ -10,7 +11,7 @@ list)
   ids=$(docker ps -q 2>/dev/null)
   [ -n "$ids" ] || exit 0
   # shellcheck disable=SC2086 # one argument per container ID
-  docker inspect --format '{{.Id}} {{.Name}} {{.State.Pid}} {{.State.StartedAt}} {{if .HostConfig.RestartPolicy.Name}}{{.HostConfig.RestartPolicy.Name}}{{else}}no{{end}} {{range .NetworkSettings.Networks}}{{if .IPAddress}}{{.IPAddress}}{{end}}{{else}}-{{end}}' $ids
+  docker inspect --format '{{.Id}} {{.Name}} {{.State.Pid}} {{.State.StartedAt}} {{if .HostConfig.RestartPolicy.Name}}{{.HostConfig.RestartPolicy.Name}}{{else}}no{{end}} {{with .NetworkSettings.Networks.bridge}}{{or .IPAddress "-"}}{{else}}-{{end}}' $ids
   ;;
 start)
   dir=$2 seconds=$3

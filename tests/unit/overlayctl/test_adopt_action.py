@@ -9,11 +9,21 @@ from types import SimpleNamespace
 
 import pytest
 
+from overlayctl import paths as hp
 from overlayctl.actions import adopt
 from overlayctl.errors import Conflict, ExitCode
 from overlayctl.etcd.v2_import import ImportPlan
 from overlayctl.inventory.load import parse_inventory
-from overlayctl.plan.handbuilt import EtcdFound, HandBuilt, Member, parse_etcd
+from overlayctl.plan.facts import RemoteFile, UnitState
+from overlayctl.plan.handbuilt import (
+    EtcdFound,
+    Flanneld,
+    HandBuilt,
+    HostHandBuilt,
+    Member,
+    parse_etcd,
+)
+from overlayctl.plan.takeover import daemon_json_refusals
 
 
 @pytest.mark.parametrize(
@@ -89,3 +99,69 @@ def test_each_public_ip_keeps_the_subnet_its_v2_lease_names() -> None:
     lines = adopt.AdoptPlan(peers=["p"], imports=None, takeovers={"node1": []}).lines()
     assert lines == ["etcd: p", "v2: the v2 API is off: nothing to import",
                      "node1: taken over already"]  # fmt: skip
+
+
+def _cluster(tmp: Path, roles: dict[str, list[str]] | None = None):  # type: ignore[no-untyped-def]
+    roles = roles or {}
+    hosts = [{"name": n, "address": f"10.0.0.{i}", "roles": roles.get(n, ["etcd", "node"])}
+             for i, n in ((1, "node1"), (2, "node2"), (3, "node3"))]  # fmt: skip
+    doc = {"cluster": {"name": "t", "network": "172.21.0.0/16", "os": "debian"}, "hosts": hosts}
+    return parse_inventory(doc, tmp)[0]
+
+
+def _etcd_target(name: str, data_dirs: set[str], conf: bytes | None) -> SimpleNamespace:
+    change = SimpleNamespace(path=hp.ETCD_CONF, current=RemoteFile(hp.ETCD_CONF, conf))
+    facts = SimpleNamespace(etcd_data_dirs=frozenset(data_dirs))
+    files = [change] if conf is not None else []
+    return SimpleNamespace(name=name, facts=facts, plan=SimpleNamespace(files=files))
+
+
+def test_members_and_data_dirs_the_peer_move_would_break_on_are_refused(tmp_path: Path) -> None:
+    inv = _cluster(tmp_path)
+    members = (Member("a1", "node1", ("http://10.0.0.1:2380",), ()),
+               Member("b2", "etcd2", ("http://10.0.0.2:2380",), ()),
+               Member("c3", "node9", ("http://10.0.0.9:2380",), ()))  # fmt: skip
+    ours = hp.etcd_data_dir("node1")
+    targets = [
+        _etcd_target("node1", {ours}, f"ETCD_DATA_DIR={ours}".encode()),
+        _etcd_target("node2", {"/var/lib/etcd/default.etcd"}, b'ETCD_NAME=etcd2\n'),
+        _etcd_target("node3", set(), b'ETCD_DATA_DIR="/data/etcd"\n'),
+    ]  # fmt: skip
+    rollout = SimpleNamespace(inv=inv, handbuilt=HandBuilt(etcd=EtcdFound(members=members)),
+                              live=lambda runs_on=None: targets)  # fmt: skip
+    found = adopt.etcd_refusals(rollout)  # type: ignore[arg-type]
+    assert found[0] == ("node2: etcd calls this member 'etcd2': name the host etcd2 in the "
+                        "inventory (members keep their names)")  # fmt: skip
+    assert found[1].startswith("etcd member node9 (c3, peers http://10.0.0.9:2380) is no etcd host")
+    assert found[2].startswith("node2: etcd's data is in /var/lib/etcd/default.etcd, not in "
+                               "/var/lib/etcd/node2.etcd")  # fmt: skip
+    assert found[3].startswith("node3: etcd's data is in /data/etcd, not in")
+    assert len(found) == 4  # node1 is where overlayctl keeps it: fine
+    # an adopted (or overlayctl-made) cluster: our file, our folder, our names
+    ours = [_etcd_target(n, {hp.etcd_data_dir(n)}, None) for n in ("node1", "node2", "node3")]
+    named = tuple(Member(f"{n}id", n, (f"https://10.0.0.{n[-1]}:2380",), ())
+                  for n in ("node1", "node2", "node3"))  # fmt: skip
+    clean = SimpleNamespace(inv=inv, handbuilt=HandBuilt(etcd=EtcdFound(members=named)),
+                            live=lambda runs_on=None: ours)  # fmt: skip
+    assert adopt.etcd_refusals(clean) == []  # type: ignore[arg-type]
+
+
+def test_flanneld_on_a_host_without_the_node_role_is_refused(tmp_path: Path) -> None:
+    inv = _cluster(tmp_path, {"node3": ["etcd"]})
+    running = HostHandBuilt(flanneld=Flanneld(UnitState("active", "enabled"), "/x"))
+    found = HandBuilt(hosts={"node1": running, "node3": running})
+    out = adopt.flanneld_off_node(SimpleNamespace(inv=inv, handbuilt=found))  # type: ignore[arg-type]
+    assert out == ["node3: flanneld runs here, but the inventory does not make node3 a node host "
+                   "(roles: [etcd, node]): add the role, or stop and disable flanneld there, "
+                   "then re-run"]  # fmt: skip
+    idle = HandBuilt(hosts={"node3": HostHandBuilt()})
+    assert adopt.flanneld_off_node(SimpleNamespace(inv=inv, handbuilt=idle)) == []  # type: ignore[arg-type]
+
+
+def test_daemon_json_network_keys_are_refused_before_docker_would_not_start() -> None:
+    assert daemon_json_refusals(None) == [] and daemon_json_refusals("") == []
+    assert daemon_json_refusals('{"storage-driver": "vfs", "log-driver": "journald"}') == []
+    (line,) = daemon_json_refusals('{"mtu": 1472, "bip": "172.21.31.1/24"}')
+    assert line.startswith("/etc/docker/daemon.json sets bip, mtu: the agent's flags")
+    (bad,) = daemon_json_refusals("{not json")
+    assert "is not valid JSON" in bad
