@@ -94,7 +94,9 @@ def parse_save(text: str) -> dict[str, list[list[str]]]:
     chains: dict[str, list[list[str]]] = {}
     for line in text.splitlines():
         if line.startswith(":"):
-            chains.setdefault(line[1:].split()[0], [])
+            name = line[1:].split(maxsplit=1)
+            if name:  # a bare ":" names no chain
+                chains.setdefault(name[0], [])
         elif line.startswith("-A "):
             try:
                 parts = shlex.split(line)
