@@ -11,8 +11,8 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-from overlayctl.etcd import etcdctl
 from overlayctl.etcd.cluster import last_line
+from overlayctl.etcd.v2_remote import read_v3
 from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.model import Inventory
 from overlayctl.inventory.network import network_config_key
@@ -64,10 +64,7 @@ def parse_imported(kvs: list[tuple[str, str, int]], inv: Inventory) -> Imported:
 
 def read_imported(remote: Remote, inv: Inventory) -> Imported:
     """The v3 config and leases, through REMOTE (an etcd member)."""
-    prefix = inv.cluster.etcd_prefix.rstrip("/") + "/"
-    out = remote.run(etcdctl.get_prefix(inv, prefix), timeout=60,
-                     waiting_for="etcd's v3 leases").stdout  # fmt: skip
-    return parse_imported(etcdctl.parse_kvs(out), inv)
+    return parse_imported(read_v3(remote, inv), inv)
 
 
 def v2_argv(inv: Inventory, *args: str) -> list[str]:

@@ -20,7 +20,7 @@ from overlayctl.etcd.v2_import import V3Write
 from overlayctl.inventory.endpoints import etcd_client_urls
 from overlayctl.inventory.model import Inventory
 from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Command, Remote, RemoteCommandFailed, RunResult, command_of
+from overlayctl.remote.ssh import Command, Remote, RunResult, batch_checked, command_of
 
 DUMP = HostScript("etcd_v2_dump.py")
 REQUEST_TIMEOUT = 5.0  # per v2 request; the script's whole run gets four times that
@@ -102,17 +102,6 @@ def _revoke(reach: Inventory, lease_id: int) -> Command:
         f"etcdctl lease revoke {lease_id:x}"  # fmt: skip
 
 
-def _checked(remote: Remote, commands: list[Command], what: str) -> list[RunResult]:
-    """COMMANDS in one round trip; the first that failed raises, named."""
-    if not commands:
-        return []
-    results = remote.batch(commands, timeout=300, waiting_for=what)
-    for (_argv, label), got in zip(commands, results, strict=True):
-        if got.code != 0:
-            raise RemoteCommandFailed(remote.target.name, label, got.code, got.stderr)
-    return results
-
-
 def _txns(remote: Remote, reach: Inventory, groups: list[list[tuple[str, str, int]]]) -> list[bool]:
     """One create-if-absent transaction per group of (key, value, lease) puts, all in one round
     trip; whether each succeeded (every key absent, so all written) or not (none written)."""
@@ -123,7 +112,7 @@ def _txns(remote: Remote, reach: Inventory, groups: list[list[tuple[str, str, in
         for group in groups
     ]  # fmt: skip
     return [etcdctl.parse_txn_succeeded(got.stdout)
-            for got in _checked(remote, txns, "etcd transactions")]  # fmt: skip
+            for got in batch_checked(remote, txns, waiting_for="etcd transactions")]  # fmt: skip
 
 
 def apply(remote: Remote, reach: Inventory, writes: tuple[V3Write, ...]) -> int:
@@ -132,7 +121,9 @@ def apply(remote: Remote, reach: Inventory, writes: tuple[V3Write, ...]) -> int:
     cost 6 s at 255 leases); where one of those found a key written meanwhile, its keys one by
     one. Returns how many keys were written; the leases of keys another writer beat are revoked."""
     leased = [w for w in writes if w.ttl]
-    granted = _checked(remote, [_grant(reach, w.ttl) for w in leased], "etcd leases")
+    granted = batch_checked(
+        remote, [_grant(reach, w.ttl) for w in leased], waiting_for="etcd leases"
+    )
     lease_of = {w.key: int(etcdctl.load_json(got.stdout, "lease grant")["ID"])
                 for w, got in zip(leased, granted, strict=True)}  # fmt: skip
     puts = [(w.key, w.value, lease_of.get(w.key, 0)) for w in writes]

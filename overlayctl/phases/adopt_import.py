@@ -26,6 +26,7 @@ from overlayctl.inventory.load import state_dir
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.base import Rollout
 from overlayctl.phases.etcd import anchor
+from overlayctl.phases.etcd_auth import count_in_etcd
 from overlayctl.remote.ssh import Remote
 from overlayctl.text import plural
 
@@ -35,12 +36,6 @@ FLANNELD_CHECK = [
     (["pgrep", "-x", "flanneld"], "flanneld process"),
 ]
 _ACTIVE = ("active", "activating", "reloading", "deactivating")  # a flanneld still at work
-
-
-def _count(rollout: Rollout, reach: Inventory, changes: int) -> None:
-    """Changes made in etcd count for the member they were made through."""
-    name = reach.etcd_members[0].name
-    rollout.report.changes[name] = rollout.report.changes.get(name, 0) + changes
 
 
 @dataclass
@@ -94,7 +89,7 @@ class ImportV2(_V2Phase):
         for line in self.plan.lines:
             rollout.say("cluster", self.title, line)
         made = v2_remote.apply(remote, reach, self.plan.writes) if self.plan.writes else 0
-        _count(rollout, reach, made)
+        count_in_etcd(rollout, reach, made)
         if made:
             v3 = v2_remote.read_v3(remote, reach)
         lost = missing(self.plan, v3, rollout.inv.cluster.etcd_prefix)
@@ -138,7 +133,7 @@ class DropV2(_V2Phase):
         if dropped is None:
             rollout.say("cluster", self.title, "the v2 API went off meanwhile: nothing dropped")
             return
-        _count(rollout, reach, dropped.deleted)
+        count_in_etcd(rollout, reach, dropped.deleted)
         if dropped.kept:
             key, why = dropped.kept[0]
             raise OverlayctlError(

@@ -23,6 +23,7 @@ from overlayctl.etcd.peer_tls import MemberView, Ports, Stage
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.phases.base import Rollout
 from overlayctl.phases.etcd import restart_etcd
+from overlayctl.plan.facts import env_settings
 from overlayctl.plan.render import etcd_conf
 from overlayctl.remote.ssh import BACKUP_ROOT, Remote, RunResult
 
@@ -75,11 +76,7 @@ def read_running(out: RunResult) -> dict[str, str] | None:
 
 def file_value(content: bytes | None, key: str) -> str | None:
     """KEY's value in an env-style etcd.conf (None: absent)."""
-    for line in (content or b"").decode(errors="replace").splitlines():
-        name, sep, value = line.strip().partition("=")
-        if sep and name == key:
-            return value.strip().strip('"')
-    return None
+    return env_settings((content or b"").decode(errors="replace")).get(key)
 
 
 def listening_ports(ss_output: str) -> frozenset[int]:

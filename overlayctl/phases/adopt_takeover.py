@@ -45,7 +45,7 @@ from overlayctl.plan.render import render_host
 from overlayctl.plan.takeover import HostState, TakeoverPlan, leftover_devices, parse_state
 from overlayctl.plan.takeover import plan_takeover as plan_host_takeover
 from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Remote, RemoteCommandFailed
+from overlayctl.remote.ssh import Remote, batch_checked
 
 STATE = HostScript("takeover-state.sh")
 FILES = HostScript("takeover-files.sh")
@@ -179,11 +179,7 @@ def files(remote: Remote, mode: str, paths: list[str]) -> None:
 def systemd(remote: Remote, *argvs: list[str]) -> list[str]:
     """ARGVS in one round trip; each must succeed. Returns their outputs."""
     commands = [(argv, " ".join(argv)) for argv in argvs]
-    results = remote.batch(commands, waiting_for="systemd")
-    for (_argv, label), got in zip(commands, results, strict=True):
-        if got.code != 0:
-            raise RemoteCommandFailed(remote.target.name, label, got.code, got.stderr)
-    return [r.stdout for r in results]
+    return [r.stdout for r in batch_checked(remote, commands, waiting_for="systemd")]
 
 
 def prepare_units(on: OnHost, probe: TakeoverProbe, mine: Ours) -> list[str]:

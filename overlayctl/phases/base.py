@@ -20,7 +20,7 @@ from overlayctl.plan.config_change import ConfigChange
 from overlayctl.plan.facts import Facts, RemoteFile
 from overlayctl.plan.handbuilt import HandBuilt
 from overlayctl.remote.session import RunOptions, Session
-from overlayctl.remote.ssh import Remote, RemoteCommandFailed
+from overlayctl.remote.ssh import Remote, batch_checked
 from overlayctl.wheelhouse import AgentBundle
 
 
@@ -264,11 +264,7 @@ class HostPhase:
             else ["systemctl", "enable", "--no-reload", a.target]
             for a in actions
         ]
-        commands = [(argv, " ".join(argv)) for argv in argvs]
-        results = on.remote.batch(commands, waiting_for="systemd")
-        for (_argv, label), got in zip(commands, results, strict=True):
-            if got.code != 0:
-                raise RemoteCommandFailed(on.remote.target.name, label, got.code, got.stderr)
+        batch_checked(on.remote, [(argv, " ".join(argv)) for argv in argvs], waiting_for="systemd")
 
     def finish(self, on: OnHost) -> int:
         """After the files and actions, before the restart; returns the changes it made."""

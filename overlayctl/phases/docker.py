@@ -19,7 +19,7 @@ from overlayctl.inventory.model import Host
 from overlayctl.phases.base import HostPhase, OnHost, PlanInput, Probe, Restart, Rolling
 from overlayctl.plan.changes import Action, service_actions
 from overlayctl.plan.docker_takeover import flag_changes
-from overlayctl.plan.facts import Facts
+from overlayctl.plan.facts import Facts, env_settings
 from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.ssh import Remote
 
@@ -139,13 +139,7 @@ def containers_run(remote: Remote) -> bool:
 
 
 def read_env(remote: Remote, path: str) -> dict[str, str]:
-    text = (remote.read_files([path])[path].content or b"").decode()
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip().strip('"')
-    return values
+    return env_settings((remote.read_files([path])[path].content or b"").decode())
 
 
 def edit_execstart(remote: Remote, family: str) -> int:

@@ -21,7 +21,7 @@ from overlayctl.text import plural
 TITLE = "etcd-auth"
 
 
-def _count(rollout: Rollout, via: Inventory | None, changes: int) -> None:
+def count_in_etcd(rollout: Rollout, via: Inventory | None, changes: int) -> None:
     """Changes made in etcd count for the member it was reached through."""
     name = (via or rollout.inv).etcd_members[0].name
     rollout.report.changes[name] = rollout.report.changes.get(name, 0) + changes
@@ -46,7 +46,7 @@ class AllowList:
         auth = EtcdAuth(anchor(rollout, self.via), self.via or rollout.inv)
         result = auth.ensure_allowlist(rollout.inv)
         if result != "unchanged":
-            _count(rollout, self.via, 1)
+            count_in_etcd(rollout, self.via, 1)
         rollout.say("cluster", self.title, f"{result}: {rollout.inv.cluster.etcd_prefix}"
                     "/allowed-public-ips")  # fmt: skip
 
@@ -80,7 +80,7 @@ class EtcdUsers(_AuthStep):
         done = auth.ensure_role() + sync_users(auth, pki.ids, [h.name for h in rollout.inv.hosts])
         for line in done:
             rollout.say("cluster", self.title, line)
-        _count(rollout, self.via, len(done))
+        count_in_etcd(rollout, self.via, len(done))
 
 
 def sync_users(auth: EtcdAuth, ids: Identities, hosts: list[str]) -> list[str]:
@@ -136,5 +136,5 @@ class AuthEnable(_AuthStep):
                         "identity in this run; re-run init once they are back")  # fmt: skip
             return
         auth.enable()
-        _count(rollout, self.via, 1)
+        count_in_etcd(rollout, self.via, 1)
         rollout.say("cluster", self.title, "authentication enabled")

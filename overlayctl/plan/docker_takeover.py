@@ -21,7 +21,6 @@ dockerd's running argv; nothing here touches a host. The rules:
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -111,17 +110,6 @@ def unit_settings(text: str) -> list[Setting]:
         if sep:
             settings.append(Setting(section, key.strip(), value.strip()))
     return settings
-
-
-def env_values(text: str) -> dict[str, str]:
-    """A systemd/shell environment file's KEY=value pairs (quotes removed)."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key and not key.startswith("#"):
-            words = shlex.split(value, comments=True) if value.strip() else [""]
-            values[key.strip()] = " ".join(words).strip()
-    return values
 
 
 def flag_pairs(argv: Sequence[str]) -> list[tuple[str, str]]:

@@ -15,6 +15,18 @@ from overlayctl.inventory.model import Host, Inventory
 from overlayctl.paths import FIREWALLD_LEGACY_PREFIX, FIREWALLD_POLICIES_SINCE
 
 
+def env_settings(text: str) -> dict[str, str]:
+    """An env-style file (etcd.conf, subnet.env, /run/flannel/docker, sysconfig): KEY=VALUE
+    lines, comments skipped, surrounding quotes removed. Never raises: hand-made files are read
+    with it too."""
+    found = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            found[key.strip()] = value.strip().strip('"').strip("'")
+    return found
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """A file as found on a host; content None when absent."""

@@ -20,7 +20,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from overlayctl import paths as hp
-from overlayctl.plan.facts import Facts, RemoteFile, UnitState
+from overlayctl.plan.facts import Facts, RemoteFile, UnitState, env_settings
 
 # The start of the header line every file overlayctl renders opens with (plan/render.py
 # `header`), unchanged since the first release: a file without it was not written by us.
@@ -358,12 +358,7 @@ def _env(file: RemoteFile | None) -> dict[str, str] | None:
     """An env-style file (KEY=VALUE, quotes stripped) -> its settings; None when absent."""
     if file is None or file.content is None:
         return None
-    found = {}
-    for line in file.content.decode(errors="replace").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            found[key.strip()] = value.strip().strip('"').strip("'")
-    return found
+    return env_settings(file.content.decode(errors="replace"))
 
 
 def _has_data(conf: RemoteFile | None, data_dirs: frozenset[str], etcd_active: bool) -> bool:

@@ -384,3 +384,19 @@ def command_of(script: HostScript | str, *args: str, name: str = "script") -> Co
     if isinstance(script, HostScript):
         return script.argv(*args), f"{script.interpreter} -c <{script.label}> {shlex.join(args)}"
     return ["sh", "-c", script, "sh", *args], f"sh -c <{name}> {shlex.join(args)}"
+
+
+def batch_checked(
+    remote: Remote,
+    commands: Sequence[Command],
+    *,
+    timeout: float | None = 300,
+    waiting_for: str = "",
+) -> list[RunResult]:
+    """REMOTE.batch(COMMANDS), where every command must succeed: the first that failed raises,
+    named (a function, not a method: anything with Remote's batch will do)."""
+    results = remote.batch(commands, timeout=timeout, waiting_for=waiting_for) if commands else []
+    for (_argv, label), got in zip(commands, results, strict=True):
+        if got.code != 0:
+            raise RemoteCommandFailed(remote.target.name, label, got.code, got.stderr)
+    return results

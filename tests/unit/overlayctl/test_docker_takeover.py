@@ -10,6 +10,7 @@ from overlayctl import paths as hp
 from overlayctl.inventory import Inventory, parse_inventory
 from overlayctl.phases.docker import docker_runs_on
 from overlayctl.plan import docker_takeover as dt
+from overlayctl.plan.facts import env_settings
 from overlayctl.plan.render import render_host
 
 DROPIN = hp.DOCKER_DROPIN
@@ -187,9 +188,10 @@ def test_effective_unit_must_be_ours() -> None:
 
 
 def test_env_values() -> None:
+    """mk-docker-opts' file as the one env parser reads it (plan/facts.env_settings)."""
     text = 'DOCKER_OPT_BIP="--bip=1.2.3.1/24"\nDOCKER_NETWORK_OPTIONS=" --bip=1.2.3.1/24 --mtu=1"\n'
-    assert dt.env_values(text + "# c\n") == {
-        "DOCKER_OPT_BIP": "--bip=1.2.3.1/24", "DOCKER_NETWORK_OPTIONS": "--bip=1.2.3.1/24 --mtu=1",
+    assert env_settings(text + "# c\n") == {
+        "DOCKER_OPT_BIP": "--bip=1.2.3.1/24", "DOCKER_NETWORK_OPTIONS": " --bip=1.2.3.1/24 --mtu=1",
     }  # fmt: skip
 
 
