@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shlex
 from typing import ClassVar
 
 from overlayctl import paths as hp
@@ -19,7 +20,7 @@ from overlayctl.phases.base import HostPhase, OnHost, PlanInput, Probe, Restart,
 from overlayctl.plan.changes import Action, service_actions
 from overlayctl.plan.facts import Facts
 from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Remote
+from overlayctl.remote.ssh import Remote, RemoteCommandFailed, command_of
 from overlayctl.wheelhouse import AgentBundle
 
 INSTALL = HostScript("install-agent.sh")
@@ -37,6 +38,8 @@ class Agent(HostPhase):
 
     def runs_on(self, host: Host) -> bool:
         return host.is_node
+
+    unit_file_only: ClassVar[bool] = True
 
     def owns(self, path: str) -> bool:
         return path in _PATHS
@@ -92,12 +95,17 @@ def install_agent(remote: Remote, bundle: AgentBundle) -> None:
 
 
 def restart_agent(remote: Remote, timeout: float = 90) -> None:
-    """Restart the agent (Type=notify: returns once it has written subnet.env), then /readyz."""
-    remote.run(["systemctl", "restart", "overlay-agent"], timeout=timeout + 30,
-               waiting_for="overlay-agent to start (it writes subnet.env)")  # fmt: skip
-    ready = remote.script(READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout), check=False,
-                          timeout=timeout + 30,
-                          waiting_for="overlay-agent's /readyz to answer")  # fmt: skip
+    """Restart the agent (Type=notify: returns once it has written subnet.env), then /readyz;
+    one round trip."""
+    restart = ["systemctl", "restart", "overlay-agent"]
+    restarted, ready = remote.batch(
+        [(restart, shlex.join(restart)),
+         command_of(READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout))],
+        timeout=2 * timeout + 30, waiting_for="overlay-agent to start and answer /readyz",
+    )  # fmt: skip
+    if restarted.code != 0:
+        raise RemoteCommandFailed(remote.target.name, shlex.join(restart), restarted.code,
+                                  restarted.stderr)  # fmt: skip
     if ready.code != 0:
         raise OverlayctlError(
             f"{remote.target.name}: overlay-agent not ready: {ready.stdout.strip()[:300]}"

@@ -19,8 +19,9 @@ from overlayctl.plan.changes import Action, DesiredFile, FileChange, HostPlan
 from overlayctl.plan.config_change import ConfigChange
 from overlayctl.plan.facts import Facts, RemoteFile
 from overlayctl.plan.handbuilt import HandBuilt
+from overlayctl.remote.scripts import HostScript
 from overlayctl.remote.session import RunOptions, Session
-from overlayctl.remote.ssh import Remote, batch_checked
+from overlayctl.remote.ssh import Command, Remote, batch_checked, command_of
 from overlayctl.wheelhouse import AgentBundle
 
 
@@ -183,6 +184,8 @@ class Probe:
 
 
 SYSTEMD_KINDS = ("daemon-reload", "enable")  # every phase's own systemd actions (act_systemd)
+RELOAD = HostScript("reload-if-needed.sh")
+_ENABLE = ["env", "SYSTEMCTL_SKIP_SYSV=1", "systemctl", "enable", "--no-reload"]
 
 
 class HostPhase:
@@ -196,6 +199,11 @@ class HostPhase:
     name: ClassVar[str]
     restart: Restart | None = None
     probe_hosts: ClassVar[bool] = False  # probe() looks at the host (a round trip), in parallel
+    # Its unit's own file (never a drop-in) is all the phase writes for systemd: its
+    # daemon-reload then runs only where systemd says the unit needs one (reload-if-needed.sh).
+    # systemd 252 does not see a drop-in folder made after it loaded the unit (NeedDaemonReload
+    # stays "no"), so a phase with drop-ins always reloads.
+    unit_file_only: ClassVar[bool] = False
 
     @property
     def title(self) -> str:
@@ -257,14 +265,20 @@ class HostPhase:
 
     def act_systemd(self, on: OnHost, actions: list[Action]) -> None:
         """ACTIONS, each a daemon-reload or an enable, in one round trip (also `act`'s way):
-        the engine hands over each run of them in the plan's order."""
-        argvs = [
-            ["systemctl", "daemon-reload"]
-            if a.kind == "daemon-reload"
-            else ["systemctl", "enable", "--no-reload", a.target]
-            for a in actions
-        ]
-        batch_checked(on.remote, [(argv, " ".join(argv)) for argv in argvs], waiting_for="systemd")
+        the engine hands over each run of them in the plan's order.
+
+        The enable skips the SysV sync (SYSTEMCTL_SKIP_SYSV): where a unit also has an init
+        script (Debian's docker), systemctl would run update-rc.d for a sysvinit boot that a host
+        running these units never makes: 0.3 CPU-s a host, 8 of init's 70 at 25 hosts."""
+        commands = [self._systemd_command(a) for a in actions]
+        batch_checked(on.remote, commands, waiting_for="systemd")
+
+    def _systemd_command(self, action: Action) -> Command:
+        if action.kind == "enable":
+            return [*_ENABLE, action.target], f"systemctl enable --no-reload {action.target}"
+        if self.unit_file_only and self.restart:
+            return command_of(RELOAD, self.restart.unit)
+        return ["systemctl", "daemon-reload"], "systemctl daemon-reload"
 
     def finish(self, on: OnHost) -> int:
         """After the files and actions, before the restart; returns the changes it made."""
@@ -273,6 +287,20 @@ class HostPhase:
     def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
         """(Re)start the unit here. TOGETHER: every host at once (etcd: do not wait for it)."""
         raise OverlayctlError(f"{self.name}: cannot restart {self.restart}")
+
+    def start_new(
+        self, rollout: Rollout, targets: list[Target], probes: dict[str, Probe]
+    ) -> list[str]:
+        """Start the unit of a new cluster (KEEP_QUORUM, none running yet) on TARGETS: all at
+        once by default. Returns the hosts where it started."""
+        started = rollout.session.each(
+            self.name,
+            lambda h, r: self.restart_unit(
+                OnHost(rollout, r, rollout.targets[h.name]), probes[h.name], together=True
+            ),
+            [t.host for t in targets],
+        )
+        return list(started.succeeded)
 
     def healthy(self, rollout: Rollout) -> float:
         """Wait until the unit's cluster is healthy (KEEP_QUORUM); returns the seconds it took."""

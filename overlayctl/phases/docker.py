@@ -21,7 +21,7 @@ from overlayctl.plan.changes import Action, service_actions
 from overlayctl.plan.docker_takeover import flag_changes
 from overlayctl.plan.facts import Facts, env_settings
 from overlayctl.remote.scripts import HostScript
-from overlayctl.remote.ssh import Remote
+from overlayctl.remote.ssh import Remote, RemoteCommandFailed
 
 STATE = HostScript("docker-state.sh")
 OWN_BRIDGE = HostScript("docker-own-bridge.sh")
@@ -98,13 +98,20 @@ class Docker(HostPhase):
     def restart_unit(self, on: OnHost, probe: Probe, together: bool) -> None:
         """Restart docker, then check that docker0 holds the lease's .1."""
         remote = on.remote
-        # docker.service allows 3 starts a minute; day-2 changes that follow each other (backend,
-        # then docker.mode) hit that limit and systemd refuses the restart. Each restart here is
-        # one overlayctl asked for on purpose: the counter starts again.
-        remote.run(["systemctl", "reset-failed", "docker.service", "docker.socket"], check=False)
-        remote.run(["systemctl", "restart", "docker"], timeout=180,
-                   waiting_for="docker to restart")  # fmt: skip
-        out = remote.run(["ip", "-4", "-o", "addr", "show", "dev", "docker0"], check=False)
+        # One round trip. docker.service allows 3 starts a minute; day-2 changes that follow
+        # each other (backend, then docker.mode) hit that limit and systemd refuses the restart.
+        # Each restart here is one overlayctl asked for on purpose: the counter starts again.
+        restart = ["systemctl", "restart", "docker"]
+        _reset, restarted, out = remote.batch([
+            (["systemctl", "reset-failed", "docker.service", "docker.socket"],
+             "systemctl reset-failed docker.service docker.socket"),
+            (restart, shlex.join(restart)),
+            (["ip", "-4", "-o", "addr", "show", "dev", "docker0"],
+             "ip -4 -o addr show dev docker0"),
+        ], timeout=180, waiting_for="docker to restart")  # fmt: skip
+        if restarted.code != 0:
+            raise RemoteCommandFailed(remote.target.name, shlex.join(restart), restarted.code,
+                                      restarted.stderr)  # fmt: skip
         have = match.group(1) if (match := re.search(r"inet (\S+)", out.stdout)) else None
         if have != probe.lease:
             raise OverlayctlError(

@@ -193,14 +193,7 @@ def _keep_quorum(
             rollout.report.took(f"{phase.name} health wait", phase.healthy(rollout))
             changes[target.name] = changes.get(target.name, 0) + 1
     else:
-        started = rollout.session.each(
-            phase.name,
-            lambda h, r: phase.restart_unit(
-                OnHost(rollout, r, rollout.targets[h.name]), probes[h.name], together=True
-            ),
-            [t.host for t in to_start],
-        )
-        for name in started.succeeded:
+        for name in phase.start_new(rollout, to_start, probes):
             changes[name] = changes.get(name, 0) + 1
     took = phase.healthy(rollout)
     rollout.report.took(f"{phase.name} health wait", took)

@@ -7,13 +7,14 @@ into etcd (NetworkConfig); for `join`, new members are added one at a time (memb
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from overlayctl import paths as hp
 from overlayctl.errors import OverlayctlError
 from overlayctl.etcd import cluster, members, netconfig
-from overlayctl.inventory.endpoints import client_url
+from overlayctl.inventory.endpoints import client_url, peer_url
 from overlayctl.inventory.model import Host, Inventory
 from overlayctl.inventory.network import network_config
 from overlayctl.phases.base import (
@@ -28,9 +29,12 @@ from overlayctl.phases.base import (
 )
 from overlayctl.plan.changes import Action, DesiredFile, service_actions
 from overlayctl.plan.facts import Facts, RemoteFile
-from overlayctl.remote.ssh import Remote, RemoteCommandFailed
+from overlayctl.remote.scripts import HostScript
+from overlayctl.remote.ssh import Remote, RemoteCommandFailed, command_of
 
 _PATHS = (hp.ETCD_CONF, hp.ETCD_DROPIN)
+PEER_SERVING = HostScript("etcd_peer_serving.py")
+PEER_SERVING_S = 10  # a new member's start until it serves its peers, at most
 _PKI = {f.path for f in hp.PKI_FILES if f.etcd_only} | {hp.CA_CERT}  # what etcd reads at start
 _CLIENT_SCHEME = re.compile(rb'^ETCD_LISTEN_CLIENT_URLS="?(https?)://', re.M)
 
@@ -95,6 +99,23 @@ class Etcd(HostPhase):
         restart_etcd(on.remote, wait=not together)
         self.restarted.add(on.target.name)
 
+    def start_new(
+        self, rollout: Rollout, targets: list[Target], probes: dict[str, Probe]
+    ) -> list[str]:
+        """A new cluster's members one after another, each once the one before serves its
+        peers (etcd_peer_serving.py says why: started at once, each waited 2 s). A member
+        that does not serve within PEER_SERVING_S does not stop the others; the health wait
+        that follows names it."""
+        started: list[str] = []
+        for target in targets:
+
+            def start(host: Host, remote: Remote) -> None:
+                start_member(rollout.inv, host, remote)
+                self.restarted.add(host.name)
+
+            started += rollout.session.each(self.name, start, [target.host]).succeeded
+        return started
+
     def healthy(self, rollout: Rollout) -> float:
         return cluster.wait_healthy(anchor(rollout), rollout.inv, rollout.options.etcd_timeout,
                                     endpoints=self.endpoints(rollout))  # fmt: skip
@@ -116,6 +137,21 @@ class Etcd(HostPhase):
 
     def admit(self, rollout: Rollout, targets: list[Target]) -> None:
         members.require(anchor(rollout), rollout.inv, [t.host for t in targets])
+
+
+def start_member(inv: Inventory, host: Host, remote: Remote) -> None:
+    """Start a new cluster's member without waiting for quorum, then wait (bounded) until it
+    serves its peers; one round trip."""
+    pki = [hp.CA_CERT, hp.ETCD_PEER_CERT, hp.ETCD_PEER_KEY] if inv.cluster.tls else []
+    start = ["systemctl", "restart", "--no-block", "etcd"]
+    began, _serving = remote.batch(
+        [(start, shlex.join(start)),
+         command_of(PEER_SERVING, peer_url(inv, host), str(PEER_SERVING_S), *pki)],
+        timeout=PEER_SERVING_S + 60, waiting_for="etcd to serve its peers",
+    )  # fmt: skip
+    if began.code != 0:
+        why = cluster.last_line(began.stderr)
+        raise OverlayctlError(f"{host.name}: starting etcd failed: {why}")
 
 
 def restart_etcd(remote: Remote, wait: bool) -> None:

@@ -34,6 +34,8 @@ class Firewall(HostPhase):
     name: ClassVar[str] = "firewall"
     restart = Restart(_UNIT, Rolling.AT_ONCE)  # a restart reloads rules; no service stops
 
+    unit_file_only: ClassVar[bool] = True
+
     def owns(self, path: str) -> bool:
         return path in _IPTABLES or firewalld_file(path)
 

@@ -26,7 +26,7 @@ def main(port: str, seconds: str) -> int:
             last = exc.read().decode()
         except OSError as exc:
             last = str(exc)
-        time.sleep(0.5)
+        time.sleep(0.1)  # a restart returns once the agent is ready: rarely needed
     print(last)
     return 1
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from overlayctl.phases.base import HostPhase, OnHost
+from overlayctl.phases.base import HostPhase, OnHost, Restart, Rolling
 from overlayctl.phases.engine import run_host_phase
 from overlayctl.plan.changes import Action
 from overlayctl.remote.ssh import Command, RemoteCommandFailed, RunResult
@@ -90,3 +90,33 @@ def test_remote_command_failed_is_what_act_systemd_raises() -> None:
     on = OnHost(r, host, r.targets["n1"])  # type: ignore[arg-type]
     with pytest.raises(RemoteCommandFailed, match="daemon-reload"):
         Custom().act_systemd(on, ACTIONS[:1])
+
+
+class OwnUnit(Custom):
+    """A phase that writes only its unit's own file (the agent's and the firewall's way)."""
+
+    restart = Restart("own", Rolling.AT_ONCE)
+    unit_file_only: ClassVar[bool] = True
+
+
+class Recorder(Host):
+    """Keeps each command's argv too."""
+
+    def batch(self, commands: Sequence[Command], **kw: object) -> list[RunResult]:
+        self.argvs = [argv for argv, _ in commands]
+        return super().batch(commands, **kw)
+
+
+def test_a_phase_writing_only_its_unit_file_reloads_only_where_systemd_needs_it() -> None:
+    """Its daemon-reload asks systemd first (reload-if-needed.sh, for its unit); a phase with
+    drop-ins reloads always; every enable skips the SysV sync (update-rc.d)."""
+    r, _ = with_hosts()
+    for phase, reload_label in (
+        (OwnUnit(), "sh -c <reload-if-needed> own"),
+        (Custom(), "systemctl daemon-reload"),
+    ):
+        host = Recorder("n1")
+        phase.act_systemd(OnHost(r, host, r.targets["n1"]), ACTIONS[:2])  # type: ignore[arg-type]
+        assert host.seen == [[reload_label, "systemctl enable --no-reload a"]]
+        assert host.argvs[1] == ["env", "SYSTEMCTL_SKIP_SYSV=1", "systemctl", "enable",
+                                 "--no-reload", "a"]  # fmt: skip
