@@ -96,6 +96,7 @@ ETCD_ADMIN_KEY = f"{PKI_DIR}/etcd-admin.key"
 ETCD_ROOT_USER = "root"  # etcd's admin user; the admin certificate's CN
 ETCD_PEER_CN = "overlay-etcd-peer"  # every peer certificate's CN; etcd admits no other on 2380
 ETCD_HOST_ROLE = "overlay-host"  # every host user's one role
+ETCD_BCRYPT_COST = 4  # bcrypt's least: every etcd password is 256 random bits (plan/render.py)
 RESERVED_HOST_NAMES = (ETCD_ROOT_USER, ETCD_PEER_CN)  # a host user by that name would be either
 
 

@@ -142,6 +142,11 @@ def _etcd_values(
             ("ETCD_KEY_FILE", hp.ETCD_SERVER_KEY),
             ("ETCD_CLIENT_CERT_AUTH", "true"),
             ("ETCD_TRUSTED_CA_FILE", hp.CA_CERT),
+            # bcrypt's least work factor: every password is overlayctl's, 256 random bits
+            # (pki), which no work factor makes harder to guess; etcd hashes each user's at its
+            # add and again at each agent's login: the default (10) was 3 of init's 67 CPU-s
+            # at 25 hosts.
+            ("ETCD_BCRYPT_COST", str(hp.ETCD_BCRYPT_COST)),
         ]
     if inv.cluster.tls:
         security += [
