@@ -257,17 +257,20 @@ class Remote:
         return self.run(argv, log_as=label, **kw)
 
     def batch(
-        self, commands: Sequence[Command], *, timeout: float | None = 300, waiting_for: str = ""
+        self,
+        commands: Sequence[Command],
+        *,
+        timeout: float | None = 300,
+        waiting_for: str = "",
+        parallel: bool = False,
     ) -> list[RunResult]:
         """COMMANDS ((argv, log label) pairs) in one round trip: one shell runs them in turn
-        (stdin from /dev/null), each with its own stdout and exit code. stderr is the batch's
-        as a whole; when the batch itself cannot run (no sudo there), every result carries its
-        exit code and stderr. For reads that would each cost a round trip of their own."""
+        (PARALLEL: all at once, independent reads), stdin from /dev/null, each with its own
+        stdout and exit code. stderr is the batch's as a whole; when the batch itself cannot run
+        (no sudo there), every result carries its exit code and stderr. For reads that would
+        each cost a round trip of their own."""
         token = f"--overlayctl-batch-{secrets.token_hex(8)}--"
-        text = "\n".join(
-            f"{shlex.join(argv)} </dev/null; printf '\\n%s %s\\n' {token} $?"
-            for argv, _ in commands
-        )
+        text = _batch_text([argv for argv, _ in commands], token, parallel)
         what = waiting_for or f"{len(commands)} commands"
         labels = "; ".join(label for _, label in commands)
         got = self.run(["sh", "-c", text], check=False, timeout=timeout, waiting_for=what,
@@ -372,6 +375,20 @@ def _connection(
         _AcceptNewPolicy(target.known_hosts, record) if accept_new else _RejectPolicy()
     )
     return conn
+
+
+def _batch_text(argvs: list[list[str]], token: str, parallel: bool) -> str:
+    """The shell text of a batch: each command's stdout, then TOKEN and its exit code."""
+    if not parallel:
+        return "\n".join(
+            f"{shlex.join(argv)} </dev/null; printf '\\n%s %s\\n' {token} $?" for argv in argvs
+        )
+    runs = [f'{{ {shlex.join(argv)} </dev/null >"$d/{i}"; echo $? >"$d/{i}.rc"; }} &'
+            for i, argv in enumerate(argvs)]  # fmt: skip
+    shows = [f"cat \"$d/{i}\"; printf '\\n%s %s\\n' {token} \"$(cat \"$d/{i}.rc\")\""
+             for i in range(len(argvs))]  # fmt: skip
+    return "\n".join(['d=$(mktemp -d) || exit 1', "trap 'rm -rf \"$d\"' EXIT", *runs, "wait",
+                      *shows])  # fmt: skip
 
 
 # A command for Remote.run or Remote.batch: the argument list, and how the log names it.

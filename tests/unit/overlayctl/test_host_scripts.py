@@ -63,14 +63,15 @@ def test_log_labels_name_the_script_never_its_text() -> None:
     assert label == "python3 -c <agent_ready> 8471 90"
 
 
-def test_a_batch_keeps_each_commands_output_and_exit_code() -> None:
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_batch_keeps_each_commands_output_and_exit_code(parallel: bool) -> None:
     remote = LocalRemote()
     results = remote.batch([
         (["printf", "a\\nb\\n"], "first"),
         (["sh", "-c", "printf 'no newline'; exit 3"], "second"),
         (["cat"], "stdin is empty"),
         (["true"], "silent"),
-    ])  # fmt: skip
+    ], parallel=parallel)  # fmt: skip
     assert [(r.code, r.stdout) for r in results] == [
         (0, "a\nb\n"), (3, "no newline"), (0, ""), (0, ""),
     ]  # fmt: skip
@@ -78,6 +79,20 @@ def test_a_batch_keeps_each_commands_output_and_exit_code() -> None:
         "local: first -> exit 0", "local: second -> exit 3",
         "local: stdin is empty -> exit 0", "local: silent -> exit 0",
     ]  # fmt: skip
+
+
+def test_a_parallel_batch_runs_its_commands_at_once(tmp_path) -> None:
+    """Each command waits (at most 5 s) for the other's mark: one after the other, the first
+    would time out."""
+    wait = (
+        'echo x > "$1"; i=0; while [ ! -e "$2" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); '
+        'done; test -e "$2"'
+    )
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    results = LocalRemote().batch([
+        (["sh", "-c", wait, "sh", a, b], "a"), (["sh", "-c", wait, "sh", b, a], "b"),
+    ], parallel=True)  # fmt: skip
+    assert [r.code for r in results] == [0, 0]
 
 
 def test_a_batch_that_cannot_run_gives_every_command_its_failure() -> None:
@@ -115,3 +130,32 @@ def test_put_files_writes_each_file_atomically_with_its_mode_and_first_backup(tm
     assert (backups / str(old).lstrip("/")).read_text() == "original\n"
     assert remote.labels[-1] == f"sh -c <script> {old} 644 root:root {backups}{old}"
     assert "secret" not in " ".join(remote.labels)  # contents never reach a log line
+
+
+@pytest.mark.parametrize(
+    ("shown", "reloads"),
+    [
+        ("LoadState=loaded\nNeedDaemonReload=no\n", False),
+        ("NeedDaemonReload=no\nLoadState=loaded\n", False),
+        ("LoadState=loaded\nNeedDaemonReload=yes\n", True),
+        ("LoadState=not-found\nNeedDaemonReload=no\n", True),
+        ("LoadState=masked\nNeedDaemonReload=no\n", True),
+        ("", True),  # systemctl said nothing (failed): reload
+    ],
+)
+def test_reload_if_needed_reloads_unless_systemd_has_the_unit_as_on_disk(
+    tmp_path: Path, shown: str, reloads: bool
+) -> None:
+    """reload-if-needed.sh, with a systemctl that answers `show` with SHOWN and logs the rest."""
+    log, answer = tmp_path / "calls", tmp_path / "shown"
+    answer.write_text(shown)
+    fake = tmp_path / "systemctl"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" = show ] && cat {answer}\nexit 0\n')
+    fake.chmod(0o755)
+    argv, _ = command_of(HostScript("reload-if-needed.sh"), "overlay-agent")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    calls = log.read_text().splitlines()
+    assert calls[0] == "show -p LoadState -p NeedDaemonReload overlay-agent"
+    assert (calls[1:] == ["daemon-reload"]) is reloads and len(calls) <= 2
+    assert done.stdout.strip() == ("reloaded" if reloads else "not needed")
