@@ -10,6 +10,11 @@ use), then `status` (timed; it must be healthy), then `lab down` (always, also o
 Ctrl-C and SIGTERM). The wheelhouse is prepared first (`overlayctl wheelhouse`, cached after
 the first time).
 
+Every timed run also says what CPU it cost (`cpu_s`): the lab hosts' own (their cgroups), the
+rest of this machine's (overlayctl, the kernel, anything else) and the floor they set: all of it
+over every core. Here every host shares this machine's cores; on real hosts their part runs on
+their own CPUs, so a figure near its floor is bound by this machine, not by overlayctl's waits.
+
 overlayctl builds the agent's wheel from its own sources at every run, so an edit of agent/ in
 the working tree between the fresh run and the re-run would make the re-run reinstall the
 agent. The runs therefore use a snapshot of agent/, overlayctl/ and templates/ taken at the
@@ -36,7 +41,7 @@ from pathlib import Path
 
 from _lab import ROOT, goal_rows, interrupt_on_sigterm, reap, rounded  # sets sys.path
 
-from overlayctl.lab import labs, state
+from overlayctl.lab import cgroups, labs, state
 from overlayctl.lab.template import BUSYBOX_IMAGE, BUSYBOX_IMAGE_TAG
 from tests.conftest import unique_name
 
@@ -89,6 +94,7 @@ class Run:
         if self.pythonpath:
             env["PYTHONPATH"] = self.pythonpath
         argv = ["ip", "netns", "exec", lab.workstation_netns, OVERLAYCTL, *args]
+        cpu = CpuMeter(lab)
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)  # fmt: skip
@@ -97,6 +103,7 @@ class Run:
         finally:
             reap(proc)
         self.seconds = time.monotonic() - started
+        self.cpu = cpu.spent()
         self.returncode = proc.returncode
 
     def doc(self) -> dict:
@@ -111,6 +118,36 @@ class Run:
         """The host/phase progress lines of a run that changed something."""
         return [line for line in self.stderr.splitlines()
                 if re.search(r"\b[1-9]\d* changes?\b", line)]  # fmt: skip
+
+
+class CpuMeter:
+    """The CPU a run cost from here on: the lab hosts' own (their cgroups: systemd, sshd,
+    docker, etcd, the agents; on real hosts each has its own CPUs) and the rest of this
+    machine's (overlayctl on the workstation, the kernel, anything else running), and the
+    floor they set on this machine: no wall time can be shorter than all of it spread over
+    every core."""
+
+    def __init__(self, lab: state.LabState) -> None:
+        self.groups = [h.cgroup for h in lab.hosts]
+        self.hosts, self.busy = self._hosts(), cgroups.machine_busy_seconds()
+
+    def _hosts(self) -> float:
+        return sum(cgroups.cpu_seconds(g) or 0.0 for g in self.groups)
+
+    def spent(self) -> dict[str, float]:
+        hosts = self._hosts() - self.hosts
+        busy = cgroups.machine_busy_seconds() - self.busy
+        return {
+            "hosts_s": round(hosts, 2),
+            "rest_s": round(max(busy - hosts, 0.0), 2),
+            "floor_s": round(max(busy, hosts) / (os.cpu_count() or 1), 2),
+        }
+
+
+def cpu_text(result: Run) -> str:
+    cpu = result.cpu
+    return (f"; CPU: hosts {cpu['hosts_s']:.1f} s, rest {cpu['rest_s']:.1f} s, floor on "
+            f"{os.cpu_count()} cores {cpu['floor_s']:.1f} s")  # fmt: skip
 
 
 def summary(result: Run) -> str:
@@ -137,13 +174,14 @@ def one_size(hosts: int) -> dict:
     """Bring up HOSTS full hosts, time init twice and verify once, remove the lab."""
     name = unique_name("b")
     row: dict = dict.fromkeys(("init_s", "rerun_s", "verify_s", "status_s", "phases_s"))
+    row["cpu_s"] = {}
     print(f"bootstrap: {hosts} hosts: lab up ({name})", flush=True)
     started = time.monotonic()
     try:
         lab = labs.up(name, hosts, SUBNET, progress=lambda _m: None)
         print(f"bootstrap: {hosts} hosts up in {time.monotonic() - started:.1f} s", flush=True)
         result = Run(lab, "init", "-o", "json")
-        print(f"  init:   {result.seconds:6.2f} s  {summary(result)}", flush=True)
+        print(f"  init:   {result.seconds:6.2f} s  {summary(result)}{cpu_text(result)}", flush=True)
         row["phases_s"] = result.doc().get("phases_s")
         print(f"  phases (s): {row['phases_s']}", flush=True)
         if result.returncode != 0:
@@ -151,24 +189,29 @@ def one_size(hosts: int) -> dict:
             print(row["error"])
             return row
         row["init_s"] = result.seconds
+        row["cpu_s"]["init"] = result.cpu
         result = Run(lab, "init", "-o", "json")
-        print(f"  re-run: {result.seconds:6.2f} s  {summary(result)}", flush=True)
+        print(f"  re-run: {result.seconds:6.2f} s  {summary(result)}{cpu_text(result)}", flush=True)
         if result.returncode != 0 or result.doc().get("changes") != 0:
             row["error"] = f"re-run was not a no-change run: {summary(result)}"
             print("  re-run changed:\n    " + "\n    ".join(result.changed() or [failure(result)]))
         row["rerun_s"] = result.seconds
+        row["cpu_s"]["rerun"] = result.cpu
         result = Run(lab, *VERIFY, "-o", "json")
         doc = result.doc()
         print(f"  verify: {result.seconds:6.2f} s  ok {doc.get('ok')}, "
-              f"{len(doc.get('pairs', []))} pairs", flush=True)  # fmt: skip
+              f"{len(doc.get('pairs', []))} pairs{cpu_text(result)}", flush=True)  # fmt: skip
         if result.returncode != 0 or not doc.get("ok") or len(doc["pairs"]) != hosts * hosts:
             row.setdefault("error", f"verify failed: {failure(result)}")
         row["verify_s"] = result.seconds
+        row["cpu_s"]["verify"] = result.cpu
         result = Run(lab, "status", "-o", "json")
-        print(f"  status: {result.seconds:6.2f} s  ok {result.doc().get('ok')}", flush=True)
+        print(f"  status: {result.seconds:6.2f} s  ok {result.doc().get('ok')}{cpu_text(result)}",
+              flush=True)  # fmt: skip
         if result.returncode != 0 or not result.doc().get("ok"):
             row.setdefault("error", f"status not healthy: {failure(result)}")
         row["status_s"] = result.seconds
+        row["cpu_s"]["status"] = result.cpu
         return row
     except subprocess.TimeoutExpired as exc:
         row["error"] = f"overlayctl did not finish within {exc.timeout} s"
@@ -179,12 +222,15 @@ def one_size(hosts: int) -> dict:
 
 
 def goal_table(results: dict[str, dict]) -> str:
-    """Each figure that has a goal, beside it."""
-    rows = []
+    """Each figure that has a goal, beside it, and under it the floor its CPU sets here."""
+    rows: list[tuple[str, float | None, str, float | None]] = []
     for size, goals in GOALS.items():
         for key, goal in goals.items():
             if size in results:
                 rows.append((f"{key[:-2]}, {size} hosts", results[size][key], "s", goal))
+                cpu = results[size]["cpu_s"].get(key[:-2])
+                if cpu:
+                    rows.append(("  its CPU / cores (floor)", cpu["floor_s"], "s", None))
     return goal_rows(rows)
 
 
@@ -227,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print(goal_table(results))
     line = {
         size: {key: rounded(row[key], 2) for key in FIGURES}
-        | {"phases_s": row["phases_s"]}
+        | {"phases_s": row["phases_s"], "cpu_s": row["cpu_s"]}
         | ({"goals": GOALS[size]} if size in GOALS else {})
         | ({"error": row["error"]} if "error" in row else {})
         for size, row in results.items()

@@ -104,3 +104,25 @@ def memory_bytes(name: str) -> int | None:
         if candidate.is_file():
             return int(candidate.read_text())
     return None
+
+
+def cpu_seconds(name: str) -> float | None:
+    """CPU time charged to NAME so far (v1 cpuacct, or v2's cpu.stat), or None when not
+    available: what the benchmarks use to tell a lab host's own work from the workstation's."""
+    v1 = CGROUP_ROOT / "cpuacct" / name / "cpuacct.usage"
+    if v1.is_file():
+        return int(v1.read_text()) / 1e9
+    for stat in (CGROUP_ROOT / name / "cpu.stat", CGROUP_ROOT / "unified" / name / "cpu.stat"):
+        if stat.is_file():
+            for line in stat.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+    return None
+
+
+def machine_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
+    """CPU time this machine's CPUs spent busy (every state but idle and iowait), summed."""
+    fields = stat.read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")

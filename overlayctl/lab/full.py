@@ -58,9 +58,18 @@ def seed_host(root: Path, hostname: str, authorized_key: str) -> str:
     return host_key
 
 
+def docker_dir(host: HostRecord) -> Path:
+    """HOST's /var/lib/docker, a folder of this machine's beside its layers: docker needs a
+    backing filesystem other than overlayfs for its overlay2 driver, and fell back to vfs on
+    the overlay root (a copy of the image per container: a `docker run` took 0.6 s on an idle
+    host, 0.3 s with overlay2). Kept across the host's reboots, like a disk."""
+    return Path(host.root).parent / "docker"
+
+
 def boot(host: HostRecord, console_log: Path) -> int:
     """Start systemd-nspawn for HOST from its own cgroup; returns nspawn's PID."""
     cgroups.create(host.cgroup)
+    docker_dir(host).mkdir(mode=0o710, exist_ok=True)
     argv = [
         "systemd-nspawn",
         "--quiet",
@@ -70,6 +79,7 @@ def boot(host: HostRecord, console_log: Path) -> int:
         "--register=no",
         "--keep-unit",
         f"--network-namespace-path=/run/netns/{host.netns}",
+        f"--bind={docker_dir(host)}:/var/lib/docker",
         "--capability=CAP_NET_ADMIN",
         "--system-call-filter=add_key keyctl bpf",
         "--console=read-only",
