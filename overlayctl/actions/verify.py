@@ -222,7 +222,8 @@ def run_verify(session: Session, options: VerifyOptions) -> VerifyReport:
         def remove(host: Host, remote: Remote) -> None:
             remote.run(["docker", "rm", "-f", containers[host.name].name], check=False)
 
-        session.each("cleanup", remove, [h for h in nodes if h.name in containers])
+        done = [h for h in nodes if h.name in containers]
+        session.each("cleanup", remove, done, parallel=max(1, len(done)))  # waits, as the pings
     for failure in session.failures:
         report.hosts_failed[failure.host] = f"{failure.phase}: {failure.error}"
     return report
