@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from overlayctl.phases.agent import Agent
+from overlayctl.phases.agent_prefetch import PrefetchAgents
 from overlayctl.phases.base import HostPhase, Phase, Rollout, RolloutOptions, RolloutReport
 from overlayctl.phases.connect import Connect
 from overlayctl.phases.docker import Docker
@@ -28,6 +29,7 @@ from overlayctl.remote.session import Session
 
 
 def init_phases(options: RolloutOptions) -> list[Phase | HostPhase]:
+    agent = Agent()
     return [
         Connect(),
         Gather(),
@@ -35,11 +37,12 @@ def init_phases(options: RolloutOptions) -> list[Phase | HostPhase]:
         Packages(),
         Firewall(),
         PushPki(),
+        PrefetchAgents(agent),  # fresh hosts' installs run beside etcd's forming
         Etcd(),
         NetworkConfig(force=options.force),
         AllowList(),
         EtcdUsers(),
-        Agent(),
+        agent,
         AuthEnable(),
         Docker(),
     ]

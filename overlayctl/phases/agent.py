@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shlex
+from concurrent.futures import Future
 from typing import ClassVar
 
 from overlayctl import paths as hp
@@ -41,6 +42,10 @@ class Agent(HostPhase):
 
     unit_file_only: ClassVar[bool] = True
 
+    def __init__(self) -> None:
+        # host -> its install started early by PrefetchAgents (agent_prefetch.py)
+        self.prefetched: dict[str, Future[None]] = {}
+
     def owns(self, path: str) -> bool:
         return path in _PATHS
 
@@ -60,7 +65,11 @@ class Agent(HostPhase):
         if action.kind == "install-agent":
             if on.target.bundle is None:
                 raise OverlayctlError(f"{on.target.name}: no agent wheelhouse for this host")
-            install_agent(on.remote, on.target.bundle)
+            prefetched = self.prefetched.pop(on.target.name, None)
+            if prefetched is not None:
+                prefetched.result()  # its failure is this host's, here
+            else:
+                install_agent(on.remote, on.target.bundle)
         elif action.kind == "remove-device":
             # A previous backend's device (the agent removes it too when it starts; gone is fine).
             on.remote.run(["ip", "link", "delete", action.target], check=False)

@@ -88,6 +88,9 @@ class Rollout:
     known_config: dict | None = None  # the network config in etcd before any phase ran
     pki: Pki | None = None
     handbuilt: HandBuilt | None = None  # what the facts show of a cluster built by hand
+    # Work a phase left running beside the next ones (agent_prefetch's installs): each is
+    # waited for when the phases end, however they end, before the connections close.
+    background: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def inv(self) -> Inventory:

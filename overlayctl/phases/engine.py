@@ -35,19 +35,23 @@ from overlayctl.text import plural
 
 
 def run_phases(rollout: Rollout, phases: Sequence[Phase | HostPhase]) -> None:
-    """PHASES in order, each that should run."""
-    for phase in phases:
-        if not phase.should_run(rollout):
-            continue
-        started = time.monotonic()
-        rollout.report.took(phase.title, 0.0)  # its place in the order, before its waits
-        try:
-            if isinstance(phase, HostPhase):
-                run_host_phase(rollout, phase)
-            else:
-                phase.run(rollout)
-        finally:
-            rollout.report.took(phase.title, time.monotonic() - started)
+    """PHASES in order, each that should run; then what they left running in the background."""
+    try:
+        for phase in phases:
+            if not phase.should_run(rollout):
+                continue
+            started = time.monotonic()
+            rollout.report.took(phase.title, 0.0)  # its place in the order, before its waits
+            try:
+                if isinstance(phase, HostPhase):
+                    run_host_phase(rollout, phase)
+                else:
+                    phase.run(rollout)
+            finally:
+                rollout.report.took(phase.title, time.monotonic() - started)
+    finally:
+        while rollout.background:
+            rollout.background.pop()()
 
 
 @contextmanager
