@@ -129,25 +129,33 @@ class CpuMeter:
 
     def __init__(self, lab: state.LabState) -> None:
         self.groups = [h.cgroup for h in lab.hosts]
-        self.hosts, self.busy = self._hosts(), cgroups.machine_busy_seconds()
+        self.hosts, (self.busy, self.steal) = self._hosts(), cgroups.machine_cpu_seconds()
 
     def _hosts(self) -> float:
         return sum(cgroups.cpu_seconds(g) or 0.0 for g in self.groups)
 
     def spent(self) -> dict[str, float]:
         hosts = self._hosts() - self.hosts
-        busy = cgroups.machine_busy_seconds() - self.busy
+        busy, steal = (
+            now - then
+            for now, then in zip(
+                cgroups.machine_cpu_seconds(), (self.busy, self.steal), strict=True
+            )
+        )
         return {
             "hosts_s": round(hosts, 2),
             "rest_s": round(max(busy - hosts, 0.0), 2),
             "floor_s": round(max(busy, hosts) / (os.cpu_count() or 1), 2),
+            "steal_s": round(steal, 2),
         }
 
 
 def cpu_text(result: Run) -> str:
     cpu = result.cpu
-    return (f"; CPU: hosts {cpu['hosts_s']:.1f} s, rest {cpu['rest_s']:.1f} s, floor on "
-            f"{os.cpu_count()} cores {cpu['floor_s']:.1f} s")  # fmt: skip
+    return (
+        f"; CPU: hosts {cpu['hosts_s']:.1f} s, rest {cpu['rest_s']:.1f} s, floor on "
+        f"{os.cpu_count()} cores {cpu['floor_s']:.1f} s, stolen {cpu['steal_s']:.1f} s"
+    )
 
 
 def summary(result: Run) -> str:

@@ -121,8 +121,11 @@ def cpu_seconds(name: str) -> float | None:
     return None
 
 
-def machine_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
-    """CPU time this machine's CPUs spent busy (every state but idle and iowait), summed."""
+def machine_cpu_seconds(stat: Path = Path("/proc/stat")) -> tuple[float, float]:
+    """CPU time this machine's CPUs spent busy (user, nice, system, irq, softirq), summed, and
+    the time the hypervisor gave them to others (steal): a slow run with much steal was a
+    crowded machine."""
     fields = stat.read_text().splitlines()[0].split()[1:]
-    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
