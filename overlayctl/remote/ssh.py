@@ -21,6 +21,7 @@ import paramiko
 
 from overlayctl.errors import OverlayctlError
 from overlayctl.plan.facts import RemoteFile, parse_files
+from overlayctl.remote.batch import batch_text
 from overlayctl.remote.connect_errors import connect_failure
 from overlayctl.remote.heartbeat import INTERVAL, Heartbeat
 from overlayctl.remote.scripts import HostScript
@@ -270,7 +271,7 @@ class Remote:
         (no sudo there), every result carries its exit code and stderr. For reads that would
         each cost a round trip of their own."""
         token = f"--overlayctl-batch-{secrets.token_hex(8)}--"
-        text = _batch_text([argv for argv, _ in commands], token, parallel)
+        text = batch_text([argv for argv, _ in commands], token, parallel)
         what = waiting_for or f"{len(commands)} commands"
         labels = "; ".join(label for _, label in commands)
         got = self.run(["sh", "-c", text], check=False, timeout=timeout, waiting_for=what,
@@ -375,20 +376,6 @@ def _connection(
         _AcceptNewPolicy(target.known_hosts, record) if accept_new else _RejectPolicy()
     )
     return conn
-
-
-def _batch_text(argvs: list[list[str]], token: str, parallel: bool) -> str:
-    """The shell text of a batch: each command's stdout, then TOKEN and its exit code."""
-    if not parallel:
-        return "\n".join(
-            f"{shlex.join(argv)} </dev/null; printf '\\n%s %s\\n' {token} $?" for argv in argvs
-        )
-    runs = [f'{{ {shlex.join(argv)} </dev/null >"$d/{i}"; echo $? >"$d/{i}.rc"; }} &'
-            for i, argv in enumerate(argvs)]  # fmt: skip
-    shows = [f"cat \"$d/{i}\"; printf '\\n%s %s\\n' {token} \"$(cat \"$d/{i}.rc\")\""
-             for i in range(len(argvs))]  # fmt: skip
-    return "\n".join(['d=$(mktemp -d) || exit 1', "trap 'rm -rf \"$d\"' EXIT", *runs, "wait",
-                      *shows])  # fmt: skip
 
 
 # A command for Remote.run or Remote.batch: the argument list, and how the log names it.

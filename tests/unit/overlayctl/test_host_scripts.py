@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from overlayctl.remote.batch import BATCH_AT_ONCE
 from overlayctl.remote.scripts import FOLDER, HostScript
 from overlayctl.remote.ssh import RunResult, command_of
 from tests.local_remote import LocalRemote
@@ -93,6 +94,20 @@ def test_a_parallel_batch_runs_its_commands_at_once(tmp_path) -> None:
         (["sh", "-c", wait, "sh", a, b], "a"), (["sh", "-c", wait, "sh", b, a], "b"),
     ], parallel=True)  # fmt: skip
     assert [r.code for r in results] == [0, 0]
+
+
+def test_a_parallel_batch_runs_at_most_its_limit_at_once(tmp_path) -> None:
+    """Each command counts the others running beside it (a file per running command): never
+    more than BATCH_AT_ONCE, and every output still in its place."""
+    count = 'touch "$1/$2"; sleep 0.2; n=$(ls "$1" | wc -l); rm "$1/$2"; echo "$2 $n"'
+    n = 2 * BATCH_AT_ONCE + 3
+    results = LocalRemote().batch(
+        [(["sh", "-c", count, "sh", str(tmp_path), str(i)], str(i)) for i in range(n)],
+        parallel=True,
+    )
+    seen = [r.stdout.split() for r in results]
+    assert [int(i) for i, _ in seen] == list(range(n))
+    assert 1 < max(int(c) for _, c in seen) <= BATCH_AT_ONCE
 
 
 def test_a_batch_that_cannot_run_gives_every_command_its_failure() -> None:
