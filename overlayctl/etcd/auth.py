@@ -163,7 +163,7 @@ class EtcdAuth:
             done.append(f"role {role}: {p} granted")
         argv = etcdctl.base_argv(self.inv)
         batch_checked(self.remote, [([*argv, *c], f"etcdctl {' '.join(c[:2])} {role}")
-                                    for c in changes])  # fmt: skip
+                                    for c in changes], stop_at_failure=True)  # fmt: skip
         return done
 
     # -- users ---------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def restart_agent(remote: Remote, timeout: float = 90) -> None:
         [(restart, shlex.join(restart)),
          command_of(READY, str(hp.AGENT_HEALTHZ_PORT), str(timeout))],
         timeout=2 * timeout + 30, waiting_for="overlay-agent to start and answer /readyz",
+        stop_at_failure=True,
     )  # fmt: skip
     if restarted.code != 0:
         raise RemoteCommandFailed(remote.target.name, shlex.join(restart), restarted.code,

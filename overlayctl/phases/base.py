@@ -89,8 +89,9 @@ class Rollout:
     pki: Pki | None = None
     handbuilt: HandBuilt | None = None  # what the facts show of a cluster built by hand
     # Work a phase left running beside the next ones (agent_prefetch's installs): each is
-    # waited for when the phases end, however they end, before the connections close.
-    background: list[Callable[[], None]] = field(default_factory=list)
+    # called when the phases end, with whether they failed (then what has not started yet is
+    # cancelled), and waited for before the connections close.
+    background: list[Callable[[bool], None]] = field(default_factory=list)
 
     @property
     def inv(self) -> Inventory:

@@ -103,12 +103,12 @@ class Docker(HostPhase):
         # Each restart here is one overlayctl asked for on purpose: the counter starts again.
         restart = ["systemctl", "restart", "docker"]
         _reset, restarted, out = remote.batch([
-            (["systemctl", "reset-failed", "docker.service", "docker.socket"],
+            (["sh", "-c", "systemctl reset-failed docker.service docker.socket; true"],
              "systemctl reset-failed docker.service docker.socket"),
             (restart, shlex.join(restart)),
             (["ip", "-4", "-o", "addr", "show", "dev", "docker0"],
              "ip -4 -o addr show dev docker0"),
-        ], timeout=180, waiting_for="docker to restart")  # fmt: skip
+        ], timeout=180, waiting_for="docker to restart", stop_at_failure=True)  # fmt: skip
         if restarted.code != 0:
             raise RemoteCommandFailed(remote.target.name, shlex.join(restart), restarted.code,
                                       restarted.stderr)  # fmt: skip

@@ -7,7 +7,8 @@ each with its whole phase (files, actions, restart), so two hosts are never down
 host the roll did not reach keeps its old files (the next run plans it again). A host that fails
 leaves the run; a failed restart stops its roll, and the hosts it did not reach leave the run
 too, named. etcd's restarts keep quorum: a running cluster member by member with a health wait,
-a new cluster all together.
+a new cluster started without waiting for quorum (the phase's start_new: etcd's members one
+after another, each once it serves its peers), then one health wait.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from overlayctl.text import plural
 
 
 def run_phases(rollout: Rollout, phases: Sequence[Phase | HostPhase]) -> None:
-    """PHASES in order, each that should run; then what they left running in the background."""
+    """PHASES in order, each that should run; then what they left running in the background
+    (cancelled where not started yet when a phase failed or the run was interrupted)."""
+    failed = True
     try:
         for phase in phases:
             if not phase.should_run(rollout):
@@ -49,9 +52,10 @@ def run_phases(rollout: Rollout, phases: Sequence[Phase | HostPhase]) -> None:
                     phase.run(rollout)
             finally:
                 rollout.report.took(phase.title, time.monotonic() - started)
+        failed = False
     finally:
         while rollout.background:
-            rollout.background.pop()()
+            rollout.background.pop()(failed)
 
 
 @contextmanager
@@ -176,9 +180,10 @@ def _keep_quorum(
     rollout: Rollout, phase: HostPhase, targets: list[Target], probes: dict[str, Probe]
 ) -> None:
     """Start or restart the unit where the plans say, keeping its cluster's quorum: a running
-    cluster one member at a time, each healthy before the next; a new one all together (members
-    wait for each other: one alone never becomes ready). Nothing restarts while a member is out
-    of the run: its state is unknown, and the restarts could cost quorum."""
+    cluster one member at a time, each healthy before the next; a new one as the phase's
+    start_new says, without waiting for quorum (one alone never becomes ready), then one health
+    wait. Nothing restarts while a member is out of the run: its state is unknown, and the
+    restarts could cost quorum."""
     members = [h for h in rollout.inv.hosts if phase.runs_on(h)]
     lost = [m.name for m in members if m.name not in rollout.session.remotes]
     if lost:

@@ -110,8 +110,10 @@ class Etcd(HostPhase):
         for target in targets:
 
             def start(host: Host, remote: Remote) -> None:
-                start_member(rollout.inv, host, remote)
+                late = start_member(rollout.inv, host, remote)
                 self.restarted.add(host.name)
+                if late:
+                    rollout.say(host.name, self.name, f"not serving its peers yet: {late}")
 
             started += rollout.session.each(self.name, start, [target.host]).succeeded
         return started
@@ -139,19 +141,24 @@ class Etcd(HostPhase):
         members.require(anchor(rollout), rollout.inv, [t.host for t in targets])
 
 
-def start_member(inv: Inventory, host: Host, remote: Remote) -> None:
+def start_member(inv: Inventory, host: Host, remote: Remote) -> str:
     """Start a new cluster's member without waiting for quorum, then wait (bounded) until it
-    serves its peers; one round trip."""
+    serves its peers; one round trip. Returns why it does not serve yet ("": it does): the
+    health wait that follows decides (a member without python3, an etcd-only host, cannot be
+    asked, and the next one starts at once)."""
     pki = [hp.CA_CERT, hp.ETCD_PEER_CERT, hp.ETCD_PEER_KEY] if inv.cluster.tls else []
     start = ["systemctl", "restart", "--no-block", "etcd"]
-    began, _serving = remote.batch(
+    began, serving = remote.batch(
         [(start, shlex.join(start)),
          command_of(PEER_SERVING, peer_url(inv, host), str(PEER_SERVING_S), *pki)],
-        timeout=PEER_SERVING_S + 60, waiting_for="etcd to serve its peers",
+        timeout=PEER_SERVING_S + 60, waiting_for="etcd to serve its peers", stop_at_failure=True,
     )  # fmt: skip
     if began.code != 0:
         why = cluster.last_line(began.stderr)
         raise OverlayctlError(f"{host.name}: starting etcd failed: {why}")
+    if serving.code == 0:
+        return ""
+    return cluster.last_line(serving.stdout or serving.stderr) or f"exit {serving.code}"
 
 
 def restart_etcd(remote: Remote, wait: bool) -> None:

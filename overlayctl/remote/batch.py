@@ -9,11 +9,16 @@ import shlex
 BATCH_AT_ONCE = 16  # a parallel batch's commands running together, at most
 
 
-def batch_text(argvs: list[list[str]], token: str, parallel: bool) -> str:
-    """The shell text of a batch: each command's stdout, then TOKEN and its exit code."""
+def batch_text(
+    argvs: list[list[str]], token: str, parallel: bool, stop_at_failure: bool = False
+) -> str:
+    """The shell text of a batch: each command's stdout, then TOKEN and its exit code
+    (STOP_AT_FAILURE: the shell ends after a command that failed; never with PARALLEL)."""
     if not parallel:
+        stop = ' [ "$rc" = 0 ] || exit 0;' if stop_at_failure else ""
         return "\n".join(
-            f"{shlex.join(argv)} </dev/null; printf '\\n%s %s\\n' {token} $?" for argv in argvs
+            f"{shlex.join(argv)} </dev/null; rc=$?; printf '\\n%s %s\\n' {token} \"$rc\";{stop}"
+            for argv in argvs
         )
     runs = []
     for i, argv in enumerate(argvs):

@@ -174,7 +174,15 @@ class Remote:
             self._waiting.busy = False
 
     def close(self) -> None:
+        """Close the connection for good: a later command raises instead of logging in again
+        (fabric would reopen it), e.g. a background install on a host that left the run."""
+        self._closed = True
         self._conn.close()
+
+    def _open_again(self) -> None:
+        if getattr(self, "_closed", False):
+            raise OverlayctlError(f"{self.target.name}: connection closed (the host left the run)")
+        self._conn.open()
 
     def __enter__(self) -> Remote:
         self.connect()
@@ -229,7 +237,7 @@ class Remote:
         (invoke's runner feeds stdin a byte at a time with a sleep in between, which made a
         3 KB file take seconds; a plain channel sends it in one go.)
         """
-        self._conn.open()
+        self._open_again()
         transport = self._conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise paramiko.SSHException("not connected")
@@ -264,14 +272,16 @@ class Remote:
         timeout: float | None = 300,
         waiting_for: str = "",
         parallel: bool = False,
+        stop_at_failure: bool = False,
     ) -> list[RunResult]:
         """COMMANDS ((argv, log label) pairs) in one round trip: one shell runs them in turn
-        (PARALLEL: all at once, independent reads), stdin from /dev/null, each with its own
-        stdout and exit code. stderr is the batch's as a whole; when the batch itself cannot run
+        (PARALLEL: all at once, independent reads; STOP_AT_FAILURE: none after one that
+        failed, which then reads as not run), stdin from /dev/null, each with its own stdout and
+        exit code. stderr is the batch's as a whole; when the batch itself cannot run
         (no sudo there), every result carries its exit code and stderr. For reads that would
         each cost a round trip of their own."""
         token = f"--overlayctl-batch-{secrets.token_hex(8)}--"
-        text = batch_text([argv for argv, _ in commands], token, parallel)
+        text = batch_text([argv for argv, _ in commands], token, parallel, stop_at_failure)
         what = waiting_for or f"{len(commands)} commands"
         labels = "; ".join(label for _, label in commands)
         got = self.run(["sh", "-c", text], check=False, timeout=timeout, waiting_for=what,
@@ -294,6 +304,7 @@ class Remote:
 
         The folder must not exist yet: one made by someone else could hold their files.
         """
+        self._open_again()
         sftp = self._conn.sftp()
         try:
             sftp.mkdir(remote_dir, mode=0o700)
@@ -396,10 +407,15 @@ def batch_checked(
     *,
     timeout: float | None = 300,
     waiting_for: str = "",
+    stop_at_failure: bool = False,
 ) -> list[RunResult]:
     """REMOTE.batch(COMMANDS), where every command must succeed: the first that failed raises,
-    named (a function, not a method: anything with Remote's batch will do)."""
-    results = remote.batch(commands, timeout=timeout, waiting_for=waiting_for) if commands else []
+    named (a function, not a method: anything with Remote's batch will do). STOP_AT_FAILURE:
+    as Remote.batch's (the error then shows that command's own last stderr line)."""
+    kw = {"stop_at_failure": True} if stop_at_failure else {}
+    results = (
+        remote.batch(commands, timeout=timeout, waiting_for=waiting_for, **kw) if commands else []
+    )
     for (_argv, label), got in zip(commands, results, strict=True):
         if got.code != 0:
             raise RemoteCommandFailed(remote.target.name, label, got.code, got.stderr)

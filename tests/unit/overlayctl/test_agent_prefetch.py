@@ -77,7 +77,7 @@ def test_the_agent_phase_takes_the_prefetched_install_and_its_failure(installs) 
     finally:
         installs_failing.clear()
         for wait in r.background:
-            wait()
+            wait(False)
     assert [h for h, _ in installs] == ["n1"]  # not installed a second time
 
 
@@ -96,3 +96,32 @@ def test_the_engine_waits_for_background_installs_when_a_phase_fails(installs) -
     with pytest.raises(OverlayctlError, match="etcd did not form"):
         run_phases(r, [PrefetchAgents(agent), Boom()])
     assert [h for h, _ in installs] == ["n1"]  # finished before run_phases returned
+
+
+def all_fresh(parallel: int) -> Rollout:
+    fresh = [INSTALL, Action("agent", "start", "overlay-agent")]
+    r = rollout({name: list(fresh) for name in ("n1", "n2", "n3", "n4")})
+    r.options.parallel = parallel
+    for target in r.targets.values():
+        target.bundle = AgentBundle((), "d")
+    return r
+
+
+def test_a_failed_phase_cancels_the_installs_not_started_yet(installs) -> None:
+    """One at a time (--parallel 1): n1's install runs when etcd fails; n2-n4's never start."""
+    r, agent = all_fresh(parallel=1), Agent()
+    with pytest.raises(OverlayctlError, match="etcd did not form"):
+        run_phases(r, [PrefetchAgents(agent), Boom()])
+    assert [h for h, _ in installs] == ["n1"]
+    assert all(agent.prefetched[n].cancelled() for n in ("n2", "n3", "n4"))
+
+
+def test_a_host_that_left_the_run_gets_no_install(installs) -> None:
+    r, agent = all_fresh(parallel=1), Agent()
+    PrefetchAgents(agent).run(r)
+    del r.session.remotes["n3"]  # n3 failed a phase meanwhile: the session dropped it
+    for wait in r.background:
+        wait(False)
+    assert [h for h, _ in installs] == ["n1", "n2", "n4"]
+    with pytest.raises(OverlayctlError, match="n3: left the run"):
+        agent.prefetched["n3"].result()

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from overlayctl.errors import OverlayctlError
 from overlayctl.remote.batch import BATCH_AT_ONCE
 from overlayctl.remote.scripts import FOLDER, HostScript
-from overlayctl.remote.ssh import RunResult, command_of
+from overlayctl.remote.ssh import Remote, RunResult, command_of
+from overlayctl.remote.target import SshTarget
 from tests.local_remote import LocalRemote
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -108,6 +110,43 @@ def test_a_parallel_batch_runs_at_most_its_limit_at_once(tmp_path) -> None:
     seen = [r.stdout.split() for r in results]
     assert [int(i) for i, _ in seen] == list(range(n))
     assert 1 < max(int(c) for _, c in seen) <= BATCH_AT_ONCE
+
+
+def test_a_batch_that_stops_at_a_failure_runs_nothing_after_it(tmp_path) -> None:
+    """The restart that failed is the batch's last command: nothing after it runs (a readiness
+    wait would only wait), and the stderr ends with its own line."""
+    mark = tmp_path / "ran"
+    results = LocalRemote().batch([
+        (["true"], "first"),
+        (["sh", "-c", "echo restart failed >&2; exit 4"], "restart"),
+        (["touch", str(mark)], "after"),
+    ], stop_at_failure=True)  # fmt: skip
+    assert [r.code for r in results] == [0, 4, 255]
+    assert not mark.exists()
+    assert results[1].stderr.strip().splitlines()[-1] == "restart failed"
+
+
+def test_a_closed_remote_never_logs_in_again() -> None:
+    """fabric reopens a closed connection by itself; a Remote closed by the session (its host
+    left the run) refuses instead."""
+
+    class Conn:
+        opened = 0
+
+        def open(self) -> None:
+            Conn.opened += 1
+
+        def close(self) -> None:
+            pass
+
+    remote = Remote.__new__(Remote)
+    remote.target = SshTarget("n1", "192.0.2.1", Path("/dev/null"))
+    remote._conn = Conn()  # type: ignore[assignment]
+    remote._open_again()
+    remote.close()
+    with pytest.raises(OverlayctlError, match="n1: connection closed"):
+        remote._open_again()
+    assert Conn.opened == 1
 
 
 def test_a_batch_that_cannot_run_gives_every_command_its_failure() -> None:
