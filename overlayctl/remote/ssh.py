@@ -412,10 +412,10 @@ def batch_checked(
     """REMOTE.batch(COMMANDS), where every command must succeed: the first that failed raises,
     named (a function, not a method: anything with Remote's batch will do). STOP_AT_FAILURE:
     as Remote.batch's (the error then shows that command's own last stderr line)."""
-    kw = {"stop_at_failure": True} if stop_at_failure else {}
     results = (
-        remote.batch(commands, timeout=timeout, waiting_for=waiting_for, **kw) if commands else []
-    )
+        remote.batch(commands, timeout=timeout, waiting_for=waiting_for,
+                     stop_at_failure=stop_at_failure) if commands else []
+    )  # fmt: skip
     for (_argv, label), got in zip(commands, results, strict=True):
         if got.code != 0:
             raise RemoteCommandFailed(remote.target.name, label, got.code, got.stderr)
